@@ -1,0 +1,160 @@
+//! The two behaviours of the models: `legacy` reproduces the 2026-02 system
+//! with its known defects (spec §15), `hardened` fixes each one. Every defect
+//! on the projection path has its own named switch so a test can turn one on
+//! alone.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Which system the models behave as; chosen once, at construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    Legacy,
+    Hardened,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 2] = [Profile::Legacy, Profile::Hardened];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Legacy => "legacy",
+            Profile::Hardened => "hardened",
+        }
+    }
+
+    /// The switches of this profile: all defects on for `legacy`, all off for
+    /// `hardened`.
+    pub fn switches(self) -> Switches {
+        match self {
+            Profile::Legacy => Switches::LEGACY,
+            Profile::Hardened => Switches::HARDENED,
+        }
+    }
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// An unknown profile name; lists the valid ones.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown profile `{given}` (valid: legacy, hardened)")]
+pub struct UnknownProfile {
+    pub given: String,
+}
+
+impl FromStr for Profile {
+    type Err = UnknownProfile;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "legacy" => Ok(Profile::Legacy),
+            "hardened" => Ok(Profile::Hardened),
+            other => Err(UnknownProfile {
+                given: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// One flag per defect of spec §15 on the projection path. `true` means the
+/// model behaves as the original did (the defect is present).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Switches {
+    /// B1: the fanout calls sinks in configured order and never compensates;
+    /// a failure after an external sink leaves that sink ahead. Fix: run the
+    /// transactional sinks (Khala) first, external ones last, and record the
+    /// failed projection for a repair pass.
+    pub b1_fanout_partial_success: bool,
+    /// B3: a sink-mode switch does not backfill; entities whose seq did not
+    /// move stay `idempotent` and never reach the new sink. Fix: a switch that
+    /// adds a target re-projects every entity.
+    pub b3_sink_switch_skips_backfill: bool,
+    /// B4: `run.finished` / `worker.stopped` (ingest) is appended, and so
+    /// projected, before the terminal status is stored on the row. Fix: store
+    /// the status first.
+    pub b4_terminal_status_after_event: bool,
+    /// B5: the summary is built before the checkpoint lock, so an older build
+    /// can commit last at the same seq. Fix: build it under the lock.
+    pub b5_summary_built_before_lock: bool,
+    /// B6: with no checkpoint row nothing is locked; concurrent first
+    /// projections both write and the second checkpoint insert raises. Fix: a
+    /// transaction-scoped advisory lock per entity and an upsert.
+    pub b6_first_projection_unlocked: bool,
+    /// B7: a checkpoint ahead of the authority skips every write until a
+    /// rebuild. Fix: the authority wins; the projection is written and the
+    /// checkpoint reset to the real seq.
+    pub b7_checkpoint_ahead_skips: bool,
+    /// B11: the Khala sink wakes subscribers inside the open transaction. Fix:
+    /// wake them after commit.
+    pub b11_wake_before_commit: bool,
+    /// B16: the read-model upsert has no version guard. Fix: a lower
+    /// `doc_version` never overwrites a higher one.
+    pub b16_no_version_guard: bool,
+    /// B17: reprojection deletes the checkpoint outside the projector
+    /// transaction. Fix: delete and re-project in one transaction.
+    pub b17_reprojection_gap: bool,
+}
+
+impl Switches {
+    pub const LEGACY: Switches = Switches {
+        b1_fanout_partial_success: true,
+        b3_sink_switch_skips_backfill: true,
+        b4_terminal_status_after_event: true,
+        b5_summary_built_before_lock: true,
+        b6_first_projection_unlocked: true,
+        b7_checkpoint_ahead_skips: true,
+        b11_wake_before_commit: true,
+        b16_no_version_guard: true,
+        b17_reprojection_gap: true,
+    };
+
+    pub const HARDENED: Switches = Switches {
+        b1_fanout_partial_success: false,
+        b3_sink_switch_skips_backfill: false,
+        b4_terminal_status_after_event: false,
+        b5_summary_built_before_lock: false,
+        b6_first_projection_unlocked: false,
+        b7_checkpoint_ahead_skips: false,
+        b11_wake_before_commit: false,
+        b16_no_version_guard: false,
+        b17_reprojection_gap: false,
+    };
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Switches::LEGACY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_round_trip_and_unknown_names_list_the_valid_ones() {
+        for profile in Profile::ALL {
+            assert_eq!(profile.as_str().parse::<Profile>(), Ok(profile));
+        }
+        let error = "strict".parse::<Profile>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown profile `strict` (valid: legacy, hardened)"
+        );
+    }
+
+    #[test]
+    fn legacy_has_every_defect_and_hardened_none() {
+        let legacy = serde_json::to_value(Profile::Legacy.switches()).unwrap();
+        let hardened = serde_json::to_value(Profile::Hardened.switches()).unwrap();
+        let legacy = legacy.as_object().unwrap();
+        assert!(legacy.values().all(|on| on == true));
+        assert!(hardened.as_object().unwrap().values().all(|on| on == false));
+        assert_eq!(legacy.len(), 9);
+    }
+}
