@@ -1,0 +1,3 @@
+//! Backends the harness runs the system under test against.
+
+pub mod postgres;

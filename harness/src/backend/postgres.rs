@@ -1,0 +1,1087 @@
+//! PostgreSQL for tests and harness runs: one server per process (a container, a
+//! throwaway local server, or an external one), a template database migrated
+//! once with `khala_runtime::MIGRATOR`, and a cheap clone of it per case.
+//!
+//! Nothing outlives the backend: `shutdown()` is the awaited cleanup, and `Drop`
+//! does whatever `shutdown()` did not (also while a test panics).
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sqlx::migrate::MigrateError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tempfile::TempDir;
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
+
+/// Which provider to use: `auto`, `containers`, `local` or `external`.
+pub const ENV_BACKEND: &str = "KHALA_PARITY_BACKEND";
+/// The container image as `name:tag`.
+pub const ENV_POSTGRES_IMAGE: &str = "KHALA_PARITY_POSTGRES_IMAGE";
+/// The server URL for the external provider.
+pub const ENV_POSTGRES_URL: &str = "KHALA_PARITY_POSTGRES_URL";
+/// `1` or `true`: `auto` must find a docker engine instead of falling back to local.
+pub const ENV_REQUIRE_CONTAINERS: &str = "KHALA_PARITY_REQUIRE_CONTAINERS";
+/// Where `initdb` and `pg_ctl` live for the local provider.
+pub const ENV_POSTGRES_BIN_DIR: &str = "KHALA_PARITY_POSTGRES_BIN_DIR";
+
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15";
+pub const DEFAULT_POSTGRES_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+/// Every database this module creates starts with this, so that an external
+/// server's own databases are recognisably not ours.
+pub const DATABASE_PREFIX: &str = "khala_parity_";
+
+/// The label on every container this module starts, for leak checks.
+pub const CONTAINER_LABEL: (&str, &str) = ("khala-parity", "1");
+
+const READY_MESSAGE: &str = "database system is ready to accept connections";
+const DOCKER_PING_TIMEOUT: Duration = Duration::from_secs(3);
+const CONTAINER_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The official image logs the ready message for a temporary init server
+/// first, so readiness is only proven by a real TCP connection.
+const CONTAINER_READY_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CASE_POOL_MAX_CONNECTIONS: u32 = 8;
+/// Another process can take the port between our probe and the server's bind.
+const LOCAL_START_ATTEMPTS: u32 = 3;
+
+/// Numbers backends within this process, so that names stay unique even when
+/// several backends share one external server.
+static BACKEND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// What the configuration asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Containers when a docker engine answers, else local.
+    Auto,
+    Containers,
+    Local,
+    External,
+}
+
+impl BackendChoice {
+    pub const VALID_VALUES: [&str; 4] = ["auto", "containers", "local", "external"];
+}
+
+impl FromStr for BackendChoice {
+    type Err = ParseBackendChoiceError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "containers" => Ok(Self::Containers),
+            "local" => Ok(Self::Local),
+            "external" => Ok(Self::External),
+            _ => Err(ParseBackendChoiceError {
+                value: value.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Containers => "containers",
+            Self::Local => "local",
+            Self::External => "external",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parse backend choice {value:?}: expected one of auto, containers, local, external")]
+pub struct ParseBackendChoiceError {
+    pub value: String,
+}
+
+/// What actually runs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Containers,
+    Local,
+    External,
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Containers => "containers",
+            Self::Local => "local",
+            Self::External => "external",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub choice: BackendChoice,
+    /// `name:tag`; a name without a tag means `latest`.
+    pub image: String,
+    /// Required for `External`.
+    pub external_url: Option<String>,
+    /// When set, `Auto` without a docker engine is an error, never local.
+    pub require_containers: bool,
+    pub postgres_bin_dir: PathBuf,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            choice: BackendChoice::Auto,
+            image: DEFAULT_POSTGRES_IMAGE.to_owned(),
+            external_url: None,
+            require_containers: false,
+            postgres_bin_dir: PathBuf::from(DEFAULT_POSTGRES_BIN_DIR),
+        }
+    }
+}
+
+impl PostgresConfig {
+    pub fn from_env() -> Result<Self, BackendError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so that tests need not change
+    /// the process environment. Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BackendError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        let defaults = Self::default();
+        let choice = match get(ENV_BACKEND) {
+            None => defaults.choice,
+            Some(value) => value
+                .parse()
+                .map_err(|source| BackendError::InvalidChoice {
+                    variable: ENV_BACKEND,
+                    source,
+                })?,
+        };
+        let require_containers = match get(ENV_REQUIRE_CONTAINERS).as_deref() {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(BackendError::InvalidFlag {
+                    variable: ENV_REQUIRE_CONTAINERS,
+                    value: other.to_owned(),
+                });
+            }
+        };
+        Ok(Self {
+            choice,
+            image: get(ENV_POSTGRES_IMAGE).unwrap_or(defaults.image),
+            external_url: get(ENV_POSTGRES_URL),
+            require_containers,
+            postgres_bin_dir: get(ENV_POSTGRES_BIN_DIR)
+                .map_or(defaults.postgres_bin_dir, PathBuf::from),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("read {variable}")]
+    InvalidChoice {
+        variable: &'static str,
+        #[source]
+        source: ParseBackendChoiceError,
+    },
+    #[error("read {variable}={value:?}: expected 1, true, 0 or false")]
+    InvalidFlag {
+        variable: &'static str,
+        value: String,
+    },
+    #[error("start the external provider: {variable} is not set")]
+    MissingExternalUrl { variable: &'static str },
+    #[error(
+        "find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids falling back to the local provider): {reason}"
+    )]
+    ContainersRequired { reason: String },
+    #[error("reach a docker engine for the containers provider: {reason}")]
+    EngineUnreachable { reason: String },
+    #[error("start a postgres container from image {image}")]
+    ContainerStart {
+        image: String,
+        #[source]
+        source: Box<TestcontainersError>,
+    },
+    #[error("remove postgres container {container_id}")]
+    ContainerRemove {
+        container_id: String,
+        #[source]
+        source: Box<TestcontainersError>,
+    },
+    #[error("find the postgres program {} (set {ENV_POSTGRES_BIN_DIR})", path.display())]
+    PostgresProgramMissing { path: PathBuf },
+    #[error(
+        "start the local provider as root: there is no `postgres` user to run initdb and pg_ctl as (both refuse root)"
+    )]
+    PostgresUserMissing,
+    #[error("prepare the local data directory {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("find a free port on 127.0.0.1")]
+    FreePort {
+        #[source]
+        source: io::Error,
+    },
+    #[error("run `{command}` for the local server in {}", data_dir.display())]
+    LocalCommand {
+        command: String,
+        data_dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("run `{command}` for the local server in {}: {status}\n{output}", data_dir.display())]
+    LocalCommandFailed {
+        command: String,
+        data_dir: PathBuf,
+        status: ExitStatus,
+        output: String,
+    },
+    #[error("parse postgres url {url}")]
+    InvalidUrl {
+        url: String,
+        #[source]
+        source: Box<sqlx::Error>,
+    },
+    #[error("connect to the {provider} postgres server at {url}")]
+    Unreachable {
+        provider: ProviderKind,
+        url: String,
+        #[source]
+        source: Box<sqlx::Error>,
+    },
+    #[error("create database {database}")]
+    CreateDatabase {
+        database: String,
+        #[source]
+        source: Box<sqlx::Error>,
+    },
+    #[error("migrate database {database}")]
+    Migration {
+        database: String,
+        #[source]
+        source: Box<MigrateError>,
+    },
+    #[error("drop database {database}")]
+    DropDatabase {
+        database: String,
+        #[source]
+        source: Box<sqlx::Error>,
+    },
+}
+
+/// A database of its own for one case, cloned from the migrated template.
+pub struct CaseDatabase {
+    pub pool: PgPool,
+    pub name: String,
+    /// Connects to this database; carries the server's password if it has one.
+    pub url: String,
+    admin: PgPool,
+}
+
+impl CaseDatabase {
+    /// Drops the database now rather than with the server; `WITH (FORCE)`
+    /// ends connections a test may still hold.
+    pub async fn drop_database(self) -> Result<(), BackendError> {
+        self.pool.close().await;
+        drop_database(&self.admin, &self.name).await
+    }
+}
+
+impl fmt::Debug for CaseDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaseDatabase")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a backend holds right now, for leak checks and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendResources {
+    pub provider: ProviderKind,
+    /// The maintenance database's URL; carries the server's password if it has one.
+    pub admin_url: String,
+    pub port: u16,
+    pub container_id: Option<String>,
+    /// The local provider's temporary directory (data, socket and log).
+    pub data_dir: Option<PathBuf>,
+    /// Databases created on the server and not yet dropped by the backend.
+    pub databases: Vec<String>,
+}
+
+/// The server a backend owns. Containers and local servers clean up after
+/// themselves when dropped; external databases are the backend's job.
+enum Server {
+    Container(Option<ContainerAsync<GenericImage>>),
+    Local(Option<LocalServer>),
+    External,
+}
+
+/// One PostgreSQL server per test process or harness run, with a migrated
+/// template database that `fresh_database` clones.
+pub struct PostgresBackend {
+    provider: ProviderKind,
+    admin_url: String,
+    port: u16,
+    /// Connected to the maintenance database; runs CREATE and DROP DATABASE.
+    admin: PgPool,
+    template: String,
+    name_prefix: String,
+    case_sequence: AtomicU64,
+    /// Every database created and not yet dropped, template first.
+    databases: Mutex<Vec<String>>,
+    // Declared last so that it drops after the pool that talks to it.
+    server: Server,
+}
+
+impl fmt::Debug for PostgresBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresBackend")
+            .field("provider", &self.provider)
+            .field("admin_url", &redact_url(&self.admin_url))
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresBackend {
+    pub async fn start(config: &PostgresConfig) -> Result<Self, BackendError> {
+        let started = Instant::now();
+        let provider = choose_provider(config).await?;
+        tracing::info!(%provider, choice = %config.choice, "starting the postgres backend");
+        let (server, admin_url) = match provider {
+            ProviderKind::Containers => {
+                let (container, url) = start_container(&config.image).await?;
+                (Server::Container(Some(container)), url)
+            }
+            ProviderKind::Local => {
+                let server = LocalServer::start(&config.postgres_bin_dir).await?;
+                let url = server.admin_url();
+                (Server::Local(Some(server)), url)
+            }
+            ProviderKind::External => {
+                let url = config
+                    .external_url
+                    .clone()
+                    .ok_or(BackendError::MissingExternalUrl {
+                        variable: ENV_POSTGRES_URL,
+                    })?;
+                (Server::External, url)
+            }
+        };
+        let admin_options = parse_url(&admin_url)?;
+        let sequence = BACKEND_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        // From here on the backend owns the server: an early return drops it,
+        // and `Drop` removes whatever was already created.
+        let backend = Self {
+            provider,
+            port: admin_options.get_port(),
+            admin: PgPoolOptions::new()
+                .max_connections(2)
+                .acquire_timeout(CONNECT_TIMEOUT)
+                .connect_lazy_with(admin_options),
+            admin_url,
+            template: format!("{DATABASE_PREFIX}template_{pid}_{sequence}"),
+            name_prefix: format!("{DATABASE_PREFIX}{pid}_{sequence}"),
+            case_sequence: AtomicU64::new(0),
+            databases: Mutex::new(Vec::new()),
+            server,
+        };
+        // One direct attempt gives the real cause; the pool would retry a
+        // refused connection until its timeout and report only the timeout.
+        connect_once(provider, &backend.admin_url).await?;
+        backend.create_template().await?;
+        tracing::info!(
+            %provider,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            template = %backend.template,
+            "postgres backend ready"
+        );
+        Ok(backend)
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.provider
+    }
+
+    pub fn resources(&self) -> BackendResources {
+        let (container_id, data_dir) = match &self.server {
+            Server::Container(container) => (
+                container.as_ref().map(|container| container.id().to_owned()),
+                None,
+            ),
+            Server::Local(server) => (None, server.as_ref().map(|server| server.root.path().to_owned())),
+            Server::External => (None, None),
+        };
+        BackendResources {
+            provider: self.provider,
+            admin_url: self.admin_url.clone(),
+            port: self.port,
+            container_id,
+            data_dir,
+            databases: self.databases().clone(),
+        }
+    }
+
+    /// Clones the migrated template into a new database (about 30 ms).
+    pub async fn fresh_database(&self) -> Result<CaseDatabase, BackendError> {
+        let started = Instant::now();
+        let case = self.case_sequence.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}_case_{case}", self.name_prefix);
+        self.create_database(&name, Some(&self.template)).await?;
+        let created_ms = started.elapsed().as_millis() as u64;
+        let url = with_database(&self.admin_url, &name);
+        let pool = PgPoolOptions::new()
+            .max_connections(CASE_POOL_MAX_CONNECTIONS)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(parse_url(&url)?)
+            .await
+            .map_err(|source| self.unreachable(&url, source))?;
+        tracing::debug!(
+            database = %name,
+            created_ms,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "case database ready"
+        );
+        Ok(CaseDatabase {
+            pool,
+            name,
+            url,
+            admin: self.admin.clone(),
+        })
+    }
+
+    /// Drops the databases this backend created (external), stops the server
+    /// (local, containers) and removes its files. On an error the rest is left
+    /// to `Drop`.
+    pub async fn shutdown(mut self) -> Result<(), BackendError> {
+        let started = Instant::now();
+        if self.provider == ProviderKind::External {
+            // Cases first: the template is their source, not their dependency,
+            // but dropping in reverse keeps the order obvious in the server log.
+            // `let else` releases the lock before the await; a `while let`
+            // would hold it for the whole loop body.
+            loop {
+                let Some(name) = self.databases().last().cloned() else {
+                    break;
+                };
+                drop_database(&self.admin, &name).await?;
+                self.databases().pop();
+            }
+        }
+        self.admin.close().await;
+        match &mut self.server {
+            Server::Container(container) => {
+                if let Some(container) = container.take() {
+                    let container_id = container.id().to_owned();
+                    container
+                        .rm()
+                        .await
+                        .map_err(|source| BackendError::ContainerRemove {
+                            container_id,
+                            source: Box::new(source),
+                        })?;
+                }
+            }
+            Server::Local(server) => {
+                if let Some(server) = server.take() {
+                    server.stop().await?;
+                }
+            }
+            Server::External => {}
+        }
+        self.databases().clear();
+        tracing::info!(
+            provider = %self.provider,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "postgres backend shut down"
+        );
+        Ok(())
+    }
+
+    fn databases(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // The list stays consistent even if a holder panicked: pushes and pops are single steps.
+        self.databases.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unreachable(&self, url: &str, source: sqlx::Error) -> BackendError {
+        BackendError::Unreachable {
+            provider: self.provider,
+            url: redact_url(url),
+            source: Box::new(source),
+        }
+    }
+
+    async fn create_template(&self) -> Result<(), BackendError> {
+        self.create_database(&self.template, None).await?;
+        let url = with_database(&self.admin_url, &self.template);
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(parse_url(&url)?)
+            .await
+            .map_err(|source| self.unreachable(&url, source))?;
+        let migrated = migrate(&pool, &self.template).await;
+        // CREATE DATABASE ... TEMPLATE refuses a template with open sessions.
+        pool.close().await;
+        migrated
+    }
+
+    async fn create_database(&self, name: &str, template: Option<&str>) -> Result<(), BackendError> {
+        let sql = match template {
+            Some(template) => format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#),
+            None => format!(r#"CREATE DATABASE "{name}""#),
+        };
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&self.admin)
+            .await
+            .map_err(|source| BackendError::CreateDatabase {
+                database: name.to_owned(),
+                source: Box::new(source),
+            })?;
+        self.databases().push(name.to_owned());
+        Ok(())
+    }
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        if let Server::Container(container) = &mut self.server
+            && let Some(container) = container.take()
+        {
+            drop_container(container);
+        }
+        // Local servers stop in `LocalServer::drop`, after this.
+        if self.provider == ProviderKind::External {
+            let databases = std::mem::take(&mut *self.databases());
+            if !databases.is_empty() {
+                drop_databases_blocking(&self.admin_url, databases);
+            }
+        }
+    }
+}
+
+/// Applies `khala_runtime::MIGRATOR` to the database behind `pool`; `database`
+/// names it in the error.
+pub async fn migrate(pool: &PgPool, database: &str) -> Result<(), BackendError> {
+    khala_runtime::MIGRATOR
+        .run(pool)
+        .await
+        .map_err(|source| BackendError::Migration {
+            database: database.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+async fn choose_provider(config: &PostgresConfig) -> Result<ProviderKind, BackendError> {
+    match config.choice {
+        BackendChoice::Local => Ok(ProviderKind::Local),
+        BackendChoice::External => Ok(ProviderKind::External),
+        BackendChoice::Containers => {
+            ping_docker_engine()
+                .await
+                .map_err(|reason| BackendError::EngineUnreachable { reason })?;
+            Ok(ProviderKind::Containers)
+        }
+        BackendChoice::Auto => match ping_docker_engine().await {
+            Ok(()) => Ok(ProviderKind::Containers),
+            Err(reason) if config.require_containers => {
+                Err(BackendError::ContainersRequired { reason })
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "no docker engine answered; using the local provider");
+                Ok(ProviderKind::Local)
+            }
+        },
+    }
+}
+
+/// Asks the engine testcontainers would use (DOCKER_HOST or the default
+/// socket) for a ping, bounded so that a black-holed TCP host cannot hang us.
+async fn ping_docker_engine() -> Result<(), String> {
+    let docker_host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".to_owned());
+    let ping = async {
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .map_err(|error| error.to_string())?;
+        docker.ping().await.map_err(|error| error.to_string())
+    };
+    match tokio::time::timeout(DOCKER_PING_TIMEOUT, ping).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(format!("no docker engine at {docker_host}: {error}")),
+        Err(_) => Err(format!(
+            "no docker engine at {docker_host} answered within {} s",
+            DOCKER_PING_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn start_container(
+    image: &str,
+) -> Result<(ContainerAsync<GenericImage>, String), BackendError> {
+    let (name, tag) = split_image(image);
+    let container = GenericImage::new(name, tag)
+        .with_exposed_port(5432.tcp())
+        .with_wait_for(WaitFor::message_on_stderr(READY_MESSAGE))
+        .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+        .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
+        .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
+        .start()
+        .await
+        .map_err(|source| BackendError::ContainerStart {
+            image: image.to_owned(),
+            source: Box::new(source),
+        })?;
+    let port = container
+        .get_host_port_ipv4(5432.tcp())
+        .await
+        .map_err(|source| BackendError::ContainerStart {
+            image: image.to_owned(),
+            source: Box::new(source),
+        })?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    wait_until_ready(&url).await?;
+    Ok((container, url))
+}
+
+/// `name:tag`, where a colon before the last slash belongs to a registry port.
+fn split_image(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
+
+async fn wait_until_ready(url: &str) -> Result<(), BackendError> {
+    let deadline = Instant::now() + CONTAINER_READY_TIMEOUT;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match connect_once(ProviderKind::Containers, url).await {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() + backoff >= deadline => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// One connection and `SELECT 1`, bounded by `CONNECT_TIMEOUT`.
+async fn connect_once(provider: ProviderKind, url: &str) -> Result<(), BackendError> {
+    let options = parse_url(url)?;
+    let attempt = async {
+        let mut connection = PgConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut connection).await?;
+        connection.close().await
+    };
+    let result = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))),
+    };
+    result.map_err(|source| BackendError::Unreachable {
+        provider,
+        url: redact_url(url),
+        source: Box::new(source),
+    })
+}
+
+async fn drop_database(admin: &PgPool, name: &str) -> Result<(), BackendError> {
+    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(admin)
+        .await
+        .map_err(|source| BackendError::DropDatabase {
+            database: name.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(())
+}
+
+/// Drop cannot await, and a runtime cannot be started on a thread that runs
+/// one, so a short-lived thread gets its own runtime and connection.
+fn drop_databases_blocking(admin_url: &str, databases: Vec<String>) {
+    let admin_url = admin_url.to_owned();
+    let worker = std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::warn!(%error, ?databases, "could not start a runtime to drop databases");
+                return;
+            }
+        };
+        runtime.block_on(async {
+            let admin = match parse_url(&admin_url) {
+                Ok(options) => PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(CONNECT_TIMEOUT)
+                    .connect_lazy_with(options),
+                Err(error) => {
+                    tracing::warn!(%error, ?databases, "could not drop databases");
+                    return;
+                }
+            };
+            for name in databases.iter().rev() {
+                if let Err(error) = drop_database(&admin, name).await {
+                    tracing::warn!(%error, "could not drop a database while cleaning up");
+                }
+            }
+            admin.close().await;
+        });
+    });
+    if worker.join().is_err() {
+        tracing::warn!("the thread dropping databases panicked");
+    }
+}
+
+/// testcontainers removes a container on drop through the current tokio
+/// runtime (block_in_place on a multi-thread runtime, a drop-worker thread on a
+/// current-thread one) and panics without one; outside a runtime we enter a
+/// temporary current-thread runtime so that its drop worker does the removal.
+fn drop_container(container: ContainerAsync<GenericImage>) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        drop(container);
+        return;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let _entered = runtime.enter();
+            drop(container);
+        }
+        Err(error) => {
+            // Dropping it here would panic inside Drop; leaking is the lesser harm.
+            tracing::warn!(%error, id = container.id(), "leaking a container: no runtime to remove it");
+            std::mem::forget(container);
+        }
+    }
+}
+
+/// A throwaway server from the installed binaries, in a temporary directory
+/// holding `data/`, the unix socket and `postgres.log`.
+struct LocalServer {
+    root: TempDir,
+    bin_dir: PathBuf,
+    /// initdb and pg_ctl refuse root, so as root they run as `postgres`.
+    run_as_postgres: bool,
+    port: u16,
+    running: bool,
+}
+
+impl LocalServer {
+    async fn start(bin_dir: &Path) -> Result<Self, BackendError> {
+        for program in ["initdb", "pg_ctl"] {
+            let path = bin_dir.join(program);
+            if !path.is_file() {
+                return Err(BackendError::PostgresProgramMissing { path });
+            }
+        }
+        let run_as_postgres = effective_uid() == Some(0);
+        let owner = if run_as_postgres {
+            Some(postgres_user_ids().ok_or(BackendError::PostgresUserMissing)?)
+        } else {
+            None
+        };
+        let root = tempfile::Builder::new()
+            .prefix("khala-parity-pg-")
+            .tempdir()
+            .map_err(|source| BackendError::DataDir {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(root.path(), Some(uid), Some(gid)).map_err(|source| {
+                BackendError::DataDir {
+                    path: root.path().to_owned(),
+                    source,
+                }
+            })?;
+        }
+        let mut server = Self {
+            root,
+            bin_dir: bin_dir.to_owned(),
+            run_as_postgres,
+            port: 0,
+            running: false,
+        };
+        let data_dir = server.data_dir();
+        let mut initdb = server.command("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data_dir)
+            .args(["-U", "postgres", "--auth=trust", "--no-sync"]);
+        server.run("initdb", initdb).await?;
+        let mut attempt = 1;
+        loop {
+            server.port = free_port()?;
+            // Each attempt reads only its own log when deciding to retry.
+            let _ = std::fs::remove_file(server.log_file());
+            match server.run("pg_ctl start", server.pg_ctl_start()).await {
+                Ok(()) => {
+                    server.running = true;
+                    return Ok(server);
+                }
+                Err(error) if attempt < LOCAL_START_ATTEMPTS && server.lost_port_race() => {
+                    tracing::info!(%error, port = server.port, "port taken before the server bound it; retrying");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.root.path().join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.root.path().join("postgres.log")
+    }
+
+    fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bin_dir.join(program);
+        let mut command = if self.run_as_postgres {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            std::process::Command::new(program)
+        };
+        // The postgres user may not be allowed into the caller's directory.
+        command.current_dir(self.root.path()).stdin(Stdio::null());
+        command
+    }
+
+    fn pg_ctl_start(&self) -> std::process::Command {
+        let mut command = self.command("pg_ctl");
+        // pg_ctl hands `-o` to a shell; `-l` sends the server's output to a
+        // file, so that it does not hold our pipes open.
+        command
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "30", "-o"])
+            .arg(format!(
+                "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                self.port,
+                self.root.path().display()
+            ))
+            .arg("start");
+        command
+    }
+
+    fn pg_ctl_stop(&self) -> std::process::Command {
+        let mut command = self.command("pg_ctl");
+        command
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-w", "-m", "immediate", "stop"]);
+        command
+    }
+
+    fn lost_port_race(&self) -> bool {
+        std::fs::read_to_string(self.log_file())
+            .is_ok_and(|log| log.contains("could not bind") || log.contains("already in use"))
+    }
+
+    async fn run(&self, name: &str, command: std::process::Command) -> Result<(), BackendError> {
+        let output = tokio::process::Command::from(command)
+            .output()
+            .await
+            .map_err(|source| BackendError::LocalCommand {
+                command: name.to_owned(),
+                data_dir: self.data_dir(),
+                source,
+            })?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let mut details = String::from_utf8_lossy(&output.stderr).into_owned();
+        for line in log_tail.into_iter().rev() {
+            details.push('\n');
+            details.push_str(line);
+        }
+        Err(BackendError::LocalCommandFailed {
+            command: name.to_owned(),
+            data_dir: self.data_dir(),
+            status: output.status,
+            output: details.trim().to_owned(),
+        })
+    }
+
+    async fn stop(mut self) -> Result<(), BackendError> {
+        self.run("pg_ctl stop", self.pg_ctl_stop()).await?;
+        self.running = false;
+        let root = self.root.path().to_owned();
+        tokio::fs::remove_dir_all(&root)
+            .await
+            .map_err(|source| BackendError::DataDir { path: root, source })
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if self.running {
+            // Blocking is acceptable here: an immediate stop takes a few
+            // hundred milliseconds, and Drop cannot await.
+            match self.pg_ctl_stop().stdout(Stdio::null()).stderr(Stdio::null()).status() {
+                Ok(status) if status.success() => {}
+                Ok(status) => tracing::warn!(%status, "pg_ctl stop failed while cleaning up"),
+                Err(error) => tracing::warn!(%error, "could not run pg_ctl stop while cleaning up"),
+            }
+        }
+        // `root` removes the directory when it drops, after this.
+    }
+}
+
+/// The effective user id, from /proc (Linux), to avoid an unsafe libc call.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `postgres` user's uid and gid from /etc/passwd.
+fn postgres_user_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != "postgres" {
+            return None;
+        }
+        let uid = fields.nth(1)?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// A port nothing listens on right now; the server binds it moments later.
+fn free_port() -> Result<u16, BackendError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|source| BackendError::FreePort { source })
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, BackendError> {
+    url.parse().map_err(|source| BackendError::InvalidUrl {
+        url: redact_url(url),
+        source: Box::new(source),
+    })
+}
+
+/// The same URL with another database (path), keeping user, host and query.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |index| index + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |index| authority_start + index);
+    let mut result = format!("{}/{database}", &base[..path_start]);
+    if let Some(query) = query {
+        result.push('?');
+        result.push_str(query);
+    }
+    result
+}
+
+/// Replaces the password in the user info and in a `password=` query parameter
+/// with `***`, so that URLs can go into errors and logs.
+pub fn redact_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |index| index + 3);
+    let mut result = base[..authority_start].to_owned();
+    let rest = &base[authority_start..];
+    match rest.rsplit_once('@') {
+        Some((user_info, host)) => {
+            match user_info.split_once(':') {
+                Some((user, _password)) => result.push_str(&format!("{user}:***")),
+                None => result.push_str(user_info),
+            }
+            result.push('@');
+            result.push_str(host);
+        }
+        None => result.push_str(rest),
+    }
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some(("password", _)) => "password=***".to_owned(),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        result.push('?');
+        result.push_str(&parameters.join("&"));
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/main?sslmode=disable&password=x"),
+            "postgres://app:***@db:5432/main?sslmode=disable&password=***"
+        );
+        assert_eq!(redact_url("postgres://postgres@127.0.0.1:5/postgres"), "postgres://postgres@127.0.0.1:5/postgres");
+    }
+
+    #[test]
+    fn with_database_replaces_only_the_path() {
+        assert_eq!(
+            with_database("postgres://app:pw@db:5432/main?sslmode=disable", "case_1"),
+            "postgres://app:pw@db:5432/case_1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://db", "case_1"), "postgres://db/case_1");
+    }
+
+    #[test]
+    fn split_image_defaults_the_tag() {
+        assert_eq!(split_image("postgres:15"), ("postgres", "15"));
+        assert_eq!(split_image("khala-parity/postgres:15-bookworm"), ("khala-parity/postgres", "15-bookworm"));
+        assert_eq!(split_image("localhost:5000/postgres"), ("localhost:5000/postgres", "latest"));
+    }
+}

@@ -1,0 +1,13 @@
+//! The one integration-test binary of the harness; each module is one subject.
+
+// Shared fixtures: the PostgreSQL backend chosen by the environment.
+mod support;
+
+// PostgreSQL providers: schema, isolation, provider choice, cleanup, typed errors.
+mod backend;
+
+// Builders, planted sinks and store readers for the model tests.
+mod fixtures;
+
+// The projection path: W1, S1–S3, C2–C5 and refused summaries.
+mod projection;
