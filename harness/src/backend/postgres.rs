@@ -202,9 +202,7 @@ pub enum BackendError {
     },
     #[error("start the external provider: {variable} is not set")]
     MissingExternalUrl { variable: &'static str },
-    #[error(
-        "find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids falling back to the local provider): {reason}"
-    )]
+    #[error("find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids the local fallback): {reason}")]
     ContainersRequired { reason: String },
     #[error("reach a docker engine for the containers provider: {reason}")]
     EngineUnreachable { reason: String },
@@ -222,9 +220,7 @@ pub enum BackendError {
     },
     #[error("find the postgres program {} (set {ENV_POSTGRES_BIN_DIR})", path.display())]
     PostgresProgramMissing { path: PathBuf },
-    #[error(
-        "start the local provider as root: there is no `postgres` user to run initdb and pg_ctl as (both refuse root)"
-    )]
+    #[error("start the local provider as root: no `postgres` user to run initdb and pg_ctl as")]
     PostgresUserMissing,
     #[error("prepare the local data directory {}", path.display())]
     DataDir {
@@ -328,7 +324,8 @@ pub struct BackendResources {
 /// The server a backend owns. Containers and local servers clean up after
 /// themselves when dropped; external databases are the backend's job.
 enum Server {
-    Container(Option<ContainerAsync<GenericImage>>),
+    // Boxed: the container handle is about 850 bytes.
+    Container(Option<Box<ContainerAsync<GenericImage>>>),
     Local(Option<LocalServer>),
     External,
 }
@@ -368,7 +365,7 @@ impl PostgresBackend {
         let (server, admin_url) = match provider {
             ProviderKind::Containers => {
                 let (container, url) = start_container(&config.image).await?;
-                (Server::Container(Some(container)), url)
+                (Server::Container(Some(Box::new(container))), url)
             }
             ProviderKind::Local => {
                 let server = LocalServer::start(&config.postgres_bin_dir).await?;
@@ -424,10 +421,15 @@ impl PostgresBackend {
     pub fn resources(&self) -> BackendResources {
         let (container_id, data_dir) = match &self.server {
             Server::Container(container) => (
-                container.as_ref().map(|container| container.id().to_owned()),
+                container
+                    .as_ref()
+                    .map(|container| container.id().to_owned()),
                 None,
             ),
-            Server::Local(server) => (None, server.as_ref().map(|server| server.root.path().to_owned())),
+            Server::Local(server) => (
+                None,
+                server.as_ref().map(|server| server.root.path().to_owned()),
+            ),
             Server::External => (None, None),
         };
         BackendResources {
@@ -474,10 +476,8 @@ impl PostgresBackend {
     pub async fn shutdown(mut self) -> Result<(), BackendError> {
         let started = Instant::now();
         if self.provider == ProviderKind::External {
-            // Cases first: the template is their source, not their dependency,
-            // but dropping in reverse keeps the order obvious in the server log.
-            // `let else` releases the lock before the await; a `while let`
-            // would hold it for the whole loop body.
+            // Newest first, the template last. `let else` releases the lock
+            // before the await; a `while let` would hold it across the body.
             loop {
                 let Some(name) = self.databases().last().cloned() else {
                     break;
@@ -491,7 +491,7 @@ impl PostgresBackend {
             Server::Container(container) => {
                 if let Some(container) = container.take() {
                     let container_id = container.id().to_owned();
-                    container
+                    (*container)
                         .rm()
                         .await
                         .map_err(|source| BackendError::ContainerRemove {
@@ -517,8 +517,11 @@ impl PostgresBackend {
     }
 
     fn databases(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        // The list stays consistent even if a holder panicked: pushes and pops are single steps.
-        self.databases.lock().unwrap_or_else(PoisonError::into_inner)
+        // A panicking holder cannot leave the list half-changed (pushes and
+        // pops are single steps), so a poisoned lock is still usable.
+        self.databases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn unreachable(&self, url: &str, source: sqlx::Error) -> BackendError {
@@ -544,7 +547,11 @@ impl PostgresBackend {
         migrated
     }
 
-    async fn create_database(&self, name: &str, template: Option<&str>) -> Result<(), BackendError> {
+    async fn create_database(
+        &self,
+        name: &str,
+        template: Option<&str>,
+    ) -> Result<(), BackendError> {
         let sql = match template {
             Some(template) => format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#),
             None => format!(r#"CREATE DATABASE "{name}""#),
@@ -762,7 +769,7 @@ fn drop_databases_blocking(admin_url: &str, databases: Vec<String>) {
 /// runtime (block_in_place on a multi-thread runtime, a drop-worker thread on a
 /// current-thread one) and panics without one; outside a runtime we enter a
 /// temporary current-thread runtime so that its drop worker does the removal.
-fn drop_container(container: ContainerAsync<GenericImage>) {
+fn drop_container(container: Box<ContainerAsync<GenericImage>>) {
     if tokio::runtime::Handle::try_current().is_ok() {
         drop(container);
         return;
@@ -777,7 +784,8 @@ fn drop_container(container: ContainerAsync<GenericImage>) {
         }
         Err(error) => {
             // Dropping it here would panic inside Drop; leaking is the lesser harm.
-            tracing::warn!(%error, id = container.id(), "leaking a container: no runtime to remove it");
+            let id = container.id();
+            tracing::warn!(%error, id, "leaking a container: no runtime to remove it");
             std::mem::forget(container);
         }
     }
@@ -848,7 +856,8 @@ impl LocalServer {
                     return Ok(server);
                 }
                 Err(error) if attempt < LOCAL_START_ATTEMPTS && server.lost_port_race() => {
-                    tracing::info!(%error, port = server.port, "port taken before the server bound it; retrying");
+                    let port = server.port;
+                    tracing::info!(%error, port, "port taken before the server bound it; retrying");
                     attempt += 1;
                 }
                 Err(error) => return Err(error),
@@ -893,9 +902,10 @@ impl LocalServer {
             .arg(self.log_file())
             .args(["-w", "-t", "30", "-o"])
             .arg(format!(
-                "-p {} -k '{}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                "-p {} -k '{}' -c listen_addresses=127.0.0.1 {}",
                 self.port,
-                self.root.path().display()
+                self.root.path().display(),
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             ))
             .arg("start");
         command
@@ -957,7 +967,12 @@ impl Drop for LocalServer {
         if self.running {
             // Blocking is acceptable here: an immediate stop takes a few
             // hundred milliseconds, and Drop cannot await.
-            match self.pg_ctl_stop().stdout(Stdio::null()).stderr(Stdio::null()).status() {
+            match self
+                .pg_ctl_stop()
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+            {
                 Ok(status) if status.success() => {}
                 Ok(status) => tracing::warn!(%status, "pg_ctl stop failed while cleaning up"),
                 Err(error) => tracing::warn!(%error, "could not run pg_ctl stop while cleaning up"),
@@ -1066,7 +1081,10 @@ mod tests {
             redact_url("postgres://app:s3cret@db:5432/main?sslmode=disable&password=x"),
             "postgres://app:***@db:5432/main?sslmode=disable&password=***"
         );
-        assert_eq!(redact_url("postgres://postgres@127.0.0.1:5/postgres"), "postgres://postgres@127.0.0.1:5/postgres");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5/postgres"),
+            "postgres://postgres@127.0.0.1:5/postgres"
+        );
     }
 
     #[test]
@@ -1075,13 +1093,22 @@ mod tests {
             with_database("postgres://app:pw@db:5432/main?sslmode=disable", "case_1"),
             "postgres://app:pw@db:5432/case_1?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://db", "case_1"), "postgres://db/case_1");
+        assert_eq!(
+            with_database("postgres://db", "case_1"),
+            "postgres://db/case_1"
+        );
     }
 
     #[test]
     fn split_image_defaults_the_tag() {
         assert_eq!(split_image("postgres:15"), ("postgres", "15"));
-        assert_eq!(split_image("khala-parity/postgres:15-bookworm"), ("khala-parity/postgres", "15-bookworm"));
-        assert_eq!(split_image("localhost:5000/postgres"), ("localhost:5000/postgres", "latest"));
+        assert_eq!(
+            split_image("khala-parity/postgres:15-bookworm"),
+            ("khala-parity/postgres", "15-bookworm")
+        );
+        assert_eq!(
+            split_image("localhost:5000/postgres"),
+            ("localhost:5000/postgres", "latest")
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use khala_parity::backend::postgres::{
     BackendChoice, BackendError, BackendResources, ENV_BACKEND, ENV_POSTGRES_BIN_DIR,
-    ENV_POSTGRES_IMAGE, ENV_POSTGRES_URL, ENV_REQUIRE_CONTAINERS, PostgresBackend,
-    PostgresConfig, ProviderKind, migrate,
+    ENV_POSTGRES_IMAGE, ENV_POSTGRES_URL, ENV_REQUIRE_CONTAINERS, PostgresBackend, PostgresConfig,
+    ProviderKind, migrate,
 };
 use sqlx::PgPool;
 
@@ -83,7 +83,10 @@ async fn local_shutdown_removes_the_data_dir_and_stops_the_server() {
     let backend = support::local_backend().await;
     let _case = ok(backend.fresh_database().await);
     let resources = backend.resources();
-    let data_dir = resources.data_dir.clone().expect("a local backend has a data dir");
+    let data_dir = resources
+        .data_dir
+        .clone()
+        .expect("a local backend has a data dir");
     assert!(data_dir.is_dir());
     assert!(std::net::TcpStream::connect(("127.0.0.1", resources.port)).is_ok());
 
@@ -169,11 +172,17 @@ async fn external_provider_drops_only_its_own_databases() {
     let after_panic = database_names(&bystander.pool).await;
 
     for name in created.iter().chain(&dropped_by_panic.databases) {
-        assert!(!after_shutdown.contains(name) && !after_panic.contains(name), "{name} left behind");
+        assert!(
+            !after_shutdown.contains(name) && !after_panic.contains(name),
+            "{name} left behind"
+        );
     }
     let host_databases = host.resources().databases;
     for name in &host_databases {
-        assert!(after_panic.contains(name), "{name} of another backend was touched");
+        assert!(
+            after_panic.contains(name),
+            "{name} of another backend was touched"
+        );
     }
     ok(host.shutdown().await);
 }
@@ -203,18 +212,23 @@ async fn unreachable_external_url_is_a_typed_error() {
 
     let error = PostgresBackend::start(&config)
         .await
-        .err()
-        .expect("nothing listens on the port");
+        .expect_err("nothing listens on the port");
 
     let message = report(&error);
     match &error {
         BackendError::Unreachable { provider, url, .. } => {
             assert_eq!(*provider, ProviderKind::External);
-            assert_eq!(*url, format!("postgres://postgres:***@127.0.0.1:{port}/postgres"));
+            assert_eq!(
+                *url,
+                format!("postgres://postgres:***@127.0.0.1:{port}/postgres")
+            );
         }
         other => panic!("expected Unreachable, got {}", report(other)),
     }
-    assert!(error.to_string().contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{message}"
+    );
     assert!(!message.contains("hunter2"), "{message}");
 }
 
@@ -226,7 +240,10 @@ fn unknown_backend_choice_lists_the_valid_values() {
 
     assert!(matches!(
         &config_error,
-        BackendError::InvalidChoice { variable: ENV_BACKEND, .. }
+        BackendError::InvalidChoice {
+            variable: ENV_BACKEND,
+            ..
+        }
     ));
     for message in [parse_error.to_string(), report(&config_error)] {
         assert!(message.contains("\"dockr\""), "{message}");
@@ -323,14 +340,19 @@ async fn resources_of_a_backend_dropped_by_a_panic(config: PostgresConfig) -> Ba
     });
     let error = task.await.expect_err("the task panics");
     assert!(error.is_panic());
-    receiver.await.expect("the task sent its resources before panicking")
+    receiver
+        .await
+        .expect("the task sent its resources before panicking")
 }
 
 /// Nothing the backend held exists any more.
 async fn assert_released(resources: &BackendResources) {
     match resources.provider {
         ProviderKind::Local => {
-            let data_dir = resources.data_dir.as_ref().expect("a local backend has a data dir");
+            let data_dir = resources
+                .data_dir
+                .as_ref()
+                .expect("a local backend has a data dir");
             assert!(!data_dir.exists(), "{} left behind", data_dir.display());
             assert!(
                 std::net::TcpStream::connect(("127.0.0.1", resources.port)).is_err(),
@@ -339,7 +361,10 @@ async fn assert_released(resources: &BackendResources) {
             );
         }
         ProviderKind::Containers => {
-            let id = resources.container_id.as_deref().expect("a container backend has a container");
+            let id = resources
+                .container_id
+                .as_deref()
+                .expect("a container backend has a container");
             let docker = ok(testcontainers::core::client::docker_client_instance().await);
             match docker.inspect_container(id, None).await {
                 Err(testcontainers::bollard::errors::Error::DockerResponseServerError {
@@ -362,10 +387,15 @@ async fn assert_released(resources: &BackendResources) {
 
 async fn docker_engine_answers() -> bool {
     let ping = async {
-        let docker = testcontainers::core::client::docker_client_instance().await.ok()?;
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .ok()?;
         docker.ping().await.ok()
     };
-    matches!(tokio::time::timeout(Duration::from_secs(3), ping).await, Ok(Some(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), ping).await,
+        Ok(Some(_))
+    )
 }
 
 /// A port on 127.0.0.1 that nothing listens on.

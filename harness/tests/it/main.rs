@@ -11,3 +11,6 @@ mod fixtures;
 
 // The projection path: W1, S1–S3, C2–C5 and refused summaries.
 mod projection;
+
+// Each §15 defect on the projection path under legacy, and its hardened fix.
+mod defects;

@@ -20,14 +20,14 @@ pub async fn local_backend() -> PostgresBackend {
 }
 
 pub fn config() -> PostgresConfig {
-    PostgresConfig::from_env().unwrap_or_else(|error| panic!("{}", report(&error)))
+    PostgresConfig::from_env().unwrap_or_else(|error| panic!("failed to {}", report(&error)))
 }
 
 pub async fn start(config: &PostgresConfig) -> PostgresBackend {
     init_tracing();
     PostgresBackend::start(config)
         .await
-        .unwrap_or_else(|error| panic!("{}", report(&error)))
+        .unwrap_or_else(|error| panic!("failed to {}", report(&error)))
 }
 
 /// The error and its causes on one line, as "a: b: c".
@@ -55,5 +55,5 @@ fn init_tracing() {
 
 /// The value, or a panic with the error and its causes.
 pub fn ok<T, E: std::error::Error>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|error| panic!("{}", report(&error)))
+    result.unwrap_or_else(|error| panic!("failed to {}", report(&error)))
 }

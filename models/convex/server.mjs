@@ -1,0 +1,505 @@
+// An HTTP front that serves Convex's HTTP API (POST /api/mutation, /api/query)
+// over the functions in ./convex, executed by convex-test (Convex's own JS
+// implementation of its backend for tests). The official backend cannot run
+// here; this lets the harness talk to "Convex" exactly as the runtime's
+// HttpSink does (spec §4.3).
+//
+// Plain node:http on purpose: no framework, nothing between the wire and the
+// behaviour we need to control (status codes, body limit, auth).
+import http from "node:http";
+import { pathToFileURL } from "node:url";
+import { convexTest } from "convex-test";
+import { makeFunctionReference } from "convex/server";
+import { ConvexError, convexToJson, jsonToConvex } from "convex/values";
+import schema from "./convex/schema.js";
+import * as runtime from "./convex/runtime.js";
+
+// Module name -> module, as Convex sees the files under convex/.
+const MODULES = { runtime };
+
+// convex-test locates the module root from a key containing "_generated"; it
+// is never loaded, so no stub file is needed (and `npx convex codegen` can
+// write the real convex/_generated without conflict).
+const MODULE_LOADERS = {
+  "./_generated/api.js": async () => ({}),
+  ...Object.fromEntries(
+    Object.entries(MODULES).map(([name, mod]) => [`./${name}.js`, async () => mod]),
+  ),
+};
+
+const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
+// Status Convex uses for "the function ran and failed" (ConvexHttpClient's
+// STATUS_CODE_UDF_FAILED).
+const UDF_FAILED = 560;
+
+// ---------------------------------------------------------------------------
+// Argument validation with paths.
+//
+// The real backend validates arguments before running a function and names
+// the failing place ("Path: .summary.status"). convex-test also validates, but
+// its messages omit the path and it does not check v.record at all, so the
+// front validates first, against the function's own exported validator, with
+// messages shaped like the backend's.
+// ---------------------------------------------------------------------------
+
+class ArgumentValidationError extends Error {}
+
+function showValidator(vd) {
+  switch (vd.type) {
+    case "object":
+      return `v.object({${Object.entries(vd.value)
+        .map(([k, f]) => `${k}: ${f.optional ? `v.optional(${showValidator(f.fieldType)})` : showValidator(f.fieldType)}`)
+        .join(", ")}})`;
+    case "union":
+      return `v.union(${vd.value.map(showValidator).join(", ")})`;
+    case "literal":
+      return `v.literal(${JSON.stringify(vd.value)})`;
+    case "array":
+      return `v.array(${showValidator(vd.value)})`;
+    case "record":
+      return `v.record(${showValidator(vd.keys)}, ${showValidator(vd.values.fieldType)})`;
+    case "id":
+      return `v.id(${JSON.stringify(vd.tableName)})`;
+    case "number":
+      return "v.float64()";
+    case "bigint":
+      return "v.int64()";
+    default:
+      return `v.${vd.type}()`;
+  }
+}
+
+function showValue(x) {
+  try {
+    return JSON.stringify(convexToJson(x));
+  } catch {
+    return String(x);
+  }
+}
+
+function isPlainObject(x) {
+  return typeof x === "object" && x !== null && !Array.isArray(x) && !(x instanceof ArrayBuffer);
+}
+
+// Throws ArgumentValidationError, or returns when `x` matches `vd`.
+function checkValue(vd, x, path) {
+  const noMatch = () =>
+    new ArgumentValidationError(
+      `Value does not match validator.\nPath: ${path || "(root)"}\nValue: ${showValue(x)}\nValidator: ${showValidator(vd)}`,
+    );
+  switch (vd.type) {
+    case "any":
+      return;
+    case "null":
+      if (x !== null) throw noMatch();
+      return;
+    case "number":
+      if (typeof x !== "number") throw noMatch();
+      return;
+    case "bigint":
+      if (typeof x !== "bigint") throw noMatch();
+      return;
+    case "boolean":
+      if (typeof x !== "boolean") throw noMatch();
+      return;
+    case "string":
+    case "id":
+      if (typeof x !== "string") throw noMatch();
+      return;
+    case "bytes":
+      if (!(x instanceof ArrayBuffer)) throw noMatch();
+      return;
+    case "literal":
+      if (x !== vd.value) throw noMatch();
+      return;
+    case "array":
+      if (!Array.isArray(x)) throw noMatch();
+      x.forEach((e, i) => checkValue(vd.value, e, `${path}[${i}]`));
+      return;
+    case "union":
+      for (const alt of vd.value) {
+        try {
+          checkValue(alt, x, path);
+          return;
+        } catch {
+          // try the next alternative
+        }
+      }
+      throw noMatch();
+    case "record":
+      if (!isPlainObject(x)) throw noMatch();
+      for (const [k, e] of Object.entries(x)) {
+        checkValue(vd.keys, k, `${path}.keys()`);
+        checkValue(vd.values.fieldType, e, `${path}.${k}`);
+      }
+      return;
+    case "object": {
+      if (!isPlainObject(x)) throw noMatch();
+      const where = path ? `Path: ${path}\n` : "";
+      for (const [k, f] of Object.entries(vd.value)) {
+        if (x[k] === undefined) {
+          if (f.optional) continue;
+          throw new ArgumentValidationError(
+            `Object is missing the required field \`${k}\`. Consider wrapping the field validator in \`v.optional(...)\` if this is expected.\n\n${where}Object: ${showValue(x)}\nValidator: ${showValidator(vd)}`,
+          );
+        }
+        checkValue(f.fieldType, x[k], `${path}.${k}`);
+      }
+      for (const k of Object.keys(x)) {
+        if (!(k in vd.value)) {
+          throw new ArgumentValidationError(
+            `Object contains extra field \`${k}\` that is not in the validator.\n\n${where}Object: ${showValue(x)}\nValidator: ${showValidator(vd)}`,
+          );
+        }
+      }
+      return;
+    }
+    default:
+      throw new ArgumentValidationError(`Unsupported validator type ${vd.type}`);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Function lookup.
+// ---------------------------------------------------------------------------
+
+// "module/path:export" or "module/path" (default export); a ".js" suffix on
+// the module is accepted, as Convex does.
+const PATH_RE = /^([A-Za-z0-9_\-./]+?)(?:\.js)?(?::([A-Za-z_$][A-Za-z0-9_$]*))?$/;
+
+// A well-formed path that names no suitable function: the backend reports this
+// as a failed function call (HTTP 560), not as a bad request.
+class FunctionLookupError extends Error {}
+
+const ARGS_VALIDATORS = new WeakMap();
+
+// Returns {udfPath, argsValidator} or throws FunctionLookupError.
+function resolveFunction(path, kind) {
+  const m = PATH_RE.exec(path);
+  const udfPath = `${m[1]}:${m[2] ?? "default"}`;
+  const mod = Object.hasOwn(MODULES, m[1]) ? MODULES[m[1]] : undefined;
+  const fn = mod && Object.hasOwn(mod, m[2] ?? "default") ? mod[m[2] ?? "default"] : undefined;
+  if (!fn || !fn.isPublic || !(fn.isQuery || fn.isMutation || fn.isAction)) {
+    throw new FunctionLookupError(
+      `Could not find public function for '${udfPath}'. Did you forget to run \`npx convex dev\` or \`npx convex deploy\`?`,
+    );
+  }
+  const actual = fn.isQuery ? "Query" : fn.isMutation ? "Mutation" : "Action";
+  // /api/mutation runs only mutations and /api/query only queries.
+  if ((kind === "mutation" && !fn.isMutation) || (kind === "query" && !fn.isQuery)) {
+    throw new FunctionLookupError(
+      `Trying to execute ${udfPath} as ${kind === "mutation" ? "Mutation" : "Query"}, but it is defined as ${actual}.`,
+    );
+  }
+  // exportArgs() is a JSON string; parse it once per function.
+  if (!ARGS_VALIDATORS.has(fn)) ARGS_VALIDATORS.set(fn, JSON.parse(fn.exportArgs()));
+  return { udfPath, argsValidator: ARGS_VALIDATORS.get(fn) };
+}
+
+// ---------------------------------------------------------------------------
+// HTTP plumbing.
+// ---------------------------------------------------------------------------
+
+class HttpError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function send(res, status, body, extraHeaders = {}) {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    ...extraHeaders,
+  });
+  res.end(text);
+}
+
+// Reads the body up to `limit` bytes. Past the limit it keeps no data (memory
+// stays bounded) and rejects with 413 once the upload has ended: replying
+// mid-upload makes many clients (fetch, reqwest) see a reset instead of the
+// 413. An upload that goes on past DISCARD_CAP is cut off.
+const DISCARD_CAP = 256 * 1024 * 1024;
+function readBody(req, limit) {
+  return new Promise((resolve, reject) => {
+    const tooLarge = () => new HttpError(413, "RequestTooLarge", `Request body is larger than ${limit} bytes`);
+    const chunks = [];
+    let size = 0;
+    let settled = false;
+    req.on("data", (c) => {
+      size += c.length;
+      if (size <= limit) {
+        chunks.push(c);
+      } else {
+        chunks.length = 0;
+        if (size > limit + DISCARD_CAP && !settled) {
+          settled = true;
+          reject(Object.assign(tooLarge(), { closeConnection: true }));
+        }
+      }
+    });
+    req.on("end", () => {
+      if (settled) return;
+      settled = true;
+      if (size > limit) reject(tooLarge());
+      else resolve(Buffer.concat(chunks));
+    });
+    req.on("error", (e) => {
+      if (settled) return;
+      settled = true;
+      reject(new HttpError(400, "BadRequest", `Error reading body: ${e.message}`));
+    });
+    // Client went away mid-upload: settle so nothing waits forever.
+    req.on("close", () => {
+      if (settled || req.complete) return;
+      settled = true;
+      reject(new HttpError(400, "BadRequest", "Connection closed before the body was complete"));
+    });
+  });
+}
+
+function parseJsonBody(buf, contentType) {
+  const mime = String(contentType ?? "").split(";")[0].trim().toLowerCase();
+  if (mime !== "application/json") {
+    throw new HttpError(415, "BadContentType", `Expected content-type application/json, got ${JSON.stringify(contentType ?? null)}`);
+  }
+  try {
+    return JSON.parse(buf.toString("utf8"));
+  } catch (e) {
+    throw new HttpError(400, "BadJsonBody", `Failed to parse the request body as JSON: ${e.message}`);
+  }
+}
+
+// Request body -> {path, args (plain JS object), format}. Shape errors are the
+// caller's (4xx); argument *values* are the function's business (560).
+function parseUdfRequest(body) {
+  if (!isPlainObject(body)) {
+    throw new HttpError(400, "BadJsonBody", "Request body must be a JSON object {path, args, format}");
+  }
+  const { path, format } = body;
+  let { args } = body;
+  if (typeof path !== "string" || path.length === 0 || !PATH_RE.test(path)) {
+    throw new HttpError(400, "BadConvexFunctionPath", `Invalid function path ${JSON.stringify(path ?? null)}: expected "module:function"`);
+  }
+  if (format !== undefined && !["json", "convex_encoded_json", "convex_cleaned_json"].includes(format)) {
+    throw new HttpError(400, "BadFormat", `Unsupported format ${JSON.stringify(format)}`);
+  }
+  // ConvexHttpClient sends [args]; plain callers send args itself.
+  if (Array.isArray(args)) {
+    if (args.length !== 1) {
+      throw new HttpError(400, "BadArgs", `args as an array must have exactly one element, got ${args.length}`);
+    }
+    args = args[0];
+  }
+  if (args === undefined || args === null) args = {};
+  if (!isPlainObject(args)) {
+    throw new HttpError(400, "BadArgs", "args must be a JSON object (or a one-element array holding one)");
+  }
+  return { path, args, format: format ?? "convex_encoded_json" };
+}
+
+function exportValue(value, format) {
+  if (format === "convex_encoded_json") return convexToJson(value);
+  // Clean JSON: int64 as string, no $-encodings (-0 becomes 0).
+  return JSON.parse(JSON.stringify(value, (_k, x) => (typeof x === "bigint" ? x.toString() : x)));
+}
+
+// The reply for a function that threw, shaped like the backend's.
+function udfError(e, format) {
+  const body = { status: "error", errorMessage: "", logLines: [] };
+  if (e instanceof ArgumentValidationError) {
+    body.errorMessage = `ArgumentValidationError: ${e.message}`;
+  } else if (e instanceof ConvexError || e?.name === "ConvexError") {
+    body.errorMessage = `Uncaught ConvexError: ${e.message}`;
+    if (e.data !== undefined) {
+      try {
+        body.errorData = exportValue(e.data, format);
+      } catch {
+        body.errorData = String(e.data);
+      }
+    }
+  } else if (e instanceof FunctionLookupError) {
+    body.errorMessage = e.message;
+  } else {
+    body.errorMessage = `Uncaught ${e?.name ?? "Error"}: ${e?.message ?? String(e)}`;
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------------------
+// The front.
+// ---------------------------------------------------------------------------
+
+export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = {}) {
+  const newInstance = () => convexTest(schema, MODULE_LOADERS);
+  let t = newInstance();
+  // One queue for everything touching the instance: convex-test runs one
+  // transaction at a time anyway, and a single queue also orders a reset
+  // after the calls that arrived before it.
+  let tail = Promise.resolve();
+  const enqueue = (job) => {
+    const run = tail.then(job);
+    tail = run.catch(() => {});
+    return run;
+  };
+
+  async function runUdf(kind, req) {
+    const { path, args: jsonArgs, format } = parseUdfRequest(req);
+    let value;
+    try {
+      const { udfPath, argsValidator } = resolveFunction(path, kind);
+      // Convex values from JSON (convex_encoded_json decoding; plain JSON
+      // decodes to itself). Invalid field names etc. fail here.
+      let args;
+      try {
+        args = jsonToConvex(jsonArgs);
+      } catch (e) {
+        throw new ArgumentValidationError(e.message);
+      }
+      checkValue(argsValidator, args, "");
+      const ref = makeFunctionReference(udfPath);
+      value = await enqueue(() => (kind === "mutation" ? t.mutation(ref, args) : t.query(ref, args)));
+    } catch (e) {
+      return [UDF_FAILED, udfError(e, format)];
+    }
+    return [200, { status: "success", value: exportValue(value ?? null, format), logLines: [] }];
+  }
+
+  // path -> {method: handler(body) -> [status, json]}, plus whether the
+  // route needs the admin key and a JSON body.
+  const routes = {
+    "/api/mutation": { auth: true, body: true, methods: { POST: (b) => runUdf("mutation", b) } },
+    "/api/query": { auth: true, body: true, methods: { POST: (b) => runUdf("query", b) } },
+    "/_harness/reset": {
+      auth: true,
+      body: false,
+      methods: {
+        POST: async () => {
+          // Queued, so calls that arrived earlier finish on the old store.
+          await enqueue(() => {
+            t = newInstance();
+          });
+          return [200, { status: "ok" }];
+        },
+      },
+    },
+    // Readiness probe: no auth, so a container health check needs no secret.
+    "/_harness/health": { auth: false, body: false, methods: { GET: async () => [200, { status: "ok" }] } },
+  };
+
+  async function handle(req, res) {
+    const url = new URL(req.url ?? "/", "http://front");
+    const route = Object.hasOwn(routes, url.pathname) ? routes[url.pathname] : undefined;
+    if (!route) {
+      req.resume();
+      throw new HttpError(404, "NotFound", `No route for ${req.method} ${url.pathname}`);
+    }
+    const handler = Object.hasOwn(route.methods, req.method) ? route.methods[req.method] : undefined;
+    if (!handler) {
+      req.resume();
+      const allow = Object.keys(route.methods).join(", ");
+      throw Object.assign(new HttpError(405, "MethodNotAllowed", `${req.method} is not allowed on ${url.pathname}`), {
+        headers: { allow },
+      });
+    }
+    // Auth before reading the body: unauthenticated uploads are not buffered.
+    if (adminKey && route.auth) {
+      const got = req.headers.authorization;
+      if (got !== `Convex ${adminKey}`) {
+        req.resume();
+        throw new HttpError(
+          401,
+          got === undefined ? "MissingAccessToken" : "BadAdminKey",
+          got === undefined
+            ? "Missing header `Authorization: Convex <admin key>`"
+            : "The provided admin key was invalid for this instance",
+        );
+      }
+    }
+    let body;
+    if (route.body) {
+      body = parseJsonBody(await readBody(req, maxBodyBytes), req.headers["content-type"]);
+    } else {
+      req.resume();
+    }
+    const [status, reply] = await handler(body);
+    send(res, status, reply);
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e) => {
+      if (e instanceof HttpError) {
+        // An upload cut off mid-way leaves bytes on the connection: close it.
+        const extra = e.closeConnection ? { connection: "close" } : {};
+        send(res, e.status, { code: e.code, message: e.message }, { ...extra, ...e.headers });
+        if (e.closeConnection) res.on("finish", () => req.socket.destroy());
+      } else {
+        send(res, 500, { code: "InternalServerError", message: String(e?.stack ?? e) });
+      }
+    });
+  });
+  // Malformed HTTP (bad request line, oversized headers): JSON 400, no crash.
+  server.on("clientError", (err, socket) => {
+    if (socket.writable && !socket.destroyed) {
+      const text = JSON.stringify({ code: "BadRequest", message: `Malformed HTTP request: ${err.code ?? err.message}` });
+      socket.end(
+        `HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`,
+      );
+    } else {
+      socket.destroy();
+    }
+  });
+  return server;
+}
+
+// ---------------------------------------------------------------------------
+// CLI.
+// ---------------------------------------------------------------------------
+
+function parseCli(argv) {
+  const opts = {};
+  for (let i = 0; i < argv.length; i++) {
+    let [flag, val] = argv[i].split(/=(.*)/s, 2);
+    if (val === undefined && ["--port", "--host", "--admin-key", "--max-body-bytes"].includes(flag)) val = argv[++i];
+    if (flag === "--port") opts.port = val;
+    else if (flag === "--host") opts.host = val;
+    else if (flag === "--admin-key") opts.adminKey = val;
+    else if (flag === "--max-body-bytes") opts.maxBodyBytes = val;
+    else throw new Error(`Unknown argument ${argv[i]}`);
+  }
+  return opts;
+}
+
+function main() {
+  const cli = parseCli(process.argv.slice(2));
+  const port = Number(cli.port ?? process.env.PORT ?? 3210);
+  const host = cli.host ?? process.env.HOST ?? "127.0.0.1";
+  const adminKey = (cli.adminKey ?? process.env.CONVEX_ADMIN_KEY ?? "").trim();
+  const maxBodyBytes = Number(cli.maxBodyBytes ?? process.env.MAX_BODY_BYTES ?? DEFAULT_MAX_BODY_BYTES);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Invalid port ${port}`);
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new Error(`Invalid max body bytes ${maxBodyBytes}`);
+
+  const server = createFront({ adminKey, maxBodyBytes });
+  server.listen(port, host, () => {
+    const { port: actual } = server.address();
+    const shownHost = host.includes(":") ? `[${host}]` : host;
+    // The harness waits for exactly this line and parses the port from it.
+    process.stdout.write(`convex-front listening on http://${shownHost}:${actual}\n`);
+  });
+  const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+    // Do not let a stuck socket delay shutdown.
+    setTimeout(() => process.exit(0), 1000).unref();
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main();
+}
