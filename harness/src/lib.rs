@@ -1,3 +1,7 @@
-pub fn placeholder() {}
+//! khala-parity: checks that the Convex to Khala cutover, and its rollback,
+//! lose or corrupt nothing a user sees. Backend provisioning, benchmarks and
+//! (as they land) generators, oracle, driver, invariants and reports.
 
 pub mod backend;
+pub mod bench;
+pub mod exit;

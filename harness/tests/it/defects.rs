@@ -7,7 +7,9 @@ use crate::support::ok;
 use khala_runtime::authority::{self, RunTerminal};
 use khala_runtime::checkpoint::DecisionReason;
 use khala_runtime::projector::{ProjectionError, Projector, WriteResult};
-use khala_runtime::sink::{FanoutSink, KhalaSink, NoopSink, PayloadMode, ProjectionSink, SinkContext};
+use khala_runtime::sink::{
+    FanoutSink, KhalaSink, NoopSink, PayloadMode, ProjectionSink, SinkContext,
+};
 use khala_runtime::{Profile, ProjectionKind, SinkMode};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -18,15 +20,24 @@ const RUN: ProjectionKind = ProjectionKind::RunSummary;
 const DOC: &str = "runtime/run_summary:run_1";
 
 fn khala_sink(runtime: &khala_runtime::Runtime) -> Arc<dyn ProjectionSink> {
-    Arc::new(KhalaSink::new(PayloadMode::Inline, runtime.switches(), runtime.notifier().clone(), runtime.clock().clone()))
+    Arc::new(KhalaSink::new(
+        PayloadMode::Inline,
+        runtime.switches(),
+        runtime.notifier().clone(),
+        runtime.clock().clone(),
+    ))
 }
 
 async fn khala_version(env: &Env) -> Option<i64> {
-    fixtures::read_model(env.pool(), RUN, DOC).await.map(|row| row.0)
+    fixtures::read_model(env.pool(), RUN, DOC)
+        .await
+        .map(|row| row.0)
 }
 
 async fn checkpoint_seq(env: &Env) -> Option<i64> {
-    fixtures::checkpoint(env.pool(), RUN, "run_1").await.map(|checkpoint| checkpoint.last_runtime_seq)
+    fixtures::checkpoint(env.pool(), RUN, "run_1")
+        .await
+        .map(|checkpoint| checkpoint.last_runtime_seq)
 }
 
 /// B1: dual publish with an external store first and Khala failing. What
@@ -40,34 +51,58 @@ struct FanoutObservation {
 async fn fanout_partial_success(profile: Profile) -> FanoutObservation {
     let env = Env::new().await;
     let external = ExternalTableSink::new(env.pool()).await;
-    let runtime =
-        ok(fixtures::runtime(env.pool(), profile, SinkMode::Noop).with_convex_sink(external, SinkMode::Dual));
+    let runtime = ok(fixtures::runtime(env.pool(), profile, SinkMode::Noop)
+        .with_convex_sink(external, SinkMode::Dual));
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
     fixtures::break_khala(env.pool()).await;
-    let outcome = ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
-    assert!(matches!(outcome.projection, Err(ProjectionError::SinkWriteFailed { .. })));
+    let outcome = ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
+    assert!(matches!(
+        outcome.projection,
+        Err(ProjectionError::SinkWriteFailed { .. })
+    ));
     let observe = async || {
-        (ExternalTableSink::seq_of(env.pool(), DOC).await, khala_version(&env).await, checkpoint_seq(&env).await)
+        (
+            ExternalTableSink::seq_of(env.pool(), DOC).await,
+            khala_version(&env).await,
+            checkpoint_seq(&env).await,
+        )
     };
     let after_failure = observe().await;
     fixtures::heal_khala(env.pool()).await;
     ok(runtime.repair_pending().await);
     let after_heal = observe().await;
     env.finish().await;
-    FanoutObservation { after_failure, after_heal }
+    FanoutObservation {
+        after_failure,
+        after_heal,
+    }
 }
 
 #[tokio::test]
 async fn b1_legacy_fanout_leaves_convex_ahead_of_khala_and_checkpoint_forever() {
     let seen = fanout_partial_success(Profile::Legacy).await;
-    assert_eq!(seen.after_failure, (Some(1), None, None), "external written, Khala and checkpoint rolled back");
-    assert_eq!(seen.after_heal, (Some(1), None, None), "nothing brings Khala level without a new event");
+    assert_eq!(
+        seen.after_failure,
+        (Some(1), None, None),
+        "external written, Khala and checkpoint rolled back"
+    );
+    assert_eq!(
+        seen.after_heal,
+        (Some(1), None, None),
+        "nothing brings Khala level without a new event"
+    );
 }
 
 #[tokio::test]
 async fn b1_hardened_fanout_writes_khala_first_and_repairs_to_level() {
     let seen = fanout_partial_success(Profile::Hardened).await;
-    assert_eq!(seen.after_failure, (None, None, None), "Khala failed first, so the external store was not called");
+    assert_eq!(
+        seen.after_failure,
+        (None, None, None),
+        "Khala failed first, so the external store was not called"
+    );
     assert_eq!(seen.after_heal, (Some(1), Some(1), Some(1)));
 }
 
@@ -76,9 +111,17 @@ async fn sink_switch(profile: Profile) -> (Option<DecisionReason>, Option<i64>) 
     let env = Env::new().await;
     let mut runtime = fixtures::runtime(env.pool(), profile, SinkMode::Noop);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
-    ok(runtime.append_event(RUN, "run_1", "run.delta", &json!({})).await);
-    assert_eq!(checkpoint_seq(&env).await, Some(2), "Noop advances the checkpoint");
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
+    ok(runtime
+        .append_event(RUN, "run_1", "run.delta", &json!({}))
+        .await);
+    assert_eq!(
+        checkpoint_seq(&env).await,
+        Some(2),
+        "Noop advances the checkpoint"
+    );
     ok(runtime.set_sink_mode(SinkMode::KhalaOnly).await);
     let reason = ok(runtime.project(RUN, "run_1").await).reason;
     let version = khala_version(&env).await;
@@ -88,12 +131,18 @@ async fn sink_switch(profile: Profile) -> (Option<DecisionReason>, Option<i64>) 
 
 #[tokio::test]
 async fn b3_legacy_sink_switch_skips_backfill_and_khala_stays_missing() {
-    assert_eq!(sink_switch(Profile::Legacy).await, (Some(DecisionReason::Idempotent), None));
+    assert_eq!(
+        sink_switch(Profile::Legacy).await,
+        (Some(DecisionReason::Idempotent), None)
+    );
 }
 
 #[tokio::test]
 async fn b3_hardened_sink_switch_backfills_every_entity() {
-    assert_eq!(sink_switch(Profile::Hardened).await, (Some(DecisionReason::Idempotent), Some(2)));
+    assert_eq!(
+        sink_switch(Profile::Hardened).await,
+        (Some(DecisionReason::Idempotent), Some(2))
+    );
 }
 
 /// B4: the run executor finishes a run; what status did Khala get?
@@ -101,11 +150,19 @@ async fn finish_run(profile: Profile) -> Value {
     let env = Env::new().await;
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
-    let terminal =
-        RunTerminal { status: "succeeded".into(), terminal_reason_class: Some("completed".into()), terminal_reason: None };
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
+    let terminal = RunTerminal {
+        status: "succeeded".into(),
+        terminal_reason_class: Some("completed".into()),
+        terminal_reason: None,
+    };
     ok(runtime.finish_run("run_1", &terminal).await);
-    let payload = fixtures::read_model(env.pool(), RUN, DOC).await.expect("row").1;
+    let payload = fixtures::read_model(env.pool(), RUN, DOC)
+        .await
+        .expect("row")
+        .1;
     env.finish().await;
     payload
 }
@@ -113,7 +170,13 @@ async fn finish_run(profile: Profile) -> Value {
 #[tokio::test]
 async fn b4_legacy_finished_run_is_projected_with_its_pre_terminal_status() {
     let payload = finish_run(Profile::Legacy).await;
-    assert_eq!((payload["latest_event_type"].as_str(), payload["status"].as_str()), (Some("run.finished"), Some("created")));
+    assert_eq!(
+        (
+            payload["latest_event_type"].as_str(),
+            payload["status"].as_str()
+        ),
+        (Some("run.finished"), Some("created"))
+    );
     assert_eq!(payload["terminal_reason_class"], Value::Null);
 }
 
@@ -131,13 +194,20 @@ async fn same_seq_race(profile: Profile) -> String {
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     let clock = runtime.clock().clone();
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
     ok(authority::set_run_status(env.pool(), clock.as_ref(), "run_1", "running", None).await);
     let first = ok(runtime.projector().prepare(RUN, "run_1").await);
     ok(authority::set_run_status(env.pool(), clock.as_ref(), "run_1", "canceling", None).await);
     ok(runtime.project(RUN, "run_1").await);
     ok(runtime.projector().commit(first).await);
-    let status = fixtures::read_model(env.pool(), RUN, DOC).await.expect("row").1["status"].as_str().map(str::to_owned);
+    let status = fixtures::read_model(env.pool(), RUN, DOC)
+        .await
+        .expect("row")
+        .1["status"]
+        .as_str()
+        .map(str::to_owned);
     env.finish().await;
     status.unwrap_or_default()
 }
@@ -159,12 +229,27 @@ async fn first_projection_race(profile: Profile) -> (usize, Vec<Result<WriteResu
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
     fixtures::append_run_events(&runtime, "run_1", 1).await;
-    let rendezvous = Arc::new(RendezvousSink::new(Arc::new(NoopSink), 2, Duration::from_secs(2)));
-    let projector = Projector::new(env.pool().clone(), runtime.projector().settings().clone(), rendezvous.clone());
-    let (left, right) = tokio::join!(projector.project(RUN, "run_1"), projector.project(RUN, "run_1"));
+    let rendezvous = Arc::new(RendezvousSink::new(
+        Arc::new(NoopSink),
+        2,
+        Duration::from_secs(2),
+    ));
+    let projector = Projector::new(
+        env.pool().clone(),
+        runtime.projector().settings().clone(),
+        rendezvous.clone(),
+    );
+    let (left, right) = tokio::join!(
+        projector.project(RUN, "run_1"),
+        projector.project(RUN, "run_1")
+    );
     let results = [left, right]
         .into_iter()
-        .map(|result| result.map(|outcome| outcome.write).map_err(|error| error.raised()))
+        .map(|result| {
+            result
+                .map(|outcome| outcome.write)
+                .map_err(|error| error.raised())
+        })
         .collect();
     let calls = rendezvous.calls.load(Ordering::SeqCst);
     env.finish().await;
@@ -176,7 +261,11 @@ async fn b6_legacy_concurrent_first_projections_both_write_and_one_raises() {
     let (calls, mut results) = first_projection_race(Profile::Legacy).await;
     results.sort_by_key(|result| result.is_err());
     assert_eq!(calls, 2, "both projections reached the sink");
-    assert_eq!(results, [Ok(WriteResult::Applied), Err(true)], "the second checkpoint insert raised");
+    assert_eq!(
+        results,
+        [Ok(WriteResult::Applied), Err(true)],
+        "the second checkpoint insert raised"
+    );
 }
 
 #[tokio::test]
@@ -184,7 +273,10 @@ async fn b6_hardened_concurrent_first_projections_serialise() {
     let (calls, mut results) = first_projection_race(Profile::Hardened).await;
     results.sort_by_key(|result| *result != Ok(WriteResult::Applied));
     assert_eq!(calls, 1);
-    assert_eq!(results, [Ok(WriteResult::Applied), Ok(WriteResult::Skipped)]);
+    assert_eq!(
+        results,
+        [Ok(WriteResult::Applied), Ok(WriteResult::Skipped)]
+    );
 }
 
 /// B7: a checkpoint ahead of the authority (restored from elsewhere), then a
@@ -193,23 +285,45 @@ async fn checkpoint_ahead(profile: Profile) -> (WriteResult, Option<i64>, Option
     let env = Env::new().await;
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
-    ok(sqlx::query("UPDATE runtime.convex_projection_checkpoints SET last_runtime_seq = 40").execute(env.pool()).await);
-    let outcome = ok(ok(runtime.append_event(RUN, "run_1", "run.delta", &json!({})).await).projection);
-    assert_eq!((outcome.reason, outcome.drift), (Some(DecisionReason::CheckpointAhead), true));
-    let seen = (outcome.write, khala_version(&env).await, checkpoint_seq(&env).await);
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
+    ok(
+        sqlx::query("UPDATE runtime.convex_projection_checkpoints SET last_runtime_seq = 40")
+            .execute(env.pool())
+            .await,
+    );
+    let outcome = ok(ok(runtime
+        .append_event(RUN, "run_1", "run.delta", &json!({}))
+        .await)
+    .projection);
+    assert_eq!(
+        (outcome.reason, outcome.drift),
+        (Some(DecisionReason::CheckpointAhead), true)
+    );
+    let seen = (
+        outcome.write,
+        khala_version(&env).await,
+        checkpoint_seq(&env).await,
+    );
     env.finish().await;
     seen
 }
 
 #[tokio::test]
 async fn b7_legacy_a_checkpoint_ahead_skips_every_write() {
-    assert_eq!(checkpoint_ahead(Profile::Legacy).await, (WriteResult::Skipped, Some(1), Some(40)));
+    assert_eq!(
+        checkpoint_ahead(Profile::Legacy).await,
+        (WriteResult::Skipped, Some(1), Some(40))
+    );
 }
 
 #[tokio::test]
 async fn b7_hardened_the_authority_wins_over_a_checkpoint_ahead() {
-    assert_eq!(checkpoint_ahead(Profile::Hardened).await, (WriteResult::Applied, Some(2), Some(2)));
+    assert_eq!(
+        checkpoint_ahead(Profile::Hardened).await,
+        (WriteResult::Applied, Some(2), Some(2))
+    );
 }
 
 /// B11: a wake-up arrives while the second sink of the fanout still holds
@@ -220,23 +334,52 @@ async fn wake_before_commit(profile: Profile) -> Option<bool> {
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
     fixtures::append_run_events(&runtime, "run_1", 1).await;
     let gate = Arc::new(GateSink::default());
-    let fanout = Arc::new(FanoutSink::new(vec![khala_sink(&runtime), gate.clone()], false));
-    let projector = Projector::new(env.pool().clone(), runtime.projector().settings().clone(), fanout);
+    let fanout = Arc::new(FanoutSink::new(
+        vec![khala_sink(&runtime), gate.clone()],
+        false,
+    ));
+    let projector = Projector::new(
+        env.pool().clone(),
+        runtime.projector().settings().clone(),
+        fanout,
+    );
     let mut wakes = runtime.notifier().subscribe();
-    let projection = tokio::spawn(async move { projector.project(RUN, "run_1").await.map(|outcome| outcome.write) });
+    let projection = tokio::spawn(async move {
+        projector
+            .project(RUN, "run_1")
+            .await
+            .map(|outcome| outcome.write)
+    });
     // Wait until the projection sits in the gate, then see whether a wake came.
     gate.entered.notified().await;
-    let early = tokio::time::timeout(Duration::from_millis(300), wakes.recv()).await.ok();
+    let early = tokio::time::timeout(Duration::from_millis(300), wakes.recv())
+        .await
+        .ok();
     let visible_at_wake = match early {
-        Some(_) => Some(!fixtures::journal(env.pool(), "runtime.run_summaries").await.is_empty()),
+        Some(_) => Some(
+            !fixtures::journal(env.pool(), "runtime.run_summaries")
+                .await
+                .is_empty(),
+        ),
         None => None,
     };
     gate.release.notify_one();
-    assert_eq!(ok(projection.await.expect("projection task")), WriteResult::Applied);
+    assert_eq!(
+        ok(projection.await.expect("projection task")),
+        WriteResult::Applied
+    );
     if visible_at_wake.is_none() {
         let wake = wakes.recv().await.expect("a wake after commit");
-        assert_eq!((wake.topic.as_str(), wake.watermark), ("runtime.run_summaries", 1));
-        assert_eq!(fixtures::journal(env.pool(), "runtime.run_summaries").await.len(), 1);
+        assert_eq!(
+            (wake.topic.as_str(), wake.watermark),
+            ("runtime.run_summaries", 1)
+        );
+        assert_eq!(
+            fixtures::journal(env.pool(), "runtime.run_summaries")
+                .await
+                .len(),
+            1
+        );
     }
     env.finish().await;
     visible_at_wake
@@ -274,12 +417,20 @@ impl ProjectionSink for GateSink {
 
 #[tokio::test]
 async fn b11_legacy_wakes_subscribers_before_the_row_is_committed() {
-    assert_eq!(wake_before_commit(Profile::Legacy).await, Some(false), "woken, but the row was not visible");
+    assert_eq!(
+        wake_before_commit(Profile::Legacy).await,
+        Some(false),
+        "woken, but the row was not visible"
+    );
 }
 
 #[tokio::test]
 async fn b11_hardened_wakes_subscribers_only_after_commit() {
-    assert_eq!(wake_before_commit(Profile::Hardened).await, None, "no wake while the transaction was open");
+    assert_eq!(
+        wake_before_commit(Profile::Hardened).await,
+        None,
+        "no wake while the transaction was open"
+    );
 }
 
 /// B16: direct sink writes at seq 5, then at seq 3.
@@ -297,9 +448,24 @@ async fn version_regression(profile: Profile) -> (i64, usize) {
         summary["runtime_source"]["seq"] = json!(seq);
         let mut conn = ok(env.pool().acquire().await);
         let mut after_commit = Vec::new();
-        ok(sink.upsert(SinkContext { conn: &mut conn, after_commit: &mut after_commit }, RUN, DOC, &summary).await);
+        ok(sink
+            .upsert(
+                SinkContext {
+                    conn: &mut conn,
+                    after_commit: &mut after_commit,
+                },
+                RUN,
+                DOC,
+                &summary,
+            )
+            .await);
     }
-    let seen = (khala_version(&env).await.expect("row"), fixtures::journal(env.pool(), "runtime.run_summaries").await.len());
+    let seen = (
+        khala_version(&env).await.expect("row"),
+        fixtures::journal(env.pool(), "runtime.run_summaries")
+            .await
+            .len(),
+    );
     env.finish().await;
     seen
 }
@@ -319,8 +485,14 @@ async fn reprojection_failure(profile: Profile) -> (Option<i64>, &'static str) {
     let env = Env::new().await;
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
-    let failing = Projector::new(env.pool().clone(), runtime.projector().settings().clone(), Arc::new(FailingSink::default()));
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
+    let failing = Projector::new(
+        env.pool().clone(),
+        runtime.projector().settings().clone(),
+        Arc::new(FailingSink::default()),
+    );
     let result = khala_runtime::reprojection::rebuild(&failing, RUN, "run_1").await;
     assert_eq!(result.reason.as_deref(), Some("simulated_sink_failure"));
     let seen = (checkpoint_seq(&env).await, result.result);
@@ -335,5 +507,8 @@ async fn b17_legacy_a_failed_rebuild_leaves_the_entity_without_checkpoint() {
 
 #[tokio::test]
 async fn b17_hardened_a_failed_rebuild_keeps_the_checkpoint() {
-    assert_eq!(reprojection_failure(Profile::Hardened).await, (Some(1), "error"));
+    assert_eq!(
+        reprojection_failure(Profile::Hardened).await,
+        (Some(1), "error")
+    );
 }

@@ -39,7 +39,9 @@ impl Env {
 }
 
 pub fn start_time() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-02-19T20:00:00Z").expect("constant").with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-02-19T20:00:00Z")
+        .expect("constant")
+        .with_timezone(&Utc)
 }
 
 pub fn config(profile: Profile, sink_mode: SinkMode) -> RuntimeConfig {
@@ -56,7 +58,12 @@ pub fn runtime(pool: &PgPool, profile: Profile, sink_mode: SinkMode) -> Runtime 
 }
 
 pub fn new_run(run_id: &str) -> NewRun {
-    NewRun { run_id: run_id.into(), thread_id: format!("thread_{run_id}"), owner_user_id: Some(7), owner_guest_scope: None }
+    NewRun {
+        run_id: run_id.into(),
+        thread_id: format!("thread_{run_id}"),
+        owner_user_id: Some(7),
+        owner_guest_scope: None,
+    }
 }
 
 pub fn new_worker(worker_id: &str) -> NewWorker {
@@ -104,7 +111,13 @@ impl ProjectionSink for FailingSink {
         false
     }
 
-    async fn upsert(&self, _: SinkContext<'_>, _: ProjectionKind, _: &str, _: &Value) -> Result<(), SinkError> {
+    async fn upsert(
+        &self,
+        _: SinkContext<'_>,
+        _: ProjectionKind,
+        _: &str,
+        _: &Value,
+    ) -> Result<(), SinkError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         Err(SinkError::Failed {
             sink: "failing".into(),
@@ -153,7 +166,13 @@ impl ProjectionSink for ExternalTableSink {
         false
     }
 
-    async fn upsert(&self, _: SinkContext<'_>, _: ProjectionKind, document_id: &str, summary: &Value) -> Result<(), SinkError> {
+    async fn upsert(
+        &self,
+        _: SinkContext<'_>,
+        _: ProjectionKind,
+        document_id: &str,
+        summary: &Value,
+    ) -> Result<(), SinkError> {
         let seq = summary["runtime_source"]["seq"].as_i64().unwrap_or(-1);
         sqlx::query(
             "INSERT INTO public.external_store (document_id, seq, summary) VALUES ($1, $2, $3) \
@@ -181,7 +200,12 @@ pub struct RendezvousSink {
 
 impl RendezvousSink {
     pub fn new(inner: Arc<dyn ProjectionSink>, parties: usize, wait: Duration) -> Self {
-        RendezvousSink { inner, calls: AtomicUsize::new(0), barrier: tokio::sync::Barrier::new(parties), wait }
+        RendezvousSink {
+            inner,
+            calls: AtomicUsize::new(0),
+            barrier: tokio::sync::Barrier::new(parties),
+            wait,
+        }
     }
 }
 
@@ -211,16 +235,32 @@ impl ProjectionSink for RendezvousSink {
 /// Makes every write to a Khala read-model table fail, as a broken Khala
 /// database would.
 pub async fn break_khala(pool: &PgPool) {
-    for table in ["runtime.sync_run_summaries", "runtime.sync_codex_worker_summaries"] {
-        let statement = format!("ALTER TABLE {table} ADD CONSTRAINT planted_khala_fault CHECK (false) NOT VALID");
-        support::ok(sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await);
+    for table in [
+        "runtime.sync_run_summaries",
+        "runtime.sync_codex_worker_summaries",
+    ] {
+        let statement = format!(
+            "ALTER TABLE {table} ADD CONSTRAINT planted_khala_fault CHECK (false) NOT VALID"
+        );
+        support::ok(
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await,
+        );
     }
 }
 
 pub async fn heal_khala(pool: &PgPool) {
-    for table in ["runtime.sync_run_summaries", "runtime.sync_codex_worker_summaries"] {
+    for table in [
+        "runtime.sync_run_summaries",
+        "runtime.sync_codex_worker_summaries",
+    ] {
         let statement = format!("ALTER TABLE {table} DROP CONSTRAINT planted_khala_fault");
-        support::ok(sqlx::query(sqlx::AssertSqlSafe(statement)).execute(pool).await);
+        support::ok(
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(pool)
+                .await,
+        );
     }
 }
 
@@ -244,13 +284,30 @@ pub async fn store_counts(pool: &PgPool) -> StoreCounts {
         .fetch_one(pool)
         .await,
     );
-    StoreCounts { checkpoints: row.0, read_models: row.1, journal: row.2, watermarks_allocated: row.3 }
+    StoreCounts {
+        checkpoints: row.0,
+        read_models: row.1,
+        journal: row.2,
+        watermarks_allocated: row.3,
+    }
 }
 
 /// A Khala read-model row: `doc_version`, `payload`, `payload_hash`.
-pub async fn read_model(pool: &PgPool, kind: ProjectionKind, doc_key: &str) -> Option<(i64, Value, Option<Vec<u8>>)> {
-    let statement = format!("SELECT doc_version, payload, payload_hash FROM {} WHERE doc_key = $1", kind.read_model_table());
-    support::ok(sqlx::query_as(sqlx::AssertSqlSafe(statement)).bind(doc_key).fetch_optional(pool).await)
+pub async fn read_model(
+    pool: &PgPool,
+    kind: ProjectionKind,
+    doc_key: &str,
+) -> Option<(i64, Value, Option<Vec<u8>>)> {
+    let statement = format!(
+        "SELECT doc_version, payload, payload_hash FROM {} WHERE doc_key = $1",
+        kind.read_model_table()
+    );
+    support::ok(
+        sqlx::query_as(sqlx::AssertSqlSafe(statement))
+            .bind(doc_key)
+            .fetch_optional(pool)
+            .await,
+    )
 }
 
 /// A journal row: watermark, doc_key, doc_version, payload, payload_hash.
@@ -268,7 +325,11 @@ pub async fn journal(pool: &PgPool, topic: &str) -> Vec<JournalRow> {
     )
 }
 
-pub async fn checkpoint(pool: &PgPool, kind: ProjectionKind, entity_id: &str) -> Option<khala_runtime::checkpoint::Checkpoint> {
+pub async fn checkpoint(
+    pool: &PgPool,
+    kind: ProjectionKind,
+    entity_id: &str,
+) -> Option<khala_runtime::checkpoint::Checkpoint> {
     let mut conn = support::ok(pool.acquire().await);
     support::ok(khala_runtime::checkpoint::fetch(&mut conn, kind, entity_id).await)
 }

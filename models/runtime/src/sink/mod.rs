@@ -1,11 +1,15 @@
 //! Projection sinks (spec §4): the contract and its implementations.
 
 mod contract;
+mod convex;
 mod fanout;
 mod khala;
 mod noop;
 
 pub use contract::{ProjectionSink, SinkContext, SinkError};
+pub use convex::{
+    ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint, classify,
+};
 pub use fanout::FanoutSink;
 pub use khala::{KhalaSink, PayloadMode};
 pub use noop::NoopSink;

@@ -1,0 +1,408 @@
+//! The Convex HTTP sink (spec §4.3) and a reader of what Convex holds, both
+//! over Convex's HTTP API (`POST /api/mutation`, `POST /api/query`). Works
+//! unchanged against a real Convex deployment with `models/convex` deployed.
+
+use super::{ProjectionSink, SinkContext, SinkError};
+use crate::summary::ProjectionKind;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The default request timeout (spec §4.3).
+pub const DEFAULT_TIMEOUT_MS: i64 = 2500;
+
+/// `:convex_http_sink` configuration (spec §4.3, §12), before normalisation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConvexSinkConfig {
+    pub base_url: String,
+    pub admin_key: String,
+    pub run_summary_mutation_path: String,
+    pub codex_worker_summary_mutation_path: String,
+    /// Non-positive values mean the default, as in the original.
+    pub request_timeout_ms: i64,
+}
+
+impl Default for ConvexSinkConfig {
+    fn default() -> Self {
+        ConvexSinkConfig {
+            base_url: String::new(),
+            admin_key: String::new(),
+            run_summary_mutation_path: "runtime:upsertRunSummary".to_owned(),
+            codex_worker_summary_mutation_path: "runtime:upsertCodexWorkerSummary".to_owned(),
+            request_timeout_ms: DEFAULT_TIMEOUT_MS,
+        }
+    }
+}
+
+/// An HTTP client of one Convex deployment: base URL without trailing `/`
+/// (blank = none), admin key (blank = no header) and timeout.
+#[derive(Clone, Debug)]
+pub struct ConvexHttp {
+    base_url: String,
+    admin_key: String,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl ConvexHttp {
+    pub fn new(base_url: &str, admin_key: &str, timeout_ms: i64) -> Self {
+        let timeout_ms = if timeout_ms > 0 {
+            timeout_ms
+        } else {
+            DEFAULT_TIMEOUT_MS
+        };
+        let timeout = Duration::from_millis(timeout_ms as u64);
+        ConvexHttp {
+            base_url: base_url.trim().trim_end_matches('/').to_owned(),
+            admin_key: admin_key.trim().to_owned(),
+            timeout,
+            // The original set both the connect and the request timeout.
+            client: reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Calls a function and classifies the answer as the sink does. `args`
+    /// goes in the one-element array form of `ConvexHttpClient`.
+    pub async fn call(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        args: Value,
+    ) -> Result<Value, SinkError> {
+        if self.base_url.is_empty() {
+            return Err(SinkError::MissingBaseUrl);
+        }
+        let body = json!({"path": path, "format": "convex_encoded_json", "args": [args]});
+        let mut request = self
+            .client
+            .post(format!("{}/api/{}", self.base_url, endpoint.as_str()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        if !self.admin_key.is_empty() {
+            request = request.header(
+                reqwest::header::AUTHORIZATION,
+                format!("Convex {}", self.admin_key),
+            );
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| SinkError::HttpRequestFailed {
+                reason: describe(&error),
+            })?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| SinkError::HttpRequestFailed {
+                reason: describe(&error),
+            })?;
+        let body = String::from_utf8_lossy(&bytes).into_owned();
+        classify(status, &body)
+    }
+}
+
+/// `/api/mutation` or `/api/query`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutation,
+    Query,
+}
+
+impl Endpoint {
+    fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutation => "mutation",
+            Endpoint::Query => "query",
+        }
+    }
+}
+
+/// The error and its causes, e.g. "error sending request: operation timed out".
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() && !text.contains("timed out") {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+/// The response table of spec §4.3; the success value on `:ok`.
+pub fn classify(status: u16, body: &str) -> Result<Value, SinkError> {
+    if !(200..=299).contains(&status) {
+        return Err(SinkError::HttpStatus {
+            status,
+            body: body.to_owned(),
+        });
+    }
+    let parsed: Value = serde_json::from_str(body).map_err(|_| SinkError::InvalidJson {
+        body: body.to_owned(),
+    })?;
+    match (
+        parsed.get("status").and_then(Value::as_str),
+        parsed.get("errorMessage"),
+    ) {
+        (Some("success"), _) => Ok(parsed.get("value").cloned().unwrap_or(Value::Null)),
+        (Some("error"), Some(Value::String(message))) => Err(SinkError::ConvexError {
+            message: message.clone(),
+        }),
+        _ => Err(SinkError::InvalidResponse {
+            body: body.to_owned(),
+        }),
+    }
+}
+
+/// The runtime's `HttpSink`: one mutation per projection, no retries.
+#[derive(Clone, Debug)]
+pub struct ConvexHttpSink {
+    http: ConvexHttp,
+    run_summary_mutation_path: String,
+    codex_worker_summary_mutation_path: String,
+}
+
+impl ConvexHttpSink {
+    pub fn new(config: &ConvexSinkConfig) -> Self {
+        ConvexHttpSink {
+            http: ConvexHttp::new(
+                &config.base_url,
+                &config.admin_key,
+                config.request_timeout_ms,
+            ),
+            run_summary_mutation_path: config.run_summary_mutation_path.clone(),
+            codex_worker_summary_mutation_path: config.codex_worker_summary_mutation_path.clone(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ProjectionSink for ConvexHttpSink {
+    fn name(&self) -> &str {
+        "convex"
+    }
+
+    fn is_transactional(&self) -> bool {
+        false
+    }
+
+    async fn upsert(
+        &self,
+        _: SinkContext<'_>,
+        kind: ProjectionKind,
+        document_id: &str,
+        summary: &Value,
+    ) -> Result<(), SinkError> {
+        let path = match kind {
+            ProjectionKind::RunSummary => &self.run_summary_mutation_path,
+            ProjectionKind::CodexWorkerSummary => &self.codex_worker_summary_mutation_path,
+        };
+        let args = json!({"document_id": document_id, "summary": summary});
+        self.http
+            .call(Endpoint::Mutation, path, args)
+            .await
+            .map(drop)
+    }
+}
+
+/// Why reading Convex back failed.
+#[derive(Debug, thiserror::Error)]
+#[error("read convex `{path}`: {source}")]
+pub struct ConvexReadError {
+    pub path: String,
+    pub source: SinkError,
+}
+
+/// Reads documents back from Convex through the queries of `models/convex`.
+#[derive(Clone, Debug)]
+pub struct ConvexReader {
+    http: ConvexHttp,
+}
+
+const LIST_PAGE_SIZE: u32 = 100;
+
+impl ConvexReader {
+    pub fn new(base_url: &str, admin_key: &str, timeout_ms: i64) -> Self {
+        ConvexReader {
+            http: ConvexHttp::new(base_url, admin_key, timeout_ms),
+        }
+    }
+
+    async fn query(&self, path: &str, args: Value) -> Result<Value, ConvexReadError> {
+        self.http
+            .call(Endpoint::Query, path, args)
+            .await
+            .map_err(|source| ConvexReadError {
+                path: path.to_owned(),
+                source,
+            })
+    }
+
+    fn malformed(path: &str, value: &Value) -> ConvexReadError {
+        ConvexReadError {
+            path: path.to_owned(),
+            source: SinkError::InvalidResponse {
+                body: value.to_string(),
+            },
+        }
+    }
+
+    /// The stored summary of one document, or `None`.
+    pub async fn get(
+        &self,
+        kind: ProjectionKind,
+        document_id: &str,
+    ) -> Result<Option<Value>, ConvexReadError> {
+        let path = match kind {
+            ProjectionKind::RunSummary => "runtime:getRunSummary",
+            ProjectionKind::CodexWorkerSummary => "runtime:getCodexWorkerSummary",
+        };
+        match self
+            .query(path, json!({"document_id": document_id}))
+            .await?
+        {
+            Value::Null => Ok(None),
+            Value::Object(mut document) => document
+                .remove("summary")
+                .map(Some)
+                .ok_or_else(|| Self::malformed(path, &Value::Object(document))),
+            other => Err(Self::malformed(path, &other)),
+        }
+    }
+
+    /// Every document of a projection as `(document_id, summary)`, in
+    /// `document_id` order, following the pagination cursor.
+    pub async fn list_all(
+        &self,
+        kind: ProjectionKind,
+    ) -> Result<Vec<(String, Value)>, ConvexReadError> {
+        let path = match kind {
+            ProjectionKind::RunSummary => "runtime:listRunSummaries",
+            ProjectionKind::CodexWorkerSummary => "runtime:listCodexWorkerSummaries",
+        };
+        let mut documents = Vec::new();
+        let mut cursor = Value::Null;
+        loop {
+            let page = self
+                .query(
+                    path,
+                    json!({"paginationOpts": {"numItems": LIST_PAGE_SIZE, "cursor": cursor}}),
+                )
+                .await?;
+            let items = page
+                .get("page")
+                .and_then(Value::as_array)
+                .ok_or_else(|| Self::malformed(path, &page))?;
+            for item in items {
+                let id = item
+                    .get("document_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| Self::malformed(path, item))?;
+                let summary = item
+                    .get("summary")
+                    .cloned()
+                    .ok_or_else(|| Self::malformed(path, item))?;
+                documents.push((id.to_owned(), summary));
+            }
+            if page.get("isDone").and_then(Value::as_bool).unwrap_or(true) {
+                return Ok(documents);
+            }
+            cursor = page
+                .get("continueCursor")
+                .cloned()
+                .ok_or_else(|| Self::malformed(path, &page))?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_response_class_maps_to_its_error() {
+        assert_eq!(
+            classify(200, r#"{"status":"success","value":null,"logLines":[]}"#).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            classify(200, r#"{"status":"success","value":{"a":1}}"#).unwrap(),
+            json!({"a": 1})
+        );
+        assert!(
+            matches!(classify(200, r#"{"status":"error","errorMessage":"boom"}"#), Err(SinkError::ConvexError { message }) if message == "boom")
+        );
+        assert!(matches!(
+            classify(200, r#"{"status":"error","errorMessage":5}"#),
+            Err(SinkError::InvalidResponse { .. })
+        ));
+        assert!(matches!(
+            classify(204, r#"{"status":"weird"}"#),
+            Err(SinkError::InvalidResponse { .. })
+        ));
+        assert!(matches!(
+            classify(200, r#"[1,2]"#),
+            Err(SinkError::InvalidResponse { .. })
+        ));
+        assert!(
+            matches!(classify(200, "<html>"), Err(SinkError::InvalidJson { body }) if body == "<html>")
+        );
+        assert!(matches!(
+            classify(560, r#"{"status":"error","errorMessage":"x"}"#),
+            Err(SinkError::HttpStatus { status: 560, .. })
+        ));
+        assert!(matches!(
+            classify(401, ""),
+            Err(SinkError::HttpStatus { status: 401, .. })
+        ));
+        assert!(matches!(
+            classify(302, "{}"),
+            Err(SinkError::HttpStatus { status: 302, .. })
+        ));
+    }
+
+    #[test]
+    fn base_url_and_key_are_normalised_and_the_timeout_defaults() {
+        let http = ConvexHttp::new("  http://h:1/// ", "  ", 0);
+        assert_eq!(
+            (http.base_url(), http.admin_key.as_str(), http.timeout),
+            ("http://h:1", "", Duration::from_millis(2500))
+        );
+        assert_eq!(
+            ConvexHttp::new("x", "k", -5).timeout,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            ConvexHttp::new("x", "k", 10).timeout,
+            Duration::from_millis(10)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blank_base_url_fails_without_any_io() {
+        let sink = ConvexHttpSink::new(&ConvexSinkConfig {
+            base_url: " / ".into(),
+            ..ConvexSinkConfig::default()
+        });
+        let http = &sink.http;
+        let result = http
+            .call(Endpoint::Mutation, "runtime:upsertRunSummary", json!({}))
+            .await;
+        assert!(matches!(result, Err(SinkError::MissingBaseUrl)));
+    }
+}
