@@ -14,3 +14,6 @@ mod projection;
 
 // Each §15 defect on the projection path under legacy, and its hardened fix.
 mod defects;
+
+// The Convex HTTP sink against a scripted peer: request shape and answer classes.
+mod convex_stub;

@@ -208,6 +208,18 @@ impl ProjectionSink for ConvexHttpSink {
         document_id: &str,
         summary: &Value,
     ) -> Result<(), SinkError> {
+        self.send(kind, document_id, summary).await
+    }
+}
+
+impl ConvexHttpSink {
+    /// The mutation call itself; the sink never needs the transaction.
+    pub async fn send(
+        &self,
+        kind: ProjectionKind,
+        document_id: &str,
+        summary: &Value,
+    ) -> Result<(), SinkError> {
         let path = match kind {
             ProjectionKind::RunSummary => &self.run_summary_mutation_path,
             ProjectionKind::CodexWorkerSummary => &self.codex_worker_summary_mutation_path,
