@@ -18,7 +18,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tempfile::TempDir;
-use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
 
@@ -32,6 +32,11 @@ pub const ENV_POSTGRES_URL: &str = "KHALA_PARITY_POSTGRES_URL";
 pub const ENV_REQUIRE_CONTAINERS: &str = "KHALA_PARITY_REQUIRE_CONTAINERS";
 /// Where `initdb` and `pg_ctl` live for the local provider.
 pub const ENV_POSTGRES_BIN_DIR: &str = "KHALA_PARITY_POSTGRES_BIN_DIR";
+
+/// Parent directory of the local provider's data directories.
+pub const ENV_POSTGRES_DATA_ROOT: &str = "KHALA_PARITY_POSTGRES_DATA_ROOT";
+/// PGDATA of both the official image and ours; mounted as tmpfs.
+const CONTAINER_DATA_DIR: &str = "/var/lib/postgresql/data";
 
 pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:15";
 pub const DEFAULT_POSTGRES_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
@@ -651,6 +656,9 @@ async fn start_container(
         .with_wait_for(WaitFor::message_on_stderr(READY_MESSAGE))
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
+        // Creating a database writes ~300 files; on this kind of disk that
+        // costs ~300 ms per clone, on tmpfs ~25 ms. Test data is throwaway.
+        .with_mount(Mount::tmpfs_mount(CONTAINER_DATA_DIR))
         .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
         .start()
         .await
@@ -668,6 +676,21 @@ async fn start_container(
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     wait_until_ready(&url).await?;
     Ok((container, url))
+}
+
+/// Where local servers keep their data: `KHALA_PARITY_POSTGRES_DATA_ROOT`,
+/// else `/dev/shm` when it exists (database clones are ~10x faster on tmpfs
+/// than on the disks measured here), else the system temp dir.
+fn local_data_parent() -> PathBuf {
+    if let Some(root) = std::env::var_os(ENV_POSTGRES_DATA_ROOT).filter(|root| !root.is_empty()) {
+        return PathBuf::from(root);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 /// `name:tag`, where a colon before the last slash belongs to a registry port.
@@ -817,11 +840,12 @@ impl LocalServer {
         } else {
             None
         };
+        let parent = local_data_parent();
         let root = tempfile::Builder::new()
             .prefix("khala-parity-pg-")
-            .tempdir()
+            .tempdir_in(&parent)
             .map_err(|source| BackendError::DataDir {
-                path: std::env::temp_dir(),
+                path: parent.clone(),
                 source,
             })?;
         if let Some((uid, gid)) = owner {
