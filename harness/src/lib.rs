@@ -4,4 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod case;
 pub mod exit;
+pub mod oracle;
+pub mod proxy;

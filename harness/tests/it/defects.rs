@@ -512,3 +512,27 @@ async fn b17_hardened_a_failed_rebuild_keeps_the_checkpoint() {
         (Some(1), "error")
     );
 }
+
+/// B8: a projection-version bump with no new event. Which version does
+/// Khala hold?
+async fn version_bump(profile: Profile) -> Value {
+    let env = Env::new().await;
+    let mut runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
+    ok(runtime.create_run(&fixtures::new_run("run_1")).await);
+    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
+    let report = ok(runtime.set_projection_version("convex_summary_v2").await);
+    assert_eq!(report.backfill.is_some(), profile == Profile::Hardened);
+    let payload = fixtures::read_model(env.pool(), RUN, DOC).await.expect("row").1;
+    env.finish().await;
+    payload["projection_version"].clone()
+}
+
+#[tokio::test]
+async fn b8_legacy_a_version_bump_leaves_documents_at_the_old_version() {
+    assert_eq!(version_bump(Profile::Legacy).await, "convex_summary_v1");
+}
+
+#[tokio::test]
+async fn b8_hardened_a_version_bump_rewrites_every_document() {
+    assert_eq!(version_bump(Profile::Hardened).await, "convex_summary_v2");
+}

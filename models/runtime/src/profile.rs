@@ -89,6 +89,9 @@ pub struct Switches {
     /// rebuild. Fix: the authority wins; the projection is written and the
     /// checkpoint reset to the real seq.
     pub b7_checkpoint_ahead_skips: bool,
+    /// B8: a projection-version bump rewrites documents lazily, only on
+    /// each entity's next projection. Fix: the bump re-projects every entity.
+    pub b8_version_bump_lazy: bool,
     /// B11: the Khala sink wakes subscribers inside the open transaction. Fix:
     /// wake them after commit.
     pub b11_wake_before_commit: bool,
@@ -108,6 +111,7 @@ impl Switches {
         b5_summary_built_before_lock: true,
         b6_first_projection_unlocked: true,
         b7_checkpoint_ahead_skips: true,
+        b8_version_bump_lazy: true,
         b11_wake_before_commit: true,
         b16_no_version_guard: true,
         b17_reprojection_gap: true,
@@ -120,6 +124,7 @@ impl Switches {
         b5_summary_built_before_lock: false,
         b6_first_projection_unlocked: false,
         b7_checkpoint_ahead_skips: false,
+        b8_version_bump_lazy: false,
         b11_wake_before_commit: false,
         b16_no_version_guard: false,
         b17_reprojection_gap: false,
@@ -155,6 +160,6 @@ mod tests {
         let legacy = legacy.as_object().unwrap();
         assert!(legacy.values().all(|on| on == true));
         assert!(hardened.as_object().unwrap().values().all(|on| on == false));
-        assert_eq!(legacy.len(), 9);
+        assert_eq!(legacy.len(), 10);
     }
 }

@@ -124,10 +124,10 @@ pub struct AppendOutcome {
     pub projection: Result<ProjectionOutcome, ProjectionError>,
 }
 
-/// What a sink-mode switch did.
+/// What a configuration change (sink mode, projection version) did.
 #[derive(Debug, Default)]
 pub struct SinkSwitchReport {
-    /// Hardened B3: the backfill run because the switch added a store.
+    /// Hardened B3/B8: the re-projection of every entity the change ran.
     pub backfill: Option<RebuildAllSummary>,
 }
 
@@ -246,6 +246,19 @@ impl Runtime {
         self.sink_mode = mode;
         let mut report = SinkSwitchReport::default();
         if !self.settings.switches.b3_sink_switch_skips_backfill && previous.adds_target(mode) {
+            report.backfill = Some(self.rebuild_all(&RebuildSelection::default()).await?);
+        }
+        Ok(report)
+    }
+
+    /// Deploys another `projection_version` (spec §2.1). Legacy (B8) only
+    /// changes the version used by later projections; hardened re-projects
+    /// every entity at once.
+    pub async fn set_projection_version(&mut self, version: &str) -> Result<SinkSwitchReport, RuntimeError> {
+        self.settings.projection_version = version.to_owned();
+        self.projector = self.projector_for(self.sink_mode)?;
+        let mut report = SinkSwitchReport::default();
+        if !self.settings.switches.b8_version_bump_lazy {
             report.backfill = Some(self.rebuild_all(&RebuildSelection::default()).await?);
         }
         Ok(report)

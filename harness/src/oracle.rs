@@ -1,0 +1,242 @@
+//! The oracle: a pure, in-memory reference of what the cutover must look
+//! like to users. It tracks the runtime's truth (events, statuses) and the
+//! configuration (sink mode, projection version), and predicts the semantic
+//! content of every document. It does no I/O, has no async and shares no
+//! code with the models it judges: its summaries are written here, from the
+//! spec, not by calling the projector.
+
+use crate::case::{EntityRef, IdStyle, Step, StopPath};
+use khala_runtime::SinkMode;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// The fixed attributes every generated entity is created with (the driver
+/// creates them the same way).
+pub const OWNER_USER_ID: i64 = 7;
+pub const WORKSPACE_REF: &str = "ws_1";
+pub const WORKER_REGION: &str = "us-central1";
+
+/// Keys whose values depend on wall-clock stamps; the oracle does not
+/// predict them (cross-store checks compare them instead).
+pub const TIMESTAMP_KEYS: [&str; 7] = [
+    "latest_event_at",
+    "terminal_at",
+    "updated_at",
+    "started_at",
+    "stopped_at",
+    "last_heartbeat_at",
+    "projected_at",
+];
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct RunTruth {
+    event_types: Vec<&'static str>,
+    status: &'static str,
+    terminal_reason_class: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct WorkerTruth {
+    event_types: Vec<&'static str>,
+    status: &'static str,
+}
+
+/// The reference state after some prefix of a case.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Oracle {
+    ids: IdStyle,
+    sink_mode: SinkMode,
+    projection_version: u32,
+    runs: BTreeMap<u8, RunTruth>,
+    workers: BTreeMap<u8, WorkerTruth>,
+}
+
+/// The projection version string of generation `n` (1 is the default).
+pub fn projection_version_name(generation: u32) -> String {
+    if generation <= 1 { "convex_summary_v1".to_owned() } else { format!("convex_summary_v{generation}") }
+}
+
+impl Oracle {
+    pub fn new(ids: IdStyle, sink_mode: SinkMode) -> Self {
+        Oracle { ids, sink_mode, projection_version: 1, runs: BTreeMap::new(), workers: BTreeMap::new() }
+    }
+
+    pub fn sink_mode(&self) -> SinkMode {
+        self.sink_mode
+    }
+
+    pub fn projection_version(&self) -> String {
+        projection_version_name(self.projection_version)
+    }
+
+    /// Applies one step to the truth. Faults, heals and projections do not
+    /// change what users should eventually see.
+    pub fn apply(&mut self, step: &Step) {
+        match step {
+            Step::AppendRunEvent { run, event_type } => {
+                self.run(*run).event_types.push(event_type.as_str());
+            }
+            Step::FinishRun { run, status } => {
+                let truth = self.run(*run);
+                truth.event_types.push("run.finished");
+                truth.status = status.as_str();
+                truth.terminal_reason_class = Some(status.as_str());
+            }
+            Step::AppendWorkerEvent { worker, event_type } => {
+                self.worker(*worker).event_types.push(event_type.as_str());
+            }
+            Step::StopWorker { worker, path: StopPath::Stop | StopPath::Ingest } => {
+                let truth = self.worker(*worker);
+                truth.event_types.push("worker.stopped");
+                truth.status = "stopped";
+            }
+            Step::SwitchSinkMode { mode } => self.sink_mode = *mode,
+            Step::BumpProjectionVersion => self.projection_version += 1,
+            Step::DuplicateDelivery { .. }
+            | Step::Reproject { .. }
+            | Step::BreakConvex { .. }
+            | Step::BreakKhala
+            | Step::Heal
+            | Step::Quiesce => {}
+        }
+    }
+
+    fn run(&mut self, index: u8) -> &mut RunTruth {
+        self.runs.entry(index).or_insert_with(|| RunTruth { status: "created", ..RunTruth::default() })
+    }
+
+    fn worker(&mut self, index: u8) -> &mut WorkerTruth {
+        self.workers.entry(index).or_insert_with(|| WorkerTruth { status: "running", ..WorkerTruth::default() })
+    }
+
+    /// Every entity that exists, runs first.
+    pub fn entities(&self) -> Vec<EntityRef> {
+        let runs = self.runs.keys().map(|index| EntityRef::Run(*index));
+        runs.chain(self.workers.keys().map(|index| EntityRef::Worker(*index))).collect()
+    }
+
+    pub fn entity_id(&self, entity: EntityRef) -> String {
+        match entity {
+            EntityRef::Run(index) => self.ids.run_id(index),
+            EntityRef::Worker(index) => self.ids.worker_id(index),
+        }
+    }
+
+    pub fn document_id(&self, entity: EntityRef) -> String {
+        match entity {
+            EntityRef::Run(index) => format!("runtime/run_summary:{}", self.ids.run_id(index)),
+            EntityRef::Worker(index) => format!("runtime/codex_worker_summary:{}", self.ids.worker_id(index)),
+        }
+    }
+
+    /// The runtime's latest seq of an entity (0 if it does not exist).
+    pub fn latest_seq(&self, entity: EntityRef) -> i64 {
+        let count = match entity {
+            EntityRef::Run(index) => self.runs.get(&index).map_or(0, |truth| truth.event_types.len()),
+            EntityRef::Worker(index) => self.workers.get(&index).map_or(0, |truth| truth.event_types.len()),
+        };
+        count as i64
+    }
+
+    /// The document users must eventually see, without the timestamp keys.
+    pub fn expected_document(&self, entity: EntityRef) -> Option<Value> {
+        let document_id = self.document_id(entity);
+        let version = self.projection_version();
+        match entity {
+            EntityRef::Run(index) => {
+                let truth = self.runs.get(&index)?;
+                let run_id = self.ids.run_id(index);
+                let seq = truth.event_types.len();
+                Some(json!({
+                    "document_id": document_id,
+                    "kind": "run_summary",
+                    "run_id": run_id,
+                    "thread_id": format!("thread_{run_id}"),
+                    "status": truth.status,
+                    "owner_user_id": OWNER_USER_ID,
+                    "owner_guest_scope": null,
+                    "latest_seq": seq,
+                    "event_count": seq,
+                    "latest_event_type": truth.event_types.last(),
+                    "terminal_reason_class": truth.terminal_reason_class,
+                    "terminal_reason": null,
+                    "runtime_source": {"entity": "run", "run_id": run_id, "seq": seq},
+                    "projection_version": version,
+                }))
+            }
+            EntityRef::Worker(index) => {
+                let truth = self.workers.get(&index)?;
+                let worker_id = self.ids.worker_id(index);
+                let seq = truth.event_types.len();
+                Some(json!({
+                    "document_id": document_id,
+                    "kind": "codex_worker_summary",
+                    "worker_id": worker_id,
+                    "status": truth.status,
+                    "owner_user_id": OWNER_USER_ID,
+                    "owner_guest_scope": null,
+                    "workspace_ref": WORKSPACE_REF,
+                    "codex_home_ref": null,
+                    "adapter": "in_memory",
+                    "metadata": {"region": WORKER_REGION},
+                    "latest_seq": seq,
+                    "event_count": seq,
+                    "latest_event_type": truth.event_types.last(),
+                    "runtime_source": {"entity": "codex_worker", "worker_id": worker_id, "seq": seq},
+                    "projection_version": version,
+                }))
+            }
+        }
+    }
+}
+
+/// A stored document without the keys the oracle does not predict.
+pub fn semantic_part(document: &Value) -> Value {
+    match document {
+        Value::Object(map) => {
+            Value::Object(map.iter().filter(|(key, _)| !TIMESTAMP_KEYS.contains(&key.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{RunEventType, TerminalStatus, WorkerEventType};
+
+    #[test]
+    fn a_finished_run_is_predicted_with_its_terminal_status_and_all_events() {
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        oracle.apply(&Step::AppendRunEvent { run: 0, event_type: RunEventType::Started });
+        oracle.apply(&Step::FinishRun { run: 0, status: TerminalStatus::Succeeded });
+        let document = oracle.expected_document(EntityRef::Run(0)).unwrap();
+        assert_eq!(document["status"], "succeeded");
+        assert_eq!(document["latest_seq"], 2);
+        assert_eq!(document["latest_event_type"], "run.finished");
+        assert_eq!(document["runtime_source"]["seq"], 2);
+        assert_eq!(oracle.expected_document(EntityRef::Run(1)), None);
+    }
+
+    #[test]
+    fn faults_and_projections_do_not_change_the_truth_but_bumps_and_switches_do() {
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Noop);
+        oracle.apply(&Step::AppendWorkerEvent { worker: 3, event_type: WorkerEventType::Heartbeat });
+        let before = oracle.clone();
+        for step in [Step::BreakKhala, Step::Heal, Step::Quiesce, Step::DuplicateDelivery { entity: EntityRef::Worker(3) }] {
+            oracle.apply(&step);
+        }
+        assert_eq!(oracle, before);
+        oracle.apply(&Step::BumpProjectionVersion);
+        oracle.apply(&Step::SwitchSinkMode { mode: SinkMode::KhalaOnly });
+        assert_eq!(oracle.projection_version(), "convex_summary_v2");
+        assert_eq!(oracle.sink_mode(), SinkMode::KhalaOnly);
+        assert_eq!(oracle.entities(), [EntityRef::Worker(3)]);
+    }
+
+    #[test]
+    fn semantic_part_drops_only_timestamps() {
+        let document = json!({"latest_seq": 1, "projected_at": "x", "updated_at": "y", "status": "s"});
+        assert_eq!(semantic_part(&document), json!({"latest_seq": 1, "status": "s"}));
+    }
+}
