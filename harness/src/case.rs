@@ -37,8 +37,9 @@ pub struct Origin {
     pub scenario: String,
     pub seed: u64,
     pub code_version: String,
-    /// The invariant the case violates.
+    /// The invariant the case violates, and how.
     pub invariant: String,
+    pub reason_class: String,
 }
 
 /// The shape of generated ids: plain, long (near the varchar limit), or
@@ -164,21 +165,41 @@ pub enum ConvexFault {
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Appends a run event (creating the run first if needed).
-    AppendRunEvent { run: u8, event_type: RunEventType },
+    AppendRunEvent {
+        run: u8,
+        event_type: RunEventType,
+    },
     /// The executor's end of a run: `run.finished` plus terminal fields.
-    FinishRun { run: u8, status: TerminalStatus },
+    FinishRun {
+        run: u8,
+        status: TerminalStatus,
+    },
     /// Appends a worker event (creating the worker first if needed).
-    AppendWorkerEvent { worker: u8, event_type: WorkerEventType },
-    StopWorker { worker: u8, path: StopPath },
+    AppendWorkerEvent {
+        worker: u8,
+        event_type: WorkerEventType,
+    },
+    StopWorker {
+        worker: u8,
+        path: StopPath,
+    },
     /// The same trigger delivered again: the entity is projected once more.
-    DuplicateDelivery { entity: EntityRef },
-    SwitchSinkMode { mode: SinkMode },
+    DuplicateDelivery {
+        entity: EntityRef,
+    },
+    SwitchSinkMode {
+        mode: SinkMode,
+    },
     /// `reproject --run-id/--worker-id`, or `--all` without an entity.
-    Reproject { entity: Option<EntityRef> },
+    Reproject {
+        entity: Option<EntityRef>,
+    },
     /// A deploy with the next `projection_version`.
     BumpProjectionVersion,
     /// Convex becomes unreachable until `Heal`.
-    BreakConvex { fault: ConvexFault },
+    BreakConvex {
+        fault: ConvexFault,
+    },
     /// Khala's database refuses writes until `Heal`.
     BreakKhala,
     /// Ends every fault.
@@ -210,13 +231,24 @@ mod tests {
 
     #[test]
     fn steps_serialise_as_tagged_values() {
-        let step = Step::AppendRunEvent { run: 2, event_type: RunEventType::Delta };
+        let step = Step::AppendRunEvent {
+            run: 2,
+            event_type: RunEventType::Delta,
+        };
         let text = serde_json::to_string(&step).unwrap();
-        assert_eq!(text, r#"{"action":"append_run_event","run":2,"event_type":"run.delta"}"#);
+        assert_eq!(
+            text,
+            r#"{"action":"append_run_event","run":2,"event_type":"run.delta"}"#
+        );
         assert_eq!(serde_json::from_str::<Step>(&text).unwrap(), step);
-        let reproject = Step::Reproject { entity: Some(EntityRef::Worker(1)) };
+        let reproject = Step::Reproject {
+            entity: Some(EntityRef::Worker(1)),
+        };
         let text = serde_json::to_string(&reproject).unwrap();
-        assert_eq!(text, r#"{"action":"reproject","entity":{"kind":"worker","index":1}}"#);
+        assert_eq!(
+            text,
+            r#"{"action":"reproject","entity":{"kind":"worker","index":1}}"#
+        );
         let extra = r#"{"action":"append_run_event","run":1,"event_type":"run.delta","extra":1}"#;
         assert!(serde_json::from_str::<Step>(extra).is_err());
     }
@@ -228,7 +260,12 @@ mod tests {
             assert!(run.chars().count() <= 255, "{run}");
             let worker = style.worker_id(255);
             assert!((3..=160).contains(&worker.len()));
-            assert!(worker.chars().all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)), "{worker}");
+            assert!(
+                worker
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
+                "{worker}"
+            );
         }
     }
 }

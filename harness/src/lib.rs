@@ -5,10 +5,13 @@
 pub mod backend;
 pub mod bench;
 pub mod case;
+pub mod driver;
+pub mod engine;
 pub mod exit;
 pub mod generate;
 pub mod invariants;
 pub mod observation;
 pub mod oracle;
 pub mod proxy;
+pub mod report;
 pub mod scenario;

@@ -53,12 +53,22 @@ pub struct Oracle {
 
 /// The projection version string of generation `n` (1 is the default).
 pub fn projection_version_name(generation: u32) -> String {
-    if generation <= 1 { "convex_summary_v1".to_owned() } else { format!("convex_summary_v{generation}") }
+    if generation <= 1 {
+        "convex_summary_v1".to_owned()
+    } else {
+        format!("convex_summary_v{generation}")
+    }
 }
 
 impl Oracle {
     pub fn new(ids: IdStyle, sink_mode: SinkMode) -> Self {
-        Oracle { ids, sink_mode, projection_version: 1, runs: BTreeMap::new(), workers: BTreeMap::new() }
+        Oracle {
+            ids,
+            sink_mode,
+            projection_version: 1,
+            runs: BTreeMap::new(),
+            workers: BTreeMap::new(),
+        }
     }
 
     pub fn sink_mode(&self) -> SinkMode {
@@ -85,7 +95,10 @@ impl Oracle {
             Step::AppendWorkerEvent { worker, event_type } => {
                 self.worker(*worker).event_types.push(event_type.as_str());
             }
-            Step::StopWorker { worker, path: StopPath::Stop | StopPath::Ingest } => {
+            Step::StopWorker {
+                worker,
+                path: StopPath::Stop | StopPath::Ingest,
+            } => {
                 let truth = self.worker(*worker);
                 truth.event_types.push("worker.stopped");
                 truth.status = "stopped";
@@ -102,17 +115,24 @@ impl Oracle {
     }
 
     fn run(&mut self, index: u8) -> &mut RunTruth {
-        self.runs.entry(index).or_insert_with(|| RunTruth { status: "created", ..RunTruth::default() })
+        self.runs.entry(index).or_insert_with(|| RunTruth {
+            status: "created",
+            ..RunTruth::default()
+        })
     }
 
     fn worker(&mut self, index: u8) -> &mut WorkerTruth {
-        self.workers.entry(index).or_insert_with(|| WorkerTruth { status: "running", ..WorkerTruth::default() })
+        self.workers.entry(index).or_insert_with(|| WorkerTruth {
+            status: "running",
+            ..WorkerTruth::default()
+        })
     }
 
     /// Every entity that exists, runs first.
     pub fn entities(&self) -> Vec<EntityRef> {
         let runs = self.runs.keys().map(|index| EntityRef::Run(*index));
-        runs.chain(self.workers.keys().map(|index| EntityRef::Worker(*index))).collect()
+        runs.chain(self.workers.keys().map(|index| EntityRef::Worker(*index)))
+            .collect()
     }
 
     pub fn entity_id(&self, entity: EntityRef) -> String {
@@ -125,15 +145,23 @@ impl Oracle {
     pub fn document_id(&self, entity: EntityRef) -> String {
         match entity {
             EntityRef::Run(index) => format!("runtime/run_summary:{}", self.ids.run_id(index)),
-            EntityRef::Worker(index) => format!("runtime/codex_worker_summary:{}", self.ids.worker_id(index)),
+            EntityRef::Worker(index) => {
+                format!("runtime/codex_worker_summary:{}", self.ids.worker_id(index))
+            }
         }
     }
 
     /// The runtime's latest seq of an entity (0 if it does not exist).
     pub fn latest_seq(&self, entity: EntityRef) -> i64 {
         let count = match entity {
-            EntityRef::Run(index) => self.runs.get(&index).map_or(0, |truth| truth.event_types.len()),
-            EntityRef::Worker(index) => self.workers.get(&index).map_or(0, |truth| truth.event_types.len()),
+            EntityRef::Run(index) => self
+                .runs
+                .get(&index)
+                .map_or(0, |truth| truth.event_types.len()),
+            EntityRef::Worker(index) => self
+                .workers
+                .get(&index)
+                .map_or(0, |truth| truth.event_types.len()),
         };
         count as i64
     }
@@ -193,9 +221,12 @@ impl Oracle {
 /// A stored document without the keys the oracle does not predict.
 pub fn semantic_part(document: &Value) -> Value {
     match document {
-        Value::Object(map) => {
-            Value::Object(map.iter().filter(|(key, _)| !TIMESTAMP_KEYS.contains(&key.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
-        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(key, _)| !TIMESTAMP_KEYS.contains(&key.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -208,8 +239,14 @@ mod tests {
     #[test]
     fn a_finished_run_is_predicted_with_its_terminal_status_and_all_events() {
         let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
-        oracle.apply(&Step::AppendRunEvent { run: 0, event_type: RunEventType::Started });
-        oracle.apply(&Step::FinishRun { run: 0, status: TerminalStatus::Succeeded });
+        oracle.apply(&Step::AppendRunEvent {
+            run: 0,
+            event_type: RunEventType::Started,
+        });
+        oracle.apply(&Step::FinishRun {
+            run: 0,
+            status: TerminalStatus::Succeeded,
+        });
         let document = oracle.expected_document(EntityRef::Run(0)).unwrap();
         assert_eq!(document["status"], "succeeded");
         assert_eq!(document["latest_seq"], 2);
@@ -221,14 +258,26 @@ mod tests {
     #[test]
     fn faults_and_projections_do_not_change_the_truth_but_bumps_and_switches_do() {
         let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Noop);
-        oracle.apply(&Step::AppendWorkerEvent { worker: 3, event_type: WorkerEventType::Heartbeat });
+        oracle.apply(&Step::AppendWorkerEvent {
+            worker: 3,
+            event_type: WorkerEventType::Heartbeat,
+        });
         let before = oracle.clone();
-        for step in [Step::BreakKhala, Step::Heal, Step::Quiesce, Step::DuplicateDelivery { entity: EntityRef::Worker(3) }] {
+        for step in [
+            Step::BreakKhala,
+            Step::Heal,
+            Step::Quiesce,
+            Step::DuplicateDelivery {
+                entity: EntityRef::Worker(3),
+            },
+        ] {
             oracle.apply(&step);
         }
         assert_eq!(oracle, before);
         oracle.apply(&Step::BumpProjectionVersion);
-        oracle.apply(&Step::SwitchSinkMode { mode: SinkMode::KhalaOnly });
+        oracle.apply(&Step::SwitchSinkMode {
+            mode: SinkMode::KhalaOnly,
+        });
         assert_eq!(oracle.projection_version(), "convex_summary_v2");
         assert_eq!(oracle.sink_mode(), SinkMode::KhalaOnly);
         assert_eq!(oracle.entities(), [EntityRef::Worker(3)]);
@@ -236,7 +285,11 @@ mod tests {
 
     #[test]
     fn semantic_part_drops_only_timestamps() {
-        let document = json!({"latest_seq": 1, "projected_at": "x", "updated_at": "y", "status": "s"});
-        assert_eq!(semantic_part(&document), json!({"latest_seq": 1, "status": "s"}));
+        let document =
+            json!({"latest_seq": 1, "projected_at": "x", "updated_at": "y", "status": "s"});
+        assert_eq!(
+            semantic_part(&document),
+            json!({"latest_seq": 1, "status": "s"})
+        );
     }
 }

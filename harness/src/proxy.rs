@@ -55,8 +55,18 @@ impl TcpProxy {
         let listen = listener.local_addr()?;
         let mode = Arc::new(AtomicU8::new(ProxyMode::Pass.to_u8()));
         let (generation, _) = watch::channel(0u64);
-        let task = tokio::spawn(accept_loop(listener, upstream, mode.clone(), generation.clone()));
-        Ok(TcpProxy { listen, mode, generation, task })
+        let task = tokio::spawn(accept_loop(
+            listener,
+            upstream,
+            mode.clone(),
+            generation.clone(),
+        ));
+        Ok(TcpProxy {
+            listen,
+            mode,
+            generation,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -82,9 +92,16 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, upstream: SocketAddr, mode: Arc<AtomicU8>, generation: watch::Sender<u64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    mode: Arc<AtomicU8>,
+    generation: watch::Sender<u64>,
+) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
         let mut changed = generation.subscribe();
         match ProxyMode::from_u8(mode.load(Ordering::SeqCst)) {
             ProxyMode::Reset => drop(client),
@@ -96,7 +113,9 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, mode: Arc<Atom
             }
             ProxyMode::Pass => {
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let mut client = client;
                     tokio::select! {
                         _ = copy_bidirectional(&mut client, &mut server) => {}

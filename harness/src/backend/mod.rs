@@ -1,3 +1,4 @@
 //! Backends the harness runs the system under test against.
 
+pub mod convex;
 pub mod postgres;

@@ -628,7 +628,7 @@ async fn choose_provider(config: &PostgresConfig) -> Result<ProviderKind, Backen
 
 /// Asks the engine testcontainers would use (DOCKER_HOST or the default
 /// socket) for a ping, bounded so that a black-holed TCP host cannot hang us.
-async fn ping_docker_engine() -> Result<(), String> {
+pub(crate) async fn ping_docker_engine() -> Result<(), String> {
     let docker_host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".to_owned());
     let ping = async {
@@ -694,7 +694,7 @@ fn local_data_parent() -> PathBuf {
 }
 
 /// `name:tag`, where a colon before the last slash belongs to a registry port.
-fn split_image(image: &str) -> (&str, &str) {
+pub(crate) fn split_image(image: &str) -> (&str, &str) {
     match image.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => (name, tag),
         _ => (image, "latest"),
@@ -793,7 +793,7 @@ fn drop_databases_blocking(admin_url: &str, databases: Vec<String>) {
 /// runtime (block_in_place on a multi-thread runtime, a drop-worker thread on a
 /// current-thread one) and panics without one; outside a runtime we enter a
 /// temporary current-thread runtime so that its drop worker does the removal.
-fn drop_container(container: Box<ContainerAsync<GenericImage>>) {
+pub(crate) fn drop_container(container: Box<ContainerAsync<GenericImage>>) {
     if tokio::runtime::Handle::try_current().is_ok() {
         drop(container);
         return;

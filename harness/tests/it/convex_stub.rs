@@ -125,10 +125,13 @@ async fn s4_without_an_admin_key_no_authorization_header_is_sent() {
     );
 }
 
+/// Whether an error is the expected one.
+type Expect = fn(&SinkError) -> bool;
+
 /// Each answer and the error it must become.
 #[tokio::test]
 async fn s4_every_answer_class_maps_to_its_typed_error() {
-    let cases: [(&str, &str, fn(&SinkError) -> bool); 6] = [
+    let cases: [(&str, &str, Expect); 6] = [
         (
             "200 OK",
             r#"{"status":"error","errorMessage":"boom"}"#,

@@ -519,10 +519,15 @@ async fn version_bump(profile: Profile) -> Value {
     let env = Env::new().await;
     let mut runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
     ok(runtime.create_run(&fixtures::new_run("run_1")).await);
-    ok(runtime.append_event(RUN, "run_1", "run.started", &json!({})).await);
+    ok(runtime
+        .append_event(RUN, "run_1", "run.started", &json!({}))
+        .await);
     let report = ok(runtime.set_projection_version("convex_summary_v2").await);
     assert_eq!(report.backfill.is_some(), profile == Profile::Hardened);
-    let payload = fixtures::read_model(env.pool(), RUN, DOC).await.expect("row").1;
+    let payload = fixtures::read_model(env.pool(), RUN, DOC)
+        .await
+        .expect("row")
+        .1;
     env.finish().await;
     payload["projection_version"].clone()
 }

@@ -17,3 +17,11 @@ mod defects;
 
 // The Convex HTTP sink against a scripted peer: request shape and answer classes.
 mod convex_stub;
+
+// Bad input on one sync connection is answered there and disturbs no other.
+
+// Convex providers: auth, reset, provider choice, pause/stop/start, cleanup, typed errors.
+mod convex_backend;
+
+// The Convex sink and reader end to end, JSON fidelity, dual publish and B1 on real Convex.
+mod convex_e2e;

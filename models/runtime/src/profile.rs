@@ -61,8 +61,8 @@ impl FromStr for Profile {
     }
 }
 
-/// One flag per defect of spec §15 on the projection path. `true` means the
-/// model behaves as the original did (the defect is present).
+/// One flag per defect of spec §15 on the projection and delivery paths.
+/// `true` means the model behaves as the original did (the defect is present).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Switches {
     /// B1: the fanout calls sinks in configured order and never compensates;
@@ -92,6 +92,20 @@ pub struct Switches {
     /// B8: a projection-version bump rewrites documents lazily, only on
     /// each entity's next projection. Fix: the bump re-projects every entity.
     pub b8_version_bump_lazy: bool,
+    /// B9: when retention prunes a topic's whole journal, `oldest` is nil, the
+    /// stale floor reads 0 and no cursor is ever stale, so clients inside the
+    /// pruned range silently miss events (deletion by `inserted_at` can also
+    /// leave holes above the oldest retained row). Fix: retention records a
+    /// per-topic `pruned_through` watermark (`runtime.sync_retention_floors`)
+    /// and the floor is `max(oldest − 1, pruned_through, 0)`.
+    pub b9_full_prune_floor_zero: bool,
+    /// B10: the stale check only looks at topics with a `resume_after` entry,
+    /// so a subscribe without a cursor replays whatever is retained with no
+    /// signal that older events were pruned. Fix: a topic without any cursor
+    /// whose floor is above 0 is answered with `stale_cursor`
+    /// (`resume_after: null`, `full_resync_required`); the client hydrates over
+    /// HTTP, whose list answer carries the watermark to resume after.
+    pub b10_stale_check_only_with_cursor: bool,
     /// B11: the Khala sink wakes subscribers inside the open transaction. Fix:
     /// wake them after commit.
     pub b11_wake_before_commit: bool,
@@ -101,6 +115,15 @@ pub struct Switches {
     /// B17: reprojection deletes the checkpoint outside the projector
     /// transaction. Fix: delete and re-project in one transaction.
     pub b17_reprojection_gap: bool,
+    /// B20: a cursor above the topic's head (after a restore or a counter
+    /// reset) gets no replay and keeps its cursor, so new events at or below
+    /// it are never delivered. Fix: such a cursor is answered with
+    /// `stale_cursor` (with the head), like one below the floor.
+    pub b20_cursor_ahead_of_head: bool,
+    /// B21: `resume_after` keys are not trimmed while topics are, so a key with
+    /// stray whitespace is ignored and the topic replays from the socket
+    /// cursor or 0 (and skips the stale check). Fix: trim the keys too.
+    pub b21_resume_keys_untrimmed: bool,
 }
 
 impl Switches {
@@ -112,9 +135,13 @@ impl Switches {
         b6_first_projection_unlocked: true,
         b7_checkpoint_ahead_skips: true,
         b8_version_bump_lazy: true,
+        b9_full_prune_floor_zero: true,
+        b10_stale_check_only_with_cursor: true,
         b11_wake_before_commit: true,
         b16_no_version_guard: true,
         b17_reprojection_gap: true,
+        b20_cursor_ahead_of_head: true,
+        b21_resume_keys_untrimmed: true,
     };
 
     pub const HARDENED: Switches = Switches {
@@ -125,9 +152,13 @@ impl Switches {
         b6_first_projection_unlocked: false,
         b7_checkpoint_ahead_skips: false,
         b8_version_bump_lazy: false,
+        b9_full_prune_floor_zero: false,
+        b10_stale_check_only_with_cursor: false,
         b11_wake_before_commit: false,
         b16_no_version_guard: false,
         b17_reprojection_gap: false,
+        b20_cursor_ahead_of_head: false,
+        b21_resume_keys_untrimmed: false,
     };
 }
 
@@ -160,6 +191,6 @@ mod tests {
         let legacy = legacy.as_object().unwrap();
         assert!(legacy.values().all(|on| on == true));
         assert!(hardened.as_object().unwrap().values().all(|on| on == false));
-        assert_eq!(legacy.len(), 10);
+        assert_eq!(legacy.len(), 14);
     }
 }

@@ -254,7 +254,10 @@ impl Runtime {
     /// Deploys another `projection_version` (spec §2.1). Legacy (B8) only
     /// changes the version used by later projections; hardened re-projects
     /// every entity at once.
-    pub async fn set_projection_version(&mut self, version: &str) -> Result<SinkSwitchReport, RuntimeError> {
+    pub async fn set_projection_version(
+        &mut self,
+        version: &str,
+    ) -> Result<SinkSwitchReport, RuntimeError> {
         self.settings.projection_version = version.to_owned();
         self.projector = self.projector_for(self.sink_mode)?;
         let mut report = SinkSwitchReport::default();

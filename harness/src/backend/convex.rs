@@ -1,0 +1,1227 @@
+//! The Convex side for tests and harness runs: the model in `models/convex`
+//! (Convex functions on convex-test behind a Node HTTP front) as a container
+//! or a local `node` child, or an external deployment.
+//!
+//! Containers and local fronts get an admin key generated per backend, so
+//! every call goes through the front's auth check. `reset()` empties the store
+//! between cases; `pause`, `unpause`, `stop` and `start_again` inject faults,
+//! and the address stays the same across a stop and a start, so that a sink
+//! configured once keeps pointing at the restarted front.
+//!
+//! Nothing outlives the backend: `shutdown()` is the awaited cleanup, and
+//! `Drop` does whatever `shutdown()` did not (also while a test panics).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use testcontainers::bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
+use testcontainers::core::{IntoContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use super::postgres::{
+    BackendChoice, CONTAINER_LABEL, ENV_BACKEND, ENV_REQUIRE_CONTAINERS, ParseBackendChoiceError,
+    ProviderKind, drop_container, ping_docker_engine, redact_url, split_image,
+};
+
+/// The container image as `name:tag`.
+pub const ENV_CONVEX_IMAGE: &str = "KHALA_PARITY_CONVEX_IMAGE";
+/// The deployment URL for the external provider.
+pub const ENV_CONVEX_URL: &str = "KHALA_PARITY_CONVEX_URL";
+/// The external deployment's admin key, sent as `Authorization: Convex <key>`.
+pub const ENV_CONVEX_ADMIN_KEY: &str = "KHALA_PARITY_CONVEX_ADMIN_KEY";
+/// The npm package the local provider runs (`server.mjs`, `node_modules`).
+pub const ENV_CONVEX_PACKAGE_DIR: &str = "KHALA_PARITY_CONVEX_PACKAGE_DIR";
+/// The `node` program the local provider runs.
+pub const ENV_NODE: &str = "KHALA_PARITY_NODE";
+
+pub const DEFAULT_CONVEX_IMAGE: &str = "khala-parity/convex-front:bookworm";
+pub const DEFAULT_CONVEX_PACKAGE_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../models/convex");
+pub const DEFAULT_NODE: &str = "node";
+
+/// Where the front listens inside the image.
+pub const CONTAINER_PORT: u16 = 3210;
+/// The front prints this, then its URL, once it listens (and nothing else on stdout).
+const LISTENING_MESSAGE: &str = "convex-front listening on ";
+const HEALTH_PATH: &str = "/_harness/health";
+const RESET_PATH: &str = "/_harness/reset";
+/// What an external deployment must answer to count as reachable: a query
+/// every deployment of `models/convex` has, reading at most one document.
+const EXTERNAL_PROBE_FUNCTION: &str = "runtime:listRunSummaries";
+
+const CONTAINER_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The listening line can come before the published port forwards, and a
+/// restarted container prints nothing new, so readiness is an HTTP answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// Node needs about half a second to load convex-test; far more on a loaded machine.
+const LOCAL_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The front closes its connections and exits at once on SIGTERM (at most 1 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const REAP_TIMEOUT_IN_DROP: Duration = Duration::from_secs(2);
+const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Another process can take the chosen host port before docker binds it.
+const CONTAINER_START_ATTEMPTS: u32 = 3;
+/// How much of a local front's stderr is kept for error messages.
+const STDERR_TAIL_BYTES: usize = 16 * 1024;
+const ERROR_BODY_CHARS: usize = 500;
+
+/// Numbers backends within this process, for the per-backend container label.
+static BACKEND_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConvexConfig {
+    pub choice: BackendChoice,
+    /// `name:tag`; a name without a tag means `latest`.
+    pub image: String,
+    /// Required for `External`.
+    pub external_url: Option<String>,
+    /// Sent to an external deployment when set.
+    pub external_admin_key: Option<String>,
+    /// When set, `Auto` without a docker engine is an error, never local.
+    pub require_containers: bool,
+    /// The npm package the local provider runs; `npm ci` must have run in it.
+    pub package_dir: PathBuf,
+    pub node: PathBuf,
+}
+
+impl Default for ConvexConfig {
+    fn default() -> Self {
+        Self {
+            choice: BackendChoice::Auto,
+            image: DEFAULT_CONVEX_IMAGE.to_owned(),
+            external_url: None,
+            external_admin_key: None,
+            require_containers: false,
+            package_dir: PathBuf::from(DEFAULT_CONVEX_PACKAGE_DIR),
+            node: PathBuf::from(DEFAULT_NODE),
+        }
+    }
+}
+
+// By hand: the admin key and the URL's credentials stay out of logs.
+impl fmt::Debug for ConvexConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConvexConfig")
+            .field("choice", &self.choice)
+            .field("image", &self.image)
+            .field(
+                "external_url",
+                &self.external_url.as_deref().map(redact_url),
+            )
+            .field(
+                "external_admin_key",
+                &self.external_admin_key.as_ref().map(|_| "***"),
+            )
+            .field("require_containers", &self.require_containers)
+            .field("package_dir", &self.package_dir)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl ConvexConfig {
+    pub fn from_env() -> Result<Self, ConvexBackendError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so that tests need not change
+    /// the process environment. Empty values count as unset. The provider
+    /// choice and `KHALA_PARITY_REQUIRE_CONTAINERS` are the ones PostgreSQL
+    /// reads: both backends of a run come from the same kind of provider.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConvexBackendError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        let defaults = Self::default();
+        let choice = match get(ENV_BACKEND) {
+            None => defaults.choice,
+            Some(value) => value
+                .parse()
+                .map_err(|source| ConvexBackendError::InvalidChoice {
+                    variable: ENV_BACKEND,
+                    source,
+                })?,
+        };
+        let require_containers = match get(ENV_REQUIRE_CONTAINERS).as_deref() {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(ConvexBackendError::InvalidFlag {
+                    variable: ENV_REQUIRE_CONTAINERS,
+                    value: other.to_owned(),
+                });
+            }
+        };
+        Ok(Self {
+            choice,
+            image: get(ENV_CONVEX_IMAGE).unwrap_or(defaults.image),
+            external_url: get(ENV_CONVEX_URL),
+            external_admin_key: get(ENV_CONVEX_ADMIN_KEY),
+            require_containers,
+            package_dir: get(ENV_CONVEX_PACKAGE_DIR).map_or(defaults.package_dir, PathBuf::from),
+            node: get(ENV_NODE).map_or(defaults.node, PathBuf::from),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvexBackendError {
+    #[error("read {variable}")]
+    InvalidChoice {
+        variable: &'static str,
+        #[source]
+        source: ParseBackendChoiceError,
+    },
+    #[error("read {variable}={value:?}: expected 1, true, 0 or false")]
+    InvalidFlag {
+        variable: &'static str,
+        value: String,
+    },
+    #[error("start the external convex provider: {variable} is not set")]
+    MissingExternalUrl { variable: &'static str },
+    #[error("find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids the local fallback): {reason}")]
+    ContainersRequired { reason: String },
+    #[error("reach a docker engine for the containers provider: {reason}")]
+    EngineUnreachable { reason: String },
+    #[error("generate an admin key from /dev/urandom")]
+    AdminKey {
+        #[source]
+        source: io::Error,
+    },
+    #[error("find a free port on 127.0.0.1")]
+    FreePort {
+        #[source]
+        source: io::Error,
+    },
+    #[error("start a convex front container from image {image}")]
+    ContainerStart {
+        image: String,
+        #[source]
+        source: Box<TestcontainersError>,
+    },
+    #[error("{action} convex front container {container_id}")]
+    ContainerControl {
+        action: &'static str,
+        container_id: String,
+        #[source]
+        source: Box<TestcontainersError>,
+    },
+    #[error("remove convex front container {container_id}")]
+    ContainerRemove {
+        container_id: String,
+        #[source]
+        source: Box<TestcontainersError>,
+    },
+    #[error(
+        "find {}/node_modules for the local convex front: run `npm ci` in {} \
+         (`npm ci --prefix models/convex` from the repository root) or set {ENV_CONVEX_PACKAGE_DIR}",
+        package_dir.display(),
+        package_dir.display()
+    )]
+    PackageNotInstalled { package_dir: PathBuf },
+    #[error("find {} for the local convex front (set {ENV_CONVEX_PACKAGE_DIR})", path.display())]
+    ServerScriptMissing { path: PathBuf },
+    #[error("run `{} server.mjs` in {} (set {ENV_NODE} to another node)", node.display(), package_dir.display())]
+    LocalSpawn {
+        node: PathBuf,
+        package_dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("start the local convex front in {}: {reason}\n{stderr}", package_dir.display())]
+    LocalStart {
+        package_dir: PathBuf,
+        reason: String,
+        /// The end of what the front wrote to stderr.
+        stderr: String,
+    },
+    #[error("{action} the local convex front: it is not running (stopped)")]
+    LocalNotRunning { action: &'static str },
+    #[error("send {signal} to the local convex front (pid {pid})")]
+    LocalSignal {
+        signal: &'static str,
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("wait for the local convex front (pid {pid}) to exit")]
+    LocalWait {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("build an HTTP client for the convex backend")]
+    HttpClient {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("reach the {provider} convex backend at {url}")]
+    Unreachable {
+        provider: ProviderKind,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "get a ready answer from the {provider} convex backend at {url} within {waited_ms} ms: {last}"
+    )]
+    NotReady {
+        provider: ProviderKind,
+        url: String,
+        waited_ms: u64,
+        last: String,
+    },
+    #[error("call {url} on the {provider} convex backend: HTTP {status}: {body}")]
+    UnexpectedStatus {
+        provider: ProviderKind,
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error(
+        "reset the external convex deployment at {url}: the harness cannot empty a real \
+         deployment (it has no such endpoint, and deleting documents would race with its other \
+         clients); use a fresh deployment per run, or the containers or local provider"
+    )]
+    ResetUnsupported { url: String },
+    #[error("{action} the {provider} convex backend: only the containers and local providers can")]
+    FaultUnsupported {
+        action: &'static str,
+        provider: ProviderKind,
+    },
+}
+
+/// What a backend holds right now, for leak checks and reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvexResources {
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub container_id: Option<String>,
+    /// The local front's current process, if one runs.
+    pub pid: Option<u32>,
+}
+
+/// The front a backend owns. Containers and local fronts are stopped and
+/// removed when dropped; an external deployment is left alone.
+enum Server {
+    // Boxed: the container handle is about 850 bytes.
+    Container(Option<Box<ContainerAsync<GenericImage>>>),
+    Local {
+        // Boxed: the child handle and its paths are about 300 bytes.
+        front: Box<tokio::sync::Mutex<LocalFront>>,
+        /// The running child's pid, 0 when stopped; readable without the lock.
+        pid: AtomicU32,
+    },
+    External,
+}
+
+/// The Convex model (or a real deployment) for one test process or harness run.
+pub struct ConvexBackend {
+    provider: ProviderKind,
+    /// `http://127.0.0.1:PORT` (or the external URL), no trailing slash.
+    base_url: String,
+    admin_key: Option<String>,
+    http: reqwest::Client,
+    server: Server,
+}
+
+impl fmt::Debug for ConvexBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConvexBackend")
+            .field("provider", &self.provider)
+            .field("base_url", &redact_url(&self.base_url))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConvexBackend {
+    pub async fn start(config: &ConvexConfig) -> Result<Self, ConvexBackendError> {
+        let started = Instant::now();
+        let provider = choose_provider(config).await?;
+        tracing::info!(%provider, choice = %config.choice, "starting the convex backend");
+        let backend = match provider {
+            ProviderKind::Containers => {
+                let admin_key = generate_admin_key()?;
+                let http = http_client(false)?;
+                let (container, port) = start_container(&config.image, &admin_key).await?;
+                // From here on the backend owns the container: an early return
+                // drops it, and `Drop` removes it.
+                let backend = Self {
+                    provider,
+                    base_url: loopback_url(port),
+                    admin_key: Some(admin_key),
+                    http,
+                    server: Server::Container(Some(Box::new(container))),
+                };
+                backend.wait_until_healthy().await?;
+                backend
+            }
+            ProviderKind::Local => {
+                let admin_key = generate_admin_key()?;
+                let http = http_client(false)?;
+                let front = LocalFront::start(config, &admin_key).await?;
+                let backend = Self {
+                    provider,
+                    base_url: loopback_url(front.port),
+                    admin_key: Some(admin_key),
+                    http,
+                    server: Server::Local {
+                        pid: AtomicU32::new(front.pid().unwrap_or(0)),
+                        front: Box::new(tokio::sync::Mutex::new(front)),
+                    },
+                };
+                backend.wait_until_healthy().await?;
+                backend
+            }
+            ProviderKind::External => {
+                let url = config.external_url.as_deref().ok_or(
+                    ConvexBackendError::MissingExternalUrl {
+                        variable: ENV_CONVEX_URL,
+                    },
+                )?;
+                let backend = Self {
+                    provider,
+                    base_url: url.trim_end_matches('/').to_owned(),
+                    admin_key: config.external_admin_key.clone(),
+                    // A real deployment may sit behind the caller's proxy.
+                    http: http_client(true)?,
+                    server: Server::External,
+                };
+                backend.probe_external().await?;
+                backend
+            }
+        };
+        tracing::info!(
+            %provider,
+            base_url = %redact_url(&backend.base_url),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "convex backend ready"
+        );
+        Ok(backend)
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.provider
+    }
+
+    /// `http://127.0.0.1:PORT` for containers and local fronts (the same
+    /// across `stop` and `start_again`), the configured URL without a
+    /// trailing slash for an external deployment.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// The key every `/api/*` call needs, as `Authorization: Convex <key>`.
+    /// Generated per backend for containers and local fronts; the configured
+    /// one (if any) for an external deployment.
+    pub fn admin_key(&self) -> Option<&str> {
+        self.admin_key.as_deref()
+    }
+
+    pub fn resources(&self) -> ConvexResources {
+        let (container_id, pid) = match &self.server {
+            Server::Container(container) => (
+                container
+                    .as_ref()
+                    .map(|container| container.id().to_owned()),
+                None,
+            ),
+            Server::Local { pid, .. } => (
+                None,
+                Some(pid.load(Ordering::Relaxed)).filter(|pid| *pid != 0),
+            ),
+            Server::External => (None, None),
+        };
+        ConvexResources {
+            provider: self.provider,
+            base_url: self.base_url.clone(),
+            container_id,
+            pid,
+        }
+    }
+
+    /// Empties the store (about a millisecond). Calls already answered are
+    /// ordered before the reset: the front runs calls one at a time.
+    pub async fn reset(&self) -> Result<(), ConvexBackendError> {
+        if self.provider == ProviderKind::External {
+            return Err(ConvexBackendError::ResetUnsupported {
+                url: redact_url(&self.base_url),
+            });
+        }
+        let url = format!("{}{RESET_PATH}", self.base_url);
+        let mut request = self.http.post(&url);
+        if let Some(key) = &self.admin_key {
+            request = request.header(reqwest::header::AUTHORIZATION, format!("Convex {key}"));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| self.unreachable(&url, source))?;
+        self.expect_ok(&url, response).await
+    }
+
+    /// Stops and removes the container, or stops the local front (SIGTERM,
+    /// then SIGKILL after 5 s). Leaves an external deployment alone. On an
+    /// error the rest is left to `Drop`.
+    pub async fn shutdown(mut self) -> Result<(), ConvexBackendError> {
+        let started = Instant::now();
+        match &mut self.server {
+            Server::Container(container) => {
+                if let Some(container) = container.take() {
+                    let container_id = container.id().to_owned();
+                    // `rm` forces: a running or paused container goes too.
+                    (*container).rm().await.map_err(|source| {
+                        ConvexBackendError::ContainerRemove {
+                            container_id,
+                            source: Box::new(source),
+                        }
+                    })?;
+                }
+            }
+            Server::Local { front, pid } => {
+                front.get_mut().stop().await?;
+                pid.store(0, Ordering::Relaxed);
+            }
+            Server::External => {}
+        }
+        tracing::info!(
+            provider = %self.provider,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "convex backend shut down"
+        );
+        Ok(())
+    }
+
+    /// Freezes the front (`docker pause`, SIGSTOP): connections are still
+    /// accepted (by docker's proxy or the kernel), but nothing is answered
+    /// until `unpause`.
+    pub async fn pause(&self) -> Result<(), ConvexBackendError> {
+        match &self.server {
+            Server::Container(container) => {
+                let container = self.container("pause", container)?;
+                container
+                    .pause()
+                    .await
+                    .map_err(|source| control_error("pause", container, source))
+            }
+            Server::Local { front, .. } => front.lock().await.signal("pause", Signal::Stop),
+            Server::External => Err(self.fault_unsupported("pause")),
+        }
+    }
+
+    pub async fn unpause(&self) -> Result<(), ConvexBackendError> {
+        match &self.server {
+            Server::Container(container) => {
+                let container = self.container("unpause", container)?;
+                container
+                    .unpause()
+                    .await
+                    .map_err(|source| control_error("unpause", container, source))
+            }
+            Server::Local { front, .. } => front.lock().await.signal("unpause", Signal::Continue),
+            Server::External => Err(self.fault_unsupported("unpause")),
+        }
+    }
+
+    /// Stops the front the way an orchestrator would (SIGTERM, SIGKILL after
+    /// 5 s); connections are refused until `start_again`. The stored data is
+    /// lost: the model keeps it in memory, so a restart starts empty.
+    pub async fn stop(&self) -> Result<(), ConvexBackendError> {
+        match &self.server {
+            Server::Container(container) => {
+                let container = self.container("stop", container)?;
+                container
+                    .stop_with_timeout(Some(STOP_TIMEOUT.as_secs() as i32))
+                    .await
+                    .map_err(|source| control_error("stop", container, source))
+            }
+            Server::Local { front, pid } => {
+                front.lock().await.stop().await?;
+                pid.store(0, Ordering::Relaxed);
+                Ok(())
+            }
+            Server::External => Err(self.fault_unsupported("stop")),
+        }
+    }
+
+    /// Starts a stopped front again on the same address and waits until it
+    /// answers. A container keeps its host port (it is fixed at creation); a
+    /// local front binds its old port again, which fails with a typed error
+    /// if another process took it meanwhile. Nothing happens to a running one.
+    pub async fn start_again(&self) -> Result<(), ConvexBackendError> {
+        match &self.server {
+            Server::Container(container) => {
+                let container = self.container("start", container)?;
+                container
+                    .start()
+                    .await
+                    .map_err(|source| control_error("start", container, source))?;
+            }
+            Server::Local { front, pid } => {
+                let mut front = front.lock().await;
+                front.start_again().await?;
+                pid.store(front.pid().unwrap_or(0), Ordering::Relaxed);
+            }
+            Server::External => return Err(self.fault_unsupported("start")),
+        }
+        self.wait_until_healthy().await
+    }
+
+    fn container<'a>(
+        &self,
+        action: &'static str,
+        container: &'a Option<Box<ContainerAsync<GenericImage>>>,
+    ) -> Result<&'a ContainerAsync<GenericImage>, ConvexBackendError> {
+        // Only `shutdown` takes the container, and it consumes the backend.
+        container
+            .as_deref()
+            .ok_or(ConvexBackendError::FaultUnsupported {
+                action,
+                provider: self.provider,
+            })
+    }
+
+    fn fault_unsupported(&self, action: &'static str) -> ConvexBackendError {
+        ConvexBackendError::FaultUnsupported {
+            action,
+            provider: self.provider,
+        }
+    }
+
+    fn unreachable(&self, url: &str, source: reqwest::Error) -> ConvexBackendError {
+        ConvexBackendError::Unreachable {
+            provider: self.provider,
+            url: redact_url(url),
+            // reqwest's message repeats the URL unredacted.
+            source: source.without_url(),
+        }
+    }
+
+    async fn expect_ok(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+    ) -> Result<(), ConvexBackendError> {
+        let status = response.status();
+        if status == reqwest::StatusCode::OK {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(ConvexBackendError::UnexpectedStatus {
+            provider: self.provider,
+            url: redact_url(url),
+            status: status.as_u16(),
+            body: body.chars().take(ERROR_BODY_CHARS).collect(),
+        })
+    }
+
+    /// Polls the front's health endpoint until it answers 200, bounded by
+    /// `READY_TIMEOUT`.
+    async fn wait_until_healthy(&self) -> Result<(), ConvexBackendError> {
+        let started = Instant::now();
+        let deadline = started + READY_TIMEOUT;
+        let url = format!("{}{HEALTH_PATH}", self.base_url);
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let last = match self
+                .http
+                .get(&url)
+                .timeout(HEALTH_REQUEST_TIMEOUT)
+                .send()
+                .await
+            {
+                Ok(response) if response.status() == reqwest::StatusCode::OK => {
+                    tracing::debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "convex front healthy"
+                    );
+                    return Ok(());
+                }
+                Ok(response) => format!("HTTP {}", response.status()),
+                Err(error) => error_chain(&error.without_url()),
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(ConvexBackendError::NotReady {
+                    provider: self.provider,
+                    url,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    last,
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// One query a deployment of `models/convex` answers with 200.
+    async fn probe_external(&self) -> Result<(), ConvexBackendError> {
+        let url = format!("{}/api/query", self.base_url);
+        let mut request = self.http.post(&url).json(&json!({
+            "path": EXTERNAL_PROBE_FUNCTION,
+            "args": {"paginationOpts": {"numItems": 1, "cursor": null}},
+            "format": "json",
+        }));
+        if let Some(key) = &self.admin_key {
+            request = request.header(reqwest::header::AUTHORIZATION, format!("Convex {key}"));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|source| self.unreachable(&url, source))?;
+        self.expect_ok(&url, response).await
+    }
+}
+
+impl Drop for ConvexBackend {
+    fn drop(&mut self) {
+        if let Server::Container(container) = &mut self.server
+            && let Some(container) = container.take()
+        {
+            drop_container(container);
+        }
+        // Local fronts are killed in `LocalFront::drop`, after this.
+    }
+}
+
+fn control_error(
+    action: &'static str,
+    container: &ContainerAsync<GenericImage>,
+    source: TestcontainersError,
+) -> ConvexBackendError {
+    ConvexBackendError::ContainerControl {
+        action,
+        container_id: container.id().to_owned(),
+        source: Box::new(source),
+    }
+}
+
+async fn choose_provider(config: &ConvexConfig) -> Result<ProviderKind, ConvexBackendError> {
+    match config.choice {
+        BackendChoice::Local => Ok(ProviderKind::Local),
+        BackendChoice::External => Ok(ProviderKind::External),
+        BackendChoice::Containers => {
+            ping_docker_engine()
+                .await
+                .map_err(|reason| ConvexBackendError::EngineUnreachable { reason })?;
+            Ok(ProviderKind::Containers)
+        }
+        BackendChoice::Auto => match ping_docker_engine().await {
+            Ok(()) => Ok(ProviderKind::Containers),
+            Err(reason) if config.require_containers => {
+                Err(ConvexBackendError::ContainersRequired { reason })
+            }
+            Err(reason) => {
+                tracing::info!(%reason, "no docker engine answered; using the local convex front");
+                Ok(ProviderKind::Local)
+            }
+        },
+    }
+}
+
+/// 128 random bits as hex. Every backend gets its own key, so a client that
+/// sends no key or another backend's key is refused.
+fn generate_admin_key() -> Result<String, ConvexBackendError> {
+    let mut bytes = [0_u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut bytes))
+        .map_err(|source| ConvexBackendError::AdminKey { source })?;
+    Ok(format!("khala-parity-{}", hex::encode(bytes)))
+}
+
+fn http_client(use_system_proxy: bool) -> Result<reqwest::Client, ConvexBackendError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(HTTP_CONNECT_TIMEOUT)
+        .timeout(HTTP_REQUEST_TIMEOUT);
+    if !use_system_proxy {
+        // An HTTP_PROXY in the environment must not intercept 127.0.0.1.
+        builder = builder.no_proxy();
+    }
+    builder
+        .build()
+        .map_err(|source| ConvexBackendError::HttpClient { source })
+}
+
+fn loopback_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A port nothing listens on right now; docker or node binds it moments later.
+fn free_port() -> Result<u16, ConvexBackendError> {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|source| ConvexBackendError::FreePort { source })
+}
+
+/// Starts the front with the admin key on a host port chosen here rather than
+/// by docker: a port docker picks is given up on `docker stop` and another
+/// one is picked on `docker start`, while a fixed mapping survives restarts.
+async fn start_container(
+    image: &str,
+    admin_key: &str,
+) -> Result<(ContainerAsync<GenericImage>, u16), ConvexBackendError> {
+    let (name, tag) = split_image(image);
+    // testcontainers leaves a container behind when `docker start` fails after
+    // `docker create` (a taken port, a timeout): this label finds it.
+    let instance = format!(
+        "convex-{}-{}",
+        std::process::id(),
+        BACKEND_SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut attempt = 1;
+    loop {
+        let port = free_port()?;
+        let result = GenericImage::new(name, tag)
+            .with_exposed_port(CONTAINER_PORT.tcp())
+            .with_wait_for(WaitFor::message_on_stdout(LISTENING_MESSAGE))
+            .with_mapped_port(port, CONTAINER_PORT.tcp())
+            .with_env_var("CONVEX_ADMIN_KEY", admin_key)
+            .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
+            .with_label(INSTANCE_LABEL, &instance)
+            .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
+            .start()
+            .await;
+        match result {
+            Ok(container) => return Ok((container, port)),
+            Err(error) => {
+                remove_labelled_containers(&instance).await;
+                let message = error_chain(&error);
+                let port_taken = message.contains("address already in use")
+                    || message.contains("port is already allocated");
+                if port_taken && attempt < CONTAINER_START_ATTEMPTS {
+                    tracing::info!(port, error = %message, "host port taken before docker bound it; retrying");
+                    attempt += 1;
+                    continue;
+                }
+                return Err(ConvexBackendError::ContainerStart {
+                    image: image.to_owned(),
+                    source: Box::new(error),
+                });
+            }
+        }
+    }
+}
+
+/// Names the containers of one backend, for cleanup after a failed start.
+const INSTANCE_LABEL: &str = "khala-parity.instance";
+
+async fn remove_labelled_containers(instance: &str) {
+    let remove = async {
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .map_err(|error| error.to_string())?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![format!("{INSTANCE_LABEL}={instance}")],
+            )])),
+            ..ListContainersOptions::default()
+        };
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| error.to_string())?;
+        for id in containers.into_iter().filter_map(|summary| summary.id) {
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..RemoveContainerOptions::default()
+            };
+            docker
+                .remove_container(&id, Some(options))
+                .await
+                .map_err(|error| format!("remove {id}: {error}"))?;
+        }
+        Ok::<(), String>(())
+    };
+    if let Err(error) = remove.await {
+        tracing::warn!(%error, instance, "could not remove the containers of a failed start");
+    }
+}
+
+/// The error and its causes on one line, as "a: b: c".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[derive(Clone, Copy)]
+enum Signal {
+    Stop,
+    Continue,
+    Terminate,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stop => "SIGSTOP",
+            Self::Continue => "SIGCONT",
+            Self::Terminate => "SIGTERM",
+        }
+    }
+
+    fn to_rustix(self) -> rustix::process::Signal {
+        match self {
+            Self::Stop => rustix::process::Signal::STOP,
+            Self::Continue => rustix::process::Signal::CONT,
+            Self::Terminate => rustix::process::Signal::TERM,
+        }
+    }
+}
+
+/// `node server.mjs` as a child process on 127.0.0.1, with a port it keeps
+/// across `stop` and `start_again`.
+struct LocalFront {
+    node: PathBuf,
+    package_dir: PathBuf,
+    admin_key: String,
+    /// 0 until the first start has bound one.
+    port: u16,
+    /// `None` while stopped.
+    child: Option<Child>,
+}
+
+impl LocalFront {
+    async fn start(config: &ConvexConfig, admin_key: &str) -> Result<Self, ConvexBackendError> {
+        let package_dir = config.package_dir.clone();
+        if !package_dir.join("node_modules").is_dir() {
+            return Err(ConvexBackendError::PackageNotInstalled { package_dir });
+        }
+        let script = package_dir.join("server.mjs");
+        if !script.is_file() {
+            return Err(ConvexBackendError::ServerScriptMissing { path: script });
+        }
+        let mut front = Self {
+            node: config.node.clone(),
+            package_dir,
+            admin_key: admin_key.to_owned(),
+            port: 0,
+            child: None,
+        };
+        front.spawn().await?;
+        Ok(front)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    async fn start_again(&mut self) -> Result<(), ConvexBackendError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn().await
+    }
+
+    /// Spawns the front on `self.port` (0 = any) and waits for its listening
+    /// line, bounded by `LOCAL_START_TIMEOUT`.
+    async fn spawn(&mut self) -> Result<(), ConvexBackendError> {
+        let started = Instant::now();
+        let mut command = Command::new(&self.node);
+        command
+            .arg("server.mjs")
+            .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
+            .current_dir(&self.package_dir)
+            // In the environment rather than on the command line, where `ps` shows it.
+            .env("CONVEX_ADMIN_KEY", &self.admin_key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|source| ConvexBackendError::LocalSpawn {
+                node: self.node.clone(),
+                package_dir: self.package_dir.clone(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let stderr_task = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(forward_stderr(stderr, pid, Arc::clone(&stderr_tail))));
+        let Some(stdout) = child.stdout.take() else {
+            return Err(self
+                .start_failed(
+                    child,
+                    "no stdout pipe".to_owned(),
+                    stderr_task,
+                    &stderr_tail,
+                )
+                .await);
+        };
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(LOCAL_START_TIMEOUT, async {
+            loop {
+                match lines.next_line().await {
+                    Ok(Some(line)) => match line.strip_prefix(LISTENING_MESSAGE) {
+                        Some(url) => return Ok(url.to_owned()),
+                        None => tracing::debug!(pid, line, "convex front stdout"),
+                    },
+                    Ok(None) => return Err("it closed stdout before listening".to_owned()),
+                    Err(error) => return Err(format!("read its stdout: {error}")),
+                }
+            }
+        })
+        .await;
+        let url = match listening {
+            Ok(Ok(url)) => url,
+            Ok(Err(reason)) => {
+                return Err(self
+                    .start_failed(child, reason, stderr_task, &stderr_tail)
+                    .await);
+            }
+            Err(_) => {
+                let reason = format!(
+                    "no `{}` line within {} s",
+                    LISTENING_MESSAGE.trim_end(),
+                    LOCAL_START_TIMEOUT.as_secs()
+                );
+                return Err(self
+                    .start_failed(child, reason, stderr_task, &stderr_tail)
+                    .await);
+            }
+        };
+        let Some(port) = url
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+        else {
+            let reason = format!("parse the port from its listening URL {url:?}");
+            return Err(self
+                .start_failed(child, reason, stderr_task, &stderr_tail)
+                .await);
+        };
+        // The front prints nothing else on stdout; draining it anyway keeps a
+        // chatty future version from blocking on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(pid, line, "convex front stdout");
+            }
+        });
+        self.port = port;
+        self.child = Some(child);
+        tracing::debug!(
+            pid,
+            port,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "local convex front listening"
+        );
+        Ok(())
+    }
+
+    /// Kills a child that did not come up and builds the error from its stderr.
+    async fn start_failed(
+        &self,
+        mut child: Child,
+        reason: String,
+        stderr_task: Option<JoinHandle<()>>,
+        stderr_tail: &Mutex<String>,
+    ) -> ConvexBackendError {
+        let status: Option<ExitStatus> = match child.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = child.start_kill();
+                tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+        };
+        // The pipe closes with the process; give the reader a moment to finish.
+        if let Some(task) = stderr_task {
+            let _ = tokio::time::timeout(Duration::from_millis(500), task).await;
+        }
+        let reason = match status {
+            Some(status) => format!("{reason} ({status})"),
+            None => reason,
+        };
+        ConvexBackendError::LocalStart {
+            package_dir: self.package_dir.clone(),
+            reason,
+            stderr: stderr_tail
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .trim()
+                .to_owned(),
+        }
+    }
+
+    fn signal(&self, action: &'static str, signal: Signal) -> Result<(), ConvexBackendError> {
+        let Some(pid) = self.pid() else {
+            return Err(ConvexBackendError::LocalNotRunning { action });
+        };
+        send_signal(pid, signal)
+    }
+
+    /// SIGTERM (and SIGCONT, in case it is paused), then SIGKILL after
+    /// `STOP_TIMEOUT`; reaps the child either way.
+    async fn stop(&mut self) -> Result<(), ConvexBackendError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let Some(pid) = child.id() else {
+            // Already reaped: it exited on its own.
+            return Ok(());
+        };
+        send_signal(pid, Signal::Terminate)?;
+        // A stopped process only acts on SIGTERM once continued.
+        send_signal(pid, Signal::Continue)?;
+        let status = match tokio::time::timeout(STOP_TIMEOUT, child.wait()).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(pid, "convex front ignored SIGTERM; killing it");
+                match child.kill().await {
+                    Ok(()) => child.wait().await,
+                    Err(error) => Err(error),
+                }
+            }
+        }
+        .map_err(|source| ConvexBackendError::LocalWait { pid, source })?;
+        tracing::debug!(pid, %status, "local convex front exited");
+        Ok(())
+    }
+}
+
+impl Drop for LocalFront {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGKILL works on a stopped process too. Reaping here (bounded, and
+        // usually a few milliseconds) means the process is gone when the
+        // backend is, not whenever tokio's orphan reaper runs.
+        if let Err(error) = child.start_kill() {
+            tracing::warn!(%error, "could not kill the local convex front");
+            return;
+        }
+        let deadline = Instant::now() + REAP_TIMEOUT_IN_DROP;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    tracing::warn!("the local convex front did not exit after SIGKILL");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not reap the local convex front");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn send_signal(pid: u32, signal: Signal) -> Result<(), ConvexBackendError> {
+    let error = |source: io::Error| ConvexBackendError::LocalSignal {
+        signal: signal.name(),
+        pid,
+        source,
+    };
+    let raw = i32::try_from(pid).map_err(|_| error(io::Error::other("pid out of range")))?;
+    let target = rustix::process::Pid::from_raw(raw)
+        .ok_or_else(|| error(io::Error::other("pid 0 is not a child")))?;
+    rustix::process::kill_process(target, signal.to_rustix()).map_err(|errno| error(errno.into()))
+}
+
+/// Sends the front's stderr to the log and keeps its end for error messages.
+async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(pid, line, "convex front stderr");
+        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.push_str(&line);
+        tail.push('\n');
+        if tail.len() > STDERR_TAIL_BYTES {
+            let mut cut = tail.len() - STDERR_TAIL_BYTES;
+            while !tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            tail.drain(..cut);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_reads_every_variable_and_defaults_the_rest() {
+        let defaults = ConvexConfig::from_lookup(|_| None).expect("defaults");
+        assert_eq!(defaults, ConvexConfig::default());
+        assert_eq!(defaults.image, DEFAULT_CONVEX_IMAGE);
+        assert!(defaults.package_dir.join("server.mjs").is_file());
+
+        let environment = HashMap::from([
+            (ENV_BACKEND, "external"),
+            (ENV_CONVEX_IMAGE, "convex-front:test"),
+            (ENV_CONVEX_URL, "https://example.convex.cloud"),
+            (ENV_CONVEX_ADMIN_KEY, "secret-key"),
+            (ENV_REQUIRE_CONTAINERS, "1"),
+            (ENV_CONVEX_PACKAGE_DIR, "/opt/convex"),
+            (ENV_NODE, "/opt/node/bin/node"),
+        ]);
+        let config = ConvexConfig::from_lookup(|name| environment.get(name).map(|v| v.to_string()))
+            .expect("valid");
+        assert_eq!(
+            config,
+            ConvexConfig {
+                choice: BackendChoice::External,
+                image: "convex-front:test".to_owned(),
+                external_url: Some("https://example.convex.cloud".to_owned()),
+                external_admin_key: Some("secret-key".to_owned()),
+                require_containers: true,
+                package_dir: "/opt/convex".into(),
+                node: "/opt/node/bin/node".into(),
+            }
+        );
+        assert!(!format!("{config:?}").contains("secret-key"));
+
+        let bad_flag = ConvexConfig::from_lookup(|name| {
+            (name == ENV_REQUIRE_CONTAINERS).then(|| "yes".to_owned())
+        });
+        assert!(matches!(
+            bad_flag,
+            Err(ConvexBackendError::InvalidFlag { .. })
+        ));
+        let bad_choice =
+            ConvexConfig::from_lookup(|name| (name == ENV_BACKEND).then(|| "dockr".to_owned()));
+        assert!(matches!(
+            bad_choice,
+            Err(ConvexBackendError::InvalidChoice { .. })
+        ));
+    }
+
+    #[test]
+    fn admin_keys_differ() {
+        let first = generate_admin_key().expect("key");
+        let second = generate_admin_key().expect("key");
+        assert_ne!(first, second);
+        assert_eq!(first.len(), "khala-parity-".len() + 32);
+    }
+}

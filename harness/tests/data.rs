@@ -1,0 +1,120 @@
+//! Data-driven tests: every scenario file and every stored regression is a
+//! test of its own under nextest, found by file name; adding one needs no
+//! Rust change and no rebuild.
+//!
+//! - `scenarios/*.toml`: the scenario's cases (or `PROPTEST_CASES`) under the
+//!   `hardened` profile must let the gate allow.
+//! - `scenarios/regressions/*.json`: the stored minimal case must still show
+//!   its recorded violation under its recorded profile, and must pass under
+//!   `hardened` (the fix holds).
+
+use datatest_stable::Utf8Path;
+use khala_parity::backend::convex::{ConvexBackend, ConvexConfig};
+use khala_parity::backend::postgres::{PostgresBackend, PostgresConfig};
+use khala_parity::case::Case;
+use khala_parity::driver::{self, Backends};
+use khala_parity::engine::{self, EngineSettings};
+use khala_parity::scenario::Scenario;
+use khala_runtime::Profile;
+use std::time::Duration;
+
+type TestResult = datatest_stable::Result<()>;
+
+fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn backends() -> Result<Backends, Box<dyn std::error::Error>> {
+    let postgres = PostgresBackend::start(&PostgresConfig::from_env()?).await?;
+    let convex = ConvexBackend::start(&ConvexConfig::from_env()?).await?;
+    Ok(Backends::new(postgres, convex).await?)
+}
+
+fn scenario(path: &Utf8Path, contents: String) -> TestResult {
+    let scenario = Scenario::parse(path.as_std_path(), &contents)?;
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(scenario.cases);
+    let settings = EngineSettings {
+        profile: Profile::Hardened,
+        cases,
+        seed: scenario.seed.unwrap_or(1),
+        time_budget: None,
+        max_shrink_iters: 64,
+        max_shrink_time: Duration::from_secs(60),
+    };
+    let tokio = tokio();
+    let backends = tokio.block_on(backends())?;
+    let run = engine::run_scenario(&tokio, &backends, &scenario, &settings);
+    tokio.block_on(backends.shutdown())?;
+    if let Some(unknown) = run.unknown {
+        return Err(format!("unknown: {unknown}").into());
+    }
+    if let Some(finding) = run.findings.first() {
+        let case = serde_json::to_string_pretty(&finding.case)?;
+        return Err(format!(
+            "hardened violates {} ({}); minimal case:\n{case}",
+            finding.invariant, finding.reason_class
+        )
+        .into());
+    }
+    if run.cases != cases {
+        return Err(format!("ran {} of {cases} cases", run.cases).into());
+    }
+    Ok(())
+}
+
+fn regression(path: &Utf8Path, contents: String) -> TestResult {
+    let case: Case =
+        serde_json::from_str(&contents).map_err(|error| format!("parse {path}: {error}"))?;
+    let origin = case
+        .origin
+        .clone()
+        .ok_or_else(|| format!("{path}: a stored regression needs its origin"))?;
+    let tokio = tokio();
+    let backends = tokio.block_on(backends())?;
+    let recorded = tokio.block_on(driver::play(&backends, &case, false));
+    let hardened = Case {
+        profile: Profile::Hardened,
+        ..case.clone()
+    };
+    let fixed = tokio.block_on(driver::play(&backends, &hardened, false));
+    tokio.block_on(backends.shutdown())?;
+    let recorded = recorded?;
+    let reproduced = recorded.violations.iter().any(|violation| {
+        violation.invariant == origin.invariant && violation.reason_class == origin.reason_class
+    });
+    if !reproduced {
+        return Err(format!(
+            "{path}: under {} the case no longer shows {} ({}); it showed {:?}",
+            case.profile,
+            origin.invariant,
+            origin.reason_class,
+            recorded
+                .violations
+                .iter()
+                .map(|violation| (violation.invariant, &violation.reason_class))
+                .collect::<Vec<_>>()
+        )
+        .into());
+    }
+    let fixed = fixed?;
+    if let Some(violation) = fixed.violations.first() {
+        return Err(format!(
+            "{path}: hardened still violates {} ({}): {}",
+            violation.invariant, violation.reason_class, violation.detail
+        )
+        .into());
+    }
+    Ok(())
+}
+
+datatest_stable::harness! {
+    { test = scenario, root = "../scenarios", pattern = r"^[^/]+\.toml$" },
+    { test = regression, root = "../scenarios/regressions", pattern = r"\.json$" },
+}
