@@ -229,6 +229,53 @@ fn describe_unknown(error: &DriverError) -> String {
     format!("{} backend failed: {error}", error.backend())
 }
 
+/// Replays stored cases (the regressions), first thing in every run. Each
+/// case runs under `profile` if given, else its own. A case that shows any
+/// violation becomes a finding whose case file is its own path.
+pub fn replay_stored(
+    tokio: &tokio::runtime::Runtime,
+    backends: &Backends,
+    cases: &[(String, Case)],
+    profile: Option<Profile>,
+) -> (ScenarioRun, Vec<Option<String>>) {
+    let started = Instant::now();
+    let mut run = ScenarioRun {
+        scenario: "regressions".to_owned(),
+        ..ScenarioRun::default()
+    };
+    let mut files = Vec::new();
+    for (path, stored) in cases {
+        let case = Case {
+            profile: profile.unwrap_or(stored.profile),
+            ..stored.clone()
+        };
+        match tokio.block_on(driver::play(backends, &case, false)) {
+            Ok(result) => {
+                run.cases += 1;
+                run.steps += result.steps_run as u64;
+                run.timing.reset_seconds += result.reset_time.as_secs_f64();
+                if let Some(first) = result.violations.first() {
+                    run.findings.push(Finding {
+                        invariant: first.invariant,
+                        reason_class: first.reason_class.clone(),
+                        case,
+                        violations: result.violations.clone(),
+                        shrink_steps: 0,
+                        shrink_time: Duration::ZERO,
+                    });
+                    files.push(Some(path.clone()));
+                }
+            }
+            Err(error) => {
+                run.unknown = Some(format!("{path}: {}", describe_unknown(&error)));
+                break;
+            }
+        }
+    }
+    run.timing.total_seconds = started.elapsed().as_secs_f64();
+    (run, files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_sync;
 pub mod case;
 pub mod driver;
 pub mod engine;

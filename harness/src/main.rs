@@ -377,6 +377,30 @@ fn load_scenarios(arguments: &[String]) -> anyhow::Result<Vec<(PathBuf, Scenario
         .collect()
 }
 
+/// Every `*.json` case in `dir`, sorted; a missing directory holds none.
+fn load_regressions(dir: &Path) -> anyhow::Result<Vec<(String, Case)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(InvalidInput(format!("read regressions {}: {error}", dir.display())).into());
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| Ok((path.display().to_string(), load_case(&path)?)))
+        .collect()
+}
+
 fn load_case(path: &Path) -> anyhow::Result<Case> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| InvalidInput(format!("read case {}: {error}", path.display())))?;
@@ -432,6 +456,13 @@ fn run_scenarios(
     let run_profile = profile.unwrap_or(Profile::Legacy);
     let mut runs = Vec::new();
     let mut case_files = Vec::new();
+    // Stored regressions first: known failures are checked before new ones are sought.
+    let stored = load_regressions(regressions)?;
+    if !stored.is_empty() {
+        let (run, files) = engine::replay_stored(tokio, backends, &stored, profile);
+        runs.push(run);
+        case_files.push(files);
+    }
     for (_, scenario) in scenarios {
         let settings = EngineSettings {
             profile: profile.or(scenario.profile).unwrap_or(Profile::Legacy),

@@ -18,10 +18,29 @@ mod defects;
 // The Convex HTTP sink against a scripted peer: request shape and answer classes.
 mod convex_stub;
 
+// Sync-server test fixtures: embedded server, manual clock, tokens, a Phoenix V2 client.
+mod sync_client;
+
+// Sync delivery over WebSockets: D1–D4, live batches after commit, pointer mode and HTTP hydration.
+mod sync_delivery;
+
+// Sync heartbeats on explicit ticks (D5) and socket authentication (D6).
+mod sync_heartbeat_auth;
+
+// The sync retention job (R1).
+mod sync_retention;
+
 // Bad input on one sync connection is answered there and disturbs no other.
+mod sync_bad_input;
+
+// Each §15 delivery defect (B9, B10, B20, B21) under legacy, and its hardened fix.
+mod sync_defects;
 
 // Convex providers: auth, reset, provider choice, pause/stop/start, cleanup, typed errors.
 mod convex_backend;
 
 // The Convex sink and reader end to end, JSON fidelity, dual publish and B1 on real Convex.
 mod convex_e2e;
+
+// The engine on real backends: determinism, and a legacy defect found and shrunk.
+mod engine_runs;

@@ -13,6 +13,7 @@ pub mod reprojection;
 pub mod runtime;
 pub mod sink;
 pub mod summary;
+pub mod sync;
 pub mod watermark;
 
 pub use profile::{Profile, Switches};

@@ -1,0 +1,344 @@
+//! Journal reads for delivery (spec §7.4 `Replay`) and the stale-cursor rule
+//! (spec §7.5) with the hardened fixes for B9, B10 and B20.
+
+use crate::profile::Switches;
+use serde_json::Value;
+use sqlx::PgExecutor;
+
+/// One `runtime.sync_stream_events` row as delivered.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct JournalEvent {
+    pub topic: String,
+    pub watermark: i64,
+    pub doc_key: String,
+    pub doc_version: i64,
+    /// `None` in pointer mode: the client must hydrate from the read model.
+    pub payload: Option<Value>,
+    pub payload_hash: Option<Vec<u8>>,
+}
+
+/// One `fetch_batch` answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Rows with `watermark > cursor`, ascending, at most `n`.
+    pub events: Vec<JournalEvent>,
+    /// The last event's watermark, or the cursor when there is none.
+    pub next: i64,
+    /// The topic's highest watermark, or 0 when the journal has no row.
+    pub head: i64,
+}
+
+impl Batch {
+    /// `next >= head`: nothing is left to replay.
+    pub fn replay_complete(&self) -> bool {
+        self.next >= self.head
+    }
+}
+
+/// A journal read failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{step} of topic `{topic}`: {source}")]
+pub struct ReplayError {
+    pub step: &'static str,
+    pub topic: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+fn failed(step: &'static str, topic: &str) -> impl FnOnce(sqlx::Error) -> ReplayError {
+    let topic = topic.to_owned();
+    move |source| ReplayError {
+        step,
+        topic,
+        source,
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    head: i64,
+    watermark: Option<i64>,
+    doc_key: Option<String>,
+    doc_version: Option<i64>,
+    payload: Option<Value>,
+    payload_hash: Option<Vec<u8>>,
+}
+
+/// Up to `n` events of `topic` after `cursor`, with the head read in the same
+/// statement (one snapshot, so `head` never lags the events returned).
+pub async fn fetch_batch(
+    executor: impl PgExecutor<'_>,
+    topic: &str,
+    cursor: i64,
+    n: i64,
+) -> Result<Batch, ReplayError> {
+    let rows: Vec<BatchRow> = sqlx::query_as(
+        "WITH head AS (SELECT COALESCE(MAX(watermark), 0)::bigint AS head \
+                       FROM runtime.sync_stream_events WHERE topic = $1) \
+         SELECT head.head, e.watermark, e.doc_key, e.doc_version, e.payload, e.payload_hash \
+         FROM head LEFT JOIN LATERAL ( \
+             SELECT watermark, doc_key, doc_version, payload, payload_hash \
+             FROM runtime.sync_stream_events \
+             WHERE topic = $1 AND watermark > $2 ORDER BY watermark ASC LIMIT $3) e ON true \
+         ORDER BY e.watermark ASC",
+    )
+    .bind(topic)
+    .bind(cursor)
+    .bind(n)
+    .fetch_all(executor)
+    .await
+    .map_err(failed("fetch a replay batch", topic))?;
+    let head = rows.first().map_or(0, |row| row.head);
+    let events: Vec<JournalEvent> = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(JournalEvent {
+                topic: topic.to_owned(),
+                watermark: row.watermark?,
+                doc_key: row.doc_key?,
+                doc_version: row.doc_version?,
+                payload: row.payload,
+                payload_hash: row.payload_hash,
+            })
+        })
+        .collect();
+    let next = events.last().map_or(cursor, |event| event.watermark);
+    Ok(Batch { events, next, head })
+}
+
+/// The lowest watermark of `topic` still in the journal.
+pub async fn oldest(
+    executor: impl PgExecutor<'_>,
+    topic: &str,
+) -> Result<Option<i64>, ReplayError> {
+    sqlx::query_scalar("SELECT MIN(watermark) FROM runtime.sync_stream_events WHERE topic = $1")
+        .bind(topic)
+        .fetch_one(executor)
+        .await
+        .map_err(failed("read the oldest watermark", topic))
+}
+
+/// The highest watermark of `topic` in the journal, 0 when empty.
+pub async fn head(executor: impl PgExecutor<'_>, topic: &str) -> Result<i64, ReplayError> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(MAX(watermark), 0)::bigint FROM runtime.sync_stream_events WHERE topic = $1",
+    )
+    .bind(topic)
+    .fetch_one(executor)
+    .await
+    .map_err(failed("read the head watermark", topic))
+}
+
+/// What the stale rule needs to know about a topic, read in one statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, sqlx::FromRow)]
+pub struct TopicBounds {
+    pub oldest: Option<i64>,
+    /// `MAX(watermark)` or 0.
+    pub head: i64,
+    /// The highest watermark retention deleted (ours; see B9).
+    pub pruned_through: Option<i64>,
+}
+
+pub async fn bounds(
+    executor: impl PgExecutor<'_>,
+    topic: &str,
+) -> Result<TopicBounds, ReplayError> {
+    sqlx::query_as(
+        "SELECT MIN(e.watermark) AS oldest, COALESCE(MAX(e.watermark), 0)::bigint AS head, \
+                (SELECT pruned_through FROM runtime.sync_retention_floors WHERE topic = $1) AS pruned_through \
+         FROM runtime.sync_stream_events e WHERE e.topic = $1",
+    )
+    .bind(topic)
+    .fetch_one(executor)
+    .await
+    .map_err(failed("read the retention bounds", topic))
+}
+
+/// Why a topic's cursor cannot be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StaleReason {
+    /// `cursor < retention_floor` (the original's only case).
+    BelowFloor,
+    /// Hardened B10: no cursor at all, and events were pruned.
+    NoCursorAfterPrune,
+    /// Hardened B20: `cursor > head`.
+    AheadOfHead,
+}
+
+/// One entry of `stale_topics`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaleTopic {
+    pub topic: String,
+    /// The cursor checked; `None` when the client had none (hardened B10).
+    pub resume_after: Option<i64>,
+    pub retention_floor: i64,
+    pub reason: StaleReason,
+    /// The head the cursor was compared with (hardened B20 only).
+    pub head: Option<i64>,
+}
+
+/// The stale-cursor rule of spec §7.5 under a profile's switches. Pure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleRule {
+    /// B9 when true: the floor ignores `pruned_through`.
+    pub full_prune_floor_zero: bool,
+    /// B10 when true: only topics with a cursor are checked.
+    pub only_with_cursor: bool,
+    /// B20 when true: a cursor above head is accepted.
+    pub cursor_ahead_allowed: bool,
+}
+
+impl StaleRule {
+    pub fn from_switches(switches: &Switches) -> Self {
+        StaleRule {
+            full_prune_floor_zero: switches.b9_full_prune_floor_zero,
+            only_with_cursor: switches.b10_stale_check_only_with_cursor,
+            cursor_ahead_allowed: switches.b20_cursor_ahead_of_head,
+        }
+    }
+
+    /// `max(oldest − 1, 0)` (0 with no row), and under the B9 fix also at
+    /// least `pruned_through`.
+    pub fn retention_floor(&self, bounds: &TopicBounds) -> i64 {
+        let from_oldest = bounds.oldest.map_or(0, |oldest| (oldest - 1).max(0));
+        if self.full_prune_floor_zero {
+            from_oldest
+        } else {
+            from_oldest.max(bounds.pruned_through.unwrap_or(0))
+        }
+    }
+
+    /// The highest watermark ever delivered on the topic as far as the rule
+    /// can tell: the journal head, and under the B9 fix at least
+    /// `pruned_through` (a fully pruned journal reads head 0).
+    pub fn effective_head(&self, bounds: &TopicBounds) -> i64 {
+        if self.full_prune_floor_zero {
+            bounds.head
+        } else {
+            bounds.head.max(bounds.pruned_through.unwrap_or(0))
+        }
+    }
+
+    /// Checks `cursor` (`None`: the client sent none and the socket holds
+    /// none). The legacy rule is only called for topics with a cursor.
+    pub fn check(
+        &self,
+        topic: &str,
+        cursor: Option<i64>,
+        bounds: &TopicBounds,
+    ) -> Option<StaleTopic> {
+        let retention_floor = self.retention_floor(bounds);
+        let stale = |resume_after, reason, head| StaleTopic {
+            topic: topic.to_owned(),
+            resume_after,
+            retention_floor,
+            reason,
+            head,
+        };
+        match cursor {
+            Some(cursor) if cursor < retention_floor => {
+                Some(stale(Some(cursor), StaleReason::BelowFloor, None))
+            }
+            Some(cursor) if !self.cursor_ahead_allowed && cursor > self.effective_head(bounds) => {
+                let head = self.effective_head(bounds);
+                Some(stale(Some(cursor), StaleReason::AheadOfHead, Some(head)))
+            }
+            Some(_) => None,
+            None if !self.only_with_cursor && retention_floor > 0 => {
+                Some(stale(None, StaleReason::NoCursorAfterPrune, None))
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEGACY: StaleRule = StaleRule {
+        full_prune_floor_zero: true,
+        only_with_cursor: true,
+        cursor_ahead_allowed: true,
+    };
+    const HARDENED: StaleRule = StaleRule {
+        full_prune_floor_zero: false,
+        only_with_cursor: false,
+        cursor_ahead_allowed: false,
+    };
+
+    fn bounds(oldest: Option<i64>, head: i64, pruned_through: Option<i64>) -> TopicBounds {
+        TopicBounds {
+            oldest,
+            head,
+            pruned_through,
+        }
+    }
+
+    fn reason(rule: StaleRule, cursor: Option<i64>, bounds: TopicBounds) -> Option<StaleReason> {
+        rule.check("t", cursor, &bounds).map(|stale| stale.reason)
+    }
+
+    #[test]
+    fn the_floor_is_oldest_minus_one_and_the_boundary_is_accepted() {
+        let retained = bounds(Some(2), 2, Some(1));
+        for rule in [LEGACY, HARDENED] {
+            assert_eq!(rule.retention_floor(&retained), 1);
+            assert_eq!(
+                reason(rule, Some(0), retained),
+                Some(StaleReason::BelowFloor)
+            );
+            assert_eq!(reason(rule, Some(1), retained), None);
+            assert_eq!(reason(rule, Some(2), retained), None);
+        }
+        assert_eq!(LEGACY.retention_floor(&bounds(Some(1), 3, None)), 0);
+        assert_eq!(LEGACY.retention_floor(&bounds(Some(0), 3, None)), 0);
+    }
+
+    #[test]
+    fn b9_a_fully_pruned_topic_has_floor_zero_only_under_legacy() {
+        let pruned = bounds(None, 0, Some(2));
+        assert_eq!(LEGACY.retention_floor(&pruned), 0);
+        assert_eq!(reason(LEGACY, Some(1), pruned), None);
+        assert_eq!(HARDENED.retention_floor(&pruned), 2);
+        assert_eq!(
+            reason(HARDENED, Some(1), pruned),
+            Some(StaleReason::BelowFloor)
+        );
+        assert_eq!(
+            reason(HARDENED, Some(2), pruned),
+            None,
+            "caught up, not ahead"
+        );
+        // A hole above the oldest retained row.
+        let hole = bounds(Some(1), 5, Some(4));
+        assert_eq!(reason(LEGACY, Some(2), hole), None);
+        assert_eq!(
+            reason(HARDENED, Some(2), hole),
+            Some(StaleReason::BelowFloor)
+        );
+    }
+
+    #[test]
+    fn b10_no_cursor_is_checked_only_under_hardened() {
+        let pruned = bounds(Some(3), 3, Some(2));
+        assert_eq!(reason(LEGACY, None, pruned), None);
+        assert_eq!(
+            reason(HARDENED, None, pruned),
+            Some(StaleReason::NoCursorAfterPrune)
+        );
+        assert_eq!(reason(HARDENED, None, bounds(Some(1), 3, None)), None);
+    }
+
+    #[test]
+    fn b20_a_cursor_above_head_is_stale_only_under_hardened() {
+        let restored = bounds(Some(1), 3, None);
+        assert_eq!(reason(LEGACY, Some(5), restored), None);
+        let stale = HARDENED.check("t", Some(5), &restored).expect("stale");
+        assert_eq!(
+            (stale.reason, stale.head),
+            (StaleReason::AheadOfHead, Some(3))
+        );
+        assert_eq!(reason(HARDENED, Some(3), restored), None);
+    }
+}

@@ -1,0 +1,548 @@
+//! The sync server as an embeddable axum app: the WebSocket at
+//! `/socket/websocket?token=…&vsn=2.0.0` (spec §7.2, §7.3) and the HTTP
+//! hydration endpoints. Time-driven work is explicit: `tick_heartbeats` and
+//! retention run when called, or on intervals when the config asks for the
+//! background loops (the binary does).
+
+use crate::clock::Clock;
+use crate::notifier::{Notifier, StreamWake};
+use crate::sync::channel::{ChannelContext, Connection, Outbox, TickOutcome};
+use crate::sync::config::SyncConfig;
+use crate::sync::hydration;
+use crate::sync::jwt::{VerifiedClaims, Verifier};
+use crate::sync::protocol::Frame;
+use crate::sync::retention::{self, RetentionError, RetentionResult};
+use crate::sync::topics;
+use crate::sync::wake_poller;
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::TimeDelta;
+use futures::{SinkExt, StreamExt};
+use sqlx::PgPool;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const WEBSOCKET_PATH: &str = "/socket/websocket";
+pub const PROTOCOL_VSN: &str = "2.0.0";
+/// Frames queued for one client before the channel waits for its writer.
+const OUTBOX_CAPACITY: usize = 256;
+/// How long `shutdown` waits for the listener to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncServerError {
+    #[error("bind the sync server to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serve the sync server: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("stop the sync server: the listener did not stop within {0:?}")]
+    ShutdownTimedOut(Duration),
+    #[error("stop the sync server: the listener task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What one `tick_heartbeats` did across the connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeartbeatTick {
+    pub connections: usize,
+    pub heartbeats_pushed: usize,
+    pub channels_closed: usize,
+}
+
+enum Control {
+    Tick(oneshot::Sender<TickOutcome>),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Shared {
+    context: Arc<ChannelContext>,
+    verifier: Verifier,
+    notifier: Notifier,
+    config: SyncConfig,
+    connections: Mutex<HashMap<u64, mpsc::UnboundedSender<Control>>>,
+    connection_ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Control::Tick(_) => "Tick",
+            Control::Shutdown => "Shutdown",
+        })
+    }
+}
+
+impl Shared {
+    fn senders(&self) -> Vec<mpsc::UnboundedSender<Control>> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    async fn tick_heartbeats(&self) -> HeartbeatTick {
+        let mut acks = Vec::new();
+        for sender in self.senders() {
+            let (ack, outcome) = oneshot::channel();
+            if sender.send(Control::Tick(ack)).is_ok() {
+                acks.push(outcome);
+            }
+        }
+        let mut tick = HeartbeatTick::default();
+        for outcome in acks {
+            // A connection that ends before answering is not counted.
+            let Ok(outcome) = outcome.await else { continue };
+            tick.connections += 1;
+            match outcome {
+                TickOutcome::HeartbeatPushed => tick.heartbeats_pushed += 1,
+                TickOutcome::TimedOut => tick.channels_closed += 1,
+                TickOutcome::NotJoined => {}
+            }
+        }
+        tick
+    }
+
+    async fn run_retention_once(&self) -> Result<RetentionResult, RetentionError> {
+        retention::run_once(
+            &self.context.pool,
+            self.context.clock.now(),
+            TimeDelta::seconds(self.config.retention_horizon_seconds),
+            self.config.retention_batch_size,
+        )
+        .await
+    }
+}
+
+/// Starts sync servers.
+#[derive(Debug)]
+pub struct SyncServer;
+
+impl SyncServer {
+    /// Binds `config.listen` and serves until `shutdown`. Wake-ups come from
+    /// `notifier` (share the runtime's); every time the server reads comes
+    /// from `clock`.
+    pub async fn start(
+        config: SyncConfig,
+        pool: PgPool,
+        notifier: Notifier,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SyncServerHandle, SyncServerError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| SyncServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| SyncServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let context = Arc::new(ChannelContext::new(
+            pool.clone(),
+            clock.clone(),
+            config.switches,
+            config.effective_replay_batch_size(),
+            config.heartbeat_timeout(),
+            config.max_frame_bytes,
+        ));
+        let shared = Arc::new(Shared {
+            context,
+            verifier: Verifier::new(config.auth.clone(), clock),
+            notifier: notifier.clone(),
+            config: config.clone(),
+            connections: Mutex::new(HashMap::new()),
+            connection_ids: AtomicU64::new(0),
+        });
+        let app = router(shared.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let mut background = Vec::new();
+        if config.background_loops {
+            background.push(spawn_heartbeat_loop(shared.clone()));
+            background.push(spawn_retention_loop(shared.clone()));
+        }
+        if let Some(interval_ms) = config.wake_poll_interval_ms {
+            background.push(wake_poller::spawn(
+                pool,
+                notifier,
+                Duration::from_millis(interval_ms.max(1)),
+            ));
+        }
+        tracing::info!(%addr, profile_switches = ?config.switches, "sync server listening");
+        Ok(SyncServerHandle {
+            addr,
+            shared,
+            stop: Some(stop),
+            serve,
+            background,
+        })
+    }
+}
+
+fn spawn_heartbeat_loop(shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = shared.config.heartbeat_interval();
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let tick = shared.tick_heartbeats().await;
+            tracing::debug!(?tick, "heartbeat tick");
+        }
+    })
+}
+
+fn spawn_retention_loop(shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = shared.config.retention_interval();
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(error) = shared.run_retention_once().await {
+                tracing::warn!(%error, "retention cycle failed");
+            }
+        }
+    })
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct SyncServerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    serve: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl SyncServerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://<addr>/socket/websocket?token=<token>&vsn=2.0.0`. Tokens are
+    /// base64url and dots, so they need no escaping.
+    pub fn websocket_url(&self, token: &str) -> String {
+        format!(
+            "ws://{}{WEBSOCKET_PATH}?token={token}&vsn={PROTOCOL_VSN}",
+            self.addr
+        )
+    }
+
+    /// `http://<addr><path>`.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Open WebSocket connections.
+    pub fn connections(&self) -> usize {
+        self.shared.senders().len()
+    }
+
+    /// Joined `sync:v1` channels.
+    pub fn active_channels(&self) -> usize {
+        self.shared.context.active_channels()
+    }
+
+    /// One server heartbeat tick on every connection (spec §7.7); returns
+    /// once each has pushed its heartbeat or closed its channel.
+    pub async fn tick_heartbeats(&self) -> HeartbeatTick {
+        self.shared.tick_heartbeats().await
+    }
+
+    /// One retention cycle with the configured horizon and batch size at the
+    /// server clock's `now`.
+    pub async fn run_retention_once(&self) -> Result<RetentionResult, RetentionError> {
+        self.shared.run_retention_once().await
+    }
+
+    /// Closes every connection and stops listening.
+    pub async fn shutdown(mut self) -> Result<(), SyncServerError> {
+        for task in &self.background {
+            task.abort();
+        }
+        for sender in self.shared.senders() {
+            let _ = sender.send(Control::Shutdown);
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serve).await {
+            Ok(joined) => joined?.map_err(SyncServerError::Serve),
+            Err(_) => {
+                self.serve.abort();
+                Err(SyncServerError::ShutdownTimedOut(SHUTDOWN_GRACE))
+            }
+        }
+    }
+}
+
+impl Drop for SyncServerHandle {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            for sender in self.shared.senders() {
+                let _ = sender.send(Control::Shutdown);
+            }
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(WEBSOCKET_PATH, get(websocket))
+        .route("/sync/v1/doc/{*doc_key}", get(get_doc))
+        .route("/sync/v1/docs", get(list_docs))
+        .with_state(shared)
+}
+
+fn status(code: StatusCode) -> Response {
+    code.into_response()
+}
+
+/// Refuses the upgrade with 403 on a missing or bad token. The reason goes
+/// to the log only.
+async fn websocket(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    // Phoenix's default serializer is V1; only V2 is modelled. A client
+    // that names no version is assumed to speak V2.
+    if params.get("vsn").is_some_and(|vsn| vsn != PROTOCOL_VSN) {
+        tracing::info!(vsn = ?params.get("vsn"), "sync socket refused: unsupported vsn");
+        return status(StatusCode::BAD_REQUEST);
+    }
+    let Some(token) = params.get("token") else {
+        tracing::info!(reason = "missing_token", "sync socket refused");
+        return status(StatusCode::FORBIDDEN);
+    };
+    let claims = match shared.verifier.verify(token) {
+        Ok(claims) => claims,
+        Err(error) => {
+            tracing::info!(reason = %error.reason(), "sync socket refused");
+            return status(StatusCode::FORBIDDEN);
+        }
+    };
+    // The transport refuses (and closes on) messages far above the protocol
+    // limit; between the two the channel answers with `frame_too_large`.
+    let transport_limit = shared
+        .config
+        .max_frame_bytes
+        .saturating_mul(4)
+        .max(64 * 1024);
+    upgrade
+        .max_message_size(transport_limit)
+        .max_frame_size(transport_limit)
+        .on_upgrade(move |socket| serve_connection(shared, claims, socket))
+}
+
+async fn serve_connection(shared: Arc<Shared>, claims: VerifiedClaims, socket: WebSocket) {
+    let id = shared.connection_ids.fetch_add(1, Ordering::SeqCst);
+    let (control, mut controls) = mpsc::unbounded_channel();
+    shared
+        .connections
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .insert(id, control);
+    // Subscribed before anything is replayed, so no wake-up is lost.
+    let mut wakes = shared.notifier.subscribe();
+    let (mut sink, mut stream) = socket.split();
+    let (frames, mut outgoing) = mpsc::channel::<Frame>(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = outgoing.recv().await {
+            if sink
+                .send(Message::Text(frame.encode().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = sink.send(Message::Close(None)).await;
+    });
+    let out = Outbox::new(frames);
+    let mut connection = Connection::new(shared.context.clone(), &claims);
+    loop {
+        let step = tokio::select! {
+            message = stream.next() => {
+                // Wake-ups queued before this message are handled first, so a
+                // reply tells the client everything woken before it was sent
+                // has been pushed (no starvation: only what is queued now).
+                let woken = queued_wakes(None, &mut wakes, &connection);
+                match connection.handle_wakes(woken, &out).await {
+                    Err(disconnected) => Err(disconnected),
+                    Ok(()) => match message {
+                        Some(Ok(Message::Text(text))) => {
+                            connection.handle_text(text.as_str(), &out).await
+                        }
+                        Some(Ok(Message::Binary(_))) => connection.handle_binary(&out).await,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Close(_))) | None => break,
+                        Some(Err(error)) => {
+                            tracing::debug!(%error, subject = %claims.sub, "sync socket read failed");
+                            break;
+                        }
+                    },
+                }
+            }
+            control = controls.recv() => match control {
+                Some(Control::Tick(ack)) => {
+                    let outcome = connection.tick(&out).await;
+                    let _ = ack.send(outcome.unwrap_or(TickOutcome::NotJoined));
+                    Ok(())
+                }
+                Some(Control::Shutdown) | None => break,
+            },
+            wake = wakes.recv() => {
+                let woken = queued_wakes(Some(wake), &mut wakes, &connection);
+                connection.handle_wakes(woken, &out).await
+            }
+        };
+        if step.is_err() {
+            break;
+        }
+    }
+    shared
+        .connections
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .remove(&id);
+    drop(connection);
+    drop(out);
+    let _ = writer.await;
+}
+
+/// The topics woken by `first` and by every wake-up queued behind it,
+/// coalesced: one replay per topic reads all of them. Missed wake-ups (the
+/// receiver lagged) wake every subscribed topic.
+fn queued_wakes(
+    first: Option<Result<StreamWake, RecvError>>,
+    wakes: &mut broadcast::Receiver<StreamWake>,
+    connection: &Connection,
+) -> BTreeSet<String> {
+    let mut woken = BTreeSet::new();
+    let mut lagged = false;
+    match first {
+        Some(Ok(wake)) => {
+            woken.insert(wake.topic);
+        }
+        Some(Err(RecvError::Lagged(_))) => lagged = true,
+        Some(Err(RecvError::Closed)) | None => {}
+    }
+    loop {
+        match wakes.try_recv() {
+            Ok(wake) => {
+                woken.insert(wake.topic);
+            }
+            Err(TryRecvError::Lagged(_)) => lagged = true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        }
+    }
+    if lagged {
+        woken.extend(connection.subscribed_topics());
+    }
+    woken
+}
+
+/// The verified claims of `Authorization: Bearer <token>`, or `None`.
+fn bearer(shared: &Shared, headers: &HeaderMap) -> Option<VerifiedClaims> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?;
+    match shared.verifier.verify(token.trim()) {
+        Ok(claims) => Some(claims),
+        Err(error) => {
+            tracing::info!(reason = %error.reason(), "hydration request refused");
+            None
+        }
+    }
+}
+
+fn allows(claims: &VerifiedClaims, topic: &str) -> bool {
+    topics::allowed_topics(&claims.scopes)
+        .iter()
+        .any(|allowed| allowed == topic)
+}
+
+/// `GET /sync/v1/doc/{doc_key}`: the read-model row, 404 when absent, 403
+/// without a valid token holding the document's topic.
+async fn get_doc(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(doc_key): Path<String>,
+) -> Response {
+    let Some(claims) = bearer(&shared, &headers) else {
+        return status(StatusCode::FORBIDDEN);
+    };
+    let Some(kind) = topics::projection_of_doc_key(&doc_key) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    if !allows(&claims, kind.topic()) {
+        return status(StatusCode::FORBIDDEN);
+    }
+    match hydration::fetch_doc(&shared.context.pool, kind, &doc_key).await {
+        Ok(Some(doc)) => axum::Json(doc).into_response(),
+        Ok(None) => status(StatusCode::NOT_FOUND),
+        Err(error) => {
+            tracing::error!(%error, "hydration read failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
+/// `GET /sync/v1/docs?topic=…`: every document of the topic and the
+/// watermark to resume after.
+async fn list_docs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(claims) = bearer(&shared, &headers) else {
+        return status(StatusCode::FORBIDDEN);
+    };
+    let Some(topic) = params.get("topic").map(|topic| topic.trim()) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    if !topics::is_known(topic) {
+        return status(StatusCode::NOT_FOUND);
+    }
+    if !allows(&claims, topic) {
+        return status(StatusCode::FORBIDDEN);
+    }
+    match hydration::list_topic(&shared.context.pool, topic).await {
+        Ok(snapshot) => axum::Json(snapshot).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "hydration read failed");
+            status(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
