@@ -123,3 +123,148 @@ pub async fn projections(
     }
     Ok(rates)
 }
+
+/// One measurement of the Convex HTTP sink: `mutations` upserts over
+/// `documents` distinct ids, `concurrency` in flight.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SinkRate {
+    pub concurrency: u32,
+    pub mutations: usize,
+    pub seconds: f64,
+    pub mutations_per_second: f64,
+}
+
+/// Mutations per second through `ConvexHttpSink` against a Convex backend,
+/// emptied before each measurement. Documents are spread over a small id set
+/// because the Convex front scans tables on lookup (see ENVIRONMENT.md).
+pub async fn convex_sink(
+    convex: &crate::backend::convex::ConvexBackend,
+    mutations: usize,
+    documents: usize,
+    concurrency: &[u32],
+) -> Result<Vec<SinkRate>, Box<dyn std::error::Error + Send + Sync>> {
+    use khala_runtime::sink::{ConvexHttpSink, ConvexSinkConfig};
+    use std::sync::Arc;
+    let sink = Arc::new(ConvexHttpSink::new(&ConvexSinkConfig {
+        base_url: convex.base_url(),
+        admin_key: convex.admin_key().unwrap_or_default().to_owned(),
+        ..ConvexSinkConfig::default()
+    }));
+    let mut rates = Vec::new();
+    for &lanes in concurrency {
+        let lanes = lanes.max(1) as usize;
+        convex.reset().await?;
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for lane in 0..lanes {
+            let sink = sink.clone();
+            let count = mutations / lanes + usize::from(lane < mutations % lanes);
+            tasks.push(tokio::spawn(async move {
+                for index in 0..count {
+                    let run_id = format!("bench_{}", (lane + index * lanes) % documents.max(1));
+                    let summary = bench_run_summary(&run_id, index as i64 + 1);
+                    sink.send(
+                        ProjectionKind::RunSummary,
+                        &ProjectionKind::RunSummary.document_id(&run_id),
+                        &summary,
+                    )
+                    .await?;
+                }
+                Ok::<(), khala_runtime::sink::SinkError>(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        let seconds = started.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
+        rates.push(SinkRate {
+            concurrency: lanes as u32,
+            mutations,
+            seconds,
+            mutations_per_second: mutations as f64 / seconds,
+        });
+    }
+    Ok(rates)
+}
+
+fn bench_run_summary(run_id: &str, seq: i64) -> serde_json::Value {
+    json!({
+        "document_id": ProjectionKind::RunSummary.document_id(run_id),
+        "kind": "run_summary",
+        "run_id": run_id,
+        "thread_id": "bench",
+        "status": "running",
+        "owner_user_id": 1,
+        "owner_guest_scope": null,
+        "latest_seq": seq,
+        "event_count": seq,
+        "latest_event_type": "run.delta",
+        "latest_event_at": "2026-02-19T20:00:00.000000Z",
+        "terminal_reason_class": null,
+        "terminal_reason": null,
+        "terminal_at": null,
+        "updated_at": "2026-02-19T20:00:00.000000Z",
+        "runtime_source": {"entity": "run", "run_id": run_id, "seq": seq},
+        "projection_version": "convex_summary_v1",
+        "projected_at": "2026-02-19T20:00:01.000000Z",
+    })
+}
+
+/// Engine throughput on real backends: hardened cases (nothing fails, so
+/// every case is played in full) and the shrinking of legacy failures.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EngineRates {
+    pub max_steps: u32,
+    pub cases: u32,
+    pub steps: u64,
+    pub cases_per_second: f64,
+    pub steps_per_second: f64,
+    pub reset_ms_mean: f64,
+    pub legacy_findings: usize,
+    pub shrink_seconds_median: Option<f64>,
+    pub shrink_seconds: Vec<f64>,
+}
+
+/// Plays `cases` hardened cases of `scenario` with `max_steps`, then the
+/// same under legacy to time the shrinking of what it finds.
+pub fn engine(
+    tokio: &tokio::runtime::Runtime,
+    backends: &crate::driver::Backends,
+    scenario: &crate::scenario::Scenario,
+    cases: u32,
+    max_steps: u32,
+) -> EngineRates {
+    use crate::engine::{EngineSettings, run_scenario};
+    let scenario = crate::scenario::Scenario {
+        max_steps,
+        ..scenario.clone()
+    };
+    let settings = |profile| EngineSettings {
+        profile,
+        cases,
+        seed: 1,
+        time_budget: None,
+        max_shrink_iters: 512,
+        max_shrink_time: Duration::from_secs(120),
+    };
+    let hardened = run_scenario(tokio, backends, &scenario, &settings(Profile::Hardened));
+    let legacy = run_scenario(tokio, backends, &scenario, &settings(Profile::Legacy));
+    let mut shrink_seconds: Vec<f64> = legacy
+        .findings
+        .iter()
+        .map(|finding| finding.shrink_time.as_secs_f64())
+        .collect();
+    shrink_seconds.sort_by(f64::total_cmp);
+    let seconds = hardened.timing.total_seconds.max(f64::EPSILON);
+    EngineRates {
+        max_steps,
+        cases: hardened.cases,
+        steps: hardened.steps,
+        cases_per_second: f64::from(hardened.cases) / seconds,
+        steps_per_second: hardened.steps as f64 / seconds,
+        reset_ms_mean: 1000.0 * hardened.timing.reset_seconds / f64::from(hardened.cases.max(1)),
+        legacy_findings: legacy.findings.len(),
+        shrink_seconds_median: shrink_seconds.get(shrink_seconds.len() / 2).copied(),
+        shrink_seconds,
+    }
+}

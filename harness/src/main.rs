@@ -100,6 +100,37 @@ enum ListWhat {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Engine throughput: cases/s and steps/s on real backends, reset time,
+    /// and the time to shrink each legacy failure.
+    Engine {
+        #[arg(long, default_value = "smoke", value_name = "NAME|PATH")]
+        scenario: String,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        cases: u32,
+        /// Steps per case at most (generated lengths are 1..=this).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=200))]
+        max_steps: u32,
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Mutations per second through the Convex HTTP sink, sequential and concurrent.
+    ConvexSink {
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        /// Mutations per measurement.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        mutations: u32,
+        /// Distinct documents the mutations are spread over.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        documents: u32,
+        /// Requests in flight, comma separated.
+        #[arg(long, default_value = "1,8", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=256))]
+        concurrency: Vec<u32>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Projections per second through the Khala sink on PostgreSQL.
     Projections {
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
@@ -297,6 +328,106 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
         }
         Command::Bench {
             what:
+                BenchCommand::Engine {
+                    scenario,
+                    cases,
+                    max_steps,
+                    backend,
+                    format,
+                },
+        } => {
+            let (_, scenario) = load_scenarios(std::slice::from_ref(&scenario))?.remove(0);
+            let backends = tokio.block_on(start_backends(backend))?;
+            let rates = bench::engine(tokio, &backends, &scenario, cases, max_steps);
+            tokio
+                .block_on(backends.shutdown())
+                .map_err(anyhow::Error::msg)
+                .context("stop the backends")?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rates)?),
+                Format::Human => {
+                    println!(
+                        "engine on {} (max {} steps per case)",
+                        scenario.name, rates.max_steps
+                    );
+                    println!(
+                        "  hardened: {} cases, {} steps: {:.2} cases/s, {:.0} steps/s, reset {:.1} ms per case",
+                        rates.cases,
+                        rates.steps,
+                        rates.cases_per_second,
+                        rates.steps_per_second,
+                        rates.reset_ms_mean
+                    );
+                    let median = rates
+                        .shrink_seconds_median
+                        .map_or("-".to_owned(), |seconds| format!("{seconds:.1} s"));
+                    println!(
+                        "  legacy: {} findings shrunk, median shrink {median}",
+                        rates.legacy_findings
+                    );
+                }
+            }
+            Ok(exit::ALLOW)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::ConvexSink {
+                    backend,
+                    mutations,
+                    documents,
+                    concurrency,
+                    format,
+                },
+        } => {
+            let mut config =
+                ConvexConfig::from_env().map_err(|error| InvalidInput(error.to_string()))?;
+            if let Some(choice) = backend {
+                config.choice = choice;
+            }
+            let convex = tokio
+                .block_on(ConvexBackend::start(&config))
+                .context("start the Convex backend")?;
+            let provider = convex.provider();
+            let rates = tokio.block_on(bench::convex_sink(
+                &convex,
+                mutations as usize,
+                documents as usize,
+                &concurrency,
+            ));
+            tokio
+                .block_on(convex.shutdown())
+                .context("stop the Convex backend")?;
+            let rates = rates
+                .map_err(|error| anyhow::anyhow!(error))
+                .context("run the Convex sink benchmark")?;
+            match format {
+                Format::Json => {
+                    let report = serde_json::json!({"benchmark": "convex_sink", "provider": provider.to_string(), "documents": documents, "rates": rates});
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+                Format::Human => {
+                    println!(
+                        "mutations through the Convex HTTP sink ({provider}, {documents} documents)"
+                    );
+                    println!(
+                        "{:>11} {:>9} {:>9} {:>12}",
+                        "in flight", "mutations", "seconds", "mutations/s"
+                    );
+                    for rate in rates {
+                        println!(
+                            "{:>11} {:>9} {:>9.3} {:>12.0}",
+                            rate.concurrency,
+                            rate.mutations,
+                            rate.seconds,
+                            rate.mutations_per_second
+                        );
+                    }
+                }
+            }
+            Ok(exit::ALLOW)
+        }
+        Command::Bench {
+            what:
                 BenchCommand::Projections {
                     backend,
                     profile,
@@ -383,7 +514,9 @@ fn load_regressions(dir: &Path) -> anyhow::Result<Vec<(String, Case)>> {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => {
-            return Err(InvalidInput(format!("read regressions {}: {error}", dir.display())).into());
+            return Err(
+                InvalidInput(format!("read regressions {}: {error}", dir.display())).into(),
+            );
         }
     };
     let mut paths: Vec<PathBuf> = entries
