@@ -30,8 +30,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::postgres::{
-    BackendChoice, CONTAINER_LABEL, ENV_BACKEND, ENV_REQUIRE_CONTAINERS, ParseBackendChoiceError,
-    ProviderKind, drop_container, ping_docker_engine, redact_url, split_image,
+    BackendChoice, BackendError, CONTAINER_LABEL, ENV_REQUIRE_CONTAINERS, ProviderKind,
+    drop_container, ping_docker_engine, read_provider_settings, redact_url, split_image,
 };
 
 /// The container image as `name:tag`.
@@ -146,25 +146,7 @@ impl ConvexConfig {
     ) -> Result<Self, ConvexBackendError> {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let defaults = Self::default();
-        let choice = match get(ENV_BACKEND) {
-            None => defaults.choice,
-            Some(value) => value
-                .parse()
-                .map_err(|source| ConvexBackendError::InvalidChoice {
-                    variable: ENV_BACKEND,
-                    source,
-                })?,
-        };
-        let require_containers = match get(ENV_REQUIRE_CONTAINERS).as_deref() {
-            None | Some("0" | "false") => false,
-            Some("1" | "true") => true,
-            Some(other) => {
-                return Err(ConvexBackendError::InvalidFlag {
-                    variable: ENV_REQUIRE_CONTAINERS,
-                    value: other.to_owned(),
-                });
-            }
-        };
+        let (choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
         Ok(Self {
             choice,
             image: get(ENV_CONVEX_IMAGE).unwrap_or(defaults.image),
@@ -179,17 +161,9 @@ impl ConvexConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvexBackendError {
-    #[error("read {variable}")]
-    InvalidChoice {
-        variable: &'static str,
-        #[source]
-        source: ParseBackendChoiceError,
-    },
-    #[error("read {variable}={value:?}: expected 1, true, 0 or false")]
-    InvalidFlag {
-        variable: &'static str,
-        value: String,
-    },
+    /// The provider settings shared with PostgreSQL are malformed.
+    #[error(transparent)]
+    ProviderSettings(#[from] BackendError),
     #[error("start the external convex provider: {variable} is not set")]
     MissingExternalUrl { variable: &'static str },
     #[error("find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids the local fallback): {reason}")]
@@ -1169,6 +1143,7 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mute
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::postgres::ENV_BACKEND;
 
     #[test]
     fn config_reads_every_variable_and_defaults_the_rest() {
@@ -1207,13 +1182,17 @@ mod tests {
         });
         assert!(matches!(
             bad_flag,
-            Err(ConvexBackendError::InvalidFlag { .. })
+            Err(ConvexBackendError::ProviderSettings(
+                BackendError::InvalidFlag { .. }
+            ))
         ));
         let bad_choice =
             ConvexConfig::from_lookup(|name| (name == ENV_BACKEND).then(|| "dockr".to_owned()));
         assert!(matches!(
             bad_choice,
-            Err(ConvexBackendError::InvalidChoice { .. })
+            Err(ConvexBackendError::ProviderSettings(
+                BackendError::InvalidChoice { .. }
+            ))
         ));
     }
 

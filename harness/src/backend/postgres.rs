@@ -162,25 +162,7 @@ impl PostgresConfig {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BackendError> {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let defaults = Self::default();
-        let choice = match get(ENV_BACKEND) {
-            None => defaults.choice,
-            Some(value) => value
-                .parse()
-                .map_err(|source| BackendError::InvalidChoice {
-                    variable: ENV_BACKEND,
-                    source,
-                })?,
-        };
-        let require_containers = match get(ENV_REQUIRE_CONTAINERS).as_deref() {
-            None | Some("0" | "false") => false,
-            Some("1" | "true") => true,
-            Some(other) => {
-                return Err(BackendError::InvalidFlag {
-                    variable: ENV_REQUIRE_CONTAINERS,
-                    value: other.to_owned(),
-                });
-            }
-        };
+        let (choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
         Ok(Self {
             choice,
             image: get(ENV_POSTGRES_IMAGE).unwrap_or(defaults.image),
@@ -190,6 +172,34 @@ impl PostgresConfig {
                 .map_or(defaults.postgres_bin_dir, PathBuf::from),
         })
     }
+}
+
+/// The provider choice and the no-fallback flag, read the same way for every
+/// backend (empty values already filtered out by `get`).
+pub(crate) fn read_provider_settings(
+    get: &impl Fn(&str) -> Option<String>,
+    default: BackendChoice,
+) -> Result<(BackendChoice, bool), BackendError> {
+    let choice = match get(ENV_BACKEND) {
+        None => default,
+        Some(value) => value
+            .parse()
+            .map_err(|source| BackendError::InvalidChoice {
+                variable: ENV_BACKEND,
+                source,
+            })?,
+    };
+    let require_containers = match get(ENV_REQUIRE_CONTAINERS).as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(BackendError::InvalidFlag {
+                variable: ENV_REQUIRE_CONTAINERS,
+                value: other.to_owned(),
+            });
+        }
+    };
+    Ok((choice, require_containers))
 }
 
 #[derive(Debug, thiserror::Error)]
