@@ -44,3 +44,15 @@ mod convex_e2e;
 
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
+
+// Client-lane fixtures: lanes of each surface on the embedded server, a runtime read path, worker projections.
+mod clients_fixtures;
+
+// Client lanes end to end: flag flips converge (X3), resumes without gap or duplicate, HTTP fallbacks.
+mod clients_lanes;
+
+// Each client defect (B12, B13, B23) under legacy, and its hardened fix.
+mod clients_defects;
+
+// The parity auditor (A1–A3), and B2 and B18 under legacy with their hardened fixes.
+mod auditor;

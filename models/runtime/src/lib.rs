@@ -2,6 +2,7 @@
 //! authority tables, projector, checkpoints, sinks and the Khala store on
 //! PostgreSQL, with each known defect of spec §15 behind a named switch.
 
+pub mod auditor;
 pub mod authority;
 pub mod checkpoint;
 pub mod clock;

@@ -124,6 +124,18 @@ pub struct Switches {
     /// stray whitespace is ignored and the topic replays from the socket
     /// cursor or 0 (and skips the stale check). Fix: trim the keys too.
     pub b21_resume_keys_untrimmed: bool,
+    /// B2: the parity auditor never reads Convex; it compares the checkpoint
+    /// (what was last sent) with the Khala read model, so a Convex document
+    /// that drifted (B1 partial fanout, a direct overwrite) is reported `ok`.
+    /// Fix: the auditor also reads each sampled Convex document and reports
+    /// `convex_missing`, `convex_hash_mismatch` or `convex_lag_drift` when it
+    /// disagrees with the checkpoint.
+    pub b2_auditor_blind_to_convex: bool,
+    /// B18: the auditor samples only the `sample_size` most recently updated
+    /// checkpoints, so quiet entities are never re-checked. Fix: a cursor in
+    /// the auditor sweeps every checkpoint in a stable order, `sample_size`
+    /// per cycle, wrapping around.
+    pub b18_sampling_most_recent_only: bool,
 }
 
 impl Switches {
@@ -142,6 +154,8 @@ impl Switches {
         b17_reprojection_gap: true,
         b20_cursor_ahead_of_head: true,
         b21_resume_keys_untrimmed: true,
+        b2_auditor_blind_to_convex: true,
+        b18_sampling_most_recent_only: true,
     };
 
     pub const HARDENED: Switches = Switches {
@@ -159,6 +173,8 @@ impl Switches {
         b17_reprojection_gap: false,
         b20_cursor_ahead_of_head: false,
         b21_resume_keys_untrimmed: false,
+        b2_auditor_blind_to_convex: false,
+        b18_sampling_most_recent_only: false,
     };
 }
 
@@ -191,6 +207,6 @@ mod tests {
         let legacy = legacy.as_object().unwrap();
         assert!(legacy.values().all(|on| on == true));
         assert!(hardened.as_object().unwrap().values().all(|on| on == false));
-        assert_eq!(legacy.len(), 14);
+        assert_eq!(legacy.len(), 16);
     }
 }

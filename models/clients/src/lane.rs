@@ -1,0 +1,852 @@
+//! One client lane per surface (spec §9.1): with the flag on it reads through
+//! Khala (WebSocket `sync:v1`, HTTP hydration as fallback), with it off it
+//! polls a legacy read path. Nothing here sleeps or spawns: the caller drives
+//! the lane (`poll`, `tick`, `next_event`, `await_watermark`), so tests
+//! decide when time passes.
+
+use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
+use crate::error::{ClientError, ClientErrorKind};
+use crate::flags::Surface;
+use crate::switches::ClientSwitches;
+use crate::watermark_store::WatermarkStore;
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const CHANNEL_TOPIC: &str = "sync:v1";
+pub const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
+pub const RUN_TOPIC: &str = "runtime.run_summaries";
+pub const PROTOCOL_VSN: &str = "2.0.0";
+/// How long a lane waits for one frame before reporting `TimedOut`: a bound
+/// on failure, never a delay.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many stale-cursor rounds one connect tolerates before giving up.
+const STALE_CURSOR_ROUNDS_MAX: usize = 3;
+
+/// Where tokens come from (`POST /api/sync/token` in the original).
+pub trait TokenSource: Send + Sync {
+    fn token(&self) -> Result<String, String>;
+}
+
+impl<F> TokenSource for F
+where
+    F: Fn() -> Result<String, String> + Send + Sync,
+{
+    fn token(&self) -> Result<String, String> {
+        self()
+    }
+}
+
+/// A legacy read path failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ReadPathError(pub String);
+
+/// The flag-off lane's source: Convex's reader, the runtime API, or the
+/// hydration endpoint. Returns `(doc_key, document)` for every document.
+#[async_trait::async_trait]
+pub trait LegacyReadPath: Send + Sync {
+    async fn list(&self) -> Result<Vec<(String, Value)>, ReadPathError>;
+}
+
+/// The legacy read path over `GET /sync/v1/docs?topic=…`.
+pub struct HydrationReadPath {
+    http: reqwest::Client,
+    http_base: String,
+    topic: String,
+    tokens: Arc<dyn TokenSource>,
+}
+
+impl HydrationReadPath {
+    pub fn new(http_base: &str, topic: &str, tokens: Arc<dyn TokenSource>) -> Self {
+        HydrationReadPath {
+            http: reqwest::Client::new(),
+            http_base: http_base.trim_end_matches('/').to_owned(),
+            topic: topic.to_owned(),
+            tokens,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LegacyReadPath for HydrationReadPath {
+    async fn list(&self) -> Result<Vec<(String, Value)>, ReadPathError> {
+        let token = self.tokens.token().map_err(ReadPathError)?;
+        let snapshot = fetch_snapshot(&self.http, &self.http_base, &self.topic, &token)
+            .await
+            .map_err(|error| ReadPathError(error.to_string()))?;
+        Ok(snapshot
+            .docs
+            .into_iter()
+            .map(|(doc_key, _, payload)| (doc_key, payload))
+            .collect())
+    }
+}
+
+/// A topic's documents as the hydration endpoint served them, and the
+/// watermark they reflect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub watermark: i64,
+    /// `(doc_key, doc_version, payload)`.
+    pub docs: Vec<(String, i64, Value)>,
+}
+
+async fn fetch_snapshot(
+    http: &reqwest::Client,
+    http_base: &str,
+    topic: &str,
+    token: &str,
+) -> Result<Snapshot, ClientErrorKind> {
+    let url =
+        reqwest::Url::parse_with_params(&format!("{http_base}/sync/v1/docs"), &[("topic", topic)])
+            .map_err(|error| ClientErrorKind::Malformed(format!("the hydration url: {error}")))?;
+    let response = http.get(url).bearer_auth(token).send().await?;
+    if !response.status().is_success() {
+        return Err(ClientErrorKind::HttpStatus(response.status().as_u16()));
+    }
+    let body: Value = response.json().await?;
+    let malformed = |what: &str| ClientErrorKind::Malformed(format!("{what} in {body}"));
+    let watermark = body
+        .get("watermark")
+        .and_then(Value::as_i64)
+        .filter(|watermark| *watermark >= 0)
+        .ok_or_else(|| malformed("no watermark"))?;
+    let mut docs = Vec::new();
+    for doc in body
+        .get("docs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("no docs"))?
+    {
+        let doc_key = doc.get("doc_key").and_then(Value::as_str);
+        let doc_version = doc.get("doc_version").and_then(Value::as_i64);
+        let payload = doc.get("payload");
+        match (doc_key, doc_version, payload) {
+            (Some(doc_key), Some(doc_version), Some(payload)) => {
+                docs.push((doc_key.to_owned(), doc_version, payload.clone()));
+            }
+            _ => return Err(malformed("a malformed document")),
+        }
+    }
+    Ok(Snapshot { watermark, docs })
+}
+
+/// The version a legacy document shows: its `runtime_source.seq` (what
+/// Khala uses as `doc_version`), else `latest_seq`, else 0.
+fn legacy_version(payload: &Value) -> i64 {
+    payload
+        .get("runtime_source")
+        .and_then(|source| source.get("seq"))
+        .or_else(|| payload.get("latest_seq"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+/// How a lane is set up.
+#[derive(Clone, Debug)]
+pub struct LaneConfig {
+    pub surface: Surface,
+    pub switches: ClientSwitches,
+    /// `ws://host/socket/websocket`; the lane adds `token` and `vsn`.
+    pub websocket_url: String,
+    /// `http://host`, for the hydration endpoints.
+    pub http_base: String,
+    /// The topics subscribed to, in order (the original: the worker topic).
+    pub topics: Vec<String>,
+    pub apply_rule: ApplyRule,
+    pub frame_timeout: Duration,
+}
+
+impl LaneConfig {
+    pub fn new(
+        surface: Surface,
+        switches: ClientSwitches,
+        websocket_url: &str,
+        http_base: &str,
+    ) -> Self {
+        LaneConfig {
+            surface,
+            switches,
+            websocket_url: websocket_url.to_owned(),
+            http_base: http_base.trim_end_matches('/').to_owned(),
+            topics: vec![WORKER_TOPIC.to_owned()],
+            apply_rule: ApplyRule::DocumentVersion,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+        }
+    }
+}
+
+/// Counters and the delivery log of a lane.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaneStats {
+    pub connects: usize,
+    pub joins: usize,
+    pub polls: usize,
+    pub http_reloads: usize,
+    pub stale_cursors: usize,
+    pub batches: usize,
+    pub heartbeats_sent: usize,
+    pub channel_closes_seen: usize,
+    /// Every `(topic, watermark)` received in an update batch, in order.
+    pub delivered: Vec<(String, i64)>,
+    /// Updates dropped by normalisation.
+    pub malformed_updates: usize,
+}
+
+/// What one frame from the server did to the lane.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LaneEvent {
+    Batch {
+        topic: Option<String>,
+        updates: usize,
+        reloaded: bool,
+    },
+    Heartbeat,
+    StaleCursor(Vec<String>),
+    /// The server closed the channel (`phx_close`); the socket stays.
+    ChannelClosed,
+    /// A reply to no request of ours, or an event the lane does not know.
+    Ignored(String),
+}
+
+struct Socket {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_ref: u64,
+    join_ref: String,
+    /// What the lane believes; legacy (B12) never learns of a `phx_close`.
+    channel_open: bool,
+}
+
+/// A frame `[join_ref, ref, topic, event, payload]`.
+struct Frame {
+    reference: Option<String>,
+    topic: String,
+    event: String,
+    payload: Value,
+}
+
+impl Frame {
+    fn parse(text: &str) -> Option<Frame> {
+        let Value::Array(mut parts) = serde_json::from_str(text).ok()? else {
+            return None;
+        };
+        if parts.len() != 5 {
+            return None;
+        }
+        let payload = parts.pop()?;
+        let event = parts.pop()?.as_str()?.to_owned();
+        let topic = parts.pop()?.as_str()?.to_owned();
+        let reference = parts.pop()?.as_str().map(str::to_owned);
+        Some(Frame {
+            reference,
+            topic,
+            event,
+            payload,
+        })
+    }
+}
+
+/// A client lane: one surface's view of the documents.
+pub struct ClientLane {
+    config: LaneConfig,
+    tokens: Arc<dyn TokenSource>,
+    store: Arc<dyn WatermarkStore>,
+    legacy: Arc<dyn LegacyReadPath>,
+    http: reqwest::Client,
+    flag: bool,
+    rows: BTreeMap<String, ViewRow>,
+    cache: ClientCache,
+    socket: Option<Socket>,
+    stats: LaneStats,
+}
+
+impl std::fmt::Debug for ClientLane {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClientLane")
+            .field("surface", &self.config.surface)
+            .field("flag", &self.flag)
+            .field("connected", &self.socket.is_some())
+            .field("watermarks", &self.cache.watermarks)
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+impl ClientLane {
+    /// A lane with `flag` as read at build time; nothing happens until
+    /// `start`.
+    pub fn new(
+        config: LaneConfig,
+        flag: bool,
+        tokens: Arc<dyn TokenSource>,
+        store: Arc<dyn WatermarkStore>,
+        legacy: Arc<dyn LegacyReadPath>,
+    ) -> Self {
+        let cache = ClientCache::new(config.apply_rule);
+        ClientLane {
+            config,
+            tokens,
+            store,
+            legacy,
+            http: reqwest::Client::new(),
+            flag,
+            rows: BTreeMap::new(),
+            cache,
+            socket: None,
+            stats: LaneStats::default(),
+        }
+    }
+
+    fn error(&self, step: impl Into<String>, kind: impl Into<ClientErrorKind>) -> ClientError {
+        ClientError {
+            surface: self.config.surface,
+            step: step.into(),
+            kind: kind.into(),
+        }
+    }
+
+    pub fn surface(&self) -> Surface {
+        self.config.surface
+    }
+
+    pub fn flag(&self) -> bool {
+        self.flag
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// The documents the user sees.
+    pub fn view(&self) -> BTreeMap<String, Value> {
+        self.rows
+            .iter()
+            .map(|(doc_key, row)| (doc_key.clone(), row.payload.clone()))
+            .collect()
+    }
+
+    pub fn rows(&self) -> &BTreeMap<String, ViewRow> {
+        &self.rows
+    }
+
+    /// The client's doc cache (§7.9), separate from what the UI shows.
+    pub fn cached(&self, doc_key: &str) -> Option<&CachedDoc> {
+        self.cache.docs.get(doc_key)
+    }
+
+    /// The watermark the lane has reached on `topic` in this session.
+    pub fn watermark(&self, topic: &str) -> Option<i64> {
+        self.cache.watermark(topic)
+    }
+
+    pub fn stats(&self) -> &LaneStats {
+        &self.stats
+    }
+
+    /// How long the lane waits for one frame before `TimedOut`.
+    pub fn set_frame_timeout(&mut self, timeout: Duration) {
+        self.config.frame_timeout = timeout;
+    }
+
+    /// Mounts the surface: connects (flag on) or loads the list (flag off).
+    pub async fn start(&mut self) -> Result<(), ClientError> {
+        if self.flag {
+            self.connect().await
+        } else {
+            self.poll().await.map(|_| ())
+        }
+    }
+
+    /// Flips the flag now. On: connect and resume from the stored
+    /// watermarks. Off: close the socket and load the list from the legacy
+    /// read path. The view is kept across the flip.
+    pub async fn set_flag(&mut self, on: bool) -> Result<(), ClientError> {
+        if on == self.flag {
+            return Ok(());
+        }
+        self.flag = on;
+        if on {
+            self.connect().await
+        } else {
+            self.disconnect().await;
+            self.poll().await.map(|_| ())
+        }
+    }
+
+    /// One poll of the legacy read path, replacing the view. Flag off, every
+    /// surface polls (web 5 s, mobile 12 s); flag on, only mobile keeps its
+    /// runtime-API refresh. Returns whether it polled.
+    pub async fn poll(&mut self) -> Result<bool, ClientError> {
+        if self.flag && self.config.surface != Surface::Mobile {
+            return Ok(false);
+        }
+        let listed = self.legacy.list().await.map_err(|error| {
+            self.error(
+                "poll the legacy read path",
+                ClientErrorKind::ReadPath(error.0),
+            )
+        })?;
+        self.rows = listed
+            .into_iter()
+            .map(|(doc_key, payload)| {
+                let row = ViewRow {
+                    doc_version: legacy_version(&payload),
+                    payload,
+                };
+                (doc_key, row)
+            })
+            .collect();
+        self.stats.polls += 1;
+        Ok(true)
+    }
+
+    /// Opens the socket, joins `sync:v1` and subscribes with the stored
+    /// watermarks as `resume_after`; pushes before the replies are applied.
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        self.disconnect().await;
+        let token = self
+            .tokens
+            .token()
+            .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
+        let url = format!(
+            "{}?token={token}&vsn={PROTOCOL_VSN}",
+            self.config.websocket_url
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .map_err(|error| self.error("connect to the sync socket", error))?;
+        self.socket = Some(Socket {
+            ws,
+            next_ref: 0,
+            join_ref: String::new(),
+            channel_open: false,
+        });
+        self.stats.connects += 1;
+        self.join_and_subscribe().await
+    }
+
+    /// Drops the socket (the lane's own reconnect path keeps the store).
+    pub async fn disconnect(&mut self) {
+        if let Some(mut socket) = self.socket.take() {
+            let _ = socket.ws.close(None).await;
+        }
+    }
+
+    /// Closes the socket and connects again, resuming from the store.
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.connect().await
+    }
+
+    async fn join_and_subscribe(&mut self) -> Result<(), ClientError> {
+        let socket = self.socket_mut("join sync:v1")?;
+        socket.next_ref += 1;
+        let reference = socket.next_ref.to_string();
+        socket.join_ref = reference.clone();
+        let frame = json!([reference, reference, CHANNEL_TOPIC, "phx_join", {}]);
+        self.send_text("join sync:v1", frame.to_string()).await?;
+        let (status, response) = self.await_reply("join sync:v1", &reference).await?;
+        if status != "ok" {
+            return Err(self.error("join sync:v1", ClientErrorKind::Refused(response)));
+        }
+        if let Some(socket) = self.socket.as_mut() {
+            socket.channel_open = true;
+        }
+        self.stats.joins += 1;
+        for _ in 0..STALE_CURSOR_ROUNDS_MAX {
+            let mut resume_after = serde_json::Map::new();
+            for topic in &self.config.topics {
+                let stored = self
+                    .store
+                    .load(topic)
+                    .map_err(|error| self.error("load the stored watermark", error))?;
+                if let Some(watermark) = stored {
+                    resume_after.insert(topic.clone(), Value::from(watermark));
+                }
+                self.cache.reset_watermark(topic, stored);
+            }
+            let payload = json!({"topics": self.config.topics, "resume_after": resume_after});
+            let (status, response) = self.request("subscribe", "sync:subscribe", payload).await?;
+            if status == "ok" {
+                return Ok(());
+            }
+            if response.get("code").and_then(Value::as_str) != Some("stale_cursor") {
+                return Err(self.error("subscribe", ClientErrorKind::Refused(response)));
+            }
+            // §7.5: forget the stale cursors, re-fetch over HTTP, and resume
+            // from the watermark the snapshot reflects.
+            let stale = stale_topics(&response);
+            self.forget_watermarks(&stale)?;
+            self.reload_over_http(&stale).await?;
+        }
+        Err(self.error(
+            "subscribe",
+            ClientErrorKind::Malformed("the cursor stayed stale after re-hydration".into()),
+        ))
+    }
+
+    fn forget_watermarks(&mut self, topics: &[String]) -> Result<(), ClientError> {
+        for topic in topics {
+            self.store
+                .clear(topic)
+                .map_err(|error| self.error("clear a stale watermark", error))?;
+            self.cache.reset_watermark(topic, None);
+        }
+        Ok(())
+    }
+
+    /// Reloads every subscribed topic's documents over HTTP and replaces the
+    /// view. Topics in `resume_from_snapshot` (stale ones) take the
+    /// snapshot's watermark as their stored cursor; the others only move
+    /// forward to it.
+    async fn reload_over_http(
+        &mut self,
+        resume_from_snapshot: &[String],
+    ) -> Result<(), ClientError> {
+        let token = self
+            .tokens
+            .token()
+            .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
+        let mut rows = BTreeMap::new();
+        for topic in self.config.topics.clone() {
+            let snapshot = fetch_snapshot(&self.http, &self.config.http_base, &topic, &token)
+                .await
+                .map_err(|kind| self.error(format!("hydrate topic `{topic}`"), kind))?;
+            for (doc_key, doc_version, payload) in snapshot.docs {
+                self.cache.docs.insert(
+                    doc_key.clone(),
+                    CachedDoc {
+                        doc_version,
+                        payload: Some(payload.clone()),
+                    },
+                );
+                rows.insert(
+                    doc_key,
+                    ViewRow {
+                        doc_version,
+                        payload,
+                    },
+                );
+            }
+            let current = self.cache.watermark(&topic);
+            if resume_from_snapshot.contains(&topic)
+                || current.is_none_or(|current| snapshot.watermark > current)
+            {
+                self.cache.reset_watermark(&topic, Some(snapshot.watermark));
+                self.store
+                    .save(&topic, snapshot.watermark)
+                    .map_err(|error| self.error("store the snapshot watermark", error))?;
+            }
+        }
+        self.rows = rows;
+        self.stats.http_reloads += 1;
+        Ok(())
+    }
+
+    fn socket_mut(&mut self, step: &str) -> Result<&mut Socket, ClientError> {
+        let surface = self.config.surface;
+        self.socket.as_mut().ok_or_else(|| ClientError {
+            surface,
+            step: step.to_owned(),
+            kind: ClientErrorKind::NotConnected,
+        })
+    }
+
+    async fn send_text(&mut self, step: &str, text: String) -> Result<(), ClientError> {
+        let socket = self.socket_mut(step)?;
+        match socket.ws.send(Message::text(text)).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                self.socket = None;
+                Err(self.error(step, error))
+            }
+        }
+    }
+
+    /// Sends `event` on `sync:v1` and awaits its reply, applying every push
+    /// that arrives first.
+    async fn request(
+        &mut self,
+        step: &str,
+        event: &str,
+        payload: Value,
+    ) -> Result<(String, Value), ClientError> {
+        let socket = self.socket_mut(step)?;
+        socket.next_ref += 1;
+        let reference = socket.next_ref.to_string();
+        let frame = json!([socket.join_ref, reference, CHANNEL_TOPIC, event, payload]);
+        self.send_text(step, frame.to_string()).await?;
+        self.await_reply(step, &reference).await
+    }
+
+    async fn await_reply(
+        &mut self,
+        step: &str,
+        reference: &str,
+    ) -> Result<(String, Value), ClientError> {
+        loop {
+            let frame = self.next_frame(step).await?;
+            if frame.event == "phx_reply" && frame.reference.as_deref() == Some(reference) {
+                let status = frame
+                    .payload
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let response = frame
+                    .payload
+                    .get("response")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                return Ok((status, response));
+            }
+            self.handle_frame(frame).await?;
+        }
+    }
+
+    /// The next text frame within the frame timeout; unparseable frames are
+    /// skipped (no server input makes the lane panic).
+    async fn next_frame(&mut self, step: &str) -> Result<Frame, ClientError> {
+        let timeout = self.config.frame_timeout;
+        loop {
+            let socket = self.socket_mut(step)?;
+            let message = match tokio::time::timeout(timeout, socket.ws.next()).await {
+                Ok(message) => message,
+                Err(_) => return Err(self.error(step, ClientErrorKind::TimedOut(timeout))),
+            };
+            match message {
+                Some(Ok(Message::Text(text))) => match Frame::parse(text.as_str()) {
+                    Some(frame) => return Ok(frame),
+                    None => continue,
+                },
+                Some(Ok(Message::Close(_))) | None => {
+                    self.socket = None;
+                    return Err(self.error(step, ClientErrorKind::Closed));
+                }
+                Some(Err(error)) => {
+                    self.socket = None;
+                    return Err(self.error(step, error));
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Awaits and applies one frame from the server.
+    pub async fn next_event(&mut self) -> Result<LaneEvent, ClientError> {
+        let frame = self.next_frame("await a frame").await?;
+        self.handle_frame(frame).await
+    }
+
+    /// Applies frames until `topic`'s watermark reaches `target`; fails
+    /// after a frame timeout without progress or on close.
+    pub async fn await_watermark(&mut self, topic: &str, target: i64) -> Result<(), ClientError> {
+        while self
+            .cache
+            .watermark(topic)
+            .is_none_or(|watermark| watermark < target)
+        {
+            self.next_event().await?;
+        }
+        Ok(())
+    }
+
+    /// What the surface does on each of its timer ticks. Hardened (B12
+    /// fixed): rejoin a channel the server closed, or send `sync:heartbeat`
+    /// and await its reply. Legacy: nothing at all. Both reconnect a socket
+    /// that dropped (the TS client's reconnect, backoff left to the caller).
+    pub async fn tick(&mut self) -> Result<(), ClientError> {
+        if !self.flag {
+            return Ok(());
+        }
+        let Some(socket) = self.socket.as_ref() else {
+            return self.connect().await;
+        };
+        if self.config.switches.b12_no_client_heartbeat {
+            return Ok(());
+        }
+        if !socket.channel_open {
+            return self.join_and_subscribe().await;
+        }
+        let (status, _) = self
+            .request("send a heartbeat", "sync:heartbeat", json!({}))
+            .await?;
+        self.stats.heartbeats_sent += 1;
+        if status != "ok" {
+            // The channel went away before the heartbeat reached it (the
+            // server answers `unmatched topic`): rejoin and resume.
+            if let Some(socket) = self.socket.as_mut() {
+                socket.channel_open = false;
+            }
+            return self.join_and_subscribe().await;
+        }
+        Ok(())
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) -> Result<LaneEvent, ClientError> {
+        match (frame.topic.as_str(), frame.event.as_str()) {
+            (CHANNEL_TOPIC, "sync:update_batch") => self.apply_batch(&frame.payload).await,
+            (CHANNEL_TOPIC, "sync:heartbeat") => Ok(LaneEvent::Heartbeat),
+            (CHANNEL_TOPIC, "sync:error") => {
+                let stale = stale_topics(&frame.payload);
+                self.stats.stale_cursors += 1;
+                // §7.5: the client deletes the stored watermark of each stale
+                // topic; the failed subscribe's reply does the re-fetch.
+                self.forget_watermarks(&stale)?;
+                Ok(LaneEvent::StaleCursor(stale))
+            }
+            (CHANNEL_TOPIC, "phx_close") => {
+                self.stats.channel_closes_seen += 1;
+                // The TS client ignores `phx_close` (B12); the hardened lane
+                // notes it and rejoins on its next tick.
+                if !self.config.switches.b12_no_client_heartbeat
+                    && let Some(socket) = self.socket.as_mut()
+                {
+                    socket.channel_open = false;
+                }
+                Ok(LaneEvent::ChannelClosed)
+            }
+            (_, event) => Ok(LaneEvent::Ignored(event.to_owned())),
+        }
+    }
+
+    /// Applies one `sync:update_batch` payload: the doc cache and stored
+    /// watermarks (§7.9), then the view (§9.1 merge, or a full HTTP reload
+    /// when any update is a pointer).
+    pub async fn apply_batch(&mut self, batch: &Value) -> Result<LaneEvent, ClientError> {
+        let raw_count = batch
+            .get("updates")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let updates: Vec<Update> = apply::normalise_batch(batch);
+        self.stats.malformed_updates += raw_count - updates.len();
+        self.stats.batches += 1;
+        for update in &updates {
+            self.stats
+                .delivered
+                .push((update.topic.clone(), update.watermark));
+            let applied = self.cache.apply(update);
+            if let Some(watermark) = applied.watermark_advanced_to {
+                self.store
+                    .save(&update.topic, watermark)
+                    .map_err(|error| self.error("store a watermark", error))?;
+            }
+        }
+        let topic = updates.first().map(|update| update.topic.clone());
+        let reloaded = updates.iter().any(Update::needs_hydration);
+        if reloaded {
+            self.reload_over_http(&[]).await?;
+        } else {
+            // Legacy (B13) merges every update the batch carried, including
+            // the ones the doc cache skipped, without looking at the row shown.
+            apply::merge_batch_into_view(
+                &mut self.rows,
+                &updates,
+                !self.config.switches.b13_ui_merge_ignores_version,
+            );
+        }
+        Ok(LaneEvent::Batch {
+            topic,
+            updates: updates.len(),
+            reloaded,
+        })
+    }
+}
+
+/// The topics of a `stale_cursor` payload.
+fn stale_topics(payload: &Value) -> Vec<String> {
+    payload
+        .get("stale_topics")
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|entry| entry.get("topic").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_that_are_not_phoenix_v2_are_skipped() {
+        assert!(Frame::parse("[null,null,\"sync:v1\",\"sync:heartbeat\",{}]").is_some());
+        for text in ["", "{}", "[1,2,3]", "[null,null,3,\"e\",{}]", "not json"] {
+            assert!(Frame::parse(text).is_none(), "{text}");
+        }
+    }
+
+    struct NoReadPath;
+
+    #[async_trait::async_trait]
+    impl LegacyReadPath for NoReadPath {
+        async fn list(&self) -> Result<Vec<(String, Value)>, ReadPathError> {
+            Err(ReadPathError("no read path in this test".into()))
+        }
+    }
+
+    fn offline_lane(switches: ClientSwitches) -> ClientLane {
+        let config = LaneConfig::new(
+            Surface::Web,
+            switches,
+            "ws://127.0.0.1:9/x",
+            "http://127.0.0.1:9",
+        );
+        ClientLane::new(
+            config,
+            true,
+            Arc::new(|| Err::<String, String>("offline".into())),
+            Arc::new(crate::MemoryWatermarkStore::new()),
+            Arc::new(NoReadPath),
+        )
+    }
+
+    #[tokio::test]
+    async fn hostile_batches_are_applied_without_panics() {
+        let mut lane = offline_lane(ClientSwitches::new(khala_runtime::Profile::Hardened));
+        let good = json!({"topic": "t", "doc_key": "d", "doc_version": 2, "watermark": 5,
+                          "payload": {"x": 1}});
+        for batch in [
+            json!(null),
+            json!({"updates": 3}),
+            json!({"updates": [null, {"topic": ""}, {"doc_version": i64::MAX}]}),
+            json!({"updates": [good, {"topic": "t", "doc_key": "d", "doc_version": -1, "watermark": 6}]}),
+        ] {
+            assert!(lane.apply_batch(&batch).await.is_ok(), "{batch}");
+        }
+        assert_eq!(lane.stats().malformed_updates, 4);
+        assert_eq!(lane.watermark("t"), Some(5));
+        assert_eq!(lane.view()["d"], json!({"x": 1}));
+    }
+
+    #[tokio::test]
+    async fn errors_name_the_step_and_the_surface() {
+        let mut lane = offline_lane(ClientSwitches::new(khala_runtime::Profile::Legacy));
+        let error = lane.connect().await.expect_err("no token");
+        assert_eq!(
+            error.to_string(),
+            "get a sync token (web): no token: offline"
+        );
+        let error = lane.next_event().await.expect_err("not connected");
+        assert!(matches!(error.kind, ClientErrorKind::NotConnected));
+        let error = lane.set_flag(false).await.expect_err("no read path");
+        assert!(matches!(error.kind, ClientErrorKind::ReadPath(_)));
+    }
+
+    #[test]
+    fn stale_topics_are_read_from_the_error_payload() {
+        let payload = json!({"code": "stale_cursor", "stale_topics": [
+            {"topic": "a", "resume_after": 0, "retention_floor": 1}, {"bad": 1}]});
+        assert_eq!(stale_topics(&payload), vec!["a".to_owned()]);
+        assert!(stale_topics(&json!(null)).is_empty());
+    }
+}

@@ -1,0 +1,42 @@
+//! The client-side defects of spec §15 as named switches: `legacy` turns
+//! each on (the 2026-02 clients), `hardened` turns each off (the fix).
+
+use khala_runtime::Profile;
+
+/// One flag per client defect. `true` reproduces the original behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientSwitches {
+    /// B12: the TS client never sends `sync:heartbeat`, so the server closes
+    /// the channel 60 s after the last subscribe and the client ignores the
+    /// `phx_close`; live updates stop. The fix sends `sync:heartbeat` on every
+    /// `tick()` and rejoins when the channel is closed anyway.
+    pub b12_no_client_heartbeat: bool,
+    /// B13: `onUpdateBatch` hands the UI every normalised update, including
+    /// the ones the doc cache rejected, and the web/mobile merge never
+    /// compares against the row already shown, so an older update can
+    /// overwrite a newer one. The fix merges an update only when its
+    /// `doc_version` is not below the shown row's.
+    pub b13_ui_merge_ignores_version: bool,
+    /// B23: the desktop preload bridge passes `value === "true"` to the
+    /// renderer, so `OA_DESKTOP_KHALA_SYNC_ENABLED=1` (or `yes`) reads as off
+    /// even though the config parser says on. The fix uses the config
+    /// parser's answer.
+    pub b23_desktop_flag_strict: bool,
+}
+
+impl ClientSwitches {
+    pub fn new(profile: Profile) -> Self {
+        let on = profile == Profile::Legacy;
+        ClientSwitches {
+            b12_no_client_heartbeat: on,
+            b13_ui_merge_ignores_version: on,
+            b23_desktop_flag_strict: on,
+        }
+    }
+}
+
+impl From<Profile> for ClientSwitches {
+    fn from(profile: Profile) -> Self {
+        ClientSwitches::new(profile)
+    }
+}

@@ -1,0 +1,280 @@
+//! One auditor cycle on the stores: sample checkpoints (most recent, or a
+//! sweeping cursor when B18 is fixed), compare each with Khala (and with
+//! Convex when B2 is fixed), summarise, and return the telemetry.
+
+use super::compare::{self, EntityComparison, ReadModelRow};
+use super::config::{AuditorConfig, CycleSettings, RunOptions};
+use super::telemetry::{self, TelemetryEvent};
+use crate::checkpoint::Checkpoint;
+use crate::profile::Switches;
+use crate::sink::{ConvexReadError, ConvexReader};
+use crate::summary::ProjectionKind;
+use sqlx::PgPool;
+
+/// `status` of a cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CycleStatus {
+    Disabled,
+    Empty,
+    Ok,
+    Mismatch,
+}
+
+impl CycleStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleStatus::Disabled => "disabled",
+            CycleStatus::Empty => "empty",
+            CycleStatus::Ok => "ok",
+            CycleStatus::Mismatch => "mismatch",
+        }
+    }
+}
+
+/// The cycle summary of spec §8, plus `convex_mismatches` (hardened B2).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CycleSummary {
+    pub status: CycleStatus,
+    pub sampled: u64,
+    pub mismatches: u64,
+    pub missing_documents: u64,
+    pub hash_mismatches: u64,
+    pub lag_drift_nonzero: u64,
+    pub convex_mismatches: u64,
+    pub mismatch_rate: f64,
+    pub max_abs_lag_drift: i64,
+    pub avg_abs_lag_drift: f64,
+}
+
+impl CycleSummary {
+    /// A disabled cycle: all zeros.
+    pub fn disabled() -> Self {
+        CycleSummary {
+            status: CycleStatus::Disabled,
+            sampled: 0,
+            mismatches: 0,
+            missing_documents: 0,
+            hash_mismatches: 0,
+            lag_drift_nonzero: 0,
+            convex_mismatches: 0,
+            mismatch_rate: 0.0,
+            max_abs_lag_drift: 0,
+            avg_abs_lag_drift: 0.0,
+        }
+    }
+}
+
+/// What one cycle found and emitted.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CycleReport {
+    pub summary: CycleSummary,
+    /// In sampling order.
+    pub comparisons: Vec<EntityComparison>,
+    /// Empty when disabled.
+    pub telemetry: Vec<TelemetryEvent>,
+}
+
+/// A cycle could not read a store; no summary is made of a partial read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{step}: {source}")]
+    Database {
+        step: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("read convex document `{document_id}`: {source}")]
+    ConvexRead {
+        document_id: String,
+        #[source]
+        source: ConvexReadError,
+    },
+}
+
+fn database(step: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError {
+    move |source| AuditError::Database { step, source }
+}
+
+/// The auditor: its configuration, the switches it obeys (B2, B18), and the
+/// sweep cursor of the hardened B18 sampling.
+#[derive(Clone, Debug)]
+pub struct ParityAuditor {
+    config: AuditorConfig,
+    switches: Switches,
+    /// The last `(projection_name, entity_id)` audited by the sweep.
+    cursor: Option<(String, String)>,
+}
+
+impl ParityAuditor {
+    pub fn new(config: AuditorConfig, switches: Switches) -> Self {
+        ParityAuditor {
+            config,
+            switches,
+            cursor: None,
+        }
+    }
+
+    pub fn config(&self) -> &AuditorConfig {
+        &self.config
+    }
+
+    /// Where the hardened sweep resumes; always `None` under legacy B18.
+    pub fn cursor(&self) -> Option<&(String, String)> {
+        self.cursor.as_ref()
+    }
+
+    /// One cycle (spec §8 `run_once`). `convex` is read only when B2 is fixed;
+    /// `None` means the deployment has no Convex target, and then only Khala
+    /// is compared.
+    pub async fn run_once(
+        &mut self,
+        pool: &PgPool,
+        convex: Option<&ConvexReader>,
+        options: &RunOptions,
+    ) -> Result<CycleReport, AuditError> {
+        let settings = self.config.for_cycle(options);
+        if !settings.enabled {
+            return Ok(CycleReport {
+                summary: CycleSummary::disabled(),
+                comparisons: Vec::new(),
+                telemetry: Vec::new(),
+            });
+        }
+        let sampled = if self.switches.b18_sampling_most_recent_only {
+            sample_most_recent(pool, &settings).await?
+        } else {
+            self.sample_sweep(pool, &settings).await?
+        };
+        let convex = if self.switches.b2_auditor_blind_to_convex {
+            None
+        } else {
+            convex
+        };
+        let mut comparisons = Vec::with_capacity(sampled.len());
+        for checkpoint in &sampled {
+            let kind = checkpoint.projection_name.parse::<ProjectionKind>().ok();
+            let row = match kind {
+                Some(kind) => read_model_row(pool, kind, &checkpoint.document_id).await?,
+                None => None,
+            };
+            let khala = compare::compare_khala(checkpoint, row.as_ref());
+            let convex_check = match (convex, kind) {
+                (Some(reader), Some(kind)) => {
+                    let document =
+                        reader
+                            .get(kind, &checkpoint.document_id)
+                            .await
+                            .map_err(|source| AuditError::ConvexRead {
+                                document_id: checkpoint.document_id.clone(),
+                                source,
+                            })?;
+                    Some(compare::compare_convex(checkpoint, document.as_ref()))
+                }
+                _ => None,
+            };
+            comparisons.push(compare::comparison(checkpoint, khala, convex_check));
+        }
+        let summary = compare::summarise(&comparisons);
+        let telemetry = telemetry::events(
+            &summary,
+            &comparisons,
+            options.emit_entity_events,
+            options.emit_parity_failures,
+        );
+        Ok(CycleReport {
+            summary,
+            comparisons,
+            telemetry,
+        })
+    }
+
+    /// The hardened B18 sampling: the next `sample_size` checkpoints after the
+    /// cursor in `(projection_name, entity_id)` byte order, wrapping to the
+    /// start, never one twice in a cycle.
+    async fn sample_sweep(
+        &mut self,
+        pool: &PgPool,
+        settings: &CycleSettings,
+    ) -> Result<Vec<Checkpoint>, AuditError> {
+        let limit = i64::from(settings.sample_size);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let names = names(settings);
+        let (after_name, after_entity) = self.cursor.clone().unwrap_or_default();
+        let mut sampled: Vec<Checkpoint> = sqlx::query_as(
+            "SELECT * FROM runtime.convex_projection_checkpoints \
+             WHERE projection_name = ANY($1) \
+             AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") > ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
+             ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
+        )
+        .bind(&names)
+        .bind(&after_name)
+        .bind(&after_entity)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+        .map_err(database("sample checkpoints after the sweep cursor"))?;
+        if (sampled.len() as i64) < limit && self.cursor.is_some() {
+            let wrapped: Vec<Checkpoint> = sqlx::query_as(
+                "SELECT * FROM runtime.convex_projection_checkpoints \
+                 WHERE projection_name = ANY($1) \
+                 AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") <= ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
+                 ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
+            )
+            .bind(&names)
+            .bind(&after_name)
+            .bind(&after_entity)
+            .bind(limit - sampled.len() as i64)
+            .fetch_all(pool)
+            .await
+            .map_err(database("sample checkpoints from the start of the sweep"))?;
+            sampled.extend(wrapped);
+        }
+        if let Some(last) = sampled.last() {
+            self.cursor = Some((last.projection_name.clone(), last.entity_id.clone()));
+        }
+        Ok(sampled)
+    }
+}
+
+fn names(settings: &CycleSettings) -> Vec<String> {
+    settings
+        .projection_names
+        .iter()
+        .map(|kind| kind.name().to_owned())
+        .collect()
+}
+
+/// The original sampling: the most recently updated checkpoints.
+async fn sample_most_recent(
+    pool: &PgPool,
+    settings: &CycleSettings,
+) -> Result<Vec<Checkpoint>, AuditError> {
+    sqlx::query_as(
+        "SELECT * FROM runtime.convex_projection_checkpoints WHERE projection_name = ANY($1) \
+         ORDER BY updated_at DESC LIMIT $2",
+    )
+    .bind(names(settings))
+    .bind(i64::from(settings.sample_size))
+    .fetch_all(pool)
+    .await
+    .map_err(database("sample the most recently updated checkpoints"))
+}
+
+async fn read_model_row(
+    pool: &PgPool,
+    kind: ProjectionKind,
+    document_id: &str,
+) -> Result<Option<ReadModelRow>, AuditError> {
+    let statement = format!(
+        "SELECT doc_version, payload FROM {} WHERE doc_key = $1",
+        kind.read_model_table()
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(document_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(database("read the khala read model"))
+}
