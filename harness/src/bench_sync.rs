@@ -1,7 +1,7 @@
-//! Benchmarks of the sync server: replay catch-up throughput, i.e. how fast
-//! one WebSocket client receives a backlog it subscribes to. They report
-//! rates; they never assert on time. (Commit-to-apply latency is not
-//! measured yet.)
+//! Benchmarks of the sync server: replay catch-up throughput (how fast one
+//! WebSocket client receives a backlog it subscribes to) and commit-to-client
+//! latency with many subscribed clients. They report figures; they never
+//! assert on time.
 
 use crate::backend::postgres::{BackendError, PostgresBackend};
 use futures::{SinkExt, StreamExt};
@@ -201,4 +201,188 @@ async fn catch_up(url: &str) -> Result<(usize, usize, usize, Duration), SyncBenc
             _ => {}
         }
     }
+}
+
+/// What to measure: `events` projections of one run, each delivered live to
+/// every one of `clients` subscribed WebSocket clients.
+#[derive(Clone, Debug)]
+pub struct LatencyBench {
+    pub profile: Profile,
+    pub events: usize,
+    pub clients: Vec<usize>,
+}
+
+/// Commit-to-client latency percentiles over every (client, event) pair.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LatencyRate {
+    pub clients: usize,
+    pub events: usize,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// How long one client may wait for the last event before the benchmark
+/// gives up (legacy B11 can stall delivery until the next wake-up).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// From the moment the projection's append returns (its transaction has
+/// committed) to the moment each subscribed client has the update in hand.
+pub async fn commit_to_apply(
+    backend: &PostgresBackend,
+    bench: &LatencyBench,
+) -> Result<Vec<LatencyRate>, SyncBenchError> {
+    use khala_runtime::authority::NewRun;
+    use khala_runtime::{Runtime, RuntimeConfig, SinkMode};
+    let mut rates = Vec::new();
+    for &clients in &bench.clients {
+        let db = backend.fresh_database().await?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let runtime = Runtime::new(
+            db.pool.clone(),
+            RuntimeConfig {
+                sink_mode: SinkMode::KhalaOnly,
+                clock: clock.clone(),
+                ..RuntimeConfig::new(bench.profile)
+            },
+        );
+        let run = NewRun {
+            run_id: "bench_run".into(),
+            thread_id: "bench".into(),
+            owner_user_id: Some(1),
+            owner_guest_scope: None,
+        };
+        runtime
+            .create_run(&run)
+            .await
+            .map_err(|error| SyncBenchError::Protocol(error.to_string()))?;
+        let config = SyncConfig::new(bench.profile);
+        let issuer = TokenIssuer::new(IssuerConfig::matching(&config.auth, DEFAULT_KEY_ID));
+        let token = issuer.issue(1, &[TOPIC.to_owned()], clock.now())?.token;
+        let server =
+            SyncServer::start(config, db.pool.clone(), runtime.notifier().clone(), clock).await?;
+        let url = server.websocket_url(&token);
+        let (ready_sender, mut ready) = tokio::sync::mpsc::channel(clients.max(1));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (url, ready_sender, last) =
+                (url.clone(), ready_sender.clone(), bench.events as i64);
+            tasks.push(tokio::spawn(async move {
+                receive_live(&url, ready_sender, last).await
+            }));
+        }
+        drop(ready_sender);
+        for _ in 0..clients {
+            ready
+                .recv()
+                .await
+                .ok_or_else(|| SyncBenchError::Protocol("a client failed to subscribe".into()))?;
+        }
+        let mut committed = Vec::with_capacity(bench.events);
+        for _ in 0..bench.events {
+            let appended = runtime
+                .append_event(
+                    ProjectionKind::RunSummary,
+                    "bench_run",
+                    "run.delta",
+                    &json!({}),
+                )
+                .await;
+            committed.push(Instant::now());
+            appended.map_err(|error| SyncBenchError::Protocol(error.to_string()))?;
+        }
+        let mut latencies_ms = Vec::with_capacity(clients * bench.events);
+        let mut failure = None;
+        for task in tasks {
+            match task.await {
+                Ok(Ok(arrivals)) => {
+                    for (watermark, arrived) in arrivals {
+                        let committed_at = committed[(watermark - 1) as usize];
+                        latencies_ms.push(
+                            arrived
+                                .saturating_duration_since(committed_at)
+                                .as_secs_f64()
+                                * 1000.0,
+                        );
+                    }
+                }
+                Ok(Err(error)) => failure = Some(error),
+                Err(error) => failure = Some(SyncBenchError::Protocol(error.to_string())),
+            }
+        }
+        server.shutdown().await?;
+        db.drop_database().await?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        latencies_ms.sort_by(f64::total_cmp);
+        let percentile = |fraction: f64| {
+            latencies_ms
+                .get(
+                    ((latencies_ms.len() as f64 * fraction) as usize)
+                        .min(latencies_ms.len().saturating_sub(1)),
+                )
+                .copied()
+                .unwrap_or(0.0)
+        };
+        rates.push(LatencyRate {
+            clients,
+            events: bench.events,
+            samples: latencies_ms.len(),
+            p50_ms: percentile(0.50),
+            p95_ms: percentile(0.95),
+            p99_ms: percentile(0.99),
+            max_ms: latencies_ms.last().copied().unwrap_or(0.0),
+        });
+    }
+    Ok(rates)
+}
+
+/// Joins and subscribes, reports ready, then records when each watermark up
+/// to `last` arrives.
+async fn receive_live(
+    url: &str,
+    ready: tokio::sync::mpsc::Sender<()>,
+    last: i64,
+) -> Result<Vec<(i64, Instant)>, SyncBenchError> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    ws.send(Message::text(r#"["1","1","sync:v1","phx_join",{}]"#))
+        .await?;
+    next_frame(&mut ws).await?;
+    let subscribe = json!(["1", "2", "sync:v1", "sync:subscribe", {"topics": [TOPIC]}]);
+    ws.send(Message::text(subscribe.to_string())).await?;
+    loop {
+        let (frame, _) = next_frame(&mut ws).await?;
+        if frame.event == "phx_reply" && frame.reference.as_deref() == Some("2") {
+            break;
+        }
+    }
+    let _ = ready.send(()).await;
+    let mut arrivals = Vec::new();
+    let mut highest = 0;
+    let received = tokio::time::timeout(LIVE_TIMEOUT, async {
+        while highest < last {
+            let (frame, _) = next_frame(&mut ws).await?;
+            if frame.event != "sync:update_batch" {
+                continue;
+            }
+            let now = Instant::now();
+            for update in frame.payload["updates"].as_array().into_iter().flatten() {
+                if let Some(watermark) = update["watermark"]
+                    .as_i64()
+                    .filter(|watermark| (1..=last).contains(watermark))
+                {
+                    arrivals.push((watermark, now));
+                    highest = highest.max(watermark);
+                }
+            }
+        }
+        Ok::<(), SyncBenchError>(())
+    })
+    .await;
+    let _ = ws.close(None).await;
+    received.map_err(|_| SyncBenchError::TimedOut(LIVE_TIMEOUT))??;
+    Ok(arrivals)
 }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use khala_parity::backend::convex::{ConvexBackend, ConvexConfig};
 use khala_parity::backend::postgres::{BackendChoice, PostgresBackend, PostgresConfig};
 use khala_parity::bench::{self, ProjectionBench};
+use khala_parity::bench_sync;
 use khala_parity::case::Case;
 use khala_parity::driver::{self, Backends};
 use khala_parity::engine::{self, EngineSettings};
@@ -100,6 +101,37 @@ enum ListWhat {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// Replay catch-up throughput of the sync server to one client (events/s).
+    Replay {
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        #[arg(long, default_value = "hardened", value_parser = clap::value_parser!(Profile))]
+        profile: Profile,
+        /// Journal rows the client catches up on.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        events: u32,
+        /// Replay batch sizes to measure, comma separated.
+        #[arg(long, default_value = "50,200,1000", value_delimiter = ',', value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        batch_sizes: Vec<i64>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+    /// Commit-to-client latency percentiles with many subscribed WebSocket clients.
+    Latency {
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        /// Legacy can stall delivery until the next wake-up (B11).
+        #[arg(long, default_value = "hardened", value_parser = clap::value_parser!(Profile))]
+        profile: Profile,
+        /// Projections per measurement.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        events: u32,
+        /// Subscribed client counts, comma separated.
+        #[arg(long, default_value = "1,10,100", value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=1000))]
+        clients: Vec<u32>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Engine throughput: cases/s and steps/s on real backends, reset time,
     /// and the time to shrink each legacy failure.
     Engine {
@@ -325,6 +357,89 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
                 Format::Human => print_human(&report),
             }
             Ok(decision_code(report.gate.decision))
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Replay {
+                    backend,
+                    profile,
+                    events,
+                    batch_sizes,
+                    format,
+                },
+        } => {
+            let postgres = tokio.block_on(start_postgres(backend))?;
+            let spec = bench_sync::ReplayBench {
+                profile,
+                events: events as usize,
+                batch_sizes,
+            };
+            let rates = tokio.block_on(bench_sync::replay_catch_up(&postgres, &spec));
+            tokio
+                .block_on(postgres.shutdown())
+                .context("stop PostgreSQL")?;
+            let rates = rates.context("run the replay benchmark")?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rates)?),
+                Format::Human => {
+                    println!("replay catch-up to one client ({profile}, {events} events)");
+                    println!(
+                        "{:>10} {:>8} {:>9} {:>12}",
+                        "batch size", "batches", "seconds", "events/s"
+                    );
+                    for rate in rates {
+                        println!(
+                            "{:>10} {:>8} {:>9.3} {:>12.0}",
+                            rate.batch_size, rate.batches, rate.seconds, rate.events_per_second
+                        );
+                    }
+                }
+            }
+            Ok(exit::ALLOW)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Latency {
+                    backend,
+                    profile,
+                    events,
+                    clients,
+                    format,
+                },
+        } => {
+            let postgres = tokio.block_on(start_postgres(backend))?;
+            let spec = bench_sync::LatencyBench {
+                profile,
+                events: events as usize,
+                clients: clients.iter().map(|count| *count as usize).collect(),
+            };
+            let rates = tokio.block_on(bench_sync::commit_to_apply(&postgres, &spec));
+            tokio
+                .block_on(postgres.shutdown())
+                .context("stop PostgreSQL")?;
+            let rates = rates.context("run the latency benchmark")?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rates)?),
+                Format::Human => {
+                    println!("commit to client apply ({profile}, {events} projections)");
+                    println!(
+                        "{:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        "clients", "samples", "p50 ms", "p95 ms", "p99 ms", "max ms"
+                    );
+                    for rate in rates {
+                        println!(
+                            "{:>7} {:>8} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                            rate.clients,
+                            rate.samples,
+                            rate.p50_ms,
+                            rate.p95_ms,
+                            rate.p99_ms,
+                            rate.max_ms
+                        );
+                    }
+                }
+            }
+            Ok(exit::ALLOW)
         }
         Command::Bench {
             what:

@@ -397,3 +397,30 @@ async fn b1_hardened_on_real_convex_nothing_diverges_and_repair_levels_all_store
         [(None, None, None), (Some(1), Some(1), Some(1))]
     );
 }
+
+/// A client lane with its flag off reads Convex through this path (§9.1).
+#[tokio::test]
+async fn the_legacy_convex_read_path_lists_what_convex_holds() {
+    use khala_clients::{ConvexReadPath, LegacyReadPath};
+    let convex = convex_backend().await;
+    let sink = ConvexHttpSink::new(&sink_config(&convex, None));
+    for run in ["run_1", "run_2"] {
+        ok(sink
+            .send(RUN, &RUN.document_id(run), &run_summary(run, 3, "running"))
+            .await);
+    }
+    let path = ConvexReadPath {
+        reader: reader(&convex),
+        kind: RUN,
+    };
+    let listed = ok(path.list().await);
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect::<Vec<_>>(),
+        ["runtime/run_summary:run_1", "runtime/run_summary:run_2"]
+    );
+    assert_eq!(listed[1].1, run_summary("run_2", 3, "running"));
+    ok(convex.shutdown().await);
+}

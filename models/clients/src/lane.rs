@@ -73,6 +73,23 @@ impl HydrationReadPath {
     }
 }
 
+/// The legacy Convex read path: mobile with its flag off boots the Convex
+/// client and reads Convex, not Khala.
+pub struct ConvexReadPath {
+    pub reader: khala_runtime::sink::ConvexReader,
+    pub kind: khala_runtime::ProjectionKind,
+}
+
+#[async_trait::async_trait]
+impl LegacyReadPath for ConvexReadPath {
+    async fn list(&self) -> Result<Vec<(String, Value)>, ReadPathError> {
+        self.reader
+            .list_all(self.kind)
+            .await
+            .map_err(|error| ReadPathError(error.to_string()))
+    }
+}
+
 #[async_trait::async_trait]
 impl LegacyReadPath for HydrationReadPath {
     async fn list(&self) -> Result<Vec<(String, Value)>, ReadPathError> {

@@ -16,7 +16,8 @@ pub use apply::{ApplyRule, ClientCache, Update};
 pub use error::ClientError;
 pub use flags::Surface;
 pub use lane::{
-    ClientLane, HydrationReadPath, LaneConfig, LaneEvent, LaneStats, LegacyReadPath, TokenSource,
+    ClientLane, ConvexReadPath, HydrationReadPath, LaneConfig, LaneEvent, LaneStats,
+    LegacyReadPath, TokenSource,
 };
 pub use switches::ClientSwitches;
 pub use watermark_store::{MemoryWatermarkStore, PersistedWatermarkStore, WatermarkStore};
