@@ -30,8 +30,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
 use super::postgres::{
-    BackendChoice, BackendError, CONTAINER_LABEL, ENV_REQUIRE_CONTAINERS, ProviderKind,
-    drop_container, ping_docker_engine, read_provider_settings, redact_url, split_image,
+    BackendChoice, BackendError, CONTAINER_LABEL, ProviderKind, choose_provider, drop_container,
+    read_provider_settings, redact_url, split_image,
 };
 
 /// The container image as `name:tag`.
@@ -161,15 +161,12 @@ impl ConvexConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvexBackendError {
-    /// The provider settings shared with PostgreSQL are malformed.
+    /// Reading the provider settings shared with PostgreSQL, or choosing
+    /// the provider (no engine, or a forbidden fallback), failed.
     #[error(transparent)]
-    ProviderSettings(#[from] BackendError),
+    Provider(#[from] BackendError),
     #[error("start the external convex provider: {variable} is not set")]
     MissingExternalUrl { variable: &'static str },
-    #[error("find a docker engine ({ENV_REQUIRE_CONTAINERS} forbids the local fallback): {reason}")]
-    ContainersRequired { reason: String },
-    #[error("reach a docker engine for the containers provider: {reason}")]
-    EngineUnreachable { reason: String },
     #[error("generate an admin key from /dev/urandom")]
     AdminKey {
         #[source]
@@ -324,7 +321,7 @@ impl fmt::Debug for ConvexBackend {
 impl ConvexBackend {
     pub async fn start(config: &ConvexConfig) -> Result<Self, ConvexBackendError> {
         let started = Instant::now();
-        let provider = choose_provider(config).await?;
+        let provider = choose_provider(config.choice, config.require_containers, "convex").await?;
         tracing::info!(%provider, choice = %config.choice, "starting the convex backend");
         let backend = match provider {
             ProviderKind::Containers => {
@@ -679,29 +676,6 @@ fn control_error(
         action,
         container_id: container.id().to_owned(),
         source: Box::new(source),
-    }
-}
-
-async fn choose_provider(config: &ConvexConfig) -> Result<ProviderKind, ConvexBackendError> {
-    match config.choice {
-        BackendChoice::Local => Ok(ProviderKind::Local),
-        BackendChoice::External => Ok(ProviderKind::External),
-        BackendChoice::Containers => {
-            ping_docker_engine()
-                .await
-                .map_err(|reason| ConvexBackendError::EngineUnreachable { reason })?;
-            Ok(ProviderKind::Containers)
-        }
-        BackendChoice::Auto => match ping_docker_engine().await {
-            Ok(()) => Ok(ProviderKind::Containers),
-            Err(reason) if config.require_containers => {
-                Err(ConvexBackendError::ContainersRequired { reason })
-            }
-            Err(reason) => {
-                tracing::info!(%reason, "no docker engine answered; using the local convex front");
-                Ok(ProviderKind::Local)
-            }
-        },
     }
 }
 
@@ -1143,7 +1117,7 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mute
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::postgres::ENV_BACKEND;
+    use crate::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
 
     #[test]
     fn config_reads_every_variable_and_defaults_the_rest() {
@@ -1182,7 +1156,7 @@ mod tests {
         });
         assert!(matches!(
             bad_flag,
-            Err(ConvexBackendError::ProviderSettings(
+            Err(ConvexBackendError::Provider(
                 BackendError::InvalidFlag { .. }
             ))
         ));
@@ -1190,7 +1164,7 @@ mod tests {
             ConvexConfig::from_lookup(|name| (name == ENV_BACKEND).then(|| "dockr".to_owned()));
         assert!(matches!(
             bad_choice,
-            Err(ConvexBackendError::ProviderSettings(
+            Err(ConvexBackendError::Provider(
                 BackendError::InvalidChoice { .. }
             ))
         ));

@@ -375,7 +375,8 @@ impl fmt::Debug for PostgresBackend {
 impl PostgresBackend {
     pub async fn start(config: &PostgresConfig) -> Result<Self, BackendError> {
         let started = Instant::now();
-        let provider = choose_provider(config).await?;
+        let provider =
+            choose_provider(config.choice, config.require_containers, "postgres").await?;
         tracing::info!(%provider, choice = %config.choice, "starting the postgres backend");
         let (server, admin_url) = match provider {
             ProviderKind::Containers => {
@@ -613,8 +614,15 @@ pub async fn migrate(pool: &PgPool, database: &str) -> Result<(), BackendError> 
         })
 }
 
-async fn choose_provider(config: &PostgresConfig) -> Result<ProviderKind, BackendError> {
-    match config.choice {
+/// Which provider runs, for both backends: `auto` is containers when a
+/// docker engine answers, else local, unless `require_containers` forbids
+/// the fallback. `what` names the backend in the log.
+pub(crate) async fn choose_provider(
+    choice: BackendChoice,
+    require_containers: bool,
+    what: &str,
+) -> Result<ProviderKind, BackendError> {
+    match choice {
         BackendChoice::Local => Ok(ProviderKind::Local),
         BackendChoice::External => Ok(ProviderKind::External),
         BackendChoice::Containers => {
@@ -625,11 +633,9 @@ async fn choose_provider(config: &PostgresConfig) -> Result<ProviderKind, Backen
         }
         BackendChoice::Auto => match ping_docker_engine().await {
             Ok(()) => Ok(ProviderKind::Containers),
-            Err(reason) if config.require_containers => {
-                Err(BackendError::ContainersRequired { reason })
-            }
+            Err(reason) if require_containers => Err(BackendError::ContainersRequired { reason }),
             Err(reason) => {
-                tracing::info!(%reason, "no docker engine answered; using the local provider");
+                tracing::info!(%reason, what, "no docker engine answered; using the local provider");
                 Ok(ProviderKind::Local)
             }
         },
@@ -638,7 +644,7 @@ async fn choose_provider(config: &PostgresConfig) -> Result<ProviderKind, Backen
 
 /// Asks the engine testcontainers would use (DOCKER_HOST or the default
 /// socket) for a ping, bounded so that a black-holed TCP host cannot hang us.
-pub(crate) async fn ping_docker_engine() -> Result<(), String> {
+async fn ping_docker_engine() -> Result<(), String> {
     let docker_host =
         std::env::var("DOCKER_HOST").unwrap_or_else(|_| "the default socket".to_owned());
     let ping = async {
