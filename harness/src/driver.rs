@@ -403,7 +403,7 @@ async fn apply(
         }),
         Step::BreakKhala => {
             if !state.khala_broken {
-                set_khala_broken(db, true)
+                set_khala_broken(&db.pool, true)
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
                 state.khala_broken = true;
@@ -412,7 +412,7 @@ async fn apply(
         Step::Heal | Step::Quiesce => {
             backends.proxy.set_mode(ProxyMode::Pass);
             if state.khala_broken {
-                set_khala_broken(db, false)
+                set_khala_broken(&db.pool, false)
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
                 state.khala_broken = false;
@@ -431,7 +431,7 @@ async fn apply(
 
 /// A Khala database failure: a constraint no row satisfies on both read
 /// models, so every Khala write fails inside the projector transaction.
-async fn set_khala_broken(db: &CaseDatabase, broken: bool) -> Result<(), sqlx::Error> {
+pub async fn set_khala_broken(pool: &sqlx::PgPool, broken: bool) -> Result<(), sqlx::Error> {
     for table in [
         "runtime.sync_run_summaries",
         "runtime.sync_codex_worker_summaries",
@@ -445,7 +445,7 @@ async fn set_khala_broken(db: &CaseDatabase, broken: bool) -> Result<(), sqlx::E
         };
         // The table names are the two constants above.
         sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&db.pool)
+            .execute(pool)
             .await?;
     }
     Ok(())

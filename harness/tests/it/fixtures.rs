@@ -233,35 +233,13 @@ impl ProjectionSink for RendezvousSink {
 }
 
 /// Makes every write to a Khala read-model table fail, as a broken Khala
-/// database would.
+/// database would: the same fault the engine's `BreakKhala` step plants.
 pub async fn break_khala(pool: &PgPool) {
-    for table in [
-        "runtime.sync_run_summaries",
-        "runtime.sync_codex_worker_summaries",
-    ] {
-        let statement = format!(
-            "ALTER TABLE {table} ADD CONSTRAINT planted_khala_fault CHECK (false) NOT VALID"
-        );
-        support::ok(
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(pool)
-                .await,
-        );
-    }
+    support::ok(khala_parity::driver::set_khala_broken(pool, true).await);
 }
 
 pub async fn heal_khala(pool: &PgPool) {
-    for table in [
-        "runtime.sync_run_summaries",
-        "runtime.sync_codex_worker_summaries",
-    ] {
-        let statement = format!("ALTER TABLE {table} DROP CONSTRAINT planted_khala_fault");
-        support::ok(
-            sqlx::query(sqlx::AssertSqlSafe(statement))
-                .execute(pool)
-                .await,
-        );
-    }
+    support::ok(khala_parity::driver::set_khala_broken(pool, false).await);
 }
 
 /// Row counts of every table a projection may write.
