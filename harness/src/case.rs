@@ -28,6 +28,126 @@ pub struct Case {
 #[serde(deny_unknown_fields)]
 pub struct Start {
     pub sink_mode: SinkMode,
+    /// The client flags per surface (all off unless given).
+    #[serde(default, skip_serializing_if = "Flags::all_off")]
+    pub flags: Flags,
+    /// The rollout stage reached, if the rollout has begun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_stage: Option<RolloutStage>,
+}
+
+impl Start {
+    pub fn new(sink_mode: SinkMode) -> Self {
+        Start {
+            sink_mode,
+            flags: Flags::default(),
+            rollout_stage: None,
+        }
+    }
+}
+
+/// A client surface of spec §9.1, each with its own build-time flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    Web,
+    Mobile,
+    Desktop,
+}
+
+impl Surface {
+    pub const ALL: [Surface; 3] = [Surface::Web, Surface::Mobile, Surface::Desktop];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Web => "web",
+            Surface::Mobile => "mobile",
+            Surface::Desktop => "desktop",
+        }
+    }
+}
+
+/// The three client flags (`VITE_…`, `EXPO_PUBLIC_…`, `OA_DESKTOP_…`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flags {
+    #[serde(default)]
+    pub web: bool,
+    #[serde(default)]
+    pub mobile: bool,
+    #[serde(default)]
+    pub desktop: bool,
+}
+
+impl Flags {
+    pub fn all_off(&self) -> bool {
+        *self == Flags::default()
+    }
+
+    pub fn get(&self, surface: Surface) -> bool {
+        match surface {
+            Surface::Web => self.web,
+            Surface::Mobile => self.mobile,
+            Surface::Desktop => self.desktop,
+        }
+    }
+
+    pub fn set(&mut self, surface: Surface, enabled: bool) {
+        match surface {
+            Surface::Web => self.web = enabled,
+            Surface::Mobile => self.mobile = enabled,
+            Surface::Desktop => self.desktop = enabled,
+        }
+    }
+}
+
+/// The rollout stages of spec §9.2: A internal only, B a 5–10 % cohort,
+/// C a 25–50 % cohort, D everyone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RolloutStage {
+    A,
+    B,
+    C,
+    D,
+}
+
+impl RolloutStage {
+    pub const ALL: [RolloutStage; 4] = [
+        RolloutStage::A,
+        RolloutStage::B,
+        RolloutStage::C,
+        RolloutStage::D,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStage::A => "A",
+            RolloutStage::B => "B",
+            RolloutStage::C => "C",
+            RolloutStage::D => "D",
+        }
+    }
+}
+
+/// The rollback switches of spec §9.4, smallest surface first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackSwitch {
+    /// 1. Every surface's client flag off.
+    ClientFlags,
+    /// 2. The runtime back to a Convex-only projection sink.
+    RuntimeConvexOnly,
+    /// After 3 (validation): the parity auditor off.
+    DisableAuditor,
+}
+
+/// A Convex backend outage (container pause or stop; a local Node child is
+/// stopped with SIGSTOP or killed and restarted on the same data).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outage {
+    Pause,
+    Stop,
 }
 
 /// Provenance of a stored case.
@@ -202,6 +322,40 @@ pub enum Step {
     },
     /// Khala's database refuses writes until `Heal`.
     BreakKhala,
+    /// The Convex backend itself goes down until `Heal`.
+    ConvexOutage {
+        outage: Outage,
+    },
+    /// One surface's build-time client flag, for every user of the surface.
+    SetClientFlag {
+        surface: Surface,
+        enabled: bool,
+    },
+    /// Advances (or moves back) the rollout to a stage: the flags of the
+    /// users in the stage's cohort on, the others off.
+    SetRolloutStage {
+        stage: RolloutStage,
+    },
+    /// One rollback switch of spec §9.4.
+    Rollback {
+        switch: RollbackSwitch,
+    },
+    /// The parity auditor runs one cycle (`run_once`).
+    AuditorCycle,
+    /// The clock moves past the retention horizon and the retention job
+    /// runs: every journal row inserted before the jump is pruned.
+    RunRetention,
+    /// A surface's clients lose their sockets.
+    DisconnectClient {
+        surface: Surface,
+    },
+    /// A surface's clients reconnect and resume from their stored
+    /// watermarks.
+    ReconnectClient {
+        surface: Surface,
+    },
+    /// The sync server restarts; every socket drops.
+    RestartSyncServer,
     /// Ends every fault.
     Heal,
     /// Heals, runs the system's own catch-up, and checks convergence.
@@ -220,6 +374,14 @@ impl Step {
             Step::BumpProjectionVersion => "projection_version_bump",
             Step::BreakConvex { .. } => "fault_convex",
             Step::BreakKhala => "fault_khala",
+            Step::ConvexOutage { .. } => "fault_convex",
+            Step::SetClientFlag { .. } => "client_flag",
+            Step::SetRolloutStage { .. } => "rollout_stage",
+            Step::Rollback { .. } => "rollback",
+            Step::AuditorCycle => "auditor_cycle",
+            Step::RunRetention => "retention",
+            Step::DisconnectClient { .. } | Step::ReconnectClient { .. } => "client_reconnect",
+            Step::RestartSyncServer => "restart_sync_server",
             Step::Heal | Step::Quiesce => "quiesce",
         }
     }

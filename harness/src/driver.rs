@@ -3,20 +3,26 @@
 //! the invariants against the oracle. Each case gets a fresh PostgreSQL
 //! database and an emptied Convex backend.
 
-use crate::backend::convex::{ConvexBackend, ConvexBackendError};
+use crate::backend::convex::ConvexBackend;
 use crate::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
-use crate::case::{Case, ConvexFault, EntityRef, Step, StopPath};
+use crate::case::{Case, ConvexFault, EntityRef, RollbackSwitch, Step, StopPath};
+use crate::delivery::{ClientsObservation, Delivery};
 use crate::invariants::{self, Violation};
 use crate::observation::{CheckpointView, JournalEntry, Observation};
 use crate::oracle::{self, Oracle, projection_version_name};
 use crate::proxy::{ProxyMode, TcpProxy};
 use chrono::{DateTime, Utc};
+use khala_runtime::auditor::{AuditorConfig, CycleSummary, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::runtime::RuntimeError;
-use khala_runtime::sink::{ConvexHttpSink, ConvexReader, ConvexSinkConfig, PayloadMode};
+use khala_runtime::sink::{
+    ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint,
+    PayloadMode, SinkError,
+};
 use khala_runtime::{Profile, ProjectionKind, Runtime, RuntimeConfig};
 use serde_json::json;
+use sqlx::types::Json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +30,11 @@ use std::time::{Duration, Instant};
 /// The Convex sink's timeout inside the harness. The original's 2,500 ms
 /// would make every `timeout` fault cost 2.5 s; the behaviour is the same.
 pub const HARNESS_CONVEX_TIMEOUT_MS: i64 = 250;
+
+/// The query that reads both Convex tables for an observation.
+const OBSERVE_CONVEX_FUNCTION: &str = "runtime:listAllSummaries";
+/// Reading Convex back is not under test: generous, unlike the sink's timeout.
+const OBSERVE_TIMEOUT_MS: i64 = 5_000;
 
 /// A backend failed: the case's result is unknown, never a pass.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +51,13 @@ pub enum DriverError {
     },
     #[error("harness proxy: {0}")]
     Proxy(std::io::Error),
+    /// The sync server or a client lane failed where the models never
+    /// should (a lane waited past its frame timeout, a bind failed).
+    #[error("sync server or client lane at step {step}: {source}")]
+    Delivery {
+        step: usize,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl DriverError {
@@ -62,6 +80,7 @@ impl DriverError {
         match self {
             DriverError::Postgres { .. } => "postgres",
             DriverError::Convex { .. } | DriverError::Proxy(_) => "convex",
+            DriverError::Delivery { .. } => "sync",
         }
     }
 }
@@ -71,6 +90,9 @@ pub struct Backends {
     pub postgres: PostgresBackend,
     pub convex: ConvexBackend,
     proxy: TcpProxy,
+    /// Reads Convex after every step, straight to the backend (not through
+    /// the proxy); one client for the whole run, so its connection is reused.
+    observer: ConvexHttp,
 }
 
 impl Backends {
@@ -87,10 +109,16 @@ impl Backends {
         let proxy = TcpProxy::start(upstream)
             .await
             .map_err(DriverError::Proxy)?;
+        let observer = ConvexHttp::new(
+            &convex.base_url(),
+            convex.admin_key().unwrap_or_default(),
+            OBSERVE_TIMEOUT_MS,
+        );
         Ok(Backends {
             postgres,
             convex,
             proxy,
+            observer,
         })
     }
 
@@ -123,6 +151,24 @@ pub struct CaseResult {
     pub violations: Vec<Violation>,
     /// Wall-clock time spent resetting backends before the case.
     pub reset_time: Duration,
+    /// What the stores held after each step played, in order; the last
+    /// entry is the implicit final quiescence.
+    pub trace: Vec<StepTrace>,
+}
+
+/// One played step and what it left behind.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepTrace {
+    pub index: usize,
+    pub step: Step,
+    pub observation: Observation,
+    /// The parity auditor's summary, on `auditor_cycle` steps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auditor: Option<CycleSummary>,
+    /// Every client lane's view (`doc_key → seq`) and what it received,
+    /// once the case's first delivery step has started them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<ClientsObservation>,
 }
 
 /// The fixed start of the models' clock in every case, so reports repeat.
@@ -139,6 +185,10 @@ struct CaseState {
     created: std::collections::BTreeSet<EntityRef>,
     khala_broken: bool,
     version_generation: u32,
+    auditor: ParityAuditor,
+    /// The summary of the auditor cycle the current step ran, if any.
+    audited: Option<khala_runtime::auditor::CycleReport>,
+    delivery: Delivery,
 }
 
 /// Plays `case` under its profile. Stops at the first step with a
@@ -150,27 +200,46 @@ pub async fn play(
 ) -> Result<CaseResult, DriverError> {
     let reset_started = Instant::now();
     backends.proxy.set_mode(ProxyMode::Pass);
-    backends
-        .convex
-        .reset()
-        .await
-        .map_err(|error: ConvexBackendError| DriverError::convex(0, error))?;
-    let db = backends
-        .postgres
-        .fresh_database()
-        .await
-        .map_err(|error: BackendError| DriverError::postgres(0, error))?;
+    // The two stores are independent: reset both at once.
+    let (convex_reset, db) = tokio::join!(
+        backends.convex.reset(),
+        backends.postgres.case_database()
+    );
+    let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
+    if let Err(error) = convex_reset {
+        backends.postgres.recycle(db);
+        return Err(DriverError::convex(0, error));
+    }
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
+    let t0 = Instant::now();
     let played = play_in(backends, case, &db, stop_at_first, &mut result).await;
+    tprof::add(2, t0.elapsed());
+    tprof::add(1, result.reset_time);
+    tprof::dump();
     backends.proxy.set_mode(ProxyMode::Pass);
-    db.pool.close().await;
-    let dropped = db.drop_database().await;
-    played?;
-    dropped.map_err(|error| DriverError::postgres(result.steps_run, error))?;
-    Ok(result)
+    // A case that stopped at its first violation can leave Khala broken; the
+    // database goes back for the next case only with the fault removed.
+    let reusable = match played {
+        Ok(()) => clear_khala_fault(&db.pool)
+            .await
+            .map_err(|error| DriverError::postgres(result.steps_run, error)),
+        Err(error) => Err(error),
+    };
+    match reusable {
+        Ok(()) => {
+            backends.postgres.recycle(db);
+            Ok(result)
+        }
+        Err(error) => {
+            // The backend failed: this database is not trusted again.
+            db.pool.close().await;
+            let _already_failing = db.drop_database().await;
+            Err(error)
+        }
+    }
 }
 
 async fn play_in(
@@ -181,30 +250,85 @@ async fn play_in(
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
     let mut state = start_case(backends, case, db)?;
-    let mut previous = observe(&state, db, 0).await?;
+    let mut previous = observe(backends, db, 0).await?;
+    let mut previous_clients: Option<ClientsObservation> = None;
     // The steps, then an implicit final quiescence.
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
+        state.audited = None;
         apply(backends, db, &mut state, step, index).await?;
         state.oracle.apply(step);
-        let current = observe(&state, db, index).await?;
+        let current = observe(backends, db, index).await?;
+        let clients = state
+            .delivery
+            .settle(step, index, &state.oracle, &current)
+            .await?;
         let reprojected = matches!(
             step,
-            Step::Reproject { .. } | Step::SwitchSinkMode { .. } | Step::BumpProjectionVersion
+            Step::Reproject { .. }
+                | Step::SwitchSinkMode { .. }
+                | Step::BumpProjectionVersion
+                | Step::Rollback {
+                    switch: RollbackSwitch::RuntimeConvexOnly
+                }
         );
         let mut found =
             invariants::check_step(&state.oracle, &previous, &current, index, reprojected);
+        if let Some(report) = &state.audited {
+            found.extend(invariants::check_audit(
+                &state.oracle,
+                &current,
+                &report.comparisons,
+                index,
+            ));
+        }
+        if let Step::DuplicateDelivery { entity } = step {
+            found.extend(invariants::check_redelivery(
+                &state.oracle,
+                *entity,
+                &previous,
+                &current,
+                index,
+            ));
+        }
         if matches!(step, Step::Quiesce) {
             found.extend(invariants::check_quiescence(&state.oracle, &current, index));
+            if let Some(report) = &state.audited {
+                found.extend(invariants::check_catch_up(
+                    &state.oracle,
+                    &current,
+                    &report.comparisons,
+                    index,
+                ));
+            }
+        }
+        if let Some(clients) = &clients {
+            found.extend(invariants::check_clients(
+                &state.oracle,
+                &current,
+                previous_clients.as_ref(),
+                clients,
+                index,
+                matches!(step, Step::Quiesce),
+            ));
         }
         result.steps_run = index + 1;
         let failed = !found.is_empty();
         result.violations.extend(found);
+        result.trace.push(StepTrace {
+            index,
+            step: step.clone(),
+            observation: current.clone(),
+            auditor: state.audited.take().map(|report| report.summary),
+            clients: clients.clone(),
+        });
         if failed && stop_at_first {
             break;
         }
         previous = current;
+        previous_clients = clients;
     }
+    state.delivery.finish().await;
     Ok(())
 }
 
@@ -213,7 +337,8 @@ fn start_case(
     case: &Case,
     db: &CaseDatabase,
 ) -> Result<CaseState, DriverError> {
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(case_start_time()));
+    let manual_clock = Arc::new(ManualClock::new(case_start_time()));
+    let clock: Arc<dyn Clock> = manual_clock.clone();
     let config = RuntimeConfig {
         payload_mode: PayloadMode::Inline,
         clock,
@@ -232,13 +357,20 @@ fn start_case(
         .map_err(|error| DriverError::postgres(0, error))?;
     // The reader bypasses the proxy: observing must work during faults.
     let reader = ConvexReader::new(&backends.convex.base_url(), &admin_key, 5_000);
+    let auditor_config = AuditorConfig {
+        enabled: true,
+        ..AuditorConfig::default()
+    };
     Ok(CaseState {
         runtime,
-        oracle: Oracle::new(case.ids, case.start.sink_mode),
+        oracle: Oracle::at_start(case.ids, &case.start),
         reader,
         created: Default::default(),
         khala_broken: false,
         version_generation: 1,
+        auditor: ParityAuditor::new(auditor_config, case.profile.switches()),
+        audited: None,
+        delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
     })
 }
 
@@ -397,6 +529,38 @@ async fn apply(
                 .await
                 .map_err(|error| DriverError::postgres(index, error))?;
         }
+        Step::Rollback {
+            switch: RollbackSwitch::RuntimeConvexOnly,
+        } => {
+            state
+                .runtime
+                .set_sink_mode(khala_runtime::SinkMode::ConvexOnly)
+                .await
+                .map_err(|error| DriverError::postgres(index, error))?;
+        }
+        Step::Rollback {
+            switch: RollbackSwitch::DisableAuditor,
+        } => {}
+        Step::AuditorCycle => {
+            let enabled = state.oracle.auditor_enabled();
+            audit(db, state, index, enabled).await?;
+        }
+        Step::ConvexOutage { .. } => {
+            return Err(DriverError::Proxy(std::io::Error::other(
+                "convex outages are not played yet",
+            )));
+        }
+        Step::SetClientFlag { .. }
+        | Step::SetRolloutStage { .. }
+        | Step::Rollback {
+            switch: RollbackSwitch::ClientFlags,
+        }
+        | Step::RunRetention
+        | Step::DisconnectClient { .. }
+        | Step::ReconnectClient { .. }
+        | Step::RestartSyncServer => {
+            state.delivery.apply(step, index, &state.oracle).await?;
+        }
         Step::BreakConvex { fault } => backends.proxy.set_mode(match fault {
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
@@ -423,10 +587,51 @@ async fn apply(
                     .repair_pending()
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
+                // The runbook keeps the auditor on through catch-up (X6).
+                audit(db, state, index, true).await?;
             }
         }
     }
     Ok(())
+}
+
+/// One parity auditor cycle, kept for the invariants and the trace. The
+/// auditor reads Convex only where the deployment writes it (and only when
+/// B2 is fixed: that switch is the auditor's own).
+async fn audit(
+    db: &CaseDatabase,
+    state: &mut CaseState,
+    index: usize,
+    enabled: bool,
+) -> Result<(), DriverError> {
+    let convex = state
+        .oracle
+        .sink_mode()
+        .writes_convex()
+        .then_some(&state.reader);
+    let options = RunOptions {
+        enabled: Some(enabled),
+        ..RunOptions::default()
+    };
+    let report = state
+        .auditor
+        .run_once(&db.pool, convex, &options)
+        .await
+        .map_err(|error| DriverError::postgres(index, error))?;
+    state.audited = Some(report);
+    Ok(())
+}
+
+/// Removes the Khala fault whether or not the case left it in place, in one
+/// round trip.
+async fn clear_khala_fault(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(
+        "ALTER TABLE runtime.sync_run_summaries DROP CONSTRAINT IF EXISTS harness_khala_fault; \
+         ALTER TABLE runtime.sync_codex_worker_summaries DROP CONSTRAINT IF EXISTS harness_khala_fault",
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// A Khala database failure: a constraint no row satisfies on both read
@@ -451,40 +656,91 @@ pub async fn set_khala_broken(pool: &sqlx::PgPool, broken: bool) -> Result<(), s
     Ok(())
 }
 
+/// How many documents per Convex table an observation reads at most; a case
+/// holds a handful, so more means something is wrong.
+const OBSERVED_DOCUMENTS_MAX: u32 = 10_000;
+
+/// Everything observe reads from PostgreSQL, as JSON arrays in one round
+/// trip: both read models by key, the checkpoints (in scan order, as a plain
+/// SELECT returns them) and the journal by topic and watermark.
+fn observation_statement() -> String {
+    let read_model = |kind: ProjectionKind| {
+        format!(
+            "(SELECT coalesce(json_agg(json_build_array(doc_key, doc_version, payload) ORDER BY doc_key), '[]') FROM {})",
+            kind.read_model_table()
+        )
+    };
+    format!(
+        "SELECT {}, {}, \
+         (SELECT coalesce(json_agg(json_build_array(document_id, last_runtime_seq, projection_version, summary_hash)), '[]') \
+          FROM runtime.convex_projection_checkpoints), \
+         (SELECT coalesce(json_agg(json_build_array(topic, watermark, doc_key, doc_version) ORDER BY topic, watermark), '[]') \
+          FROM runtime.sync_stream_events)",
+        read_model(ProjectionKind::RunSummary),
+        read_model(ProjectionKind::CodexWorkerSummary),
+    )
+}
+
+type ReadModelRows = Json<Vec<(String, i64, serde_json::Value)>>;
+type CheckpointRows = Json<Vec<(String, i64, String, String)>>;
+type JournalRows = Json<Vec<(String, i64, String, i64)>>;
+
+/// Reads every store after a step: one SQL statement and one Convex query
+/// (it bypasses the proxy: observing must work during faults), both at once.
 async fn observe(
-    state: &CaseState,
+    backends: &Backends,
     db: &CaseDatabase,
     step: usize,
 ) -> Result<Observation, DriverError> {
-    let pg = |error: sqlx::Error| DriverError::postgres(step, error);
-    let mut observation = Observation::default();
-    for kind in ProjectionKind::ALL {
-        let statement = format!(
-            "SELECT doc_key, doc_version, payload FROM {} ORDER BY doc_key",
-            kind.read_model_table()
-        );
-        let rows: Vec<(String, i64, serde_json::Value)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(statement))
-                .fetch_all(&db.pool)
-                .await
-                .map_err(pg)?;
-        observation.khala.extend(
-            rows.into_iter()
-                .map(|(key, version, payload)| (key, (version, payload))),
-        );
-        let documents = state
-            .reader
-            .list_all(kind)
-            .await
-            .map_err(|error| DriverError::convex(step, error))?;
-        observation.convex.extend(documents);
-    }
-    let checkpoints: Vec<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT document_id, last_runtime_seq, projection_version, summary_hash FROM runtime.convex_projection_checkpoints",
+    let _g = tprof::Guard(4, Instant::now());
+    let statement = observation_statement();
+    let khala = sqlx::query_as::<_, (ReadModelRows, ReadModelRows, CheckpointRows, JournalRows)>(
+        sqlx::AssertSqlSafe(statement),
     )
-    .fetch_all(&db.pool)
-    .await
-    .map_err(pg)?;
+    .fetch_one(&db.pool);
+    let convex = backends.observer.call(
+        Endpoint::Query,
+        OBSERVE_CONVEX_FUNCTION,
+        json!({"limit": OBSERVED_DOCUMENTS_MAX}),
+    );
+    let (khala, convex) = tokio::join!(khala, convex);
+    let (Json(runs), Json(workers), Json(checkpoints), Json(journal)) =
+        khala.map_err(|error| DriverError::postgres(step, error))?;
+    let convex_error = |source| {
+        DriverError::convex(
+            step,
+            ConvexReadError {
+                path: OBSERVE_CONVEX_FUNCTION.to_owned(),
+                source,
+            },
+        )
+    };
+    let convex = convex.map_err(convex_error)?;
+    let mut observation = Observation::default();
+    observation.khala.extend(
+        runs.into_iter()
+            .chain(workers)
+            .map(|(key, version, payload)| (key, (version, payload))),
+    );
+    for table in ["run_summaries", "codex_worker_summaries"] {
+        let documents = convex
+            .get(table)
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| {
+                convex_error(SinkError::InvalidResponse {
+                    body: convex.to_string(),
+                })
+            })?;
+        for document in documents {
+            let id = document.get("document_id").and_then(serde_json::Value::as_str);
+            let (Some(id), Some(summary)) = (id, document.get("summary")) else {
+                return Err(convex_error(SinkError::InvalidResponse {
+                    body: document.to_string(),
+                }));
+            };
+            observation.convex.insert(id.to_owned(), summary.clone());
+        }
+    }
     for (document_id, last_runtime_seq, projection_version, summary_hash) in checkpoints {
         let view = CheckpointView {
             document_id: document_id.clone(),
@@ -494,12 +750,6 @@ async fn observe(
         };
         observation.checkpoints.insert(document_id, view);
     }
-    let journal: Vec<(String, i64, String, i64)> = sqlx::query_as(
-        "SELECT topic, watermark, doc_key, doc_version FROM runtime.sync_stream_events ORDER BY topic, watermark",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .map_err(pg)?;
     for (topic, watermark, doc_key, doc_version) in journal {
         observation
             .journal
@@ -517,4 +767,46 @@ async fn observe(
 /// The profile a stored or generated case runs under.
 pub fn profile_of(case: &Case) -> Profile {
     case.profile
+}
+
+mod tprof {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+    static T: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+    static N: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+    pub fn add(i: usize, d: Duration) {
+        T[i].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        N[i].fetch_add(1, Ordering::Relaxed);
+    }
+    pub struct Guard(pub usize, pub Instant);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            add(self.0, self.1.elapsed());
+        }
+    }
+    pub fn dump() {
+        let names = [
+            "cvx_reset",
+            "fresh_db",
+            "play_in",
+            "drop_db",
+            "observe",
+            "cvx_list",
+            "",
+            "",
+        ];
+        let mut out = String::from("TPROF");
+        for i in 0..6 {
+            let t = T[i].load(Ordering::Relaxed);
+            let n = N[i].load(Ordering::Relaxed).max(1);
+            out.push_str(&format!(
+                " {}={}ms/{}={:.2}ms",
+                names[i],
+                t / 1000,
+                n,
+                t as f64 / n as f64 / 1000.0
+            ));
+        }
+        eprintln!("{out} blackholed={}", crate::proxy::BLACKHOLED.load(Ordering::Relaxed));
+    }
 }

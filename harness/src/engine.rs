@@ -1,12 +1,16 @@
 //! The engine: generates cases from a scenario, plays each through the
 //! driver, and shrinks every failure to a minimal case that fails the same
 //! way (same invariant, same reason class). All randomness flows from one
-//! seed; wall-clock figures are kept apart in `Timing`.
+//! seed; wall-clock figures are kept apart in `Timing`. Only the invariants
+//! the scenario selects count, and every generated case's steps are counted
+//! for coverage.
 
 use crate::case::{Case, Origin};
-use crate::driver::{self, Backends, DriverError};
+use crate::coverage::{Coverage, ScenarioCoverage};
+use crate::driver::{self, Backends, DriverError, StepTrace};
 use crate::generate;
 use crate::invariants::Violation;
+use crate::report::metrics::RunMetrics;
 use crate::scenario::Scenario;
 use khala_runtime::Profile;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
@@ -37,6 +41,8 @@ pub struct Finding {
     pub violations: Vec<Violation>,
     pub shrink_steps: u32,
     pub shrink_time: Duration,
+    /// What the stores held after each step of the minimal case.
+    pub trace: Vec<StepTrace>,
 }
 
 /// What a scenario's run found.
@@ -49,6 +55,11 @@ pub struct ScenarioRun {
     pub findings: Vec<Finding>,
     /// A backend failed: the run proves nothing.
     pub unknown: Option<String>,
+    /// What the generated cases exercised (none for stored cases).
+    pub coverage: Option<ScenarioCoverage>,
+    /// The auditor, delivery and rollback figures of the generated cases'
+    /// traces (shrinking plays excluded).
+    pub metrics: RunMetrics,
     pub timing: Timing,
 }
 
@@ -93,12 +104,40 @@ pub fn run_scenario(
     scenario: &Scenario,
     settings: &EngineSettings,
 ) -> ScenarioRun {
+    run_scenario_with_progress(tokio, backends, scenario, settings, &|_| {})
+}
+
+/// Where a running scenario is, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Generated cases played so far, of `total`.
+    pub cases: u32,
+    pub total: u32,
+    /// Distinct failures found so far.
+    pub findings: usize,
+    /// Whether the engine is shrinking a failure.
+    pub shrinking: bool,
+}
+
+/// `run_scenario`, telling `progress` after every played case.
+pub fn run_scenario_with_progress(
+    tokio: &tokio::runtime::Runtime,
+    backends: &Backends,
+    scenario: &Scenario,
+    settings: &EngineSettings,
+    progress: &dyn Fn(Progress),
+) -> ScenarioRun {
     let started = Instant::now();
     let mut run = ScenarioRun {
         scenario: scenario.name.clone(),
         ..ScenarioRun::default()
     };
     let found: RefCell<BTreeSet<Signature>> = RefCell::new(BTreeSet::new());
+    let coverage = RefCell::new(Coverage::default());
+    let metrics = RefCell::new(RunMetrics::default());
+    // A case may stop at its first violation only when every invariant
+    // counts; otherwise an ignored one would hide the steps after it.
+    let stop_at_first = scenario.invariants.checks_all();
     let strategy = generate::case(scenario, settings.profile);
     let mut round = 0u64;
     while run.cases < settings.cases && run.unknown.is_none() {
@@ -111,6 +150,7 @@ pub fn run_scenario(
         let round_seed = derive_seed(settings.seed, &scenario.name, round);
         round += 1;
         let remaining = settings.cases - run.cases;
+        let run_cases = run.cases;
         let target: RefCell<Option<Signature>> = RefCell::new(None);
         let counters = RefCell::new((0u32, 0u64, 0u32, Duration::ZERO)); // cases, steps, shrink steps, reset time
         let unknown: RefCell<Option<String>> = RefCell::new(None);
@@ -132,20 +172,37 @@ pub fn run_scenario(
                 return Ok(());
             }
             let shrinking = target.borrow().is_some();
-            let played = tokio.block_on(driver::play(backends, &case, true));
+            let played = tokio.block_on(driver::play(backends, &case, stop_at_first));
             let mut counters = counters.borrow_mut();
             if shrinking {
                 counters.2 += 1;
             } else {
                 counters.0 += 1;
             }
-            let result = match played {
+            progress(Progress {
+                cases: run_cases + counters.0,
+                total: settings.cases,
+                findings: found.borrow().len(),
+                shrinking,
+            });
+            let mut result = match played {
                 Ok(result) => result,
                 Err(error) => {
                     *unknown.borrow_mut() = Some(describe_unknown(&error));
                     return Ok(());
                 }
             };
+            if !shrinking {
+                coverage
+                    .borrow_mut()
+                    .record(&case, result.steps_run.min(case.steps.len()));
+                metrics
+                    .borrow_mut()
+                    .observe_played_case(&case, &result.trace);
+            }
+            result
+                .violations
+                .retain(|violation| scenario.invariants.checks(violation.invariant));
             counters.1 += result.steps_run as u64;
             counters.3 += result.reset_time;
             let signatures: Vec<Signature> = result
@@ -205,13 +262,19 @@ pub fn run_scenario(
                     reason_class: reason_class.clone(),
                 });
                 match tokio.block_on(driver::play(backends, &case, false)) {
-                    Ok(full) => run.findings.push(Finding {
+                    Ok(mut full) => run.findings.push(Finding {
                         invariant,
                         reason_class,
                         case,
-                        violations: full.violations,
+                        violations: {
+                            full.violations.retain(|violation| {
+                                scenario.invariants.checks(violation.invariant)
+                            });
+                            full.violations
+                        },
                         shrink_steps,
                         shrink_time,
+                        trace: full.trace,
                     }),
                     Err(error) => run.unknown = Some(describe_unknown(&error)),
                 }
@@ -221,6 +284,8 @@ pub fn run_scenario(
             }
         }
     }
+    run.coverage = Some(coverage.into_inner().report(scenario, run.cases));
+    run.metrics = metrics.into_inner();
     run.timing.total_seconds = started.elapsed().as_secs_f64();
     run
 }
@@ -262,6 +327,7 @@ pub fn replay_stored(
                         violations: result.violations.clone(),
                         shrink_steps: 0,
                         shrink_time: Duration::ZERO,
+                        trace: result.trace.clone(),
                     });
                     files.push(Some(path.clone()));
                 }

@@ -3,8 +3,8 @@
 //! are created on first use, so proptest's shrinking may drop any step.
 
 use crate::case::{
-    CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, RunEventType, Start, Step, StopPath,
-    TerminalStatus, WorkerEventType,
+    CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, RollbackSwitch, RolloutStage, RunEventType,
+    Step, StopPath, Surface, TerminalStatus, WorkerEventType,
 };
 use crate::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
@@ -29,8 +29,12 @@ fn sink_mode() -> impl Strategy<Value = SinkMode> {
     prop::sample::select(SinkMode::ALL.to_vec())
 }
 
+fn surface() -> impl Strategy<Value = Surface> {
+    prop::sample::select(Surface::ALL.to_vec())
+}
+
 /// The steps of one action kind.
-fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
+pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
     let strategy = match kind {
         "run_event" => prop_oneof![
             4 => (run(), prop::sample::select(vec![RunEventType::Started, RunEventType::Delta, RunEventType::CancelRequested]))
@@ -53,8 +57,27 @@ fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
         .boxed(),
         "duplicate_delivery" => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
         "sink_mode" => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
-        // The runtime half of the rollback of spec §9.4: back to Convex-only.
-        "rollback" => Just(Step::SwitchSinkMode { mode: SinkMode::ConvexOnly }).boxed(),
+        "client_flag" => (surface(), any::<bool>())
+            .prop_map(|(surface, enabled)| Step::SetClientFlag { surface, enabled })
+            .boxed(),
+        "rollout_stage" => prop::sample::select(RolloutStage::ALL.to_vec())
+            .prop_map(|stage| Step::SetRolloutStage { stage })
+            .boxed(),
+        "rollback" => prop::sample::select(vec![
+            RollbackSwitch::ClientFlags,
+            RollbackSwitch::RuntimeConvexOnly,
+            RollbackSwitch::DisableAuditor,
+        ])
+        .prop_map(|switch| Step::Rollback { switch })
+        .boxed(),
+        "auditor_cycle" => Just(Step::AuditorCycle).boxed(),
+        "retention" => Just(Step::RunRetention).boxed(),
+        "client_reconnect" => prop_oneof![
+            surface().prop_map(|surface| Step::DisconnectClient { surface }),
+            surface().prop_map(|surface| Step::ReconnectClient { surface }),
+        ]
+        .boxed(),
+        "restart_sync_server" => Just(Step::RestartSyncServer).boxed(),
         "reproject" => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
         "projection_version_bump" => Just(Step::BumpProjectionVersion).boxed(),
         "fault_convex" => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout])
@@ -70,27 +93,74 @@ fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
 
 /// One step, drawn by the scenario's weights.
 pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
-    let weighted: Vec<(u32, BoxedStrategy<Step>)> = scenario
-        .weights
+    weighted_step(&weighted_kinds(scenario))
+}
+
+/// The kinds with a weight above 0, and their weights.
+fn weighted_kinds(scenario: &Scenario) -> Vec<(&'static str, u32)> {
+    scenario
+        .weighted_kinds()
+        .into_iter()
+        .map(|kind| (kind, scenario.weights.get(kind).copied().unwrap_or(0)))
+        .collect()
+}
+
+fn weighted_step(kinds: &[(&'static str, u32)]) -> BoxedStrategy<Step> {
+    let weighted: Vec<(u32, BoxedStrategy<Step>)> = kinds
         .iter()
-        .filter(|(_, weight)| **weight > 0)
+        .filter(|(_, weight)| *weight > 0)
         .filter_map(|(kind, weight)| steps_of(kind).map(|strategy| (*weight, strategy)))
         .collect();
     Union::new_weighted(weighted).boxed()
 }
 
-/// A whole case under `profile`.
+/// Swarm generation: the kinds one case draws from. Each weighted kind is
+/// kept when its bit of `bits` is set (probability ½), the `always_on`
+/// ones always; when that leaves none, one kind picked by the high bits.
+pub fn swarm_subset(
+    kinds: &[(&'static str, u32)],
+    always_on: &[String],
+    bits: u64,
+) -> Vec<(&'static str, u32)> {
+    let kept: Vec<(&'static str, u32)> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(index, (kind, _))| {
+            bits >> (index % 32) & 1 == 1 || always_on.iter().any(|always| always == kind)
+        })
+        .map(|(_, kind)| *kind)
+        .collect();
+    if !kept.is_empty() || kinds.is_empty() {
+        return kept;
+    }
+    let pick = (bits >> 32) as usize % kinds.len();
+    vec![kinds[pick]]
+}
+
+/// A whole case under `profile`. With swarm generation on, each case first
+/// draws the subset of kinds it uses (from the case's own RNG, and never
+/// shrunk, so shrinking only drops and simplifies steps).
 pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
-    let start_mode = scenario.start.sink_mode;
-    let steps = prop::collection::vec(step(scenario), 1..=scenario.max_steps as usize);
+    let start = scenario.start();
+    let max_steps = scenario.max_steps as usize;
+    let weighted = weighted_kinds(scenario);
+    let kinds: BoxedStrategy<Vec<(&'static str, u32)>> = if scenario.swarm.enabled {
+        let always_on = scenario.swarm.always_on.clone();
+        any::<u64>()
+            .no_shrink()
+            .prop_map(move |bits| swarm_subset(&weighted, &always_on, bits))
+            .boxed()
+    } else {
+        Just(weighted).boxed()
+    };
+    let steps = kinds
+        .prop_flat_map(move |kinds| prop::collection::vec(weighted_step(&kinds), 1..=max_steps));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {
             schema: CASE_SCHEMA.to_owned(),
             profile,
-            start: Start {
-                sink_mode: start_mode,
-            },
+            start: start.clone(),
             ids,
             steps,
             origin: None,
@@ -111,7 +181,6 @@ mod tests {
             let mut runner = TestRunner::deterministic();
             let step = strategy.new_tree(&mut runner).unwrap().current();
             let expected = match kind {
-                "rollback" => "sink_mode",
                 "fault_partial_fanout" => "fault_khala",
                 other => other,
             };
@@ -141,5 +210,80 @@ mod tests {
                 .iter()
                 .all(|step| ["run_event", "sink_mode", "fault_khala"].contains(&step.kind()))
         );
+    }
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(std::path::Path::new("t.toml"), text).unwrap()
+    }
+
+    fn draw_cases(scenario: &Scenario, count: usize) -> Vec<Case> {
+        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[3; 32]);
+        let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+        let strategy = case(scenario, Profile::Hardened);
+        (0..count)
+            .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+            .collect()
+    }
+
+    fn kinds_of(case: &Case) -> std::collections::BTreeSet<&'static str> {
+        case.steps.iter().map(Step::kind).collect()
+    }
+
+    const FOUR_KINDS: &str = "name='t'\ndescription='d'\ncases=1\nmax_steps=40\n[weights]\nrun_event=1\nworker_event=1\nsink_mode=1\nfault_khala=1\n";
+
+    #[test]
+    fn swarm_cases_switch_off_subsets_of_the_kinds() {
+        let cases = draw_cases(&scenario(FOUR_KINDS), 60);
+        let long: Vec<&Case> = cases.iter().filter(|case| case.steps.len() >= 20).collect();
+        assert!(long.len() > 10);
+        assert!(
+            long.iter().any(|case| kinds_of(case).len() <= 2),
+            "some long case keeps at most half the kinds"
+        );
+        let union: std::collections::BTreeSet<_> = cases.iter().flat_map(kinds_of).collect();
+        assert_eq!(union.len(), 4, "every kind still occurs");
+        let always = scenario(&format!(
+            "{FOUR_KINDS}[swarm]\nalways_on = ['fault_khala']\n"
+        ));
+        assert!(
+            draw_cases(&always, 30)
+                .iter()
+                .filter(|case| case.steps.len() >= 20)
+                .all(|case| kinds_of(case).contains("fault_khala"))
+        );
+    }
+
+    #[test]
+    fn without_swarm_long_cases_use_every_kind() {
+        let off = scenario(&format!("{FOUR_KINDS}[swarm]\nenabled = false\n"));
+        let cases = draw_cases(&off, 30);
+        assert!(
+            cases
+                .iter()
+                .filter(|case| case.steps.len() >= 30)
+                .all(|case| kinds_of(case).len() == 4)
+        );
+    }
+
+    #[test]
+    fn a_swarm_subset_is_never_empty() {
+        let kinds = [("run_event", 1), ("quiesce", 2)];
+        assert_eq!(swarm_subset(&kinds, &[], 0b01), vec![("run_event", 1)]);
+        assert_eq!(swarm_subset(&kinds, &[], 0b11), kinds.to_vec());
+        assert_eq!(swarm_subset(&kinds, &[], 1 << 32).len(), 1);
+        assert_eq!(
+            swarm_subset(&kinds, &["quiesce".to_owned()], 0b01),
+            kinds.to_vec()
+        );
+    }
+
+    #[test]
+    fn the_start_comes_from_the_scenario() {
+        let staged = scenario(&format!(
+            "{FOUR_KINDS}[start]\nsink_mode = 'convex_only'\nrollout_stage = 'B'\n"
+        ));
+        let case = &draw_cases(&staged, 1)[0];
+        assert_eq!(case.start.sink_mode, SinkMode::ConvexOnly);
+        assert_eq!(case.start.rollout_stage, Some(RolloutStage::B));
     }
 }

@@ -8,6 +8,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
+mod clients;
+pub use clients::{REASON_CLASSES as CLIENT_REASON_CLASSES, check_clients};
+
 /// How bad a violation is for the cutover gate.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -26,6 +29,9 @@ pub enum Phase {
     EveryStep,
     /// After `Quiesce` and at the end of a case (convergence).
     Quiescence,
+    /// A property of one model component, checked by that component's own
+    /// tests against real backends (the `checked_by` file), not per step.
+    Models,
 }
 
 /// One entry of the catalogue.
@@ -35,6 +41,9 @@ pub struct Invariant {
     pub statement: &'static str,
     pub severity: Severity,
     pub phase: Phase,
+    /// For `Phase::Models`: where the planted-defect tests are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checked_by: Option<&'static str>,
 }
 
 pub const CATALOGUE: &[Invariant] = &[
@@ -43,48 +52,224 @@ pub const CATALOGUE: &[Invariant] = &[
         statement: "every stored document's key equals its document_id, the projection prefix plus the entity id",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "P2",
         statement: "every stored document has latest_seq = runtime_source.seq = event_count, never ahead of the runtime",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "C3",
         statement: "a checkpoint's last_runtime_seq never decreases, except through reprojection",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "W2",
-        statement: "without retention, each topic's journal watermarks form the contiguous range 1..head",
+        statement: "each topic's journal watermarks form a contiguous range: 1..head until retention first runs, oldest retained..head after",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "W3",
         statement: "a document's journal doc_version never decreases in watermark order",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "X1",
         statement: "at quiescence every document is as the oracle predicts in every store the sink mode writes, and Khala equals Convex where both are written",
         severity: Severity::Critical,
         phase: Phase::Quiescence,
+        checked_by: None,
     },
     Invariant {
         id: "X2",
         statement: "at quiescence every checkpoint is at the runtime's seq and its hash matches each store the sink mode writes",
         severity: Severity::Critical,
         phase: Phase::Quiescence,
+        checked_by: None,
+    },
+    Invariant {
+        id: "X5",
+        statement: "each auditor cycle reports a mismatch for exactly the sampled checkpoints whose Khala row, or Convex document where the sink mode writes Convex, disagrees with it",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "X6",
+        statement: "after the catch-up procedure at quiescence, an auditor cycle reports zero lag drift wherever the sink mode writes Khala",
+        severity: Severity::Critical,
+        phase: Phase::Quiescence,
+        checked_by: None,
+    },
+    Invariant {
+        id: "P3",
+        statement: "every stored document has exactly the projection's key set (18 run keys, 21 worker keys)",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "P4",
+        statement: "redelivering an entity whose stores and checkpoint are current changes nothing (idempotent skip, no sink call)",
+        severity: Severity::Warning,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "C2",
+        statement: "a checkpoint moves only together with every store the sink mode writes: after it moves, each holds a document with the checkpoint's hash",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
     },
     Invariant {
         id: "X7",
         statement: "no stored document ever moves backwards in seq",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "X3",
+        statement: "at quiescence every online client lane shows each worker document as the oracle predicts (semantic part) wherever its source holds it so; checked while the sink mode writes Khala, the source of every lane (the socket, and the runtime API the polling lanes read, modelled by the read model's hydration list): a Khala lane while the runtime is Convex-only is a runbook-order hazard, not a lane defect, and a wrong source is X1's",
+        severity: Severity::Critical,
+        phase: Phase::Quiescence,
+        checked_by: None,
+    },
+    Invariant {
+        id: "X4",
+        statement: "no client lane's view of a document ever moves backwards in seq or loses the document",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "D2",
+        statement: "deliveries to a lane continue from its stored watermark one watermark at a time, with no gap and no duplicate, across reconnects and sync-server restarts (a re-hydration starts afresh)",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "D3",
+        statement: "a subscribe is answered stale_cursor iff its resume point (0 without a cursor) is below the retention floor, the highest watermark retention has deleted on the topic, or its cursor is above every watermark ever allocated",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "D7",
+        statement: "a lane's watermark never moves back, and at quiescence every online Khala lane's doc cache holds each read-model row of its topic at the row's version with its payload",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "R1",
+        statement: "after a retention run no journal row inserted before its cutoff remains, every newer one does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: "C1",
+        statement: "the checkpoint decision table of spec §3.3 holds for every (checkpoint, summary) combination, with its lag and drift outputs",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("models/runtime/src/checkpoint.rs"),
+    },
+    Invariant {
+        id: "C4",
+        statement: "runtime writes never fail because of sink failures; a rebuild converges the checkpoint (C5: sequential bursts report lag_events ≤ 1)",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/projection.rs"),
+    },
+    Invariant {
+        id: "S1",
+        statement: "the fanout calls sinks in order, stops at the first failure and names the failing sink; an empty sink list is the Noop sink",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/projection.rs"),
+    },
+    Invariant {
+        id: "S2",
+        statement: "the Khala sink writes doc_version = seq, the summary as payload, its 32-byte payload hash and exactly one journal row (pointer mode: no journal payload)",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/projection.rs"),
+    },
+    Invariant {
+        id: "S3",
+        statement: "inside one transaction a failing later sink leaves no Khala row, no journal row and no consumed watermark",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/projection.rs"),
+    },
+    Invariant {
+        id: "S4",
+        statement: "the Convex HTTP sink sends the specified body and headers and maps every response class to its typed error; a blank base URL fails without I/O",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/convex_stub.rs"),
+    },
+    Invariant {
+        id: "W1",
+        statement: "watermark allocations per topic are 1, 2, 3, … without duplicates under concurrency, and a rolled-back allocation is not consumed",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/projection.rs"),
+    },
+    Invariant {
+        id: "A1",
+        statement: "the auditor's reason-class truth table and cycle summary arithmetic are exact",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/auditor.rs"),
+    },
+    Invariant {
+        id: "A2",
+        statement: "with dual publish and every sink succeeding, every sampled entity audits ok",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/auditor.rs"),
+    },
+    Invariant {
+        id: "A3",
+        statement: "a disabled auditor returns a zeroed summary with status disabled and emits nothing",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/tests/it/auditor.rs"),
+    },
+    Invariant {
+        id: "H1",
+        statement: "the five payload-hash vectors reproduce byte-exact canonical JSON and hash",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("models/runtime/src/hashing.rs"),
+    },
+    Invariant {
+        id: "H2",
+        statement: "canonical JSON is invariant under key permutation at every depth and keeps array order",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("models/runtime/src/hashing.rs"),
+    },
+    Invariant {
+        id: "G1",
+        statement: "the gate blocks iff (block_on_critical and critical > 0) or warnings > the maximum",
+        severity: Severity::Critical,
+        phase: Phase::Models,
+        checked_by: Some("harness/src/report.rs"),
     },
 ];
 
@@ -226,6 +411,44 @@ pub fn check_step(
         }
     }
 
+    for (store, documents) in &stores {
+        for (key, document) in documents {
+            if let Some(extra_or_missing) = key_set_difference(document) {
+                let detail = format!("{store}: {extra_or_missing}");
+                recorder.record("P3", "key_set_wrong", Some(key), detail, None);
+            }
+        }
+    }
+
+    let mode = oracle.sink_mode();
+    for (key, checkpoint) in &current.checkpoints {
+        if previous.checkpoints.get(key) == Some(checkpoint) {
+            continue;
+        }
+        for (store, written, held) in [
+            (
+                "khala",
+                mode.writes_khala(),
+                current.khala.get(key).map(|(_, payload)| payload),
+            ),
+            ("convex", mode.writes_convex(), current.convex.get(key)),
+        ] {
+            if written && held.map(parity_hash).as_ref() != Some(&checkpoint.summary_hash) {
+                let detail = format!(
+                    "the checkpoint moved to seq {} but {store} does not hold its document",
+                    checkpoint.last_runtime_seq
+                );
+                recorder.record(
+                    "C2",
+                    &format!("checkpoint_ahead_of_{store}"),
+                    Some(key),
+                    detail,
+                    None,
+                );
+            }
+        }
+    }
+
     for (key, checkpoint) in &current.checkpoints {
         if let Some(before) = previous.checkpoints.get(key)
             && checkpoint.last_runtime_seq < before.last_runtime_seq
@@ -240,10 +463,16 @@ pub fn check_step(
     }
 
     for (topic, entries) in &current.journal {
+        // Retention prunes from the bottom: then the range starts at the
+        // oldest retained row.
+        let first = match entries.first() {
+            Some(entry) if oracle.retention_ran() => entry.watermark,
+            _ => 1,
+        };
         for (index, entry) in entries.iter().enumerate() {
-            if entry.watermark != index as i64 + 1 {
+            if entry.watermark != first + index as i64 {
                 let detail = format!(
-                    "topic {topic}: watermark {} at position {}",
+                    "topic {topic}: watermark {} at position {} of a range from {first}",
                     entry.watermark,
                     index + 1
                 );
@@ -269,6 +498,170 @@ pub fn check_step(
                     None,
                 );
             }
+        }
+    }
+    recorder.found
+}
+
+/// The top-level keys of each projection (spec §2.4, §2.5).
+const RUN_SUMMARY_KEYS: [&str; 18] = [
+    "document_id",
+    "kind",
+    "run_id",
+    "thread_id",
+    "status",
+    "owner_user_id",
+    "owner_guest_scope",
+    "latest_seq",
+    "event_count",
+    "latest_event_type",
+    "latest_event_at",
+    "terminal_reason_class",
+    "terminal_reason",
+    "terminal_at",
+    "updated_at",
+    "runtime_source",
+    "projection_version",
+    "projected_at",
+];
+const WORKER_SUMMARY_KEYS: [&str; 21] = [
+    "document_id",
+    "kind",
+    "worker_id",
+    "status",
+    "owner_user_id",
+    "owner_guest_scope",
+    "workspace_ref",
+    "codex_home_ref",
+    "adapter",
+    "metadata",
+    "latest_seq",
+    "event_count",
+    "latest_event_type",
+    "latest_event_at",
+    "started_at",
+    "stopped_at",
+    "last_heartbeat_at",
+    "updated_at",
+    "runtime_source",
+    "projection_version",
+    "projected_at",
+];
+
+/// P3: what is extra or missing in a document's key set, if anything.
+fn key_set_difference(document: &Value) -> Option<String> {
+    let Value::Object(map) = document else {
+        return Some("not an object".to_owned());
+    };
+    let expected: &[&str] = match map.get("kind").and_then(Value::as_str) {
+        Some("run_summary") => &RUN_SUMMARY_KEYS,
+        Some("codex_worker_summary") => &WORKER_SUMMARY_KEYS,
+        other => return Some(format!("unknown kind {other:?}")),
+    };
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|key| !map.contains_key(*key))
+        .collect();
+    let extra: Vec<&str> = map
+        .keys()
+        .map(String::as_str)
+        .filter(|key| !expected.contains(key))
+        .collect();
+    (!missing.is_empty() || !extra.is_empty())
+        .then(|| format!("missing {missing:?}, extra {extra:?}"))
+}
+
+/// P4: after redelivering `entity`, nothing may change if its checkpoint
+/// and every store the sink mode writes were already current.
+pub fn check_redelivery(
+    oracle: &Oracle,
+    entity: crate::case::EntityRef,
+    previous: &Observation,
+    current: &Observation,
+    step_index: usize,
+) -> Vec<Violation> {
+    let mut recorder = Recorder {
+        step_index,
+        observation: current,
+        found: Vec::new(),
+    };
+    let key = oracle.document_id(entity);
+    let Some(expected) = oracle.expected_document(entity) else {
+        return Vec::new();
+    };
+    let mode = oracle.sink_mode();
+    let current_in = |observation: &Observation, store: &str| {
+        let held = match store {
+            "khala" => observation.khala.get(&key).map(|(_, payload)| payload),
+            _ => observation.convex.get(&key),
+        };
+        held.is_some_and(|document| differing_keys(&expected, &semantic_part(document)).is_empty())
+    };
+    let was_current = previous.checkpoints.get(&key).is_some_and(|checkpoint| {
+        checkpoint.last_runtime_seq == oracle.latest_seq(entity)
+            && checkpoint.projection_version == oracle.projection_version()
+    }) && (!mode.writes_khala() || current_in(previous, "khala"))
+        && (!mode.writes_convex() || current_in(previous, "convex"));
+    if !was_current {
+        return Vec::new();
+    }
+    let changed: Vec<&str> = [
+        (
+            "khala",
+            previous.khala.get(&key) != current.khala.get(&key),
+        ),
+        (
+            "convex",
+            previous.convex.get(&key) != current.convex.get(&key),
+        ),
+        (
+            "checkpoint",
+            previous.checkpoints.get(&key) != current.checkpoints.get(&key),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(part, changed)| changed.then_some(part))
+    .collect();
+    if !changed.is_empty() {
+        let detail = format!("a redelivery of a current entity changed {}", changed.join(", "));
+        recorder.record("P4", "redelivery_not_idempotent", Some(&key), detail, None);
+    }
+    recorder.found
+}
+
+/// X6: the auditor cycle run after the catch-up at quiescence must report
+/// no lag drift where the sink mode writes Khala.
+pub fn check_catch_up(
+    oracle: &Oracle,
+    current: &Observation,
+    comparisons: &[khala_runtime::auditor::EntityComparison],
+    step_index: usize,
+) -> Vec<Violation> {
+    let mut recorder = Recorder {
+        step_index,
+        observation: current,
+        found: Vec::new(),
+    };
+    if !oracle.sink_mode().writes_khala() {
+        return Vec::new();
+    }
+    for comparison in comparisons {
+        let convex_lag = comparison.convex.as_ref().map_or(0, |check| check.lag_drift);
+        if comparison.khala_lag_drift != 0 || convex_lag != 0 {
+            let detail = format!(
+                "after catch-up the auditor reports `{}` with lag drift {} (khala {}, convex {convex_lag})",
+                comparison.reason_class.as_str(),
+                comparison.lag_drift,
+                comparison.khala_lag_drift
+            );
+            recorder.record(
+                "X6",
+                "lag_drift_after_catch_up",
+                Some(&comparison.document_id),
+                detail,
+                None,
+            );
         }
     }
     recorder.found
@@ -397,6 +790,69 @@ pub fn check_quiescence(
     recorder.found
 }
 
+/// X5: an auditor cycle against the ground truth of the stores. The truth
+/// of a sampled checkpoint is computed here from the observation, not by
+/// the auditor's code: Khala disagrees when its row is missing, at another
+/// version or hashes differently; Convex likewise, counted only where the
+/// sink mode writes Convex (the cutover still depends on it there).
+pub fn check_audit(
+    oracle: &Oracle,
+    current: &Observation,
+    comparisons: &[khala_runtime::auditor::EntityComparison],
+    step_index: usize,
+) -> Vec<Violation> {
+    let mut recorder = Recorder {
+        step_index,
+        observation: current,
+        found: Vec::new(),
+    };
+    for comparison in comparisons {
+        let key = comparison.document_id.as_str();
+        let Some(checkpoint) = current.checkpoints.get(key) else {
+            continue;
+        };
+        let disagrees = |version: Option<i64>, document: Option<&Value>| match (version, document) {
+            (Some(version), Some(document)) => {
+                version != checkpoint.last_runtime_seq
+                    || parity_hash(document) != checkpoint.summary_hash
+            }
+            _ => true,
+        };
+        let khala = current.khala.get(key);
+        let khala_disagrees = disagrees(
+            khala.map(|(version, _)| *version),
+            khala.map(|(_, payload)| payload),
+        );
+        let convex = current.convex.get(key);
+        let convex_disagrees =
+            oracle.sink_mode().writes_convex() && disagrees(convex.and_then(document_seq), convex);
+        let truth = khala_disagrees || convex_disagrees;
+        if truth == comparison.is_mismatch() {
+            continue;
+        }
+        let (class, detail) = if truth {
+            let store = if khala_disagrees { "khala" } else { "convex" };
+            (
+                "auditor_missed_drift",
+                format!(
+                    "the auditor reports `{}` but {store} disagrees with the checkpoint",
+                    comparison.reason_class.as_str()
+                ),
+            )
+        } else {
+            (
+                "auditor_false_alarm",
+                format!(
+                    "the auditor reports `{}` but every store agrees with the checkpoint",
+                    comparison.reason_class.as_str()
+                ),
+            )
+        };
+        recorder.record("X5", class, Some(key), detail, None);
+    }
+    recorder.found
+}
+
 fn without_projected_at(document: &Value) -> Value {
     let mut copy = document.clone();
     if let Value::Object(map) = &mut copy {
@@ -491,6 +947,8 @@ mod tests {
     fn consistent(oracle: &Oracle) -> Observation {
         let mut document = oracle.expected_document(EntityRef::Run(0)).unwrap();
         document["updated_at"] = "2026-02-19T20:00:00.000000Z".into();
+        document["latest_event_at"] = "2026-02-19T20:00:00.000000Z".into();
+        document["terminal_at"] = Value::Null;
         document["projected_at"] = "2026-02-19T20:00:01.000000Z".into();
         let seq = oracle.latest_seq(EntityRef::Run(0));
         let mut observation = Observation::default();
@@ -534,6 +992,160 @@ mod tests {
             []
         );
         assert_eq!(ids(&check_quiescence(&oracle, &observation, 0)), []);
+    }
+
+    /// The comparison a correct auditor makes of `observation`'s checkpoint.
+    fn comparison(
+        reason_class: khala_runtime::auditor::ReasonClass,
+    ) -> khala_runtime::auditor::EntityComparison {
+        khala_runtime::auditor::EntityComparison {
+            projection_name: "run_summary".into(),
+            entity_id: "run_0".into(),
+            document_id: KEY.into(),
+            event_type: "runtime.run_summaries".into(),
+            reason_class,
+            side: khala_runtime::auditor::Side::Khala,
+            lag_drift: 0,
+            khala_reason_class: reason_class,
+            khala_lag_drift: 0,
+            convex: None,
+        }
+    }
+
+    #[test]
+    fn x5_catches_an_auditor_blind_to_convex_drift_and_a_false_alarm() {
+        use khala_runtime::auditor::ReasonClass;
+        let oracle = oracle(2, SinkMode::Dual);
+        let observation = consistent(&oracle);
+        let ok = [comparison(ReasonClass::None)];
+        assert_eq!(ids(&check_audit(&oracle, &observation, &ok, 0)), []);
+        // B1 then B2: Convex got a newer document, the checkpoint and Khala
+        // did not, and the auditor (reading Khala only) says `none`.
+        let mut drifted = observation.clone();
+        let document = drifted.convex.get_mut(KEY).unwrap();
+        document["latest_seq"] = 3.into();
+        document["event_count"] = 3.into();
+        document["runtime_source"]["seq"] = 3.into();
+        assert_eq!(
+            ids(&check_audit(&oracle, &drifted, &ok, 4)),
+            [("X5", "auditor_missed_drift".into())]
+        );
+        // Convex is not counted where the sink mode does not write it.
+        let khala_only = {
+            let mut oracle = oracle.clone();
+            oracle.apply(&Step::SwitchSinkMode {
+                mode: SinkMode::KhalaOnly,
+            });
+            oracle
+        };
+        assert_eq!(ids(&check_audit(&khala_only, &drifted, &ok, 4)), []);
+        let alarm = [comparison(ReasonClass::LagDrift)];
+        assert_eq!(
+            ids(&check_audit(&oracle, &observation, &alarm, 1)),
+            [("X5", "auditor_false_alarm".into())]
+        );
+        let mut missing = observation.clone();
+        missing.khala.remove(KEY);
+        let reported = [comparison(ReasonClass::KhalaMissing)];
+        assert_eq!(ids(&check_audit(&oracle, &missing, &reported, 1)), []);
+    }
+
+    #[test]
+    fn p3_catches_an_extra_or_missing_key() {
+        let oracle = oracle(1, SinkMode::Dual);
+        let observation = consistent(&oracle);
+        assert_eq!(
+            ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            []
+        );
+        let mut extra = observation.clone();
+        extra.convex.get_mut(KEY).unwrap()["heartbeat_state"] = "ok".into();
+        assert_eq!(
+            ids(&check_step(&oracle, &extra, &extra, 0, false)),
+            [("P3", "key_set_wrong".into())]
+        );
+        let mut missing = observation.clone();
+        if let Value::Object(map) = &mut missing.khala.get_mut(KEY).unwrap().1 {
+            map.remove("terminal_at");
+        }
+        assert_eq!(
+            ids(&check_step(&oracle, &missing, &missing, 0, false)),
+            [("P3", "key_set_wrong".into())]
+        );
+    }
+
+    #[test]
+    fn c2_catches_a_checkpoint_moving_without_a_store() {
+        let before_oracle = oracle(1, SinkMode::Dual);
+        let before = consistent(&before_oracle);
+        let after_oracle = oracle(2, SinkMode::Dual);
+        let after = consistent(&after_oracle);
+        assert!(!ids(&check_step(&after_oracle, &before, &after, 1, false)).contains(&("C2", "checkpoint_ahead_of_khala".into())));
+        // The checkpoint moved to seq 2, Khala still holds seq 1.
+        let mut planted = after.clone();
+        planted
+            .khala
+            .insert(KEY.into(), before.khala[KEY].clone());
+        assert!(
+            ids(&check_step(&after_oracle, &before, &planted, 1, false))
+                .contains(&("C2", "checkpoint_ahead_of_khala".into()))
+        );
+        // Under Convex-only, Khala is not a sink: nothing to hold.
+        let mut convex_only = after_oracle.clone();
+        convex_only.apply(&Step::SwitchSinkMode {
+            mode: SinkMode::ConvexOnly,
+        });
+        assert!(
+            !ids(&check_step(&convex_only, &before, &planted, 1, false))
+                .iter()
+                .any(|(id, _)| *id == "C2")
+        );
+    }
+
+    #[test]
+    fn p4_catches_a_redelivery_that_rewrites_a_current_document() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let before = consistent(&oracle);
+        let entity = EntityRef::Run(0);
+        assert_eq!(
+            ids(&check_redelivery(&oracle, entity, &before, &before, 2)),
+            []
+        );
+        let mut rewritten = before.clone();
+        rewritten.convex.get_mut(KEY).unwrap()["projected_at"] =
+            "2026-02-19T20:05:00.000000Z".into();
+        assert_eq!(
+            ids(&check_redelivery(&oracle, entity, &before, &rewritten, 2)),
+            [("P4", "redelivery_not_idempotent".into())]
+        );
+        // Not current before (the checkpoint lagged): a rewrite is expected.
+        let mut lagging = before.clone();
+        lagging.checkpoints.get_mut(KEY).unwrap().last_runtime_seq = 1;
+        assert_eq!(
+            ids(&check_redelivery(&oracle, entity, &lagging, &rewritten, 2)),
+            []
+        );
+    }
+
+    #[test]
+    fn x6_catches_lag_drift_left_after_catch_up() {
+        use khala_runtime::auditor::ReasonClass;
+        let oracle = oracle(2, SinkMode::Dual);
+        let observation = consistent(&oracle);
+        let clean = [comparison(ReasonClass::None)];
+        assert_eq!(ids(&check_catch_up(&oracle, &observation, &clean, 5)), []);
+        let mut lagging = comparison(ReasonClass::KhalaMissing);
+        lagging.lag_drift = 2;
+        lagging.khala_lag_drift = 2;
+        assert_eq!(
+            ids(&check_catch_up(&oracle, &observation, &[lagging.clone()], 5)),
+            [("X6", "lag_drift_after_catch_up".into())]
+        );
+        let mut convex_only = oracle.clone();
+        convex_only.apply(&Step::SwitchSinkMode {
+            mode: SinkMode::ConvexOnly,
+        });
+        assert_eq!(ids(&check_catch_up(&convex_only, &observation, &[lagging], 5)), []);
     }
 
     #[test]
@@ -587,6 +1199,40 @@ mod tests {
             .remove(1);
         assert_eq!(
             ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            [("W2", "journal_gap".into())]
+        );
+    }
+
+    #[test]
+    fn w2_after_retention_checks_the_range_from_the_oldest_retained_row() {
+        let mut oracle = oracle(4, SinkMode::Dual);
+        let mut pruned = consistent(&oracle);
+        pruned
+            .journal
+            .get_mut("runtime.run_summaries")
+            .unwrap()
+            .drain(..2);
+        assert_eq!(
+            ids(&check_step(&oracle, &pruned, &pruned, 0, false)),
+            [("W2", "journal_gap".into())],
+            "before any retention the journal starts at 1"
+        );
+        oracle.apply(&Step::RunRetention);
+        assert_eq!(ids(&check_step(&oracle, &pruned, &pruned, 0, false)), []);
+        let mut holed = pruned.clone();
+        holed
+            .journal
+            .get_mut("runtime.run_summaries")
+            .unwrap()
+            .remove(0);
+        assert_eq!(ids(&check_step(&oracle, &holed, &holed, 0, false)), []);
+        let mut gap = consistent(&oracle);
+        gap.journal
+            .get_mut("runtime.run_summaries")
+            .unwrap()
+            .remove(2);
+        assert_eq!(
+            ids(&check_step(&oracle, &gap, &gap, 0, false)),
             [("W2", "journal_gap".into())]
         );
     }

@@ -9,10 +9,12 @@ use khala_parity::bench_sync;
 use khala_parity::case::Case;
 use khala_parity::driver::{self, Backends};
 use khala_parity::engine::{self, EngineSettings};
+use khala_parity::gate::GateThresholds;
 use khala_parity::report::{self, Decision, Report};
 use khala_parity::scenario::{self, Scenario};
 use khala_parity::{exit, invariants};
 use khala_runtime::Profile;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +37,19 @@ struct Cli {
 enum Format {
     Human,
     Json,
+}
+
+/// How `run`, `replay` and `report` print the report.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReportFormat {
+    /// One screen of text; coloured only on a terminal without NO_COLOR.
+    Human,
+    /// The JSON report (khala-parity.report.v1).
+    Json,
+    /// The drill report of spec §9.6.
+    Markdown,
+    /// The run's metrics as a Prometheus text file.
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,8 +78,9 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
         backend: Option<BackendChoice>,
         #[arg(long, value_enum, default_value = "human")]
-        format: Format,
-        /// Write report.json (and future artifacts) here.
+        format: ReportFormat,
+        /// Write the artifacts here: report.json, report.txt, metrics.prom,
+        /// drill.md and one timeline-N.svg per finding.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Where shrunk failures are stored and replayed from.
@@ -77,7 +93,25 @@ enum Command {
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
         backend: Option<BackendChoice>,
         #[arg(long, value_enum, default_value = "human")]
-        format: Format,
+        format: ReportFormat,
+        /// Write the artifacts here (as `run --out`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Render a report.json again (human, JSON, Markdown drill report,
+    /// Prometheus) and, with --gate or --threshold, decide its gate anew.
+    /// The exit code is the gate's.
+    Report {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: ReportFormat,
+        /// Write the artifacts here (as `run --out`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        gate: GateArgs,
     },
     /// List scenarios or invariants.
     List {
@@ -91,6 +125,40 @@ enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+}
+
+/// Gate thresholds from the command line (spec §9.5 defaults otherwise).
+#[derive(Debug, clap::Args)]
+struct GateArgs {
+    /// A TOML file holding a `[gate]` table's keys (see README).
+    #[arg(long = "gate", value_name = "FILE")]
+    gate_file: Option<PathBuf>,
+    /// One threshold, e.g. `max_mismatch_rate=0.02` or
+    /// `reason_severity.lag_drift=warning`; repeatable, applied after --gate.
+    #[arg(long = "threshold", value_name = "KEY=VALUE")]
+    thresholds: Vec<String>,
+}
+
+impl GateArgs {
+    fn given(&self) -> bool {
+        self.gate_file.is_some() || !self.thresholds.is_empty()
+    }
+
+    fn thresholds(&self) -> anyhow::Result<GateThresholds> {
+        let text = match &self.gate_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|error| {
+                InvalidInput(format!("read gate thresholds {}: {error}", path.display()))
+            })?,
+            None => String::new(),
+        };
+        GateThresholds::parse_toml(&text, &self.thresholds).map_err(|error| {
+            let source = self
+                .gate_file
+                .as_ref()
+                .map_or("--threshold".to_owned(), |path| path.display().to_string());
+            InvalidInput(format!("read gate thresholds {source}: {error}")).into()
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -254,7 +322,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             what: ListWhat::Scenarios,
             format,
         } => {
-            let scenarios = load_scenarios(&[])?;
+            let (scenarios, invalid) = load_scenarios_reporting(&[])?;
             match format {
                 Format::Json => {
                     let list: Vec<_> = scenarios
@@ -271,14 +339,21 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
                     }
                 }
             }
-            Ok(exit::ALLOW)
+            Ok(if invalid.is_empty() {
+                exit::ALLOW
+            } else {
+                exit::INVALID_INPUT
+            })
         }
         Command::Replay {
             file,
             backend,
             format,
+            out,
+            gate,
         } => {
             let case = load_case(&file)?;
+            let thresholds = gate.thresholds()?;
             let backends = tokio.block_on(start_backends(backend))?;
             let played = tokio.block_on(driver::play(&backends, &case, false));
             let stopped = tokio.block_on(backends.shutdown());
@@ -287,35 +362,21 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
                 .map_err(anyhow::Error::msg)
                 .context("stop the backends")?;
             let file_name = file.display().to_string();
-            let violations: Vec<_> = result
-                .violations
-                .iter()
-                .map(|violation| report::reported(violation, "replay", Some(file_name.clone())))
-                .collect();
-            let gate = report::gate(&violations, &[]);
-            match format {
-                Format::Json => {
-                    let output = serde_json::json!({"schema": report::REPORT_SCHEMA, "profile": case.profile, "case_file": file_name, "steps": result.steps_run, "gate": gate, "violations": violations});
-                    println!("{}", serde_json::to_string_pretty(&output)?);
-                }
-                Format::Human => {
-                    println!(
-                        "replayed {file_name} ({} steps, profile {}): {:?}",
-                        result.steps_run, case.profile, gate.decision
-                    );
-                    for violation in &violations {
-                        println!(
-                            "  {} {} after step {}: {} {}",
-                            violation.invariant,
-                            violation.reason_class,
-                            violation.step_index,
-                            violation.document_id.as_deref().unwrap_or("-"),
-                            violation.detail
-                        );
-                    }
-                }
+            let report = report::for_case(&case, Some(file_name), &result, &thresholds);
+            emit(&report, format, out.as_deref())
+        }
+        Command::Report {
+            file,
+            format,
+            out,
+            gate,
+        } => {
+            let mut report =
+                report::load::load(&file).map_err(|error| InvalidInput(error.to_string()))?;
+            if gate.given() {
+                report::regate(&mut report, &gate.thresholds()?);
             }
-            Ok(decision_code(gate.decision))
+            emit(&report, format, out.as_deref())
         }
         Command::Run {
             scenarios,
@@ -328,7 +389,10 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             out,
             regressions,
         } => {
-            let scenarios = load_scenarios(&scenarios)?;
+            let (scenarios, invalid) = load_scenarios_reporting(&scenarios)?;
+            if scenarios.is_empty() && !invalid.is_empty() {
+                return Err(InvalidInput("no scenario file loaded".into()).into());
+            }
             let backends = tokio.block_on(start_backends(backend))?;
             let outcome = run_scenarios(
                 tokio,
@@ -345,18 +409,13 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             stopped
                 .map_err(anyhow::Error::msg)
                 .context("stop the backends")?;
-            if let Some(out) = &out {
-                std::fs::create_dir_all(out)
-                    .with_context(|| format!("create {}", out.display()))?;
-                let path = out.join("report.json");
-                std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
-                    .with_context(|| format!("write {}", path.display()))?;
-            }
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Human => print_human(&report),
-            }
-            Ok(decision_code(report.gate.decision))
+            let code = emit(&report, format, out.as_deref())?;
+            // A file that did not load was not run: never an `allow`.
+            Ok(if code == exit::ALLOW && !invalid.is_empty() {
+                exit::INVALID_INPUT
+            } else {
+                code
+            })
         }
         Command::Bench {
             what:
@@ -602,6 +661,38 @@ fn decision_code(decision: Decision) -> u8 {
     }
 }
 
+/// Scenario files that loaded, with their paths.
+type LoadedScenarios = Vec<(PathBuf, Scenario)>;
+
+/// Loads the scenarios, printing each file that does not load (with its
+/// line and key) and going on with the rest; the failures are returned too.
+fn load_scenarios_reporting(
+    arguments: &[String],
+) -> anyhow::Result<(LoadedScenarios, Vec<String>)> {
+    let dir = Path::new(SCENARIO_DIR);
+    let paths = if arguments.is_empty() {
+        scenario::library(dir).map_err(|error| InvalidInput(error.to_string()))?
+    } else {
+        arguments
+            .iter()
+            .map(|argument| scenario::resolve(argument, dir))
+            .collect::<Result<_, _>>()
+            .map_err(|error| InvalidInput(error.to_string()))?
+    };
+    let mut scenarios = Vec::new();
+    let mut invalid = Vec::new();
+    for path in paths {
+        match Scenario::load(&path) {
+            Ok(scenario) => scenarios.push((path, scenario)),
+            Err(error) => {
+                eprintln!("error: {error}");
+                invalid.push(error.to_string());
+            }
+        }
+    }
+    Ok((scenarios, invalid))
+}
+
 fn load_scenarios(arguments: &[String]) -> anyhow::Result<Vec<(PathBuf, Scenario)>> {
     let dir = Path::new(SCENARIO_DIR);
     let paths = if arguments.is_empty() {
@@ -704,12 +795,16 @@ fn run_scenarios(
     let run_profile = profile.unwrap_or(Profile::Legacy);
     let mut runs = Vec::new();
     let mut case_files = Vec::new();
+    // Each run's gate thresholds: the §9.5 defaults for stored regressions,
+    // each scenario's `[gate]` table for its own run.
+    let mut thresholds = Vec::new();
     // Stored regressions first: known failures are checked before new ones are sought.
     let stored = load_regressions(regressions)?;
     if !stored.is_empty() {
         let (run, files) = engine::replay_stored(tokio, backends, &stored, profile);
         runs.push(run);
         case_files.push(files);
+        thresholds.push(GateThresholds::default());
     }
     for (_, scenario) in scenarios {
         let settings = EngineSettings {
@@ -720,7 +815,18 @@ fn run_scenarios(
             max_shrink_iters: 512,
             max_shrink_time: Duration::from_secs(120),
         };
-        let run = engine::run_scenario(tokio, backends, scenario, &settings);
+        let show_progress = std::io::stderr().is_terminal();
+        let name = scenario.name.clone();
+        let progress = move |progress: engine::Progress| {
+            if show_progress {
+                print_progress(&name, progress);
+            }
+        };
+        let run =
+            engine::run_scenario_with_progress(tokio, backends, scenario, &settings, &progress);
+        if show_progress {
+            eprint!("\r\x1b[2K");
+        }
         let mut files = Vec::new();
         for finding in &run.findings {
             std::fs::create_dir_all(regressions)
@@ -737,39 +843,48 @@ fn run_scenarios(
         }
         runs.push(run);
         case_files.push(files);
+        thresholds.push(scenario.gate.clone());
     }
-    Ok(report::build(run_profile, seed, &runs, &case_files))
+    Ok(report::build_gated(
+        run_profile,
+        seed,
+        &runs,
+        &case_files,
+        &thresholds,
+    ))
 }
 
-fn print_human(report: &Report) {
-    println!(
-        "khala-parity {} seed={} scenarios={}",
-        report.profile,
-        report.seed,
-        report.scenarios.join(",")
-    );
-    println!(
-        "{} cases, {} steps, {} shrink steps",
-        report.stats.cases, report.stats.steps, report.stats.shrink_steps
-    );
-    for violation in &report.violations {
-        println!(
-            "  {} {:?} {} [{}] after step {}: {} — {}",
-            violation.invariant,
-            violation.severity,
-            violation.reason_class,
-            violation.scenario,
-            violation.step_index,
-            violation.document_id.as_deref().unwrap_or("-"),
-            violation.detail
-        );
-        if let Some(file) = &violation.case_file {
-            println!("      replay: khala-parity replay {file}");
-        }
+/// Prints the report in `format`, writes the artifacts to `out`, and
+/// returns the gate's exit code.
+fn emit(report: &Report, format: ReportFormat, out: Option<&Path>) -> anyhow::Result<u8> {
+    if let Some(dir) = out {
+        report::artifacts::write(report, dir)?;
     }
-    println!(
-        "gate: {:?} {}",
-        report.gate.decision,
-        report.gate.reasons.join("; ")
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        ReportFormat::Human => {
+            let colour = report::human::colour_wanted(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            print!("{}", report::human::render(report, colour));
+        }
+        ReportFormat::Markdown => print!("{}", report::drill::render(report)),
+        ReportFormat::Prometheus => print!("{}", report::prometheus::render(report)),
+    }
+    Ok(decision_code(report.gate.decision))
+}
+
+/// One progress line on a terminal's stderr, redrawn in place: a bar of the
+/// scenario's cases, the failures found, and whether one is being shrunk.
+fn print_progress(scenario: &str, progress: engine::Progress) {
+    const WIDTH: u32 = 30;
+    let total = progress.total.max(1);
+    let filled = (progress.cases.min(total) * WIDTH / total) as usize;
+    let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH as usize - filled));
+    let state = if progress.shrinking { ", shrinking" } else { "" };
+    eprint!(
+        "\r\x1b[2K{scenario} [{bar}] {}/{} cases, {} finding(s){state}",
+        progress.cases, progress.total, progress.findings
     );
 }

@@ -5,7 +5,9 @@
 //! code with the models it judges: its summaries are written here, from the
 //! spec, not by calling the projector.
 
-use crate::case::{EntityRef, IdStyle, Step, StopPath};
+use crate::case::{
+    EntityRef, IdStyle, RollbackSwitch, RolloutStage, Start, Step, StopPath, Surface,
+};
 use khala_runtime::SinkMode;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -41,6 +43,55 @@ struct WorkerTruth {
     status: &'static str,
 }
 
+/// The users of every surface: operators inside the company and three
+/// external users at fixed cohort percentiles. A rollout stage turns on the
+/// flags of the users inside its cohort (spec §9.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientUser {
+    Internal,
+    /// Percentile 5: inside stage B's 5–10 % cohort.
+    Early,
+    /// Percentile 40: inside stage C's 25–50 % cohort.
+    Broad,
+    /// Percentile 90: only at stage D.
+    Rest,
+}
+
+impl ClientUser {
+    pub const ALL: [ClientUser; 4] = [
+        ClientUser::Internal,
+        ClientUser::Early,
+        ClientUser::Broad,
+        ClientUser::Rest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientUser::Internal => "internal",
+            ClientUser::Early => "early",
+            ClientUser::Broad => "broad",
+            ClientUser::Rest => "rest",
+        }
+    }
+
+    /// Whether stage `stage` turns this user's flags on.
+    pub fn in_stage(self, stage: RolloutStage) -> bool {
+        let cohort_percent = match stage {
+            RolloutStage::A => 0,
+            RolloutStage::B => 10,
+            RolloutStage::C => 50,
+            RolloutStage::D => 100,
+        };
+        match self {
+            ClientUser::Internal => true,
+            ClientUser::Early => 5 < cohort_percent,
+            ClientUser::Broad => 40 < cohort_percent,
+            ClientUser::Rest => 90 < cohort_percent,
+        }
+    }
+}
+
 /// The reference state after some prefix of a case.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Oracle {
@@ -49,6 +100,12 @@ pub struct Oracle {
     projection_version: u32,
     runs: BTreeMap<u8, RunTruth>,
     workers: BTreeMap<u8, WorkerTruth>,
+    /// Each (surface, user)'s Khala flag.
+    flags: BTreeMap<(Surface, ClientUser), bool>,
+    rollout_stage: Option<RolloutStage>,
+    auditor_enabled: bool,
+    /// How many times the retention job has run.
+    retention_runs: u32,
 }
 
 /// The projection version string of generation `n` (1 is the default).
@@ -68,11 +125,79 @@ impl Oracle {
             projection_version: 1,
             runs: BTreeMap::new(),
             workers: BTreeMap::new(),
+            flags: BTreeMap::new(),
+            rollout_stage: None,
+            auditor_enabled: true,
+            retention_runs: 0,
         }
+    }
+
+    /// The state before a case's first step.
+    pub fn at_start(ids: IdStyle, start: &Start) -> Self {
+        let mut oracle = Oracle::new(ids, start.sink_mode);
+        for surface in Surface::ALL {
+            oracle.set_surface_flag(surface, start.flags.get(surface));
+        }
+        if let Some(stage) = start.rollout_stage {
+            oracle.set_stage(stage);
+        }
+        oracle
     }
 
     pub fn sink_mode(&self) -> SinkMode {
         self.sink_mode
+    }
+
+    /// Whether `user`'s client on `surface` runs its Khala lane.
+    pub fn flag(&self, surface: Surface, user: ClientUser) -> bool {
+        self.flags.get(&(surface, user)).copied().unwrap_or(false)
+    }
+
+    /// Whether any user of `surface` runs the Khala lane.
+    pub fn surface_flag(&self, surface: Surface) -> bool {
+        ClientUser::ALL.iter().any(|user| self.flag(surface, *user))
+    }
+
+    pub fn rollout_stage(&self) -> Option<RolloutStage> {
+        self.rollout_stage
+    }
+
+    pub fn auditor_enabled(&self) -> bool {
+        self.auditor_enabled
+    }
+
+    /// Whether the retention job has run: the journal may no longer start
+    /// at watermark 1.
+    pub fn retention_ran(&self) -> bool {
+        self.retention_runs > 0
+    }
+
+    /// What every client lane must show once settled: the document of each
+    /// worker (the one topic the web and mobile surfaces subscribe to, spec
+    /// §7.1), by document id.
+    pub fn client_documents(&self) -> BTreeMap<String, Value> {
+        self.workers
+            .keys()
+            .filter_map(|index| {
+                let entity = EntityRef::Worker(*index);
+                Some((self.document_id(entity), self.expected_document(entity)?))
+            })
+            .collect()
+    }
+
+    fn set_surface_flag(&mut self, surface: Surface, enabled: bool) {
+        for user in ClientUser::ALL {
+            self.flags.insert((surface, user), enabled);
+        }
+    }
+
+    fn set_stage(&mut self, stage: RolloutStage) {
+        self.rollout_stage = Some(stage);
+        for surface in Surface::ALL {
+            for user in ClientUser::ALL {
+                self.flags.insert((surface, user), user.in_stage(stage));
+            }
+        }
     }
 
     pub fn projection_version(&self) -> String {
@@ -104,11 +229,28 @@ impl Oracle {
                 truth.status = "stopped";
             }
             Step::SwitchSinkMode { mode } => self.sink_mode = *mode,
+            Step::RunRetention => self.retention_runs += 1,
             Step::BumpProjectionVersion => self.projection_version += 1,
+            Step::SetClientFlag { surface, enabled } => self.set_surface_flag(*surface, *enabled),
+            Step::SetRolloutStage { stage } => self.set_stage(*stage),
+            Step::Rollback { switch } => match switch {
+                RollbackSwitch::ClientFlags => {
+                    for surface in Surface::ALL {
+                        self.set_surface_flag(surface, false);
+                    }
+                }
+                RollbackSwitch::RuntimeConvexOnly => self.sink_mode = SinkMode::ConvexOnly,
+                RollbackSwitch::DisableAuditor => self.auditor_enabled = false,
+            },
             Step::DuplicateDelivery { .. }
             | Step::Reproject { .. }
             | Step::BreakConvex { .. }
             | Step::BreakKhala
+            | Step::ConvexOutage { .. }
+            | Step::AuditorCycle
+            | Step::DisconnectClient { .. }
+            | Step::ReconnectClient { .. }
+            | Step::RestartSyncServer
             | Step::Heal
             | Step::Quiesce => {}
         }

@@ -106,6 +106,7 @@ async fn accept_loop(
         match ProxyMode::from_u8(mode.load(Ordering::SeqCst)) {
             ProxyMode::Reset => drop(client),
             ProxyMode::Blackhole => {
+                BLACKHOLED.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let _held = client;
                     let _ = changed.changed().await;
@@ -116,6 +117,11 @@ async fn accept_loop(
                     let Ok(mut server) = TcpStream::connect(upstream).await else {
                         return;
                     };
+                    // Small requests and answers pass as they come: without
+                    // this, Nagle can hold a write back until the last one
+                    // is acknowledged.
+                    let _ = server.set_nodelay(true);
+                    let _ = client.set_nodelay(true);
                     let mut client = client;
                     tokio::select! {
                         _ = copy_bidirectional(&mut client, &mut server) => {}
@@ -126,3 +132,5 @@ async fn accept_loop(
         }
     }
 }
+
+pub static BLACKHOLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

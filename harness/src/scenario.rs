@@ -1,11 +1,20 @@
-//! Scenario files (TOML): what kind of cases to generate. Loaded with
-//! unknown keys refused; every error names the file and, where TOML gives
-//! one, the line and column.
+//! Scenario files (TOML): which cases to generate, which invariants to
+//! check, the gate's thresholds and the coverage a run must reach. Loaded
+//! with unknown keys refused; every error names the file, the line and
+//! column, the key, and what would have been allowed. The format is
+//! documented with examples in `scenarios/README.md`.
 
+use crate::case::{Flags, RolloutStage, Start};
+use crate::coverage::{self, FlagState, StageState};
+use crate::gate::{GateErrorKind, GateThresholds};
 use khala_runtime::{Profile, SinkMode};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// Every action kind a scenario may weigh. The ones not in `GENERATED` need
 /// subsystems that have not landed yet; a non-zero weight for them is refused.
@@ -30,25 +39,36 @@ pub const ACTION_KINDS: [&str; 17] = [
 ];
 
 /// The action kinds the generator produces today.
-pub const GENERATED: [&str; 11] = [
+pub const GENERATED: [&str; 17] = [
     "run_event",
     "worker_event",
     "duplicate_delivery",
     "sink_mode",
+    "client_flag",
+    "rollout_stage",
     "rollback",
+    "auditor_cycle",
+    "retention",
     "reproject",
     "projection_version_bump",
+    "client_reconnect",
     "fault_convex",
     "fault_khala",
     "fault_partial_fanout",
+    "restart_sync_server",
     "quiesce",
 ];
+
+/// The most steps a case may have.
+pub const MAX_STEPS_LIMIT: u32 = 200;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     pub name: String,
+    /// One paragraph: what the scenario exercises and what it finds.
     pub description: String,
+    /// The profile `run` uses when none is given on the command line.
     #[serde(default)]
     pub profile: Option<Profile>,
     pub cases: u32,
@@ -57,20 +77,50 @@ pub struct Scenario {
     pub seed: Option<u64>,
     #[serde(default)]
     pub start: StartSpec,
+    /// A weight per action kind; 0 or absent: never generated.
+    #[serde(deserialize_with = "weight_table")]
     pub weights: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub swarm: SwarmSpec,
+    #[serde(default)]
+    pub invariants: InvariantSelection,
+    /// Thresholds overriding the gate's defaults (spec §9.5, §11.2).
+    #[serde(default)]
+    pub gate: GateThresholds,
+    #[serde(default)]
+    pub coverage: CoverageSpec,
 }
 
+/// The state before every case's first step.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartSpec {
     #[serde(default = "default_sink_mode")]
     pub sink_mode: SinkMode,
+    /// Each surface's client flag (all off unless given).
+    #[serde(default)]
+    pub flags: Flags,
+    /// The rollout stage already reached; it decides every flag.
+    #[serde(default)]
+    pub rollout_stage: Option<RolloutStage>,
 }
 
 impl Default for StartSpec {
     fn default() -> Self {
         StartSpec {
             sink_mode: default_sink_mode(),
+            flags: Flags::default(),
+            rollout_stage: None,
+        }
+    }
+}
+
+impl StartSpec {
+    pub fn to_start(&self) -> Start {
+        Start {
+            flags: self.flags,
+            rollout_stage: self.rollout_stage,
+            ..Start::new(self.sink_mode)
         }
     }
 }
@@ -79,27 +129,236 @@ fn default_sink_mode() -> SinkMode {
     SinkMode::Dual
 }
 
+/// Swarm generation: each case keeps a random subset of the weighted kinds
+/// (each kind kept with probability ½, at least one), so long runs of one
+/// kind occur.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSpec {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Kinds no case switches off.
+    #[serde(default)]
+    pub always_on: Vec<String>,
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        SwarmSpec {
+            enabled: true,
+            always_on: Vec::new(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which invariants a scenario checks: `include` (empty: all), minus
+/// `exclude`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvariantSelection {
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl InvariantSelection {
+    pub fn checks(&self, id: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|included| included == id))
+            && !self.exclude.iter().any(|excluded| excluded == id)
+    }
+
+    /// Whether every invariant of the catalogue is checked.
+    pub fn checks_all(&self) -> bool {
+        crate::invariants::CATALOGUE
+            .iter()
+            .all(|invariant| self.checks(invariant.id))
+    }
+}
+
+/// The coverage a run must reach, counted over its generated cases.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoverageSpec {
+    /// Fired steps per action kind, at least.
+    #[serde(default)]
+    pub min_per_kind: BTreeMap<String, u64>,
+    /// Fired steps of one kind in a state, at least.
+    #[serde(default)]
+    pub cell: Vec<CellMinimum>,
+}
+
+/// A minimum for one action kind in the states that match the given
+/// dimensions (an absent dimension matches every state).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CellMinimum {
+    pub kind: String,
+    #[serde(default)]
+    pub flags: Option<FlagState>,
+    #[serde(default)]
+    pub sink_mode: Option<SinkMode>,
+    #[serde(default)]
+    pub rollout_stage: Option<StageState>,
+    pub min: u64,
+}
+
+/// Reads weights as signed integers so that a negative one is refused with
+/// a hint instead of a bare type error.
+fn weight_table<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, u32>, D::Error> {
+    struct Weight(u32);
+    impl<'de> Deserialize<'de> for Weight {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let value = i64::deserialize(deserializer)?;
+            u32::try_from(value).map(Weight).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "weight {value} is out of range: a weight is a whole number from 0 to {} \
+                     (hint: 0 or leaving the kind out means never generated)",
+                    u32::MAX
+                ))
+            })
+        }
+    }
+    let table: BTreeMap<String, Weight> = BTreeMap::deserialize(deserializer)?;
+    Ok(table
+        .into_iter()
+        .map(|(kind, weight)| (kind, weight.0))
+        .collect())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("read scenario {path}: {source}")]
+    #[error("read scenario {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("parse scenario {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("load scenario {path}: key `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
-    #[error("find scenario `{name}`: no such file in {dir} (valid: {valid})")]
+    #[error(transparent)]
+    Invalid(Box<InvalidScenario>),
+    #[error("find scenario `{name}`: no such file in {} (valid: {valid})", dir.display())]
     UnknownName {
         name: String,
         dir: PathBuf,
         valid: String,
     },
+}
+
+impl ScenarioError {
+    /// The problem of an invalid file, if that is what this is.
+    pub fn invalid(&self) -> Option<&InvalidScenario> {
+        match self {
+            ScenarioError::Invalid(invalid) => Some(invalid),
+            _ => None,
+        }
+    }
+}
+
+/// A scenario file that cannot be used, and where.
+#[derive(Debug, thiserror::Error)]
+#[error("load scenario {}: {kind}", self.position())]
+pub struct InvalidScenario {
+    pub path: PathBuf,
+    /// 1-based line and column in the file, where the problem has a place.
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The key at fault, dotted, with array indices (`weights.quiesce`,
+    /// `invariants.include[1]`, `coverage.cell[0].min`).
+    pub key: Option<String>,
+    pub kind: InvalidKind,
+}
+
+impl InvalidScenario {
+    fn position(&self) -> String {
+        let mut position = self.path.display().to_string();
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            position.push_str(&format!(":{line}:{column}"));
+        }
+        if let Some(key) = &self.key {
+            position.push_str(&format!(": key `{key}`"));
+        }
+        position
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum InvalidKind {
+    /// TOML syntax, an unknown key, a wrong type or a value outside its
+    /// enum: TOML's own message, which lists what is expected.
+    #[error("{message}")]
+    Toml { message: String },
+    #[error("must not be empty")]
+    Empty,
+    #[error("{value} is outside {allowed}")]
+    OutOfRange { value: String, allowed: String },
+    #[error("unknown action kind (allowed: {})", ACTION_KINDS.join(", "))]
+    UnknownActionKind,
+    #[error(
+        "action kind not generated yet (generated today: {generated}); hint: set its weight to 0 until the driver plays it"
+    )]
+    NotGeneratedYet { generated: String },
+    #[error(
+        "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
+    )]
+    AllWeightsZero,
+    #[error(
+        "`flags` and `rollout_stage` are both set, but the rollout stage decides every flag; hint: give one of them"
+    )]
+    FlagsAndStage,
+    #[error(
+        "`{kind}` has weight 0, so no case could keep it on; hint: weigh it in [weights] or drop it here"
+    )]
+    SwarmKindNotWeighted { kind: String },
+    #[error("unknown invariant `{id}` (known: {known})")]
+    UnknownInvariant { id: String, known: String },
+    #[error("invariant `{id}` is both included and excluded")]
+    IncludedAndExcluded { id: String },
+    #[error("the selection leaves no invariant to check")]
+    NoInvariantLeft,
+    #[error("{0}")]
+    Gate(GateErrorKind),
+    #[error("minimum {min} is unreachable: {reason}")]
+    Unreachable { min: u64, reason: String },
+}
+
+/// A problem found after parsing, named by its key path; `parse` locates it.
+#[derive(Debug)]
+struct Problem {
+    key: Vec<Segment>,
+    kind: InvalidKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn key(parts: &[&str]) -> Vec<Segment> {
+    parts
+        .iter()
+        .map(|part| Segment::Key((*part).to_owned()))
+        .collect()
+}
+
+struct KeyPath<'a>(&'a [Segment]);
+
+impl fmt::Display for KeyPath<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Key(name) if index == 0 => formatter.write_str(name)?,
+                Segment::Key(name) => write!(formatter, ".{name}")?,
+                Segment::Index(position) => write!(formatter, "[{position}]")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Scenario {
@@ -112,50 +371,369 @@ impl Scenario {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Scenario = toml::from_str(text).map_err(|error| ScenarioError::Parse {
-            path: path.to_owned(),
-            message: error.to_string().trim_end().to_owned(),
-        })?;
-        scenario.validate(path)?;
+        let document = DeTable::parse(text).ok();
+        let document = document.as_ref().map(Spanned::get_ref);
+        let invalid = |span: Option<Range<usize>>, key: Option<Vec<Segment>>, kind| {
+            let (line, column) = match span {
+                Some(span) => {
+                    let (line, column) = line_column(text, span.start);
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
+            ScenarioError::Invalid(Box::new(InvalidScenario {
+                path: path.to_owned(),
+                line,
+                column,
+                key: key
+                    .filter(|key| !key.is_empty())
+                    .map(|key| KeyPath(&key).to_string()),
+                kind,
+            }))
+        };
+        let scenario: Scenario = match toml::from_str(text) {
+            Ok(scenario) => scenario,
+            Err(error) => {
+                let message = error.message().trim_end().to_owned();
+                let span = error.span();
+                let key = document.and_then(|document| {
+                    let offset = span.as_ref().map_or(0, |span| span.start);
+                    let empty = span.as_ref().is_none_or(|span| span.is_empty());
+                    let mut key = if empty {
+                        Vec::new()
+                    } else {
+                        key_at(document, offset, &mut Vec::new())?
+                    };
+                    if let Some(field) = missing_field(&message) {
+                        key.push(Segment::Key(field.to_owned()));
+                    }
+                    Some(key)
+                });
+                return Err(invalid(span, key, InvalidKind::Toml { message }));
+            }
+        };
+        if let Err(problem) = scenario.validate() {
+            let span = document.and_then(|document| locate(document, &problem.key));
+            return Err(invalid(span, Some(problem.key), problem.kind));
+        }
         Ok(scenario)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ScenarioError> {
-        let invalid = |key: &str, message: String| ScenarioError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
+    /// The case start every generated case has.
+    pub fn start(&self) -> Start {
+        self.start.to_start()
+    }
+
+    /// The kinds with a weight above 0, in `ACTION_KINDS` order.
+    pub fn weighted_kinds(&self) -> Vec<&'static str> {
+        ACTION_KINDS
+            .into_iter()
+            .filter(|kind| self.weights.get(*kind).is_some_and(|weight| *weight > 0))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), Problem> {
+        let problem = |key: Vec<Segment>, kind| Err(Problem { key, kind });
+        if self.name.trim().is_empty() {
+            return problem(key(&["name"]), InvalidKind::Empty);
+        }
+        if self.description.trim().is_empty() {
+            return problem(key(&["description"]), InvalidKind::Empty);
+        }
         if self.cases == 0 {
-            return Err(invalid("cases", "must be at least 1".into()));
+            return problem(
+                key(&["cases"]),
+                InvalidKind::OutOfRange {
+                    value: "0".into(),
+                    allowed: "1 or more".into(),
+                },
+            );
         }
-        if !(1..=200).contains(&self.max_steps) {
-            return Err(invalid("max_steps", "must be between 1 and 200".into()));
+        if !(1..=MAX_STEPS_LIMIT).contains(&self.max_steps) {
+            return problem(
+                key(&["max_steps"]),
+                InvalidKind::OutOfRange {
+                    value: self.max_steps.to_string(),
+                    allowed: format!("1..={MAX_STEPS_LIMIT}"),
+                },
+            );
         }
-        for (kind, weight) in &self.weights {
+        self.validate_weights()?;
+        if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
+            return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
+        }
+        for (index, kind) in self.swarm.always_on.iter().enumerate() {
+            let mut at = key(&["swarm", "always_on"]);
+            at.push(Segment::Index(index));
             if !ACTION_KINDS.contains(&kind.as_str()) {
-                return Err(invalid(
-                    &format!("weights.{kind}"),
-                    format!("unknown action kind (valid: {})", ACTION_KINDS.join(", ")),
-                ));
+                return problem(at, InvalidKind::UnknownActionKind);
+            }
+            if self.weights.get(kind).is_none_or(|weight| *weight == 0) {
+                return problem(at, InvalidKind::SwarmKindNotWeighted { kind: kind.clone() });
+            }
+        }
+        self.validate_invariants()?;
+        if let Err(error) = self.gate.validate() {
+            let mut at = key(&["gate"]);
+            at.extend(
+                error
+                    .key
+                    .split('.')
+                    .map(|part| Segment::Key(part.to_owned())),
+            );
+            return problem(at, InvalidKind::Gate(error.kind));
+        }
+        self.validate_coverage()
+    }
+
+    fn validate_weights(&self) -> Result<(), Problem> {
+        for (kind, weight) in &self.weights {
+            let at = key(&["weights", kind]);
+            if !ACTION_KINDS.contains(&kind.as_str()) {
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::UnknownActionKind,
+                });
             }
             if *weight > 0 && !GENERATED.contains(&kind.as_str()) {
-                return Err(invalid(
-                    &format!("weights.{kind}"),
-                    format!(
-                        "action kind not generated yet (generated: {})",
-                        GENERATED.join(", ")
-                    ),
-                ));
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::NotGeneratedYet {
+                        generated: GENERATED.join(", "),
+                    },
+                });
             }
         }
         if self.weights.values().all(|weight| *weight == 0) {
-            return Err(invalid(
-                "weights",
-                "all weights are zero: nothing would be generated".into(),
-            ));
+            return Err(Problem {
+                key: key(&["weights"]),
+                kind: InvalidKind::AllWeightsZero,
+            });
         }
         Ok(())
+    }
+
+    fn validate_invariants(&self) -> Result<(), Problem> {
+        let known = || {
+            crate::invariants::CATALOGUE
+                .iter()
+                .map(|invariant| invariant.id)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (list_name, list) in [
+            ("include", &self.invariants.include),
+            ("exclude", &self.invariants.exclude),
+        ] {
+            for (index, id) in list.iter().enumerate() {
+                let mut at = key(&["invariants", list_name]);
+                at.push(Segment::Index(index));
+                if crate::invariants::invariant(id).is_none() {
+                    return Err(Problem {
+                        key: at,
+                        kind: InvalidKind::UnknownInvariant {
+                            id: id.clone(),
+                            known: known(),
+                        },
+                    });
+                }
+                if list_name == "exclude" && self.invariants.include.contains(id) {
+                    return Err(Problem {
+                        key: at,
+                        kind: InvalidKind::IncludedAndExcluded { id: id.clone() },
+                    });
+                }
+            }
+        }
+        if !crate::invariants::CATALOGUE
+            .iter()
+            .any(|invariant| self.invariants.checks(invariant.id))
+        {
+            return Err(Problem {
+                key: key(&["invariants"]),
+                kind: InvalidKind::NoInvariantLeft,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses minimums no run of this scenario could reach: kinds never
+    /// generated, counts above every step of every case, and cells whose
+    /// state the weighted kinds can never bring about from `[start]`.
+    fn validate_coverage(&self) -> Result<(), Problem> {
+        if self.coverage.min_per_kind.is_empty() && self.coverage.cell.is_empty() {
+            return Ok(());
+        }
+        let steps_at_most = u64::from(self.cases) * u64::from(self.max_steps);
+        let weighted = self.weighted_kinds();
+        let counted = coverage::counted_kinds(&weighted);
+        let kind_problem = |at: Vec<Segment>, kind: &str, min: u64| {
+            if !ACTION_KINDS.contains(&kind) {
+                return Some(Problem {
+                    key: at,
+                    kind: InvalidKind::UnknownActionKind,
+                });
+            }
+            let reason = if !weighted.contains(&kind) && !counted.contains(kind) {
+                format!("`{kind}` has weight 0, so it is never generated")
+            } else if !counted.contains(kind) {
+                let counted_as: Vec<&str> = coverage::counted_kinds(&[kind]).into_iter().collect();
+                format!(
+                    "`{kind}` steps are counted as `{}`; hint: set the minimum there",
+                    counted_as.join("`, `")
+                )
+            } else if min > steps_at_most {
+                format!(
+                    "the scenario plays at most {steps_at_most} steps ({} cases × {} max_steps)",
+                    self.cases, self.max_steps
+                )
+            } else {
+                return None;
+            };
+            Some(Problem {
+                key: at,
+                kind: InvalidKind::Unreachable { min, reason },
+            })
+        };
+        for (kind, min) in &self.coverage.min_per_kind {
+            if let Some(problem) =
+                kind_problem(key(&["coverage", "min_per_kind", kind]), kind, *min)
+            {
+                return Err(problem);
+            }
+        }
+        if self.coverage.cell.is_empty() {
+            return Ok(());
+        }
+        let reachable = coverage::reachable_states(&self.start(), &weighted, self.max_steps);
+        for (index, minimum) in self.coverage.cell.iter().enumerate() {
+            let mut at = key(&["coverage", "cell"]);
+            at.push(Segment::Index(index));
+            let mut kind_at = at.clone();
+            kind_at.push(Segment::Key("kind".into()));
+            if let Some(problem) = kind_problem(kind_at, &minimum.kind, minimum.min) {
+                return Err(problem);
+            }
+            if !reachable.keys().any(|state| minimum.matches(state)) {
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::Unreachable {
+                        min: minimum.min,
+                        reason: format!(
+                            "no case can be in the state of `{}`: from [start] the weighted kinds \
+                             reach only {} within {} steps (hint: weigh client_flag, rollout_stage, \
+                             rollback or sink_mode, or change [start])",
+                            minimum.describe(),
+                            describe_states(reachable.keys()),
+                            self.max_steps
+                        ),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn describe_states<'a>(states: impl Iterator<Item = &'a coverage::State>) -> String {
+    states
+        .map(|state| {
+            format!(
+                "(flags={}, sink_mode={}, rollout_stage={})",
+                state.flags, state.sink_mode, state.rollout_stage
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `missing field `x``: the field's name.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |line| line.chars().count())
+        + 1;
+    (line, column)
+}
+
+fn contains(span: &Range<usize>, offset: usize) -> bool {
+    span.contains(&offset) || (span.is_empty() && span.start == offset)
+}
+
+/// The innermost key whose key or value holds byte `offset`.
+fn key_at(table: &DeTable<'_>, offset: usize, prefix: &mut Vec<Segment>) -> Option<Vec<Segment>> {
+    for (name, value) in table.iter() {
+        prefix.push(Segment::Key(name.get_ref().to_string()));
+        if contains(&name.span(), offset) {
+            return Some(prefix.clone());
+        }
+        if let Some(found) = value_key_at(value, offset, prefix) {
+            return Some(found);
+        }
+        prefix.pop();
+    }
+    None
+}
+
+fn value_key_at(
+    value: &Spanned<DeValue<'_>>,
+    offset: usize,
+    prefix: &mut Vec<Segment>,
+) -> Option<Vec<Segment>> {
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            if let Some(found) = key_at(table, offset, prefix) {
+                return Some(found);
+            }
+        }
+        DeValue::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                prefix.push(Segment::Index(index));
+                if let Some(found) = value_key_at(item, offset, prefix) {
+                    return Some(found);
+                }
+                prefix.pop();
+            }
+        }
+        _ => {}
+    }
+    contains(&value.span(), offset).then(|| prefix.clone())
+}
+
+/// Where a key path is written: the key itself, or the array element. A
+/// path that is not in the document (a default) is located at its nearest
+/// written parent.
+fn locate(table: &DeTable<'_>, path: &[Segment]) -> Option<Range<usize>> {
+    let Some((Segment::Key(first), rest)) = path.split_first() else {
+        return None;
+    };
+    let (name, value) = table
+        .iter()
+        .find(|(name, _)| name.get_ref().as_ref() == first.as_str())?;
+    Some(locate_in(value, rest).unwrap_or_else(|| name.span()))
+}
+
+fn locate_in(value: &Spanned<DeValue<'_>>, path: &[Segment]) -> Option<Range<usize>> {
+    let (segment, rest) = path.split_first()?;
+    match (segment, value.get_ref()) {
+        (Segment::Key(_), DeValue::Table(table)) => locate(table, path),
+        (Segment::Index(index), DeValue::Array(items)) => {
+            let item = items.get(*index)?;
+            Some(locate_in(item, rest).unwrap_or_else(|| item.span()))
+        }
+        _ => None,
     }
 }
 
@@ -224,53 +802,163 @@ quiesce = 1
         let scenario = Scenario::parse(Path::new("x.toml"), GOOD).unwrap();
         assert_eq!(scenario.start.sink_mode, SinkMode::Dual);
         assert_eq!(scenario.weights["run_event"], 3);
+        assert!(scenario.swarm.enabled);
+        assert!(scenario.invariants.checks_all());
+        assert_eq!(scenario.gate, GateThresholds::default());
+        assert_eq!(scenario.weighted_kinds(), vec!["run_event", "quiesce"]);
     }
 
-    fn error(text: &str) -> String {
-        Scenario::parse(Path::new("bad.toml"), text)
-            .unwrap_err()
-            .to_string()
+    /// The error's position and message.
+    fn error(text: &str) -> (Option<usize>, Option<String>, String) {
+        let error = Scenario::parse(Path::new("bad.toml"), text).unwrap_err();
+        let message = error.to_string();
+        let invalid = error.invalid().expect("an invalid file");
+        (invalid.line, invalid.key.clone(), message)
+    }
+
+    fn check(text: &str, line: usize, key: &str, says: &str) {
+        let (found_line, found_key, message) = error(text);
+        assert_eq!(
+            (found_line, found_key.as_deref()),
+            (Some(line), Some(key)),
+            "{message}"
+        );
+        assert!(
+            message.starts_with(&format!("load scenario bad.toml:{line}:")),
+            "{message}"
+        );
+        assert!(message.contains(&format!("key `{key}`")), "{message}");
+        assert!(message.contains(says), "{message}");
     }
 
     #[test]
-    fn bad_scenarios_name_the_file_line_and_key() {
-        let unknown_key = error(&GOOD.replace("cases = 3", "cases = 3\nbogus = 1"));
-        assert!(
-            unknown_key.contains("bad.toml")
-                && unknown_key.contains("bogus")
-                && unknown_key.contains("line"),
-            "{unknown_key}"
+    fn parse_errors_name_the_line_and_key() {
+        check(
+            &GOOD.replace("cases = 3", "cases = 3\nbogus = 1"),
+            5,
+            "bogus",
+            "expected one of",
         );
-        let wrong_type = error(&GOOD.replace("cases = 3", "cases = \"three\""));
-        assert!(
-            wrong_type.contains("line 4") && wrong_type.contains("cases"),
-            "{wrong_type}"
+        check(
+            &GOOD.replace("cases = 3", "cases = \"three\""),
+            4,
+            "cases",
+            "expected u32",
         );
-        let negative = error(&GOOD.replace("quiesce = 1", "quiesce = -1"));
-        assert!(
-            negative.contains("quiesce") || negative.contains("line 9"),
-            "{negative}"
+        check(
+            &GOOD.replace("quiesce = 1", "quiesce = -1"),
+            8,
+            "weights.quiesce",
+            "hint",
         );
-        let unknown_kind = error(&GOOD.replace("quiesce = 1", "teleport = 1"));
-        assert!(
-            unknown_kind.contains("weights.teleport") && unknown_kind.contains("run_event"),
-            "{unknown_kind}"
+        check(
+            &format!("{GOOD}\n[start]\nsink_mode = \"both\"\n"),
+            11,
+            "start.sink_mode",
+            "`dual`",
         );
-        let zero = error(
+        let (line, key, message) =
+            error("name = 'x'\ndescription = 'd'\ncases = 1\nmax_steps = 1\n");
+        assert_eq!(key.as_deref(), Some("weights"), "{message}");
+        assert!(message.contains("missing field"), "{line:?} {message}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line_and_key() {
+        check(
+            &GOOD.replace("quiesce = 1", "teleport = 1"),
+            8,
+            "weights.teleport",
+            "run_event",
+        );
+        check(
             &GOOD
                 .replace("run_event = 3", "run_event = 0")
                 .replace("quiesce = 1", "quiesce = 0"),
+            6,
+            "weights",
+            "all weights are zero",
         );
-        assert!(zero.contains("all weights are zero"), "{zero}");
-        let not_yet = error(&GOOD.replace("quiesce = 1", "retention = 1"));
-        assert!(
-            not_yet.contains("weights.retention") && not_yet.contains("not generated yet"),
-            "{not_yet}"
+        check(
+            &GOOD.replace("cases = 3", "cases = 0"),
+            4,
+            "cases",
+            "1 or more",
         );
-        let bad_mode = error(&format!("{GOOD}\n[start]\nsink_mode = \"both\"\n"));
-        assert!(
-            bad_mode.contains("sink_mode") || bad_mode.contains("both"),
-            "{bad_mode}"
+        check(
+            &format!("{GOOD}[invariants]\nexclude = [\"P1\",\n  \"Q7\"]\n"),
+            11,
+            "invariants.exclude[1]",
+            "unknown invariant `Q7`",
         );
+        check(
+            &format!("{GOOD}[gate]\nmax_mismatch_rate = 2.0\n"),
+            10,
+            "gate.max_mismatch_rate",
+            "outside (0, 1]",
+        );
+        check(
+            &format!("{GOOD}[coverage.min_per_kind]\nreproject = 1\n"),
+            10,
+            "coverage.min_per_kind.reproject",
+            "weight 0",
+        );
+        check(
+            &format!("{GOOD}[coverage.min_per_kind]\nrun_event = 31\n"),
+            10,
+            "coverage.min_per_kind.run_event",
+            "at most 30 steps",
+        );
+        check(
+            &format!(
+                "{GOOD}[[coverage.cell]]\nkind = \"run_event\"\nmin = 1\n[[coverage.cell]]\nkind = \"run_event\"\nsink_mode = \"noop\"\nmin = 1\n"
+            ),
+            12,
+            "coverage.cell[1]",
+            "unreachable",
+        );
+        check(
+            &format!(
+                "{}[coverage.min_per_kind]\nfault_partial_fanout = 1\n",
+                GOOD.replace("quiesce = 1", "quiesce = 1\nfault_partial_fanout = 1")
+            ),
+            11,
+            "coverage.min_per_kind.fault_partial_fanout",
+            "counted as `fault_khala`",
+        );
+        check(
+            &format!("{GOOD}[swarm]\nalways_on = [\"reproject\"]\n"),
+            10,
+            "swarm.always_on[0]",
+            "weight 0",
+        );
+        check(
+            &format!("{GOOD}[start]\nflags = {{ web = true }}\nrollout_stage = \"B\"\n"),
+            11,
+            "start.rollout_stage",
+            "decides every flag",
+        );
+    }
+
+    #[test]
+    fn reachable_cells_load() {
+        let text = format!(
+            "{}[[coverage.cell]]\nkind = \"run_event\"\nsink_mode = \"noop\"\nmin = 1\n",
+            GOOD.replace("quiesce = 1", "quiesce = 1\nsink_mode = 1")
+        );
+        let scenario = Scenario::parse(Path::new("x.toml"), &text).unwrap();
+        assert_eq!(scenario.coverage.cell.len(), 1);
+    }
+
+    #[test]
+    fn invariant_selection_includes_then_excludes() {
+        let selection = InvariantSelection {
+            include: vec!["X1".into(), "X2".into()],
+            exclude: vec!["X2".into()],
+        };
+        assert!(selection.checks("X1"));
+        assert!(!selection.checks("X2"));
+        assert!(!selection.checks("P1"));
+        assert!(!selection.checks_all());
     }
 }

@@ -3,7 +3,10 @@
 //! Rust change and no rebuild.
 //!
 //! - `scenarios/*.toml`: the scenario's cases (or `PROPTEST_CASES`) under the
-//!   `hardened` profile must let the gate allow.
+//!   `hardened` profile must let the gate allow and reach the coverage
+//!   minimums the file declares (checked when at least its own number of
+//!   cases ran). A file that does not load fails its own test only.
+//!   `soak.toml` runs only under `cargo nextest run --profile soak`.
 //! - `scenarios/regressions/*.json`: the stored minimal case must still show
 //!   its recorded violation under its recorded profile, and must pass under
 //!   `hardened` (the fix holds).
@@ -65,6 +68,12 @@ fn scenario(path: &Utf8Path, contents: String) -> TestResult {
     }
     if run.cases != cases {
         return Err(format!("ran {} of {cases} cases", run.cases).into());
+    }
+    if let Some(coverage) = &run.coverage
+        && !coverage.gaps.is_empty()
+    {
+        let gaps: Vec<String> = coverage.gaps.iter().map(ToString::to_string).collect();
+        return Err(format!("{path}: {}", gaps.join("; ")).into());
     }
     Ok(())
 }

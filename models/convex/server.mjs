@@ -81,6 +81,32 @@ function isPlainObject(x) {
   return typeof x === "object" && x !== null && !Array.isArray(x) && !(x instanceof ArrayBuffer);
 }
 
+// Whether `x` matches a primitive validator (the cases of checkValue that
+// look at `x` alone); undefined for the composite ones.
+function primitiveMatch(vd, x) {
+  switch (vd.type) {
+    case "any":
+      return true;
+    case "null":
+      return x === null;
+    case "number":
+      return typeof x === "number";
+    case "bigint":
+      return typeof x === "bigint";
+    case "boolean":
+      return typeof x === "boolean";
+    case "string":
+    case "id":
+      return typeof x === "string";
+    case "bytes":
+      return x instanceof ArrayBuffer;
+    case "literal":
+      return x === vd.value;
+    default:
+      return undefined;
+  }
+}
+
 // Throws ArgumentValidationError, or returns when `x` matches `vd`.
 function checkValue(vd, x, path) {
   const noMatch = () =>
@@ -118,6 +144,11 @@ function checkValue(vd, x, path) {
       return;
     case "union":
       for (const alt of vd.value) {
+        // Primitive alternatives are tested without building an error: a
+        // nullable field would otherwise cost an exception per null.
+        const quick = primitiveMatch(alt, x);
+        if (quick === true) return;
+        if (quick === false) continue;
         try {
           checkValue(alt, x, path);
           return;

@@ -56,3 +56,9 @@ mod clients_defects;
 
 // The parity auditor (A1–A3), and B2 and B18 under legacy with their hardened fixes.
 mod auditor;
+
+// Scenario files as data: malformed files refused with line and key, the library, `list scenarios`.
+mod scenarios;
+
+// Reports: a snapshot per stored legacy finding, the artifacts of a real run, the `report` subcommand.
+mod reports;

@@ -64,8 +64,19 @@ pub struct HydrationReadPath {
 
 impl HydrationReadPath {
     pub fn new(http_base: &str, topic: &str, tokens: Arc<dyn TokenSource>) -> Self {
+        Self::with_http_client(http_base, topic, tokens, reqwest::Client::new())
+    }
+
+    /// Reads through `http`, sharing its connection pool (building an HTTP
+    /// client loads the TLS roots, which costs more than many requests).
+    pub fn with_http_client(
+        http_base: &str,
+        topic: &str,
+        tokens: Arc<dyn TokenSource>,
+        http: reqwest::Client,
+    ) -> Self {
         HydrationReadPath {
-            http: reqwest::Client::new(),
+            http,
             http_base: http_base.trim_end_matches('/').to_owned(),
             topic: topic.to_owned(),
             tokens,
@@ -305,13 +316,25 @@ impl ClientLane {
         store: Arc<dyn WatermarkStore>,
         legacy: Arc<dyn LegacyReadPath>,
     ) -> Self {
+        Self::with_http_client(config, flag, tokens, store, legacy, reqwest::Client::new())
+    }
+
+    /// The same, hydrating through `http` (its connection pool shared).
+    pub fn with_http_client(
+        config: LaneConfig,
+        flag: bool,
+        tokens: Arc<dyn TokenSource>,
+        store: Arc<dyn WatermarkStore>,
+        legacy: Arc<dyn LegacyReadPath>,
+        http: reqwest::Client,
+    ) -> Self {
         let cache = ClientCache::new(config.apply_rule);
         ClientLane {
             config,
             tokens,
             store,
             legacy,
-            http: reqwest::Client::new(),
+            http,
             flag,
             rows: BTreeMap::new(),
             cache,

@@ -110,6 +110,34 @@ function list(p) {
   });
 }
 
+// Every document of both projections in one call, for a reader that looks at
+// everything after every step (the harness): one query instead of a paginated
+// listing per table. Bounded by `limit` per table; a larger table fails the
+// query rather than answering with part of it.
+export const listAllSummaries = queryGeneric({
+  args: { limit: v.number() },
+  handler: async (ctx, { limit }) => {
+    if (!Number.isInteger(limit) || limit < 0) {
+      throw new Error(`limit must be an integer >= 0, got ${limit}`);
+    }
+    const all = async (p) => {
+      const docs = await ctx.db
+        .query(p.table)
+        .withIndex("by_document_id")
+        .order("asc")
+        .take(limit + 1);
+      if (docs.length > limit) {
+        throw new Error(`${p.table} holds more than ${limit} documents`);
+      }
+      return docs.map(strip);
+    };
+    return {
+      run_summaries: await all(RUN),
+      codex_worker_summaries: await all(WORKER),
+    };
+  },
+});
+
 export const upsertRunSummary = upsert(RUN);
 export const upsertCodexWorkerSummary = upsert(WORKER);
 export const getRunSummary = get(RUN);

@@ -177,6 +177,31 @@ describe("front without admin key", () => {
     assert.deepEqual(seen, ids.map(workerId));
   });
 
+  test("listAllSummaries returns both tables in document_id order, and refuses more than limit", async () => {
+    for (const id of ["r-2", "r-1"]) assert.equal((await upsertRun(runSummary(id))).status, 200);
+    for (const id of ["w-3", "w-1", "w-2"]) assert.equal((await upsertWorker(workerSummary(id))).status, 200);
+    const all = await query("runtime:listAllSummaries", { limit: 3 });
+    assert.equal(all.status, 200);
+    assert.deepEqual(all.json.value, {
+      run_summaries: ["r-1", "r-2"].map((id) => ({ document_id: runId(id), summary: runSummary(id) })),
+      codex_worker_summaries: ["w-1", "w-2", "w-3"].map((id) => ({ document_id: workerId(id), summary: workerSummary(id) })),
+    });
+    const over = await query("runtime:listAllSummaries", { limit: 2 });
+    assert.equal(over.status, 560);
+    assert.match(over.json.errorMessage, /codex_worker_summaries holds more than 2 documents/);
+    const bad = await query("runtime:listAllSummaries", { limit: 1.5 });
+    assert.equal(bad.status, 560);
+    assert.match(bad.json.errorMessage, /limit must be an integer >= 0, got 1\.5/);
+  });
+
+  test("a nullable field takes null or its type, and names the path otherwise", async () => {
+    const withNull = runSummary("r-n", { latest_event_type: null, owner_user_id: null, owner_guest_scope: "guest" });
+    assert.equal((await upsertRun(withNull)).status, 200);
+    const wrong = await upsertRun(runSummary("r-w", { latest_event_type: 5 }));
+    assert.equal(wrong.status, 560);
+    assert.match(wrong.json.errorMessage, /^ArgumentValidationError: Value does not match validator\.\nPath: \.summary\.latest_event_type\nValue: 5\nValidator: v\.union\(v\.string\(\), v\.null\(\)\)/);
+  });
+
   test("ConvexHttpClient form (args as [obj], convex_encoded_json) works, via the real client", async () => {
     const client = new ConvexHttpClient(front.url, { skipConvexDeploymentUrlCheck: true, logger: false });
     const s = runSummary("client");

@@ -396,7 +396,15 @@ impl Runtime {
     ) -> Result<Vec<Result<ProjectionOutcome, ProjectionError>>, sqlx::Error> {
         let mut results = Vec::new();
         for (kind, entity_id) in self.projector.pending_repairs().await? {
-            results.push(self.projector.project(kind, &entity_id).await);
+            // A repair is a rebuild, not a redelivery: a backfill that failed
+            // after a sink switch left the checkpoint claiming the seq the
+            // new sink never got, which a plain projection skips as
+            // idempotent.
+            let repaired = match self.projector.prepare_rebuild(kind, &entity_id).await {
+                Ok(prepared) => self.projector.commit(prepared).await,
+                Err(error) => Err(error),
+            };
+            results.push(repaired);
         }
         Ok(results)
     }

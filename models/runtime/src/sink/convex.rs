@@ -5,6 +5,8 @@
 use super::{ProjectionSink, SinkContext, SinkError};
 use crate::summary::ProjectionKind;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// The default request timeout (spec §4.3).
@@ -55,12 +57,7 @@ impl ConvexHttp {
             base_url: base_url.trim().trim_end_matches('/').to_owned(),
             admin_key: admin_key.trim().to_owned(),
             timeout,
-            // The original set both the connect and the request timeout.
-            client: reqwest::Client::builder()
-                .connect_timeout(timeout)
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            client: shared_client(timeout),
         }
     }
 
@@ -111,6 +108,29 @@ impl ConvexHttp {
         let body = String::from_utf8_lossy(&bytes).into_owned();
         classify(status, &body)
     }
+}
+
+/// The HTTP client for `timeout`, built once per process and timeout.
+/// Building one loads the system's root certificates (the platform verifier
+/// reads every file under /etc/ssl/certs), about a millisecond of CPU, and a
+/// harness builds a sink and a reader for every case; a `Client` is a cheap
+/// handle to one connection pool, which keeps connections alive across them.
+fn shared_client(timeout: Duration) -> reqwest::Client {
+    static CLIENTS: OnceLock<Mutex<HashMap<Duration, reqwest::Client>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    // A panic while holding the lock cannot leave the map half-changed.
+    let mut clients = clients.lock().unwrap_or_else(PoisonError::into_inner);
+    clients
+        .entry(timeout)
+        .or_insert_with(|| {
+            // The original set both the connect and the request timeout.
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .timeout(timeout)
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// `/api/mutation` or `/api/query`.

@@ -20,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chrono::TimeDelta;
 use futures::{SinkExt, StreamExt};
 use sqlx::PgPool;
@@ -156,6 +157,14 @@ impl SyncServer {
                 addr: config.listen,
                 source,
             })?;
+        // Each frame goes out when written, as Cowboy's listener does by
+        // default; with Nagle a push followed by its reply waits for a
+        // delayed acknowledgement (some 40 ms) on every stale cursor.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "TCP_NODELAY not set on a sync connection");
+            }
+        });
         let context = Arc::new(ChannelContext::new(
             pool.clone(),
             clock.clone(),

@@ -1,0 +1,766 @@
+//! The cutover gate (spec §9.5, §11.2 G1): the thresholds a scenario's
+//! `[gate]` table may set, their defaults and validation, and the decision
+//! (allow | block | unknown) with its reasons and one check per threshold.
+//! Pure: it judges counts and rates the report has already gathered.
+
+use crate::invariants::{self, Severity};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Reason classes the gate knows: those the invariant checks record and
+/// those the parity auditor of §8 reports. A severity override naming any
+/// other class is refused, because a typo would otherwise silently leave
+/// the real class at its default severity.
+pub const KNOWN_REASON_CLASSES: &[&str] = &[
+    // Invariant checks (harness/src/invariants.rs).
+    "document_id_mismatch",
+    "sequence_fields_inconsistent",
+    "checkpoint_regressed",
+    "journal_gap",
+    "journal_version_regressed",
+    "khala_regressed",
+    "convex_regressed",
+    "khala_missing",
+    "convex_missing",
+    "convex_ahead_of_khala",
+    "khala_stale",
+    "convex_stale",
+    "khala_wrong",
+    "convex_wrong",
+    "stores_differ",
+    "checkpoint_missing",
+    "checkpoint_lag",
+    "khala_hash_mismatch",
+    "convex_hash_mismatch",
+    "checkpoint_ahead_of_khala",
+    "checkpoint_ahead_of_convex",
+    "key_set_wrong",
+    "redelivery_not_idempotent",
+    "lag_drift_after_catch_up",
+    // Delivery and client checks (harness/src/invariants/clients.rs).
+    "khala_lane_missing",
+    "khala_lane_stale",
+    "khala_lane_wrong",
+    "polling_lane_missing",
+    "polling_lane_stale",
+    "polling_lane_wrong",
+    "view_regressed",
+    "view_lost_document",
+    "delivery_gap",
+    "delivery_duplicate",
+    "below_floor_accepted",
+    "no_cursor_after_prune_accepted",
+    "ahead_of_head_accepted",
+    "refused_in_range",
+    "watermark_regressed",
+    "cache_missing",
+    "cache_stale",
+    "cache_diverged",
+    "old_row_retained",
+    "new_row_deleted",
+    "deleted_count_wrong",
+    "oldest_retained_wrong",
+    // The parity auditor's comparison table (§8).
+    "summary_hash_mismatch",
+    "hash_and_lag_drift",
+    "lag_drift",
+    "unsupported_projection",
+    "convex_lag_drift",
+    // X5: the auditor against the ground truth.
+    "auditor_missed_drift",
+    "auditor_false_alarm",
+];
+
+/// The stale-cursor rate the gate tolerates by default. §9.5 leaves it to
+/// "the cohort's incident threshold" without a number; 5 % of subscriptions
+/// answered `stale_cursor` is the bound we chose: above it, clients spend
+/// more time re-hydrating than following the stream.
+pub const DEFAULT_MAX_STALE_CURSOR_RATE: f64 = 0.05;
+
+/// Thresholds of the gate; every field has the §9.5 default, so an empty
+/// `[gate]` table (or none) is the spec's gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GateThresholds {
+    /// The auditor's mismatch rate must stay strictly below this (§9.5 gate
+    /// 1: `< 0.01`). Within `(0, 1]`.
+    pub max_mismatch_rate: f64,
+    /// Auditor comparisons with reason `khala_missing` allowed (§9.5 gate 2).
+    pub max_khala_missing: u64,
+    /// The p95 of the auditor's `abs_lag_drift` at quiescence may not exceed
+    /// this (§9.5 gate 3: "at or near 0 in steady state").
+    pub max_lag_drift_p95: u64,
+    /// The rate of subscriptions answered `stale_cursor` must stay strictly
+    /// below this (§9.5 gate 5). Within `(0, 1]`.
+    pub max_stale_cursor_rate: f64,
+    /// Any critical violation blocks (§11.2: `block_on_critical`).
+    pub block_on_critical: bool,
+    /// Warnings allowed before the gate blocks (§11.2: `max_warning_count`).
+    pub max_warnings: u64,
+    /// `unknown` instead of `allow` when no auditor cycle ran, so a drill
+    /// that produced no metrics cannot pass as evidence.
+    pub require_auditor_metrics: bool,
+    /// Severity per invariant id, overriding the catalogue.
+    pub invariant_severity: BTreeMap<String, Severity>,
+    /// Severity per reason class; wins over `invariant_severity`.
+    pub reason_severity: BTreeMap<String, Severity>,
+}
+
+impl Default for GateThresholds {
+    fn default() -> Self {
+        GateThresholds {
+            max_mismatch_rate: 0.01,
+            max_khala_missing: 0,
+            max_lag_drift_p95: 0,
+            max_stale_cursor_rate: DEFAULT_MAX_STALE_CURSOR_RATE,
+            block_on_critical: true,
+            max_warnings: 0,
+            require_auditor_metrics: false,
+            invariant_severity: BTreeMap::new(),
+            reason_severity: BTreeMap::new(),
+        }
+    }
+}
+
+/// A threshold that cannot be used, with the key that holds it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("gate key `{key}`: {kind}")]
+pub struct GateError {
+    /// The key inside the `[gate]` table, e.g. `max_mismatch_rate` or
+    /// `reason_severity.khala_mising`.
+    pub key: String,
+    pub kind: GateErrorKind,
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum GateErrorKind {
+    #[error("{value} is outside {range}")]
+    OutOfRange { value: String, range: &'static str },
+    #[error("unknown invariant (known: {known})")]
+    UnknownInvariant { known: String },
+    #[error("unknown reason class (known: {known})")]
+    UnknownReasonClass { known: String },
+    /// Not a threshold table: a syntax error, an unknown key, a wrong type.
+    #[error("{message}")]
+    Invalid { message: String },
+}
+
+impl GateThresholds {
+    /// Checks every threshold; the first unusable one is named.
+    pub fn validate(&self) -> Result<(), GateError> {
+        for (key, value) in [
+            ("max_mismatch_rate", self.max_mismatch_rate),
+            ("max_stale_cursor_rate", self.max_stale_cursor_rate),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 1.0) {
+                return Err(GateError {
+                    key: key.to_owned(),
+                    kind: GateErrorKind::OutOfRange {
+                        value: value.to_string(),
+                        range: "(0, 1]",
+                    },
+                });
+            }
+        }
+        for id in self.invariant_severity.keys() {
+            if invariants::invariant(id).is_none() {
+                return Err(GateError {
+                    key: format!("invariant_severity.{id}"),
+                    kind: GateErrorKind::UnknownInvariant {
+                        known: invariants::CATALOGUE
+                            .iter()
+                            .map(|entry| entry.id)
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                });
+            }
+        }
+        for class in self.reason_severity.keys() {
+            if !KNOWN_REASON_CLASSES.contains(&class.as_str()) {
+                return Err(GateError {
+                    key: format!("reason_severity.{class}"),
+                    kind: GateErrorKind::UnknownReasonClass {
+                        known: KNOWN_REASON_CLASSES.join(", "),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a `[gate]` table given as TOML text, then applies `overrides`
+    /// (`key=value`, TOML values; a bare word is a string, so
+    /// `reason_severity.lag_drift=warning` works), then validates.
+    pub fn parse_toml(text: &str, overrides: &[String]) -> Result<Self, GateError> {
+        let invalid = |key: &str, message: String| GateError {
+            key: key.to_owned(),
+            kind: GateErrorKind::Invalid { message },
+        };
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|error| invalid(".", error.message().to_owned()))?;
+        for entry in overrides {
+            let Some((key, value)) = entry.split_once('=') else {
+                return Err(invalid(entry, "expected key=value".to_owned()));
+            };
+            let key = key.trim();
+            let value = value.trim();
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut parsed| parsed.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+            let mut parts: Vec<&str> = key.split('.').collect();
+            let last = parts.pop().unwrap_or_default();
+            let mut target = &mut table;
+            for part in parts {
+                let next = target
+                    .entry(part.to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                target = next
+                    .as_table_mut()
+                    .ok_or_else(|| invalid(key, format!("`{part}` is not a table")))?;
+            }
+            target.insert(last.to_owned(), value);
+        }
+        let text = toml::to_string(&table).map_err(|error| invalid(".", error.to_string()))?;
+        let deserializer = toml::de::Deserializer::parse(&text)
+            .map_err(|error| invalid(".", error.message().to_owned()))?;
+        let thresholds: GateThresholds =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| {
+                let message = error.inner().message().to_owned();
+                let path = error.path().to_string();
+                // Name an unknown key itself, whether or not the path has it.
+                let key = match message.split('`').nth(1) {
+                    Some(unknown)
+                        if message.starts_with("unknown field")
+                            && path.rsplit('.').next() != Some(unknown) =>
+                    {
+                        if path == "." {
+                            unknown.to_owned()
+                        } else {
+                            format!("{path}.{unknown}")
+                        }
+                    }
+                    _ => path,
+                };
+                invalid(&key, message)
+            })?;
+        thresholds.validate()?;
+        Ok(thresholds)
+    }
+
+    /// The severity a violation counts with: the reason class's override,
+    /// else the invariant's override, else the catalogue's, else critical.
+    pub fn severity(&self, invariant: &str, reason_class: &str) -> Severity {
+        self.reason_severity
+            .get(reason_class)
+            .or_else(|| self.invariant_severity.get(invariant))
+            .copied()
+            .or_else(|| invariants::invariant(invariant).map(|entry| entry.severity))
+            .unwrap_or(Severity::Critical)
+    }
+}
+
+/// The gate's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Block,
+    /// A backend failed, or evidence the thresholds require is missing:
+    /// the run proves nothing either way.
+    Unknown,
+}
+
+/// How one threshold fared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Pass,
+    Fail,
+    /// Nothing was measured (no auditor cycle, no client catch-up).
+    NoData,
+}
+
+/// One threshold against what a scenario's run showed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateCheck {
+    pub scenario: String,
+    /// `critical_violations`, `warnings`, `mismatch_rate`, `khala_missing`,
+    /// `lag_drift_p95` or `stale_cursor_rate`.
+    pub check: String,
+    pub observed: Option<f64>,
+    /// The rule the observation must satisfy, e.g. `< 0.01` or `<= 0`.
+    pub rule: String,
+    pub outcome: CheckOutcome,
+}
+
+/// The decision with its reasons (one sentence each) and every check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub decision: Decision,
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub checks: Vec<GateCheck>,
+}
+
+/// What one scenario's run showed, as the gate needs it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evidence {
+    pub scenario: String,
+    /// Violations by the severity they count with (after overrides).
+    pub critical: u64,
+    pub warnings: u64,
+    /// The auditor's mismatch rate over cycles with no fault active.
+    pub mismatch_rate: Option<f64>,
+    /// Auditor comparisons with reason `khala_missing`, same cycles.
+    pub khala_missing: Option<u64>,
+    /// p95 of `abs_lag_drift` over comparisons at quiescence.
+    pub lag_drift_p95: Option<f64>,
+    /// Client catch-ups answered `stale_cursor`, over all catch-ups.
+    pub stale_cursor_rate: Option<f64>,
+    /// Why the run proves nothing (a backend failed), if it does not.
+    pub unknown: Option<String>,
+}
+
+/// The decision for one scenario's evidence under its thresholds.
+pub fn decide(thresholds: &GateThresholds, evidence: &Evidence) -> Gate {
+    let scenario = evidence.scenario.as_str();
+    let check = |check: &str, observed: Option<f64>, rule: String, passes: bool| GateCheck {
+        scenario: scenario.to_owned(),
+        check: check.to_owned(),
+        observed,
+        rule,
+        outcome: match observed {
+            None => CheckOutcome::NoData,
+            Some(_) if passes => CheckOutcome::Pass,
+            Some(_) => CheckOutcome::Fail,
+        },
+    };
+    let at_most = |value: Option<f64>, limit: f64| value.is_none_or(|value| value <= limit);
+    let below = |value: Option<f64>, limit: f64| value.is_none_or(|value| value < limit);
+    let mut checks = Vec::new();
+    if thresholds.block_on_critical {
+        checks.push(check(
+            "critical_violations",
+            Some(evidence.critical as f64),
+            "= 0".to_owned(),
+            evidence.critical == 0,
+        ));
+    }
+    checks.push(check(
+        "warnings",
+        Some(evidence.warnings as f64),
+        format!("<= {}", thresholds.max_warnings),
+        evidence.warnings <= thresholds.max_warnings,
+    ));
+    checks.push(check(
+        "mismatch_rate",
+        evidence.mismatch_rate,
+        format!("< {}", thresholds.max_mismatch_rate),
+        below(evidence.mismatch_rate, thresholds.max_mismatch_rate),
+    ));
+    let khala_missing = evidence.khala_missing.map(|count| count as f64);
+    checks.push(check(
+        "khala_missing",
+        khala_missing,
+        format!("<= {}", thresholds.max_khala_missing),
+        at_most(khala_missing, thresholds.max_khala_missing as f64),
+    ));
+    checks.push(check(
+        "lag_drift_p95",
+        evidence.lag_drift_p95,
+        format!("<= {}", thresholds.max_lag_drift_p95),
+        at_most(evidence.lag_drift_p95, thresholds.max_lag_drift_p95 as f64),
+    ));
+    checks.push(check(
+        "stale_cursor_rate",
+        evidence.stale_cursor_rate,
+        format!("< {}", thresholds.max_stale_cursor_rate),
+        below(evidence.stale_cursor_rate, thresholds.max_stale_cursor_rate),
+    ));
+
+    if let Some(message) = &evidence.unknown {
+        return Gate {
+            decision: Decision::Unknown,
+            reasons: vec![format!("{scenario}: {message}")],
+            checks,
+        };
+    }
+    let mut reasons: Vec<String> = checks
+        .iter()
+        .filter(|check| check.outcome == CheckOutcome::Fail)
+        .map(|check| {
+            let observed = check
+                .observed
+                .map_or("-".to_owned(), |value| value.to_string());
+            format!(
+                "{scenario}: {} is {observed}, the gate needs {}",
+                check.check, check.rule
+            )
+        })
+        .collect();
+    let decision = if !reasons.is_empty() {
+        Decision::Block
+    } else if thresholds.require_auditor_metrics && evidence.mismatch_rate.is_none() {
+        reasons.push(format!(
+            "{scenario}: no auditor cycle ran, and the gate requires auditor metrics"
+        ));
+        Decision::Unknown
+    } else {
+        Decision::Allow
+    };
+    Gate {
+        decision,
+        reasons,
+        checks,
+    }
+}
+
+/// One gate from several scenarios' gates: unknown if any is unknown (a
+/// run that proves nothing cannot be outvoted), else block if any blocks,
+/// else allow. Reasons and checks are kept in order.
+pub fn combine(gates: Vec<Gate>) -> Gate {
+    let decision = if gates.iter().any(|gate| gate.decision == Decision::Unknown) {
+        Decision::Unknown
+    } else if gates.iter().any(|gate| gate.decision == Decision::Block) {
+        Decision::Block
+    } else {
+        Decision::Allow
+    };
+    let mut combined = Gate {
+        decision,
+        reasons: Vec::new(),
+        checks: Vec::new(),
+    };
+    for gate in gates {
+        combined.reasons.extend(gate.reasons);
+        combined.checks.extend(gate.checks);
+    }
+    combined
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<GateThresholds, String> {
+        let thresholds: GateThresholds = toml::from_str(text).map_err(|error| error.to_string())?;
+        thresholds.validate().map_err(|error| error.key)?;
+        Ok(thresholds)
+    }
+
+    fn key_of(text: &str, overrides: &[&str]) -> Result<GateThresholds, String> {
+        let overrides: Vec<String> = overrides.iter().map(|entry| (*entry).to_owned()).collect();
+        GateThresholds::parse_toml(text, &overrides).map_err(|error| error.key)
+    }
+
+    #[test]
+    fn toml_text_and_overrides_name_the_offending_key() {
+        let thresholds = key_of(
+            "max_warnings = 2\n[reason_severity]\nlag_drift = \"warning\"",
+            &[
+                "max_mismatch_rate=0.05",
+                "reason_severity.khala_stale=warning",
+            ],
+        )
+        .unwrap();
+        assert_eq!(thresholds.max_warnings, 2);
+        assert_eq!(thresholds.max_mismatch_rate, 0.05);
+        assert_eq!(thresholds.reason_severity.len(), 2);
+        assert_eq!(
+            key_of("", &["max_mismatch_rate=7"]),
+            Err("max_mismatch_rate".into())
+        );
+        assert_eq!(
+            key_of("", &["max_mismatch=0.1"]),
+            Err("max_mismatch".into())
+        );
+        assert_eq!(key_of("", &["max_warnings=-1"]), Err("max_warnings".into()));
+        assert_eq!(key_of("", &["max_warnings"]), Err("max_warnings".into()));
+        assert_eq!(
+            key_of("", &["reason_severity.khala_mising=warning"]),
+            Err("reason_severity.khala_mising".into())
+        );
+        assert_eq!(
+            key_of("[invariant_severity]\nX1 = \"fatal\"", &[]),
+            Err("invariant_severity.X1".into())
+        );
+        assert_eq!(key_of("not toml at all", &[]), Err(".".into()));
+    }
+
+    #[test]
+    fn an_empty_table_is_the_spec_gate() {
+        let thresholds = parse("").unwrap();
+        assert_eq!(thresholds, GateThresholds::default());
+        assert_eq!(thresholds.max_mismatch_rate, 0.01);
+        assert_eq!(thresholds.max_khala_missing, 0);
+        assert_eq!(thresholds.max_lag_drift_p95, 0);
+        assert!(thresholds.block_on_critical);
+        assert_eq!(thresholds.max_warnings, 0);
+    }
+
+    #[test]
+    fn out_of_range_rates_name_their_key() {
+        for (text, key) in [
+            ("max_mismatch_rate = 0.0", "max_mismatch_rate"),
+            ("max_mismatch_rate = 1.5", "max_mismatch_rate"),
+            ("max_mismatch_rate = -0.1", "max_mismatch_rate"),
+            ("max_mismatch_rate = nan", "max_mismatch_rate"),
+            ("max_stale_cursor_rate = inf", "max_stale_cursor_rate"),
+        ] {
+            assert_eq!(parse(text), Err(key.to_owned()), "{text}");
+        }
+        assert!(parse("max_mismatch_rate = 1.0").is_ok());
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_their_key() {
+        assert_eq!(
+            parse("[reason_severity]\nkhala_mising = \"warning\""),
+            Err("reason_severity.khala_mising".to_owned())
+        );
+        assert_eq!(
+            parse("[invariant_severity]\nX9 = \"warning\""),
+            Err("invariant_severity.X9".to_owned())
+        );
+        let unknown_key = parse("max_mismatch = 0.5").unwrap_err();
+        assert!(unknown_key.contains("max_mismatch"), "{unknown_key}");
+        let negative = parse("max_khala_missing = -1").unwrap_err();
+        assert!(negative.contains("max_khala_missing"), "{negative}");
+        let bad_severity = parse("[reason_severity]\nlag_drift = \"fatal\"").unwrap_err();
+        assert!(bad_severity.contains("fatal"), "{bad_severity}");
+    }
+
+    #[test]
+    fn the_most_specific_severity_wins() {
+        let thresholds = parse(
+            "[invariant_severity]\nX1 = \"warning\"\n[reason_severity]\nstores_differ = \"critical\"",
+        )
+        .unwrap();
+        assert_eq!(thresholds.severity("X1", "khala_stale"), Severity::Warning);
+        assert_eq!(
+            thresholds.severity("X1", "stores_differ"),
+            Severity::Critical
+        );
+        assert_eq!(thresholds.severity("P1", "anything"), Severity::Critical);
+        assert_eq!(
+            GateThresholds::default().severity("Z9", "new_class"),
+            Severity::Critical
+        );
+    }
+
+    fn evidence() -> Evidence {
+        Evidence {
+            scenario: "s".into(),
+            mismatch_rate: Some(0.0),
+            khala_missing: Some(0),
+            lag_drift_p95: Some(0.0),
+            ..Evidence::default()
+        }
+    }
+
+    fn decision(thresholds: &GateThresholds, evidence: &Evidence) -> (Decision, Vec<String>) {
+        let gate = decide(thresholds, evidence);
+        let failed = gate
+            .checks
+            .iter()
+            .filter(|check| check.outcome == CheckOutcome::Fail)
+            .map(|check| check.check.clone())
+            .collect();
+        (gate.decision, failed)
+    }
+
+    #[test]
+    fn each_threshold_blocks_on_its_own() {
+        let thresholds = GateThresholds::default();
+        assert_eq!(
+            decision(&thresholds, &evidence()),
+            (Decision::Allow, vec![])
+        );
+        let cases: [(Evidence, &str); 6] = [
+            (
+                Evidence {
+                    critical: 1,
+                    ..evidence()
+                },
+                "critical_violations",
+            ),
+            (
+                Evidence {
+                    warnings: 1,
+                    ..evidence()
+                },
+                "warnings",
+            ),
+            // Exactly at the §9.5 bound is not below it.
+            (
+                Evidence {
+                    mismatch_rate: Some(0.01),
+                    ..evidence()
+                },
+                "mismatch_rate",
+            ),
+            (
+                Evidence {
+                    khala_missing: Some(1),
+                    ..evidence()
+                },
+                "khala_missing",
+            ),
+            (
+                Evidence {
+                    lag_drift_p95: Some(1.0),
+                    ..evidence()
+                },
+                "lag_drift_p95",
+            ),
+            (
+                Evidence {
+                    stale_cursor_rate: Some(DEFAULT_MAX_STALE_CURSOR_RATE),
+                    ..evidence()
+                },
+                "stale_cursor_rate",
+            ),
+        ];
+        for (evidence, check) in cases {
+            assert_eq!(
+                decision(&thresholds, &evidence),
+                (Decision::Block, vec![check.to_owned()]),
+                "{check}"
+            );
+        }
+        let below = Evidence {
+            mismatch_rate: Some(0.009),
+            stale_cursor_rate: Some(0.01),
+            ..evidence()
+        };
+        assert_eq!(decision(&thresholds, &below).0, Decision::Allow);
+    }
+
+    #[test]
+    fn thresholds_move_the_bounds() {
+        let lenient = GateThresholds {
+            max_mismatch_rate: 0.5,
+            max_khala_missing: 2,
+            max_lag_drift_p95: 3,
+            max_warnings: 1,
+            block_on_critical: false,
+            ..GateThresholds::default()
+        };
+        let evidence = Evidence {
+            critical: 4,
+            warnings: 1,
+            mismatch_rate: Some(0.4),
+            khala_missing: Some(2),
+            lag_drift_p95: Some(3.0),
+            ..evidence()
+        };
+        assert_eq!(decision(&lenient, &evidence), (Decision::Allow, vec![]));
+    }
+
+    #[test]
+    fn no_data_passes_unless_auditor_metrics_are_required() {
+        let evidence = Evidence {
+            scenario: "s".into(),
+            ..Evidence::default()
+        };
+        let gate = decide(&GateThresholds::default(), &evidence);
+        assert_eq!(gate.decision, Decision::Allow);
+        assert!(
+            gate.checks
+                .iter()
+                .any(|check| check.outcome == CheckOutcome::NoData)
+        );
+        let strict = GateThresholds {
+            require_auditor_metrics: true,
+            ..GateThresholds::default()
+        };
+        let gate = decide(&strict, &evidence);
+        assert_eq!(gate.decision, Decision::Unknown);
+        assert!(
+            gate.reasons[0].contains("no auditor cycle"),
+            "{:?}",
+            gate.reasons
+        );
+    }
+
+    #[test]
+    fn a_backend_failure_is_unknown_and_wins_when_combined() {
+        let failed = Evidence {
+            unknown: Some("postgres died".into()),
+            ..evidence()
+        };
+        let unknown = decide(&GateThresholds::default(), &failed);
+        assert_eq!(
+            (unknown.decision, unknown.reasons.clone()),
+            (Decision::Unknown, vec!["s: postgres died".to_owned()])
+        );
+        let block = decide(
+            &GateThresholds::default(),
+            &Evidence {
+                critical: 1,
+                ..evidence()
+            },
+        );
+        let allow = decide(&GateThresholds::default(), &evidence());
+        assert_eq!(
+            combine(vec![allow.clone(), block.clone()]).decision,
+            Decision::Block
+        );
+        assert_eq!(
+            combine(vec![block, unknown, allow]).decision,
+            Decision::Unknown
+        );
+        assert_eq!(combine(vec![]).decision, Decision::Allow);
+    }
+
+    /// Every reason class the checks record as a literal is known here, so
+    /// a new class cannot be refused by `report` or missed by an override.
+    /// (Classes built with `format!` are listed by hand above.)
+    #[test]
+    fn every_literal_reason_class_of_the_checks_is_known() {
+        let source = include_str!("invariants.rs");
+        let mut seen = 0;
+        for (at, _) in source.match_indices("record(") {
+            let rest = source[at + "record(".len()..].trim_start();
+            let Some(after_id) = rest
+                .strip_prefix('"')
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(_, rest)| rest.trim_start().trim_start_matches(',').trim_start())
+            else {
+                continue;
+            };
+            if let Some((class, _)) = after_id
+                .strip_prefix('"')
+                .and_then(|rest| rest.split_once('"'))
+            {
+                seen += 1;
+                assert!(
+                    KNOWN_REASON_CLASSES.contains(&class),
+                    "reason class {class:?} of invariants.rs is not in KNOWN_REASON_CLASSES"
+                );
+            }
+        }
+        assert!(
+            seen >= 10,
+            "found only {seen} record calls: has the recorder changed?"
+        );
+    }
+
+    #[test]
+    fn errors_read_with_the_key_first() {
+        let error = GateThresholds {
+            max_mismatch_rate: 2.0,
+            ..GateThresholds::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "gate key `max_mismatch_rate`: 2 is outside (0, 1]"
+        );
+    }
+}

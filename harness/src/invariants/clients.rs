@@ -1,0 +1,648 @@
+//! The delivery and client checks (X3, X4, D2, D3, D7, R1) on the clients'
+//! observation after a step: what each lane shows and received, what each
+//! subscribe was answered, and what a retention run did.
+
+use super::{Recorder, Violation, differing_keys};
+use crate::delivery::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
+use crate::observation::{Observation, document_seq};
+use crate::oracle::{Oracle, semantic_part};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Every reason class these checks record (the gate must know each).
+pub const REASON_CLASSES: &[&str] = &[
+    "khala_lane_missing",
+    "khala_lane_stale",
+    "khala_lane_wrong",
+    "polling_lane_missing",
+    "polling_lane_stale",
+    "polling_lane_wrong",
+    "view_regressed",
+    "view_lost_document",
+    "delivery_gap",
+    "delivery_duplicate",
+    "below_floor_accepted",
+    "no_cursor_after_prune_accepted",
+    "ahead_of_head_accepted",
+    "refused_in_range",
+    "watermark_regressed",
+    "cache_missing",
+    "cache_stale",
+    "cache_diverged",
+    "old_row_retained",
+    "new_row_deleted",
+    "deleted_count_wrong",
+    "oldest_retained_wrong",
+];
+
+fn lane_name(lane: &LaneObservation) -> String {
+    format!(
+        "{} lane of user {}",
+        lane.surface.as_str(),
+        lane.user.as_str()
+    )
+}
+
+/// Every client check after step `step_index`; the convergence parts (X3,
+/// the D7 cache) only when `quiescent`. `previous` is the clients'
+/// observation after the step before, if they were running then.
+pub fn check_clients(
+    oracle: &Oracle,
+    current: &Observation,
+    previous: Option<&ClientsObservation>,
+    clients: &ClientsObservation,
+    step_index: usize,
+    quiescent: bool,
+) -> Vec<Violation> {
+    let mut recorder = Recorder {
+        step_index,
+        observation: current,
+        found: Vec::new(),
+    };
+    for lane in &clients.lanes {
+        let before = previous.and_then(|previous| previous.lane(lane.surface, lane.user));
+        if let Some(before) = before {
+            check_view_monotone(&mut recorder, before, lane);
+            check_watermark_monotone(&mut recorder, before, lane);
+        }
+        check_deliveries(&mut recorder, lane);
+        check_subscribes(&mut recorder, lane);
+        if quiescent && lane.online {
+            check_view_converged(&mut recorder, oracle, current, lane);
+            if lane.source == LaneSource::Khala {
+                check_cache_converged(&mut recorder, current, lane);
+            }
+        }
+    }
+    if let Some(run) = &clients.retention {
+        let topics: BTreeSet<&String> = clients.topics.keys().collect();
+        check_retention(&mut recorder, run, &topics);
+    }
+    recorder.found
+}
+
+/// X4: a document a lane showed is still shown, at no lower seq.
+fn check_view_monotone(
+    recorder: &mut Recorder<'_>,
+    before: &LaneObservation,
+    lane: &LaneObservation,
+) {
+    for (key, seq_before) in &before.view {
+        match lane.view.get(key) {
+            None => {
+                let detail = format!("the {} no longer shows it", lane_name(lane));
+                recorder.record("X4", "view_lost_document", Some(key), detail, None);
+            }
+            Some(seq) if seq < seq_before => {
+                let detail = format!(
+                    "the {} went from seq {seq_before} to {seq}",
+                    lane_name(lane)
+                );
+                recorder.record("X4", "view_regressed", Some(key), detail, None);
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// D7 (every step): a lane's watermark never moves back.
+fn check_watermark_monotone(
+    recorder: &mut Recorder<'_>,
+    before: &LaneObservation,
+    lane: &LaneObservation,
+) {
+    if let Some(watermark_before) = before.watermark
+        && lane
+            .watermark
+            .is_none_or(|watermark| watermark < watermark_before)
+    {
+        let detail = format!(
+            "the {} went from watermark {watermark_before} to {:?}",
+            lane_name(lane),
+            lane.watermark
+        );
+        recorder.record("D7", "watermark_regressed", None, detail, None);
+    }
+}
+
+/// D2: within one operation, deliveries continue from the stored watermark
+/// (or, after a fresh start or a re-hydration, from the first delivered)
+/// one watermark at a time.
+fn check_deliveries(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
+    for run in &lane.deliveries {
+        let mut reached = if run.rehydrated { None } else { run.from };
+        for watermark in &run.watermarks {
+            let class = match reached {
+                Some(reached) if *watermark <= reached => Some("delivery_duplicate"),
+                Some(reached) if *watermark > reached + 1 => Some("delivery_gap"),
+                _ => None,
+            };
+            if let Some(class) = class {
+                let detail = format!(
+                    "the {} at watermark {reached:?} received {watermark} (run from {:?}: {:?})",
+                    lane_name(lane),
+                    run.from,
+                    run.watermarks
+                );
+                recorder.record("D2", class, None, detail, None);
+                break;
+            }
+            reached = Some(reached.map_or(*watermark, |reached| reached.max(*watermark)));
+        }
+    }
+}
+
+/// D3: stale iff the resume point (0 without a cursor) is below the floor
+/// the harness tracked, or the cursor is above every allocated watermark.
+fn check_subscribes(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
+    for attempt in &lane.subscribes {
+        let below = attempt.cursor.unwrap_or(0) < attempt.floor;
+        let ahead = attempt.cursor.is_some_and(|cursor| cursor > attempt.head);
+        let class = match (attempt.stale, attempt.cursor) {
+            (false, Some(_)) if below => "below_floor_accepted",
+            (false, None) if below => "no_cursor_after_prune_accepted",
+            (false, _) if ahead => "ahead_of_head_accepted",
+            (true, _) if !below && !ahead => "refused_in_range",
+            _ => continue,
+        };
+        let detail = format!(
+            "the {} resumed after {:?} with retention floor {} and head {}: {}",
+            lane_name(lane),
+            attempt.cursor,
+            attempt.floor,
+            attempt.head,
+            if attempt.stale {
+                "answered stale_cursor"
+            } else {
+                "accepted"
+            }
+        );
+        recorder.record("D3", class, None, detail, None);
+    }
+}
+
+/// X3: at quiescence the lane shows every worker document as predicted,
+/// wherever its source (the Khala read model, for both lane kinds) is
+/// written and holds it correctly.
+fn check_view_converged(
+    recorder: &mut Recorder<'_>,
+    oracle: &Oracle,
+    current: &Observation,
+    lane: &LaneObservation,
+) {
+    if !oracle.sink_mode().writes_khala() {
+        return;
+    }
+    let source = lane.source.as_str();
+    for (key, expected) in oracle.client_documents() {
+        let source_right = current.khala.get(&key).is_some_and(|(_, payload)| {
+            differing_keys(&expected, &semantic_part(payload)).is_empty()
+        });
+        if !source_right {
+            continue;
+        }
+        let shown = lane.documents.get(&key);
+        let class = match shown {
+            None => format!("{source}_lane_missing"),
+            Some(document) => {
+                let differing = differing_keys(&expected, &semantic_part(document));
+                if differing.is_empty() {
+                    continue;
+                }
+                let expected_seq = document_seq(&expected);
+                if document_seq(document) < expected_seq {
+                    format!("{source}_lane_stale")
+                } else {
+                    format!("{source}_lane_wrong")
+                }
+            }
+        };
+        let detail = format!(
+            "the {} shows {:?} where the read model holds seq {:?}",
+            lane_name(lane),
+            shown.and_then(document_seq),
+            document_seq(&expected)
+        );
+        recorder.record("X3", &class, Some(&key), detail, Some(expected));
+    }
+}
+
+/// D7 (at quiescence): a settled Khala lane's doc cache holds every
+/// read-model row of its topic at the row's version, with its payload.
+fn check_cache_converged(
+    recorder: &mut Recorder<'_>,
+    current: &Observation,
+    lane: &LaneObservation,
+) {
+    let rows: BTreeMap<&String, &(i64, serde_json::Value)> = current
+        .khala
+        .iter()
+        .filter(|(key, _)| key.starts_with("runtime/codex_worker_summary:"))
+        .collect();
+    for (key, (version, payload)) in rows {
+        let class = match lane.cache.get(key) {
+            None => "cache_missing",
+            Some(cached) if cached.doc_version < *version => "cache_stale",
+            Some(cached) if cached.doc_version > *version => "cache_diverged",
+            Some(cached) if cached.payload.as_ref() != Some(payload) => "cache_diverged",
+            Some(_) => continue,
+        };
+        let detail = format!(
+            "the {} caches {:?} where the read model holds version {version}",
+            lane_name(lane),
+            lane.cache.get(key).map(|cached| cached.doc_version)
+        );
+        recorder.record("D7", class, Some(key), detail, None);
+    }
+}
+
+/// R1: the retention run's postcondition, from the journal before and
+/// after it.
+fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTreeSet<&String>) {
+    let after: BTreeSet<(&str, i64)> = run
+        .after
+        .iter()
+        .map(|stamp| (stamp.topic.as_str(), stamp.watermark))
+        .collect();
+    let mut removed = 0u64;
+    for stamp in &run.before {
+        let kept = after.contains(&(stamp.topic.as_str(), stamp.watermark));
+        let old = stamp.inserted_at < run.cutoff;
+        removed += u64::from(!kept);
+        let class = match (old, kept) {
+            (true, true) => "old_row_retained",
+            (false, false) => "new_row_deleted",
+            _ => continue,
+        };
+        let detail = format!(
+            "topic {} watermark {} inserted at {} with cutoff {}",
+            stamp.topic, stamp.watermark, stamp.inserted_at, run.cutoff
+        );
+        recorder.record("R1", class, None, detail, None);
+    }
+    if removed != run.deleted {
+        let detail = format!("the job reported {} deleted, {removed} were", run.deleted);
+        recorder.record("R1", "deleted_count_wrong", None, detail, None);
+    }
+    let mut oldest: BTreeMap<&str, i64> = BTreeMap::new();
+    for stamp in &run.after {
+        let entry = oldest
+            .entry(stamp.topic.as_str())
+            .or_insert(stamp.watermark);
+        *entry = (*entry).min(stamp.watermark);
+    }
+    for topic in topics {
+        let actual = oldest.get(topic.as_str()).copied();
+        let reported = run.oldest_retained.get(topic.as_str()).copied();
+        if reported != Some(actual) {
+            let detail = format!(
+                "topic {topic}: the job reported oldest {reported:?}, the journal holds {actual:?}"
+            );
+            recorder.record("R1", "oldest_retained_wrong", None, detail, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each client invariant catches a planted defect; a consistent
+    //! observation passes them all.
+
+    use super::*;
+    use crate::case::{Step, Surface, WorkerEventType};
+    use crate::delivery::{
+        CachedDocument, DeliveryRun, JournalStamp, SubscribeAttempt, TopicTruth,
+    };
+    use crate::oracle::ClientUser;
+    use chrono::{DateTime, NaiveDateTime};
+    use khala_runtime::SinkMode;
+    use serde_json::Value;
+
+    const KEY: &str = "runtime/codex_worker_summary:worker_0";
+    const TOPIC: &str = "runtime.codex_worker_summaries";
+
+    fn oracle(events: usize) -> Oracle {
+        let mut oracle = Oracle::new(crate::case::IdStyle::Plain, SinkMode::KhalaOnly);
+        for _ in 0..events {
+            oracle.apply(&Step::AppendWorkerEvent {
+                worker: 0,
+                event_type: WorkerEventType::Heartbeat,
+            });
+        }
+        oracle
+    }
+
+    /// The read model holding the oracle's worker document at its seq.
+    fn stores(oracle: &Oracle) -> (Observation, Value) {
+        let mut document = oracle
+            .client_documents()
+            .remove(KEY)
+            .expect("worker document");
+        document["updated_at"] = "2026-02-19T20:00:00.000000Z".into();
+        let seq = document_seq(&document).expect("seq");
+        let mut observation = Observation::default();
+        observation
+            .khala
+            .insert(KEY.into(), (seq, document.clone()));
+        (observation, document)
+    }
+
+    /// A settled Khala lane showing and caching `document` at `watermark`.
+    fn lane(document: &Value, watermark: i64) -> LaneObservation {
+        let seq = document_seq(document).expect("seq");
+        LaneObservation {
+            surface: Surface::Web,
+            user: ClientUser::Internal,
+            source: LaneSource::Khala,
+            online: true,
+            watermark: Some(watermark),
+            view: [(KEY.to_owned(), seq)].into(),
+            documents: [(KEY.to_owned(), document.clone())].into(),
+            cache: [(
+                KEY.to_owned(),
+                CachedDocument {
+                    doc_version: seq,
+                    payload: Some(document.clone()),
+                },
+            )]
+            .into(),
+            deliveries: Vec::new(),
+            subscribes: Vec::new(),
+        }
+    }
+
+    fn clients(lanes: Vec<LaneObservation>) -> ClientsObservation {
+        ClientsObservation {
+            lanes,
+            desktop: BTreeMap::new(),
+            topics: [(TOPIC.to_owned(), TopicTruth::default())].into(),
+            retention: None,
+        }
+    }
+
+    fn ids(found: &[Violation]) -> Vec<(&'static str, String)> {
+        found
+            .iter()
+            .map(|violation| (violation.invariant, violation.reason_class.clone()))
+            .collect()
+    }
+
+    fn check(
+        oracle: &Oracle,
+        current: &Observation,
+        previous: Option<&ClientsObservation>,
+        clients: &ClientsObservation,
+    ) -> Vec<(&'static str, String)> {
+        ids(&check_clients(oracle, current, previous, clients, 4, true))
+    }
+
+    #[test]
+    fn the_gate_knows_every_reason_class() {
+        for class in REASON_CLASSES {
+            assert!(
+                crate::gate::KNOWN_REASON_CLASSES.contains(class),
+                "{class} is not in gate::KNOWN_REASON_CLASSES"
+            );
+        }
+    }
+
+    #[test]
+    fn a_settled_lane_passes_every_check() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let now = clients(vec![lane(&document, 2)]);
+        assert_eq!(check(&oracle, &observation, Some(&now), &now), []);
+    }
+
+    #[test]
+    fn x3_catches_a_lane_missing_or_behind_a_document_its_source_holds() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let mut missing = lane(&document, 2);
+        missing.documents.clear();
+        missing.view.clear();
+        missing.source = LaneSource::Polling;
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![missing])),
+            [("X3", "polling_lane_missing".into())]
+        );
+        let (_, older) = stores(&self::oracle(1));
+        let mut behind = lane(&document, 2);
+        behind.documents.insert(KEY.into(), older);
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![behind])),
+            [("X3", "khala_lane_stale".into())]
+        );
+    }
+
+    #[test]
+    fn x3_skips_sources_the_sink_mode_does_not_write_and_wrong_sources() {
+        let mut oracle = oracle(2);
+        let (mut observation, document) = stores(&oracle);
+        let mut missing = lane(&document, 2);
+        missing.documents.clear();
+        missing.source = LaneSource::Polling;
+        let lanes = clients(vec![missing]);
+        observation.khala.get_mut(KEY).expect("row").1["status"] = "wrong".into();
+        assert_eq!(check(&oracle, &observation, None, &lanes), []);
+        let (observation, _) = stores(&oracle);
+        oracle.apply(&Step::SwitchSinkMode {
+            mode: SinkMode::ConvexOnly,
+        });
+        assert_eq!(check(&oracle, &observation, None, &lanes), []);
+    }
+
+    #[test]
+    fn x4_catches_a_view_moving_backwards_or_losing_a_document() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let before = clients(vec![lane(&document, 2)]);
+        let mut regressed = lane(&document, 2);
+        regressed.view.insert(KEY.into(), 1);
+        let found = check(
+            &oracle,
+            &observation,
+            Some(&before),
+            &clients(vec![regressed]),
+        );
+        assert!(
+            found.contains(&("X4", "view_regressed".into())),
+            "{found:?}"
+        );
+        let mut lost = lane(&document, 2);
+        lost.view.clear();
+        let found = check(&oracle, &observation, Some(&before), &clients(vec![lost]));
+        assert!(
+            found.contains(&("X4", "view_lost_document".into())),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn d2_catches_a_gap_after_a_resume_and_a_duplicate_but_not_a_rehydrated_start() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let with_run = |from, rehydrated, watermarks: &[i64]| {
+            let mut lane = lane(&document, 2);
+            lane.deliveries.push(DeliveryRun {
+                from,
+                rehydrated,
+                watermarks: watermarks.to_vec(),
+            });
+            clients(vec![lane])
+        };
+        assert_eq!(
+            check(&oracle, &observation, None, &with_run(Some(1), false, &[3])),
+            [("D2", "delivery_gap".into())]
+        );
+        assert_eq!(
+            check(&oracle, &observation, None, &with_run(Some(2), false, &[2])),
+            [("D2", "delivery_duplicate".into())]
+        );
+        assert_eq!(
+            check(
+                &oracle,
+                &observation,
+                None,
+                &with_run(Some(1), true, &[3, 4])
+            ),
+            []
+        );
+        assert_eq!(
+            check(&oracle, &observation, None, &with_run(None, false, &[3, 5])),
+            [("D2", "delivery_gap".into())]
+        );
+        assert_eq!(
+            check(
+                &oracle,
+                &observation,
+                None,
+                &with_run(Some(1), false, &[2, 3])
+            ),
+            []
+        );
+    }
+
+    #[test]
+    fn d3_catches_accepted_cursors_below_the_floor_and_refusals_in_range() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let with_attempt = |cursor, stale| {
+            let mut lane = lane(&document, 2);
+            lane.subscribes.push(SubscribeAttempt {
+                cursor,
+                stale,
+                floor: 2,
+                head: 3,
+            });
+            clients(vec![lane])
+        };
+        let cases = [
+            (Some(1), false, Some("below_floor_accepted")),
+            (None, false, Some("no_cursor_after_prune_accepted")),
+            (Some(4), false, Some("ahead_of_head_accepted")),
+            (Some(2), true, Some("refused_in_range")),
+            (Some(2), false, None),
+            (Some(1), true, None),
+            (None, true, None),
+        ];
+        for (cursor, stale, class) in cases {
+            let expected: Vec<(&str, String)> = class
+                .map(|class| ("D3", class.to_owned()))
+                .into_iter()
+                .collect();
+            assert_eq!(
+                check(&oracle, &observation, None, &with_attempt(cursor, stale)),
+                expected,
+                "{cursor:?} {stale}"
+            );
+        }
+    }
+
+    #[test]
+    fn d7_catches_a_cache_missing_a_row_and_a_watermark_moving_back() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let mut uncached = lane(&document, 2);
+        uncached.cache.clear();
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![uncached])),
+            [("D7", "cache_missing".into())]
+        );
+        let before = clients(vec![lane(&document, 3)]);
+        assert_eq!(
+            check(
+                &oracle,
+                &observation,
+                Some(&before),
+                &clients(vec![lane(&document, 2)])
+            ),
+            [("D7", "watermark_regressed".into())]
+        );
+        let mut polling = lane(&document, 2);
+        polling.source = LaneSource::Polling;
+        polling.cache.clear();
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![polling])),
+            [],
+            "only Khala lanes cache"
+        );
+    }
+
+    fn at(seconds: i64) -> NaiveDateTime {
+        DateTime::from_timestamp(1_771_531_200 + seconds, 0)
+            .expect("time")
+            .naive_utc()
+    }
+
+    fn stamp(watermark: i64, seconds: i64) -> JournalStamp {
+        JournalStamp {
+            topic: TOPIC.into(),
+            watermark,
+            inserted_at: at(seconds),
+        }
+    }
+
+    #[test]
+    fn r1_catches_old_rows_kept_new_rows_deleted_and_wrong_reports() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let with_run = |after: Vec<JournalStamp>, deleted, oldest| {
+            let mut observed = clients(vec![lane(&document, 2)]);
+            observed.retention = Some(RetentionRun {
+                cutoff: at(100),
+                deleted,
+                oldest_retained: [(TOPIC.to_owned(), oldest)].into(),
+                before: vec![stamp(1, 10), stamp(2, 20), stamp(3, 200)],
+                after,
+            });
+            observed
+        };
+        assert_eq!(
+            check(
+                &oracle,
+                &observation,
+                None,
+                &with_run(vec![stamp(3, 200)], 2, Some(3))
+            ),
+            []
+        );
+        let found = check(
+            &oracle,
+            &observation,
+            None,
+            &with_run(vec![stamp(2, 20), stamp(3, 200)], 2, Some(3)),
+        );
+        assert_eq!(
+            found,
+            [
+                ("R1", "old_row_retained".into()),
+                ("R1", "deleted_count_wrong".into()),
+                ("R1", "oldest_retained_wrong".into())
+            ]
+        );
+        assert_eq!(
+            check(&oracle, &observation, None, &with_run(vec![], 3, None)),
+            [("R1", "new_row_deleted".into())]
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! Building a report: from the engine's scenario runs (the `run` command)
+//! or from one played case (`replay`, and the snapshot tests), with each
+//! scenario gated under its own thresholds.
+
+use super::explain::{explain, field_diff, first_step};
+use super::metrics::RunMetrics;
+use super::model::{
+    FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation, ScenarioSummary, Stats,
+};
+use super::timeline::Timeline;
+use crate::case::Case;
+use crate::driver::{CaseResult, StepTrace};
+use crate::engine::{Finding, ScenarioRun};
+use crate::gate::{self, GateThresholds};
+use crate::invariants::{Severity, Violation};
+use khala_runtime::Profile;
+use std::path::{Path, PathBuf};
+
+/// The version stamped on reports; redacted in snapshots.
+pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Where a finding's minimal case is stored: one file per scenario,
+/// invariant and reason class, so a rerun updates it instead of piling up.
+pub fn regression_path(dir: &Path, scenario: &str, invariant: &str, reason_class: &str) -> PathBuf {
+    let clean = |text: &str| {
+        text.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
+    dir.join(format!(
+        "{}--{}-{}.json",
+        clean(scenario),
+        clean(invariant),
+        clean(reason_class)
+    ))
+}
+
+/// The report of scenario runs under the §9.5 default thresholds.
+/// `case_files` holds, per run and per finding, where its case is stored.
+pub fn build(
+    profile: Profile,
+    seed: u64,
+    runs: &[ScenarioRun],
+    case_files: &[Vec<Option<String>>],
+) -> Report {
+    build_gated(profile, seed, runs, case_files, &[])
+}
+
+/// The same, each run gated under `thresholds[i]` (the default where
+/// missing).
+pub fn build_gated(
+    profile: Profile,
+    seed: u64,
+    runs: &[ScenarioRun],
+    case_files: &[Vec<Option<String>>],
+    thresholds: &[GateThresholds],
+) -> Report {
+    let mut builder = Builder::default();
+    let mut stats = Stats::default();
+    let mut timing = ReportTiming::default();
+    for (index, run) in runs.iter().enumerate() {
+        stats.cases += u64::from(run.cases);
+        stats.steps += run.steps;
+        stats.shrink_steps += u64::from(run.shrink_steps);
+        timing.total_seconds += run.timing.total_seconds;
+        timing.reset_seconds += run.timing.reset_seconds;
+        timing.shrink_seconds += run.timing.shrink_seconds;
+        let thresholds = thresholds.get(index).cloned().unwrap_or_default();
+        let findings: Vec<FindingInput> = run
+            .findings
+            .iter()
+            .enumerate()
+            .map(|(finding_index, finding)| FindingInput {
+                case: &finding.case,
+                violations: &finding.violations,
+                trace: finding_trace(finding),
+                case_file: case_files
+                    .get(index)
+                    .and_then(|files| files.get(finding_index))
+                    .cloned()
+                    .flatten(),
+            })
+            .collect();
+        builder.add_scenario(
+            ScenarioSummary {
+                name: run.scenario.clone(),
+                cases: u64::from(run.cases),
+                steps: run.steps,
+                thresholds,
+                metrics: run_metrics(run),
+                // A run short of its declared coverage proves nothing about
+                // the cells it missed: `unknown` rather than `allow`. A run
+                // that found failures blocks anyway.
+                unknown: run.unknown.clone().or_else(|| {
+                    run.coverage
+                        .as_ref()
+                        .filter(|_| run.findings.is_empty())
+                        .and_then(crate::coverage::ScenarioCoverage::shortfall)
+                }),
+                coverage: run.coverage.clone(),
+            },
+            &findings,
+        );
+    }
+    builder.finish(profile, seed, stats, timing)
+}
+
+/// The report of one played case: `replay`, and the snapshot of each
+/// stored finding. The scenario is the case's own, else `replay`.
+pub fn for_case(
+    case: &Case,
+    case_file: Option<String>,
+    result: &CaseResult,
+    thresholds: &GateThresholds,
+) -> Report {
+    let scenario = case
+        .origin
+        .as_ref()
+        .map_or("replay".to_owned(), |origin| origin.scenario.clone());
+    let mut metrics = RunMetrics::default();
+    metrics.observe_played_case(case, &result.trace);
+    let findings = [FindingInput {
+        case,
+        violations: &result.violations,
+        trace: Some(&result.trace),
+        case_file,
+    }];
+    let findings: &[FindingInput] = if result.violations.is_empty() {
+        &[]
+    } else {
+        &findings
+    };
+    let mut builder = Builder::default();
+    builder.add_scenario(
+        ScenarioSummary {
+            name: scenario,
+            cases: 1,
+            steps: result.steps_run as u64,
+            thresholds: thresholds.clone(),
+            metrics,
+            unknown: None,
+            coverage: None,
+        },
+        findings,
+    );
+    let stats = Stats {
+        cases: 1,
+        steps: result.steps_run as u64,
+        shrink_steps: 0,
+    };
+    let timing = ReportTiming {
+        total_seconds: result.reset_time.as_secs_f64(),
+        reset_seconds: result.reset_time.as_secs_f64(),
+        shrink_seconds: 0.0,
+    };
+    let seed = case.origin.as_ref().map_or(0, |origin| origin.seed);
+    builder.finish(case.profile, seed, stats, timing)
+}
+
+/// Re-decides a report's gate under other thresholds (the `report`
+/// subcommand's `--gate`): severities and checks are recomputed from the
+/// violations and metrics the report holds.
+pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
+    for scenario in &mut report.scenarios {
+        scenario.thresholds = thresholds.clone();
+    }
+    for violation in &mut report.violations {
+        violation.severity = thresholds.severity(&violation.invariant, &violation.reason_class);
+    }
+    report.gate = decide(&report.scenarios, &report.violations);
+}
+
+fn decide(scenarios: &[ScenarioSummary], violations: &[ReportedViolation]) -> gate::Gate {
+    gate::combine(
+        scenarios
+            .iter()
+            .map(|scenario| {
+                let mut evidence = scenario.metrics.evidence(&scenario.name);
+                for violation in violations.iter().filter(|v| v.scenario == scenario.name) {
+                    match violation.severity {
+                        Severity::Critical => evidence.critical += 1,
+                        Severity::Warning => evidence.warnings += 1,
+                    }
+                }
+                evidence.unknown = scenario.unknown.clone();
+                gate::decide(&scenario.thresholds, &evidence)
+            })
+            .collect(),
+    )
+}
+
+/// The trace of a finding's minimal case, when the engine kept it.
+fn finding_trace(finding: &Finding) -> Option<&[StepTrace]> {
+    Some(&finding.trace)
+}
+
+/// A scenario run's metrics, when the engine gathered them.
+fn run_metrics(run: &ScenarioRun) -> RunMetrics {
+    run.metrics.clone()
+}
+
+struct FindingInput<'a> {
+    case: &'a Case,
+    violations: &'a [Violation],
+    trace: Option<&'a [StepTrace]>,
+    case_file: Option<String>,
+}
+
+#[derive(Default)]
+struct Builder {
+    scenarios: Vec<ScenarioSummary>,
+    violations: Vec<ReportedViolation>,
+    findings: Vec<FindingReport>,
+    metrics: RunMetrics,
+}
+
+impl Builder {
+    fn add_scenario(&mut self, summary: ScenarioSummary, findings: &[FindingInput]) {
+        for finding in findings {
+            let Some(first) = finding.violations.first() else {
+                continue;
+            };
+            let finding_index = self.findings.len();
+            let mut timeline = finding
+                .trace
+                .map(|trace| Timeline::from_trace(finding.case, trace));
+            if let Some(timeline) = &mut timeline {
+                timeline.first_step = first_step(first, timeline);
+                timeline.detected_step = Some(first.step_index);
+            }
+            for violation in finding.violations {
+                let mut reported = reported(violation, &summary.name, finding.case_file.clone());
+                reported.severity = summary
+                    .thresholds
+                    .severity(violation.invariant, &violation.reason_class);
+                reported.first_step = timeline
+                    .as_ref()
+                    .and_then(|timeline| first_step(violation, timeline));
+                reported.finding = Some(finding_index);
+                self.violations.push(reported);
+            }
+            let (invariant, reason_class) = finding.case.origin.as_ref().map_or_else(
+                || (first.invariant.to_owned(), first.reason_class.clone()),
+                |origin| (origin.invariant.clone(), origin.reason_class.clone()),
+            );
+            self.findings.push(FindingReport {
+                scenario: summary.name.clone(),
+                invariant,
+                reason_class,
+                profile: finding.case.profile,
+                case_file: finding.case_file.clone(),
+                explanation: explain(finding.case, finding.violations, timeline.as_ref()),
+                timeline,
+            });
+        }
+        self.metrics.merge(&summary.metrics);
+        self.scenarios.push(summary);
+    }
+
+    fn finish(self, profile: Profile, seed: u64, stats: Stats, timing: ReportTiming) -> Report {
+        Report {
+            schema: REPORT_SCHEMA.to_owned(),
+            code_version: CODE_VERSION.to_owned(),
+            profile,
+            seed,
+            gate: decide(&self.scenarios, &self.violations),
+            scenarios: self.scenarios,
+            violations: self.violations,
+            findings: self.findings,
+            metrics: self.metrics,
+            stats,
+            timing,
+        }
+    }
+}
+
+/// A violation with its evidence, before its finding is known.
+pub fn reported(
+    violation: &Violation,
+    scenario: &str,
+    case_file: Option<String>,
+) -> ReportedViolation {
+    ReportedViolation {
+        invariant: violation.invariant.to_owned(),
+        severity: violation.severity,
+        reason_class: violation.reason_class.clone(),
+        document_id: violation.document_id.clone(),
+        scenario: scenario.to_owned(),
+        step_index: violation.step_index,
+        first_step: None,
+        detail: violation.detail.clone(),
+        case_file,
+        expected: violation.expected.clone(),
+        khala: violation.khala.clone(),
+        convex: violation.convex.clone(),
+        checkpoint: violation.checkpoint.clone(),
+        diff: field_diff(
+            violation.expected.as_ref(),
+            violation.khala.as_ref(),
+            violation.convex.as_ref(),
+        ),
+        finding: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::Decision;
+
+    fn violation(severity: Severity) -> Violation {
+        Violation {
+            invariant: "X1",
+            severity,
+            reason_class: "khala_missing".into(),
+            document_id: None,
+            step_index: 0,
+            detail: String::new(),
+            expected: None,
+            khala: None,
+            convex: None,
+            checkpoint: None,
+        }
+    }
+
+    fn report_of(
+        violations: Vec<Violation>,
+        unknown: Option<&str>,
+        thresholds: GateThresholds,
+    ) -> Report {
+        let case = Case {
+            schema: crate::case::CASE_SCHEMA.to_owned(),
+            profile: Profile::Legacy,
+            start: crate::case::Start::new(khala_runtime::SinkMode::Dual),
+            ids: crate::case::IdStyle::Plain,
+            steps: Vec::new(),
+            origin: None,
+        };
+        let run = ScenarioRun {
+            scenario: "s".into(),
+            cases: 1,
+            unknown: unknown.map(str::to_owned),
+            findings: vec![Finding {
+                invariant: "X1",
+                reason_class: "khala_missing".into(),
+                case,
+                violations,
+                shrink_steps: 0,
+                shrink_time: std::time::Duration::ZERO,
+            }],
+            ..ScenarioRun::default()
+        };
+        build_gated(Profile::Legacy, 1, &[run], &[], &[thresholds])
+    }
+
+    #[test]
+    fn g1_blocks_on_any_critical_or_warning_and_unknown_wins() {
+        let decision = |violations, unknown| {
+            report_of(violations, unknown, GateThresholds::default())
+                .gate
+                .decision
+        };
+        assert_eq!(decision(vec![], None), Decision::Allow);
+        assert_eq!(
+            decision(vec![violation(Severity::Critical)], None),
+            Decision::Block
+        );
+        assert_eq!(
+            decision(vec![violation(Severity::Warning)], None),
+            Decision::Block
+        );
+        let unknown = report_of(vec![], Some("postgres died"), GateThresholds::default()).gate;
+        assert_eq!(
+            (unknown.decision, unknown.reasons),
+            (Decision::Unknown, vec!["s: postgres died".to_owned()])
+        );
+    }
+
+    #[test]
+    fn severity_overrides_apply_and_regate_recomputes() {
+        let warning_only = GateThresholds {
+            reason_severity: [("khala_missing".to_owned(), Severity::Warning)].into(),
+            max_warnings: 1,
+            ..GateThresholds::default()
+        };
+        let mut report = report_of(vec![violation(Severity::Critical)], None, warning_only);
+        assert_eq!(report.violations[0].severity, Severity::Warning);
+        assert_eq!(report.gate.decision, Decision::Allow);
+        regate(&mut report, &GateThresholds::default());
+        assert_eq!(report.violations[0].severity, Severity::Critical);
+        assert_eq!(report.gate.decision, Decision::Block);
+        assert_eq!(report.violations[0].finding, Some(0));
+        assert_eq!(report.findings.len(), 1);
+    }
+
+    #[test]
+    fn regression_paths_are_stable_and_safe() {
+        let path = regression_path(Path::new("r"), "drill stages", "X1", "khala/missing");
+        assert_eq!(path, Path::new("r/drill_stages--X1-khala_missing.json"));
+    }
+}

@@ -1,0 +1,415 @@
+//! Turning a minimal case into words: each step described, the field-level
+//! diff of a mismatch, the step since which the stores diverge, and the
+//! prose of a finding (what happened, in order, and why that breaks the
+//! invariant).
+
+use super::model::FieldDiff;
+use super::timeline::{CellState, Timeline};
+use crate::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::invariants::{self, Violation};
+use crate::oracle::TIMESTAMP_KEYS;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+fn entity_name(entity: EntityRef) -> String {
+    match entity {
+        EntityRef::Run(index) => format!("run {index}"),
+        EntityRef::Worker(index) => format!("worker {index}"),
+    }
+}
+
+/// One step in a sentence.
+pub fn describe_step(step: &Step) -> String {
+    match step {
+        Step::AppendRunEvent { run, event_type } => {
+            format!("the runtime appends `{}` to run {run}", event_type.as_str())
+        }
+        Step::FinishRun { run, status } => {
+            format!("run {run} finishes as `{}`", status.as_str())
+        }
+        Step::AppendWorkerEvent { worker, event_type } => {
+            format!(
+                "the runtime appends `{}` to worker {worker}",
+                event_type.as_str()
+            )
+        }
+        Step::StopWorker { worker, path } => match path {
+            StopPath::Stop => format!("worker {worker} is stopped (`stop_worker`)"),
+            StopPath::Ingest => {
+                format!("worker {worker} reports `worker.stopped` (`ingest_event`)")
+            }
+        },
+        Step::DuplicateDelivery { entity } => {
+            format!(
+                "the trigger for {} is delivered again",
+                entity_name(*entity)
+            )
+        }
+        Step::SwitchSinkMode { mode } => format!("the runtime's sink mode becomes `{mode}`"),
+        Step::Reproject {
+            entity: Some(entity),
+        } => {
+            format!("an operator reprojects {}", entity_name(*entity))
+        }
+        Step::Reproject { entity: None } => "an operator runs `reproject --all`".to_owned(),
+        Step::BumpProjectionVersion => "a deploy bumps `projection_version`".to_owned(),
+        Step::BreakConvex { fault } => match fault {
+            ConvexFault::Reset => "Convex starts resetting connections".to_owned(),
+            ConvexFault::Timeout => "Convex stops answering (requests time out)".to_owned(),
+        },
+        Step::BreakKhala => "Khala's database starts refusing writes".to_owned(),
+        Step::ConvexOutage { outage } => match outage {
+            Outage::Pause => "the Convex backend is paused".to_owned(),
+            Outage::Stop => "the Convex backend is stopped".to_owned(),
+        },
+        Step::SetClientFlag { surface, enabled } => format!(
+            "the {} client flag is switched {}",
+            surface.as_str(),
+            if *enabled { "on" } else { "off" }
+        ),
+        Step::SetRolloutStage { stage } => {
+            format!("the rollout moves to stage {}", stage.as_str())
+        }
+        Step::Rollback { switch } => match switch {
+            RollbackSwitch::ClientFlags => "rollback: every client flag off".to_owned(),
+            RollbackSwitch::RuntimeConvexOnly => {
+                "rollback: the runtime goes back to a Convex-only sink".to_owned()
+            }
+            RollbackSwitch::DisableAuditor => "rollback: the parity auditor is disabled".to_owned(),
+        },
+        Step::AuditorCycle => "the parity auditor runs one cycle".to_owned(),
+        Step::RunRetention => "the retention job prunes the journal".to_owned(),
+        Step::DisconnectClient { surface } => {
+            format!("the {} clients lose their sockets", surface.as_str())
+        }
+        Step::ReconnectClient { surface } => {
+            format!("the {} clients reconnect and resume", surface.as_str())
+        }
+        Step::RestartSyncServer => "the sync server restarts".to_owned(),
+        Step::Heal => "every fault ends".to_owned(),
+        Step::Quiesce => "everything heals and the system catches up (quiesce)".to_owned(),
+    }
+}
+
+/// A step in a few characters, for a timeline column.
+pub fn short_label(step: &Step) -> String {
+    let entity = |entity: EntityRef| match entity {
+        EntityRef::Run(index) => format!("r{index}"),
+        EntityRef::Worker(index) => format!("w{index}"),
+    };
+    match step {
+        Step::AppendRunEvent { run, event_type } => {
+            let event = event_type.as_str().trim_start_matches("run.");
+            format!("r{run} {event}")
+        }
+        Step::FinishRun { run, status } => format!("r{run} {}", status.as_str()),
+        Step::AppendWorkerEvent { worker, event_type } => {
+            let event = event_type.as_str().trim_start_matches("worker.");
+            format!("w{worker} {event}")
+        }
+        Step::StopWorker { worker, .. } => format!("w{worker} stop"),
+        Step::DuplicateDelivery { entity: target } => format!("dup {}", entity(*target)),
+        Step::SwitchSinkMode { mode } => format!("sink {mode}"),
+        Step::Reproject {
+            entity: Some(target),
+        } => format!("reproj {}", entity(*target)),
+        Step::Reproject { entity: None } => "reproj all".to_owned(),
+        Step::BumpProjectionVersion => "version+1".to_owned(),
+        Step::BreakConvex { fault } => match fault {
+            ConvexFault::Reset => "convex reset".to_owned(),
+            ConvexFault::Timeout => "convex hang".to_owned(),
+        },
+        Step::BreakKhala => "khala down".to_owned(),
+        Step::ConvexOutage { outage } => match outage {
+            Outage::Pause => "convex pause".to_owned(),
+            Outage::Stop => "convex stop".to_owned(),
+        },
+        Step::SetClientFlag { surface, enabled } => format!(
+            "{} {}",
+            surface.as_str(),
+            if *enabled { "on" } else { "off" }
+        ),
+        Step::SetRolloutStage { stage } => format!("stage {}", stage.as_str()),
+        Step::Rollback { switch } => match switch {
+            RollbackSwitch::ClientFlags => "rb flags".to_owned(),
+            RollbackSwitch::RuntimeConvexOnly => "rb convex".to_owned(),
+            RollbackSwitch::DisableAuditor => "rb auditor".to_owned(),
+        },
+        Step::AuditorCycle => "audit".to_owned(),
+        Step::RunRetention => "retention".to_owned(),
+        Step::DisconnectClient { surface } => format!("{} drop", surface.as_str()),
+        Step::ReconnectClient { surface } => format!("{} resume", surface.as_str()),
+        Step::RestartSyncServer => "sync restart".to_owned(),
+        Step::Heal => "heal".to_owned(),
+        Step::Quiesce => "quiesce".to_owned(),
+    }
+}
+
+/// Every leaf (dotted path) where the three sides do not all agree.
+/// Timestamp keys are left out: the oracle does not predict them.
+pub fn field_diff(
+    expected: Option<&Value>,
+    khala: Option<&Value>,
+    convex: Option<&Value>,
+) -> Vec<FieldDiff> {
+    let sides = [expected, khala, convex];
+    let mut paths = BTreeSet::new();
+    for side in sides.into_iter().flatten() {
+        collect_paths(side, String::new(), &mut paths);
+    }
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let values: Vec<Option<Value>> = sides
+                .iter()
+                .map(|side| side.and_then(|side| lookup(side, &path)).cloned())
+                .collect();
+            let present: Vec<&Option<Value>> = sides
+                .iter()
+                .zip(&values)
+                .filter(|(side, _)| side.is_some())
+                .map(|(_, value)| value)
+                .collect();
+            let agree = present.windows(2).all(|pair| pair[0] == pair[1]);
+            (!agree).then(|| FieldDiff {
+                field: path,
+                expected: values[0].clone(),
+                khala: values[1].clone(),
+                convex: values[2].clone(),
+            })
+        })
+        .collect()
+}
+
+fn collect_paths(value: &Value, prefix: String, paths: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            for (key, child) in map {
+                if prefix.is_empty() && TIMESTAMP_KEYS.contains(&key.as_str()) {
+                    continue;
+                }
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                collect_paths(child, path, paths);
+            }
+        }
+        _ => {
+            paths.insert(if prefix.is_empty() {
+                "$".to_owned()
+            } else {
+                prefix
+            });
+        }
+    }
+}
+
+fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    if path == "$" {
+        return Some(value);
+    }
+    path.split('.').try_fold(value, |value, key| value.get(key))
+}
+
+/// The stores a reason class is about, as timeline rows; `None` when the
+/// violation is a single-step event (seen the step it happened).
+pub fn stores_of(reason_class: &str) -> Option<&'static [&'static str]> {
+    Some(match reason_class {
+        "convex_ahead_of_khala" => &["khala"],
+        "stores_differ" => &["khala", "convex"],
+        "khala_missing" | "khala_stale" | "khala_wrong" => &["khala"],
+        "convex_missing" | "convex_stale" | "convex_wrong" => &["convex"],
+        "checkpoint_missing" | "checkpoint_lag" => &["checkpoint"],
+        "khala_hash_mismatch" => &["checkpoint", "khala"],
+        "convex_hash_mismatch" => &["checkpoint", "convex"],
+        _ => return None,
+    })
+}
+
+/// The first step of the unbroken stretch, ending where the violation was
+/// seen, in which some store it is about disagreed with the oracle. A
+/// quiescence check sees a divergence late; this says when it began.
+pub fn first_step(violation: &Violation, timeline: &Timeline) -> Option<usize> {
+    let stores = stores_of(&violation.reason_class)?;
+    let track = timeline
+        .documents
+        .iter()
+        .find(|track| Some(&track.document_id) == violation.document_id.as_ref())?;
+    let detected = timeline
+        .steps
+        .iter()
+        .position(|step| step.index == violation.step_index)?;
+    let diverged = |position: usize| {
+        track.rows.iter().any(|row| {
+            stores.contains(&row.store.as_str())
+                && row.cells.get(position).is_some_and(|cell| {
+                    matches!(cell.state, CellState::Differs | CellState::Missing)
+                })
+        })
+    };
+    let mut first = None;
+    for position in (0..=detected).rev() {
+        if !diverged(position) {
+            break;
+        }
+        first = Some(timeline.steps[position].index);
+    }
+    first.or(Some(violation.step_index))
+}
+
+/// What a reason class means, in one sentence.
+fn reason_meaning(reason_class: &str) -> String {
+    match reason_class {
+        "khala_missing" => "Khala has no document for an entity the runtime has events for".into(),
+        "convex_missing" => "Convex has no document for an entity the runtime has events for".into(),
+        "khala_stale" => "Khala shows an older state of the entity than the runtime's".into(),
+        "convex_stale" => "Convex shows an older state of the entity than the runtime's".into(),
+        "khala_wrong" => "Khala is at the runtime's seq but shows other values than the runtime's truth".into(),
+        "convex_wrong" => "Convex is at the runtime's seq but shows other values than the runtime's truth".into(),
+        "convex_ahead_of_khala" => "Convex got a write that Khala never got (a partial dual publish)".into(),
+        "stores_differ" => "Khala and Convex show different documents for the same entity".into(),
+        "checkpoint_missing" => "no checkpoint records what was projected, so nothing will ever re-check it".into(),
+        "checkpoint_lag" => "the checkpoint is behind the runtime and nothing will move it".into(),
+        "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
+        "convex_hash_mismatch" => "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else".into(),
+        "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
+        "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),
+        other => format!("the check classed it `{other}`"),
+    }
+}
+
+/// The prose of a finding: the steps in order, where the stores began to
+/// diverge, and why the invariant is broken.
+pub fn explain(case: &Case, violations: &[Violation], timeline: Option<&Timeline>) -> String {
+    let Some(first) = violations.first() else {
+        return format!(
+            "The {} case of {} steps shows no violation.",
+            case.profile,
+            case.steps.len()
+        );
+    };
+    let mut text = format!(
+        "Under the {} profile, starting with sink mode `{}`:\n",
+        case.profile, case.start.sink_mode
+    );
+    for (index, step) in case.steps.iter().enumerate() {
+        text.push_str(&format!("{index}. {}.\n", capitalise(&describe_step(step))));
+    }
+    text.push_str(&format!(
+        "{}. {} (implicit end of every case).\n",
+        case.steps.len(),
+        capitalise(&describe_step(&Step::Quiesce))
+    ));
+    let document = first.document_id.as_deref().unwrap_or("the stores");
+    let began = timeline.and_then(|timeline| first_step(first, timeline));
+    match began {
+        Some(began) if began < first.step_index => text.push_str(&format!(
+            "From step {began} on, {document} diverges ({}); nothing after it repairs that, and the check after step {} finds it.\n",
+            first.reason_class, first.step_index
+        )),
+        _ => text.push_str(&format!(
+            "The check after step {} finds {document} diverged ({}).\n",
+            first.step_index, first.reason_class
+        )),
+    }
+    let statement = invariants::invariant(first.invariant)
+        .map_or("(not in the catalogue)", |entry| entry.statement);
+    text.push_str(&format!(
+        "This breaks {}: {statement}. Here {}: {}.",
+        first.invariant,
+        reason_meaning(&first.reason_class),
+        first.detail
+    ));
+    if violations.len() > 1 {
+        text.push_str(&format!(
+            " The case shows {} violation(s) in all.",
+            violations.len()
+        ));
+    }
+    text
+}
+
+fn capitalise(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn field_diff_names_each_leaf_that_disagrees() {
+        let expected = json!({"status": "succeeded", "latest_seq": 2, "runtime_source": {"seq": 2}, "updated_at": "x"});
+        let khala = json!({"status": "running", "latest_seq": 2, "runtime_source": {"seq": 2}, "updated_at": "y"});
+        let convex = json!({"status": "succeeded", "latest_seq": 2, "runtime_source": {"seq": 2}, "extra": 1});
+        let diff = field_diff(Some(&expected), Some(&khala), Some(&convex));
+        let fields: Vec<&str> = diff.iter().map(|entry| entry.field.as_str()).collect();
+        assert_eq!(fields, ["extra", "status"]);
+        assert_eq!(diff[1].khala, Some(json!("running")));
+        assert_eq!(diff[0].expected, None);
+        // A missing side is not compared: only present sides must agree.
+        let diff = field_diff(Some(&expected), None, Some(&convex));
+        assert_eq!(diff.len(), 1);
+        let nested = field_diff(
+            Some(&expected),
+            Some(&json!({"runtime_source": {"seq": 1}})),
+            None,
+        );
+        assert!(
+            nested
+                .iter()
+                .any(|entry| entry.field == "runtime_source.seq")
+        );
+        assert!(field_diff(Some(&json!(1)), Some(&json!(1)), None).is_empty());
+        assert_eq!(
+            field_diff(Some(&json!(1)), Some(&json!(2)), None)[0].field,
+            "$"
+        );
+    }
+
+    #[test]
+    fn every_step_has_a_sentence_and_a_label() {
+        let step = Step::AppendRunEvent {
+            run: 1,
+            event_type: crate::case::RunEventType::Delta,
+        };
+        assert_eq!(
+            describe_step(&step),
+            "the runtime appends `run.delta` to run 1"
+        );
+        assert_eq!(short_label(&step), "r1 delta");
+        assert_eq!(short_label(&Step::BreakKhala), "khala down");
+    }
+
+    #[test]
+    fn stores_of_covers_every_convergence_class() {
+        for class in [
+            "khala_missing",
+            "convex_missing",
+            "khala_stale",
+            "convex_stale",
+            "khala_wrong",
+            "convex_wrong",
+            "convex_ahead_of_khala",
+            "stores_differ",
+            "checkpoint_missing",
+            "checkpoint_lag",
+            "khala_hash_mismatch",
+            "convex_hash_mismatch",
+        ] {
+            assert!(stores_of(class).is_some(), "{class}");
+            assert!(
+                !reason_meaning(class).starts_with("the check classed"),
+                "{class}"
+            );
+        }
+        assert_eq!(stores_of("journal_gap"), None);
+    }
+}

@@ -1,0 +1,168 @@
+//! The report's data: what `report.json` holds, read back by the `report`
+//! subcommand. Every renderer (human text, Markdown drill report, SVG
+//! timelines, Prometheus text) is a function of this data alone.
+
+use super::metrics::RunMetrics;
+use super::timeline::Timeline;
+use crate::gate::{Gate, GateThresholds};
+use crate::invariants::Severity;
+use khala_runtime::Profile;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// A JSON value that may be absent: absent is `None`, and a present `null`
+/// stays `Some(Value::Null)` when read back (serde's default reads `null`
+/// as `None`, which would lose "this store holds null" from a diff).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
+}
+
+pub const REPORT_SCHEMA: &str = "khala-parity.report.v1";
+
+/// A whole run: one or more scenarios (stored regressions count as one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub schema: String,
+    /// The harness version that produced the report.
+    pub code_version: String,
+    pub profile: Profile,
+    pub seed: u64,
+    pub gate: Gate,
+    pub scenarios: Vec<ScenarioSummary>,
+    /// Every violation of every finding's minimal case, with its evidence.
+    pub violations: Vec<ReportedViolation>,
+    /// One per shrunk failure (or failing stored case).
+    pub findings: Vec<FindingReport>,
+    /// All scenarios' metrics together, as the Prometheus file shows them.
+    pub metrics: RunMetrics,
+    pub stats: Stats,
+    /// Wall-clock figures: the only part two runs of one seed differ in.
+    pub timing: ReportTiming,
+}
+
+/// One scenario's share of the run and the thresholds it was gated with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSummary {
+    pub name: String,
+    pub cases: u64,
+    pub steps: u64,
+    pub thresholds: GateThresholds,
+    pub metrics: RunMetrics,
+    /// Why the scenario's run proves nothing: a backend failed, or the run
+    /// fell short of the coverage the scenario declares.
+    pub unknown: Option<String>,
+    /// How often each action kind fired in each flag / sink-mode / stage
+    /// state, and the declared minimums missed (generated runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<crate::coverage::ScenarioCoverage>,
+}
+
+/// One violation: the mismatch report of issue #6, item 2.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportedViolation {
+    pub invariant: String,
+    /// The severity it counts with under its scenario's thresholds.
+    pub severity: Severity,
+    pub reason_class: String,
+    pub document_id: Option<String>,
+    pub scenario: String,
+    /// The step after which the check saw it.
+    pub step_index: usize,
+    /// The step since which the offending stores held what they hold at
+    /// `step_index` while the runtime had already moved (see `explain`).
+    pub first_step: Option<usize>,
+    pub detail: String,
+    /// The stored minimal case that shows it.
+    pub case_file: Option<String>,
+    /// The oracle's document (timestamps left out), where one applies.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub expected: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub khala: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub convex: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub checkpoint: Option<Value>,
+    /// Every field where expected, Khala and Convex do not all agree.
+    pub diff: Vec<FieldDiff>,
+    /// Index into `Report::findings`.
+    pub finding: Option<usize>,
+}
+
+/// One field (a dotted JSON path) as each side holds it; `None` is absent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDiff {
+    pub field: String,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub expected: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub khala: Option<Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub convex: Option<Value>,
+}
+
+/// A minimal failing case, explained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingReport {
+    pub scenario: String,
+    pub invariant: String,
+    pub reason_class: String,
+    pub profile: Profile,
+    pub case_file: Option<String>,
+    /// What the minimal case does, in order, and why that breaks the
+    /// invariant.
+    pub explanation: String,
+    /// Per step and per document, what each store held; absent when the
+    /// case's trace was not kept.
+    pub timeline: Option<Timeline>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub cases: u64,
+    pub steps: u64,
+    pub shrink_steps: u64,
+}
+
+/// Wall-clock seconds; redacted in snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportTiming {
+    pub total_seconds: f64,
+    pub reset_seconds: f64,
+    pub shrink_seconds: f64,
+}
