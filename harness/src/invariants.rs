@@ -269,7 +269,7 @@ pub const CATALOGUE: &[Invariant] = &[
         statement: "the gate blocks iff (block_on_critical and critical > 0) or warnings > the maximum",
         severity: Severity::Critical,
         phase: Phase::Models,
-        checked_by: Some("harness/src/report.rs"),
+        checked_by: Some("harness/src/report/build.rs"),
     },
 ];
 

@@ -353,6 +353,7 @@ mod tests {
                 violations,
                 shrink_steps: 0,
                 shrink_time: std::time::Duration::ZERO,
+                trace: Vec::new(),
             }],
             ..ScenarioRun::default()
         };
