@@ -223,6 +223,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             violations: vec![violation("khala_missing", 2)],
             shrink_steps: 4,
             shrink_time: Duration::ZERO,
+            trace: Vec::new(),
         }],
         ..ScenarioRun::default()
     };
