@@ -46,26 +46,9 @@ impl Start {
     }
 }
 
-/// A client surface of spec §9.1, each with its own build-time flag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Surface {
-    Web,
-    Mobile,
-    Desktop,
-}
-
-impl Surface {
-    pub const ALL: [Surface; 3] = [Surface::Web, Surface::Mobile, Surface::Desktop];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Surface::Web => "web",
-            Surface::Mobile => "mobile",
-            Surface::Desktop => "desktop",
-        }
-    }
-}
+/// A client surface of spec §9.1, each with its own build-time flag: the
+/// client models' own type, so cases and lanes name surfaces alike.
+pub use khala_clients::Surface;
 
 /// The three client flags (`VITE_…`, `EXPO_PUBLIC_…`, `OA_DESKTOP_…`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -329,14 +329,6 @@ fn is_worker_doc(doc_key: &str) -> bool {
     doc_key.starts_with("runtime/codex_worker_summary:")
 }
 
-fn client_surface(surface: Surface) -> khala_clients::Surface {
-    match surface {
-        Surface::Web => khala_clients::Surface::Web,
-        Surface::Mobile => khala_clients::Surface::Mobile,
-        Surface::Desktop => khala_clients::Surface::Desktop,
-    }
-}
-
 /// The user id each client user's tokens carry.
 fn user_id(user: ClientUser) -> i64 {
     match user {
@@ -632,7 +624,7 @@ impl Running {
             Surface::Web => Arc::new(MemoryWatermarkStore::new()),
         };
         let mut config = LaneConfig::new(
-            client_surface(surface),
+            surface,
             ClientSwitches::new(profile),
             &websocket_url,
             &http_base,

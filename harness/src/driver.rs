@@ -201,10 +201,8 @@ pub async fn play(
     let reset_started = Instant::now();
     backends.proxy.set_mode(ProxyMode::Pass);
     // The two stores are independent: reset both at once.
-    let (convex_reset, db) = tokio::join!(
-        backends.convex.reset(),
-        backends.postgres.case_database()
-    );
+    let (convex_reset, db) =
+        tokio::join!(backends.convex.reset(), backends.postgres.case_database());
     let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
     if let Err(error) = convex_reset {
         backends.postgres.recycle(db);
@@ -732,7 +730,9 @@ async fn observe(
                 })
             })?;
         for document in documents {
-            let id = document.get("document_id").and_then(serde_json::Value::as_str);
+            let id = document
+                .get("document_id")
+                .and_then(serde_json::Value::as_str);
             let (Some(id), Some(summary)) = (id, document.get("summary")) else {
                 return Err(convex_error(SinkError::InvalidResponse {
                     body: document.to_string(),
@@ -807,6 +807,9 @@ mod tprof {
                 t as f64 / n as f64 / 1000.0
             ));
         }
-        eprintln!("{out} blackholed={}", crate::proxy::BLACKHOLED.load(Ordering::Relaxed));
+        eprintln!(
+            "{out} blackholed={}",
+            crate::proxy::BLACKHOLED.load(Ordering::Relaxed)
+        );
     }
 }

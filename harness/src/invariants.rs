@@ -607,10 +607,7 @@ pub fn check_redelivery(
         return Vec::new();
     }
     let changed: Vec<&str> = [
-        (
-            "khala",
-            previous.khala.get(&key) != current.khala.get(&key),
-        ),
+        ("khala", previous.khala.get(&key) != current.khala.get(&key)),
         (
             "convex",
             previous.convex.get(&key) != current.convex.get(&key),
@@ -624,7 +621,10 @@ pub fn check_redelivery(
     .filter_map(|(part, changed)| changed.then_some(part))
     .collect();
     if !changed.is_empty() {
-        let detail = format!("a redelivery of a current entity changed {}", changed.join(", "));
+        let detail = format!(
+            "a redelivery of a current entity changed {}",
+            changed.join(", ")
+        );
         recorder.record("P4", "redelivery_not_idempotent", Some(&key), detail, None);
     }
     recorder.found
@@ -647,7 +647,10 @@ pub fn check_catch_up(
         return Vec::new();
     }
     for comparison in comparisons {
-        let convex_lag = comparison.convex.as_ref().map_or(0, |check| check.lag_drift);
+        let convex_lag = comparison
+            .convex
+            .as_ref()
+            .map_or(0, |check| check.lag_drift);
         if comparison.khala_lag_drift != 0 || convex_lag != 0 {
             let detail = format!(
                 "after catch-up the auditor reports `{}` with lag drift {} (khala {}, convex {convex_lag})",
@@ -1080,12 +1083,13 @@ mod tests {
         let before = consistent(&before_oracle);
         let after_oracle = oracle(2, SinkMode::Dual);
         let after = consistent(&after_oracle);
-        assert!(!ids(&check_step(&after_oracle, &before, &after, 1, false)).contains(&("C2", "checkpoint_ahead_of_khala".into())));
+        assert!(
+            !ids(&check_step(&after_oracle, &before, &after, 1, false))
+                .contains(&("C2", "checkpoint_ahead_of_khala".into()))
+        );
         // The checkpoint moved to seq 2, Khala still holds seq 1.
         let mut planted = after.clone();
-        planted
-            .khala
-            .insert(KEY.into(), before.khala[KEY].clone());
+        planted.khala.insert(KEY.into(), before.khala[KEY].clone());
         assert!(
             ids(&check_step(&after_oracle, &before, &planted, 1, false))
                 .contains(&("C2", "checkpoint_ahead_of_khala".into()))
@@ -1138,14 +1142,22 @@ mod tests {
         lagging.lag_drift = 2;
         lagging.khala_lag_drift = 2;
         assert_eq!(
-            ids(&check_catch_up(&oracle, &observation, &[lagging.clone()], 5)),
+            ids(&check_catch_up(
+                &oracle,
+                &observation,
+                &[lagging.clone()],
+                5
+            )),
             [("X6", "lag_drift_after_catch_up".into())]
         );
         let mut convex_only = oracle.clone();
         convex_only.apply(&Step::SwitchSinkMode {
             mode: SinkMode::ConvexOnly,
         });
-        assert_eq!(ids(&check_catch_up(&convex_only, &observation, &[lagging], 5)), []);
+        assert_eq!(
+            ids(&check_catch_up(&convex_only, &observation, &[lagging], 5)),
+            []
+        );
     }
 
     #[test]

@@ -693,25 +693,13 @@ fn load_scenarios_reporting(
     Ok((scenarios, invalid))
 }
 
-fn load_scenarios(arguments: &[String]) -> anyhow::Result<Vec<(PathBuf, Scenario)>> {
-    let dir = Path::new(SCENARIO_DIR);
-    let paths = if arguments.is_empty() {
-        scenario::library(dir).map_err(|error| InvalidInput(error.to_string()))?
-    } else {
-        arguments
-            .iter()
-            .map(|argument| scenario::resolve(argument, dir))
-            .collect::<Result<_, _>>()
-            .map_err(|error| InvalidInput(error.to_string()))?
-    };
-    paths
-        .into_iter()
-        .map(|path| {
-            Scenario::load(&path)
-                .map(|scenario| (path, scenario))
-                .map_err(|error| InvalidInput(error.to_string()).into())
-        })
-        .collect()
+/// Loads the scenarios; the first that does not load is the error.
+fn load_scenarios(arguments: &[String]) -> anyhow::Result<LoadedScenarios> {
+    let (scenarios, invalid) = load_scenarios_reporting(arguments)?;
+    match invalid.into_iter().next() {
+        Some(error) => Err(InvalidInput(error).into()),
+        None => Ok(scenarios),
+    }
 }
 
 /// Every `*.json` case in `dir`, sorted; a missing directory holds none.
@@ -881,8 +869,16 @@ fn print_progress(scenario: &str, progress: engine::Progress) {
     const WIDTH: u32 = 30;
     let total = progress.total.max(1);
     let filled = (progress.cases.min(total) * WIDTH / total) as usize;
-    let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH as usize - filled));
-    let state = if progress.shrinking { ", shrinking" } else { "" };
+    let bar = format!(
+        "{}{}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled)
+    );
+    let state = if progress.shrinking {
+        ", shrinking"
+    } else {
+        ""
+    };
     eprint!(
         "\r\x1b[2K{scenario} [{bar}] {}/{} cases, {} finding(s){state}",
         progress.cases, progress.total, progress.findings

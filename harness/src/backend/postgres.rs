@@ -648,12 +648,12 @@ impl PostgresBackend {
             .map_err(|source| self.unreachable(&url, source))?;
         let migrated = migrate(&pool, &self.template).await;
         let planned = match migrated {
-            Ok(()) => ResetPlan::read(&pool).await.map_err(|source| {
-                BackendError::ReadTemplate {
+            Ok(()) => ResetPlan::read(&pool)
+                .await
+                .map_err(|source| BackendError::ReadTemplate {
                     database: self.template.clone(),
                     source: Box::new(source),
-                }
-            }),
+                }),
             Err(error) => Err(error),
         };
         // CREATE DATABASE ... TEMPLATE refuses a template with open sessions.

@@ -3,7 +3,7 @@
 //! and a failure names the offending key.
 
 use super::model::{REPORT_SCHEMA, Report};
-use crate::gate::KNOWN_REASON_CLASSES;
+use crate::gate::is_known_reason_class;
 use std::path::{Path, PathBuf};
 
 /// A report file that cannot be used.
@@ -44,7 +44,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Report, LoadError> {
         })?;
     }
     for (index, violation) in report.violations.iter().enumerate() {
-        if !KNOWN_REASON_CLASSES.contains(&violation.reason_class.as_str()) {
+        if !is_known_reason_class(&violation.reason_class) {
             return Err(error(
                 format!("violations[{index}].reason_class"),
                 format!("unknown reason class {:?}", violation.reason_class),

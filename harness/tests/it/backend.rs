@@ -201,6 +201,74 @@ async fn drop_database_removes_the_case_database() {
 }
 
 #[tokio::test]
+async fn a_recycled_database_is_back_in_the_template_state() {
+    let backend = support::backend().await;
+    let fresh = ok(backend.fresh_database().await);
+    let case = ok(backend.case_database().await);
+    let name = case.name.clone();
+    // Rows in every kind of table: authority with a bigserial, a seeded
+    // table changed in place, the journal, a read model.
+    ok(sqlx::raw_sql(
+        "INSERT INTO runtime.runs (run_id, thread_id, owner_user_id, inserted_at, updated_at) \
+             VALUES ('run-1', 'thread-1', 1, now(), now()); \
+         INSERT INTO runtime.run_events (run_id, seq, event_type, inserted_at) \
+             VALUES ('run-1', 1, 'run.started', now()); \
+         UPDATE runtime.sync_topic_sequences SET next_watermark = 7, updated_at = now(); \
+         INSERT INTO runtime.sync_stream_events (topic, watermark, doc_key, doc_version, inserted_at) \
+             VALUES ('runtime.run_summaries', 1, 'k', 1, now()); \
+         INSERT INTO runtime.sync_run_summaries (doc_key, inserted_at, updated_at) \
+             VALUES ('k', now(), now())",
+    )
+    .execute(&case.pool)
+    .await);
+    backend.recycle(case);
+
+    let again = ok(backend.case_database().await);
+
+    assert_eq!(again.name, name, "the database is reused, not cloned");
+    assert_eq!(contents(&again.pool).await, contents(&fresh.pool).await);
+    ok(sqlx::query(
+        "INSERT INTO runtime.runs (run_id, thread_id, owner_user_id, inserted_at, updated_at) \
+         VALUES ('run-2', 'thread-2', 1, now(), now())",
+    )
+    .execute(&again.pool)
+    .await);
+    let first_id: i64 = ok(sqlx::query_scalar(
+        "INSERT INTO runtime.run_events (run_id, seq, event_type, inserted_at) \
+         VALUES ('run-2', 1, 'run.started', now()) RETURNING id",
+    )
+    .fetch_one(&again.pool)
+    .await);
+    assert_eq!(first_id, 1, "sequences restart as in a fresh clone");
+    ok(backend.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_recycled_database_whose_schema_changed_is_replaced_by_a_clone() {
+    let backend = support::backend().await;
+    let case = ok(backend.case_database().await);
+    let name = case.name.clone();
+    ok(sqlx::query(
+        "ALTER TABLE runtime.sync_run_summaries ADD CONSTRAINT left_behind CHECK (false) NOT VALID",
+    )
+    .execute(&case.pool)
+    .await);
+    backend.recycle(case);
+
+    let again = ok(backend.case_database().await);
+
+    assert_ne!(again.name, name, "a changed schema is not reset in place");
+    assert!(!database_names(&again.pool).await.contains(&name));
+    let left_behind: i64 = ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'left_behind'",
+    )
+    .fetch_one(&again.pool)
+    .await);
+    assert_eq!(left_behind, 0);
+    ok(backend.shutdown().await);
+}
+
+#[tokio::test]
 async fn unreachable_external_url_is_a_typed_error() {
     let port = closed_port();
     let url = format!("postgres://postgres:hunter2@127.0.0.1:{port}/postgres");
@@ -402,6 +470,34 @@ async fn docker_engine_answers() -> bool {
 fn closed_port() -> u16 {
     let listener = ok(std::net::TcpListener::bind(("127.0.0.1", 0)));
     ok(listener.local_addr()).port()
+}
+
+/// Every row of every table of the runtime schema in physical order, and
+/// every sequence's position: what a case could observe.
+async fn contents(pool: &PgPool) -> Vec<(String, Option<String>)> {
+    let tables: Vec<String> = ok(sqlx::query_scalar(
+        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables \
+         WHERE schemaname = 'runtime' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await);
+    let mut contents = Vec::new();
+    for table in tables {
+        let rows: Option<String> = ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT json_agg(t ORDER BY t.ctid)::text FROM {table} t"
+        )))
+        .fetch_one(pool)
+        .await);
+        contents.push((table, rows));
+    }
+    let sequences: Vec<(String, Option<String>)> = ok(sqlx::query_as(
+        "SELECT format('%I.%I', schemaname, sequencename), last_value::text FROM pg_sequences \
+         WHERE schemaname = 'runtime' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await);
+    contents.extend(sequences);
+    contents
 }
 
 async fn database_names(pool: &PgPool) -> Vec<String> {

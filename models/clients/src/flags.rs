@@ -4,7 +4,10 @@
 use crate::switches::ClientSwitches;
 
 /// A client surface with its own flag and its own watermark store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum Surface {
     Web,
     Mobile,
