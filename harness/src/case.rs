@@ -124,13 +124,15 @@ pub enum RollbackSwitch {
     DisableAuditor,
 }
 
-/// A Convex backend outage (container pause or stop; a local Node child is
-/// stopped with SIGSTOP or killed and restarted on the same data).
+/// A Convex backend outage: the container is paused (a local Node child
+/// gets SIGSTOP) until `Heal`. Requests in flight stay queued and run when
+/// it resumes, as on a frozen host. A stop and start is not offered: the
+/// Convex front keeps its data in memory, so a restart would lose what a
+/// real deployment keeps, and every case after it would fail for that.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outage {
     Pause,
-    Stop,
 }
 
 /// Provenance of a stored case.

@@ -1,11 +1,12 @@
 //! The driver: plays a case step by step through the models against the
 //! real backends, observes what the stores hold after each step, and checks
-//! the invariants against the oracle. Each case gets a fresh PostgreSQL
-//! database and an emptied Convex backend.
+//! the invariants against the oracle. Each case starts from a PostgreSQL
+//! database in the template's state (a reused one, reset) and an emptied
+//! Convex backend.
 
 use crate::backend::convex::ConvexBackend;
 use crate::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
-use crate::case::{Case, ConvexFault, EntityRef, RollbackSwitch, Step, StopPath};
+use crate::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::delivery::{ClientsObservation, Delivery};
 use crate::invariants::{self, Violation};
 use crate::observation::{CheckpointView, JournalEntry, Observation};
@@ -21,8 +22,10 @@ use khala_runtime::sink::{
     PayloadMode, SinkError,
 };
 use khala_runtime::{Profile, ProjectionKind, Runtime, RuntimeConfig};
+use serde_json::Value;
 use serde_json::json;
 use sqlx::types::Json;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,9 +96,52 @@ pub struct Backends {
     /// Reads Convex after every step, straight to the backend (not through
     /// the proxy); one client for the whole run, so its connection is reused.
     observer: ConvexHttp,
+    /// The Convex outage in force, if any: ended by `Heal`, `Quiesce`, and
+    /// whenever a case ends, so that no case inherits a frozen backend.
+    convex_outage: std::sync::Mutex<Option<Outage>>,
 }
 
 impl Backends {
+    fn outage(&self) -> Option<Outage> {
+        *self
+            .convex_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_outage(&self, outage: Option<Outage>) {
+        *self
+            .convex_outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
+    }
+
+    /// Takes the Convex backend down the way `outage` says.
+    async fn begin_outage(&self, outage: Outage, step: usize) -> Result<(), DriverError> {
+        if self.outage().is_some() {
+            return Ok(());
+        }
+        let done = match outage {
+            Outage::Pause => self.convex.pause().await,
+        };
+        done.map_err(|error| DriverError::convex(step, error))?;
+        self.set_outage(Some(outage));
+        Ok(())
+    }
+
+    /// Brings the Convex backend back; nothing if it is up.
+    async fn end_outage(&self, step: usize) -> Result<(), DriverError> {
+        let Some(outage) = self.outage() else {
+            return Ok(());
+        };
+        let done = match outage {
+            Outage::Pause => self.convex.unpause().await,
+        };
+        done.map_err(|error| DriverError::convex(step, error))?;
+        self.set_outage(None);
+        Ok(())
+    }
+
     pub async fn new(
         postgres: PostgresBackend,
         convex: ConvexBackend,
@@ -119,6 +165,7 @@ impl Backends {
             convex,
             proxy,
             observer,
+            convex_outage: std::sync::Mutex::new(None),
         })
     }
 
@@ -186,6 +233,8 @@ struct CaseState {
     khala_broken: bool,
     version_generation: u32,
     auditor: ParityAuditor,
+    /// Whether the auditor reads Convex (B2 fixed).
+    auditor_reads_convex: bool,
     /// The summary of the auditor cycle the current step ran, if any.
     audited: Option<khala_runtime::auditor::CycleReport>,
     delivery: Delivery,
@@ -212,12 +261,12 @@ pub async fn play(
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let t0 = Instant::now();
     let played = play_in(backends, case, &db, stop_at_first, &mut result).await;
-    tprof::add(2, t0.elapsed());
-    tprof::add(1, result.reset_time);
-    tprof::dump();
     backends.proxy.set_mode(ProxyMode::Pass);
+    let played = match (played, backends.end_outage(result.steps_run).await) {
+        (Ok(()), ended) => ended,
+        (Err(error), _) => Err(error),
+    };
     // A case that stopped at its first violation can leave Khala broken; the
     // database goes back for the next case only with the fault removed.
     let reusable = match played {
@@ -248,7 +297,7 @@ async fn play_in(
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
     let mut state = start_case(backends, case, db)?;
-    let mut previous = observe(backends, db, 0).await?;
+    let mut previous = observe(backends, db, 0, None).await?;
     let mut previous_clients: Option<ClientsObservation> = None;
     // The steps, then an implicit final quiescence.
     let final_step = [Step::Quiesce];
@@ -256,7 +305,9 @@ async fn play_in(
         state.audited = None;
         apply(backends, db, &mut state, step, index).await?;
         state.oracle.apply(step);
-        let current = observe(backends, db, index).await?;
+        // A Convex backend that is down is not read; it cannot change.
+        let unchanged_convex = backends.outage().map(|_| &previous.convex);
+        let current = observe(backends, db, index, unchanged_convex).await?;
         let clients = state
             .delivery
             .settle(step, index, &state.oracle, &current)
@@ -367,6 +418,7 @@ fn start_case(
         khala_broken: false,
         version_generation: 1,
         auditor: ParityAuditor::new(auditor_config, case.profile.switches()),
+        auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
         audited: None,
         delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
     })
@@ -541,13 +593,10 @@ async fn apply(
         } => {}
         Step::AuditorCycle => {
             let enabled = state.oracle.auditor_enabled();
-            audit(db, state, index, enabled).await?;
+            let convex_down = backends.outage().is_some();
+            audit(db, state, index, enabled, convex_down).await?;
         }
-        Step::ConvexOutage { .. } => {
-            return Err(DriverError::Proxy(std::io::Error::other(
-                "convex outages are not played yet",
-            )));
-        }
+        Step::ConvexOutage { outage } => backends.begin_outage(*outage, index).await?,
         Step::SetClientFlag { .. }
         | Step::SetRolloutStage { .. }
         | Step::Rollback {
@@ -573,6 +622,7 @@ async fn apply(
         }
         Step::Heal | Step::Quiesce => {
             backends.proxy.set_mode(ProxyMode::Pass);
+            backends.end_outage(index).await?;
             if state.khala_broken {
                 set_khala_broken(&db.pool, false)
                     .await
@@ -586,7 +636,7 @@ async fn apply(
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
                 // The runbook keeps the auditor on through catch-up (X6).
-                audit(db, state, index, true).await?;
+                audit(db, state, index, true, false).await?;
             }
         }
     }
@@ -595,18 +645,26 @@ async fn apply(
 
 /// One parity auditor cycle, kept for the invariants and the trace. The
 /// auditor reads Convex only where the deployment writes it (and only when
-/// B2 is fixed: that switch is the auditor's own).
+/// B2 is fixed: that switch is the auditor's own); during a Convex outage
+/// such a cycle fails and leaves no summary.
 async fn audit(
     db: &CaseDatabase,
     state: &mut CaseState,
     index: usize,
     enabled: bool,
+    convex_down: bool,
 ) -> Result<(), DriverError> {
     let convex = state
         .oracle
         .sink_mode()
         .writes_convex()
         .then_some(&state.reader);
+    if enabled && convex_down && convex.is_some() && state.auditor_reads_convex {
+        // The cycle fails on its first Convex read, as it would in
+        // production; it reports nothing (and the harness does not wait
+        // out the reader's timeout to learn that).
+        return Ok(());
+    }
     let options = RunOptions {
         enabled: Some(enabled),
         ..RunOptions::default()
@@ -685,22 +743,33 @@ type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 
 /// Reads every store after a step: one SQL statement and one Convex query
 /// (it bypasses the proxy: observing must work during faults), both at once.
+/// What the stores hold now; Convex is taken as `unchanged_convex` instead
+/// of read when given (the backend is down).
 async fn observe(
     backends: &Backends,
     db: &CaseDatabase,
     step: usize,
+    unchanged_convex: Option<&BTreeMap<String, Value>>,
 ) -> Result<Observation, DriverError> {
-    let _g = tprof::Guard(4, Instant::now());
     let statement = observation_statement();
     let khala = sqlx::query_as::<_, (ReadModelRows, ReadModelRows, CheckpointRows, JournalRows)>(
         sqlx::AssertSqlSafe(statement),
     )
     .fetch_one(&db.pool);
-    let convex = backends.observer.call(
-        Endpoint::Query,
-        OBSERVE_CONVEX_FUNCTION,
-        json!({"limit": OBSERVED_DOCUMENTS_MAX}),
-    );
+    let convex = async {
+        match unchanged_convex {
+            Some(_) => Ok(None),
+            None => backends
+                .observer
+                .call(
+                    Endpoint::Query,
+                    OBSERVE_CONVEX_FUNCTION,
+                    json!({"limit": OBSERVED_DOCUMENTS_MAX}),
+                )
+                .await
+                .map(Some),
+        }
+    };
     let (khala, convex) = tokio::join!(khala, convex);
     let (Json(runs), Json(workers), Json(checkpoints), Json(journal)) =
         khala.map_err(|error| DriverError::postgres(step, error))?;
@@ -720,7 +789,17 @@ async fn observe(
             .chain(workers)
             .map(|(key, version, payload)| (key, (version, payload))),
     );
-    for table in ["run_summaries", "codex_worker_summaries"] {
+    let (convex, tables) = match convex {
+        Some(convex) => (
+            convex,
+            ["run_summaries", "codex_worker_summaries"].as_slice(),
+        ),
+        None => {
+            observation.convex = unchanged_convex.cloned().unwrap_or_default();
+            (Value::Null, [].as_slice())
+        }
+    };
+    for table in tables {
         let documents = convex
             .get(table)
             .and_then(serde_json::Value::as_array)
@@ -767,49 +846,4 @@ async fn observe(
 /// The profile a stored or generated case runs under.
 pub fn profile_of(case: &Case) -> Profile {
     case.profile
-}
-
-mod tprof {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{Duration, Instant};
-    static T: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-    static N: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
-    pub fn add(i: usize, d: Duration) {
-        T[i].fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        N[i].fetch_add(1, Ordering::Relaxed);
-    }
-    pub struct Guard(pub usize, pub Instant);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            add(self.0, self.1.elapsed());
-        }
-    }
-    pub fn dump() {
-        let names = [
-            "cvx_reset",
-            "fresh_db",
-            "play_in",
-            "drop_db",
-            "observe",
-            "cvx_list",
-            "",
-            "",
-        ];
-        let mut out = String::from("TPROF");
-        for i in 0..6 {
-            let t = T[i].load(Ordering::Relaxed);
-            let n = N[i].load(Ordering::Relaxed).max(1);
-            out.push_str(&format!(
-                " {}={}ms/{}={:.2}ms",
-                names[i],
-                t / 1000,
-                n,
-                t as f64 / n as f64 / 1000.0
-            ));
-        }
-        eprintln!(
-            "{out} blackholed={}",
-            crate::proxy::BLACKHOLED.load(Ordering::Relaxed)
-        );
-    }
 }

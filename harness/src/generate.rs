@@ -3,8 +3,8 @@
 //! are created on first use, so proptest's shrinking may drop any step.
 
 use crate::case::{
-    CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, RollbackSwitch, RolloutStage, RunEventType,
-    Step, StopPath, Surface, TerminalStatus, WorkerEventType,
+    CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, Outage, RollbackSwitch, RolloutStage,
+    RunEventType, Step, StopPath, Surface, TerminalStatus, WorkerEventType,
 };
 use crate::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
@@ -80,9 +80,12 @@ pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
         "restart_sync_server" => Just(Step::RestartSyncServer).boxed(),
         "reproject" => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
         "projection_version_bump" => Just(Step::BumpProjectionVersion).boxed(),
-        "fault_convex" => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout])
-            .prop_map(|fault| Step::BreakConvex { fault })
-            .boxed(),
+        "fault_convex" => prop_oneof![
+            4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout])
+                .prop_map(|fault| Step::BreakConvex { fault }),
+            1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
+        ]
+        .boxed(),
         // A Khala failure is also what fails the second sink of the fanout.
         "fault_khala" | "fault_partial_fanout" => Just(Step::BreakKhala).boxed(),
         "quiesce" => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),

@@ -199,7 +199,8 @@ impl RunMetrics {
                     fault_active = true;
                     quiescent = false;
                 }
-                Step::Heal => fault_active = false,
+                // A healed fault leaves drift until the catch-up at
+                // quiescence repairs it: its window ends there, not here.
                 Step::Quiesce => {
                     fault_active = false;
                     quiescent = true;
