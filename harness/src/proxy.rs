@@ -106,7 +106,6 @@ async fn accept_loop(
         match ProxyMode::from_u8(mode.load(Ordering::SeqCst)) {
             ProxyMode::Reset => drop(client),
             ProxyMode::Blackhole => {
-                BLACKHOLED.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let _held = client;
                     let _ = changed.changed().await;
@@ -132,5 +131,3 @@ async fn accept_loop(
         }
     }
 }
-
-pub static BLACKHOLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
