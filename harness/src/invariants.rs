@@ -300,7 +300,15 @@ struct Recorder<'a> {
     found: Vec<Violation>,
 }
 
-impl Recorder<'_> {
+impl<'a> Recorder<'a> {
+    fn new(step_index: usize, observation: &'a Observation) -> Self {
+        Recorder {
+            step_index,
+            observation,
+            found: Vec::new(),
+        }
+    }
+
     fn record(
         &mut self,
         id: &'static str,
@@ -343,11 +351,7 @@ pub fn check_step(
     step_index: usize,
     reprojected: bool,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     let latest_seq_of: BTreeMap<String, i64> = oracle
         .entities()
         .into_iter()
@@ -581,11 +585,7 @@ pub fn check_redelivery(
     current: &Observation,
     step_index: usize,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     let key = oracle.document_id(entity);
     let Some(expected) = oracle.expected_document(entity) else {
         return Vec::new();
@@ -638,11 +638,7 @@ pub fn check_catch_up(
     comparisons: &[khala_runtime::auditor::EntityComparison],
     step_index: usize,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     if !oracle.sink_mode().writes_khala() {
         return Vec::new();
     }
@@ -676,11 +672,7 @@ pub fn check_quiescence(
     current: &Observation,
     step_index: usize,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     let mode = oracle.sink_mode();
     for entity in oracle.entities() {
         let key = oracle.document_id(entity);
@@ -804,11 +796,7 @@ pub fn check_audit(
     comparisons: &[khala_runtime::auditor::EntityComparison],
     step_index: usize,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     for comparison in comparisons {
         let key = comparison.document_id.as_str();
         let Some(checkpoint) = current.checkpoints.get(key) else {

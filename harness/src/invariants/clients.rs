@@ -53,11 +53,7 @@ pub fn check_clients(
     step_index: usize,
     quiescent: bool,
 ) -> Vec<Violation> {
-    let mut recorder = Recorder {
-        step_index,
-        observation: current,
-        found: Vec::new(),
-    };
+    let mut recorder = Recorder::new(step_index, current);
     for lane in &clients.lanes {
         let before = previous.and_then(|previous| previous.lane(lane.surface, lane.user));
         if let Some(before) = before {
