@@ -214,7 +214,8 @@ fn bench_run_summary(run_id: &str, seq: i64) -> serde_json::Value {
 /// so every case is played in full) and the shrinking of legacy failures.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct EngineRates {
-    pub max_steps: u32,
+    /// Every generated case has exactly this many steps.
+    pub steps_per_case: u32,
     /// Generated hardened cases played.
     pub cases: u32,
     /// Steps played in the hardened run, shrinking included.
@@ -233,21 +234,24 @@ pub struct EngineRates {
     pub shrink_seconds: Vec<f64>,
 }
 
-/// Plays `cases` hardened cases of `scenario` with `max_steps`, then the
-/// same under legacy to time the shrinking of what it finds.
+/// Plays `cases` hardened cases of `scenario` of exactly `steps_per_case`
+/// steps, then `legacy_cases` under legacy to time the shrinking of what
+/// they find (0: none).
 pub fn engine(
     tokio: &tokio::runtime::Runtime,
     backends: &crate::driver::Backends,
     scenario: &crate::scenario::Scenario,
     cases: u32,
-    max_steps: u32,
+    legacy_cases: u32,
+    steps_per_case: u32,
 ) -> EngineRates {
     use crate::engine::{EngineSettings, run_scenario};
     let scenario = crate::scenario::Scenario {
-        max_steps,
+        min_steps: steps_per_case,
+        max_steps: steps_per_case,
         ..scenario.clone()
     };
-    let settings = |profile| EngineSettings {
+    let settings = |profile, cases| EngineSettings {
         profile,
         cases,
         seed: 1,
@@ -255,8 +259,18 @@ pub fn engine(
         max_shrink_iters: 512,
         max_shrink_time: Duration::from_secs(120),
     };
-    let hardened = run_scenario(tokio, backends, &scenario, &settings(Profile::Hardened));
-    let legacy = run_scenario(tokio, backends, &scenario, &settings(Profile::Legacy));
+    let hardened = run_scenario(
+        tokio,
+        backends,
+        &scenario,
+        &settings(Profile::Hardened, cases),
+    );
+    let legacy = run_scenario(
+        tokio,
+        backends,
+        &scenario,
+        &settings(Profile::Legacy, legacy_cases),
+    );
     let mut shrink_seconds: Vec<f64> = legacy
         .findings
         .iter()
@@ -268,7 +282,7 @@ pub fn engine(
         (hardened.timing.total_seconds - hardened.timing.shrink_seconds).max(f64::EPSILON);
     let plays = hardened.cases + hardened.shrink_steps;
     EngineRates {
-        max_steps,
+        steps_per_case,
         cases: hardened.cases,
         steps: hardened.steps,
         cases_per_second: f64::from(hardened.cases) / generating,

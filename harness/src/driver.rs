@@ -11,6 +11,7 @@ use crate::delivery::{ClientsObservation, Delivery};
 use crate::invariants::{self, Violation};
 use crate::observation::{CheckpointView, JournalEntry, Observation};
 use crate::oracle::{self, Oracle, projection_version_name};
+use crate::proxied_sink::ProxiedConvexSink;
 use crate::proxy::{ProxyMode, TcpProxy};
 use chrono::{DateTime, Utc};
 use khala_runtime::auditor::{AuditorConfig, CycleSummary, ParityAuditor, RunOptions};
@@ -29,10 +30,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// The Convex sink's timeout inside the harness. The original's 2,500 ms
-/// would make every `timeout` fault cost 2.5 s; the behaviour is the same.
-pub const HARNESS_CONVEX_TIMEOUT_MS: i64 = 250;
 
 /// The query that reads both Convex tables for an observation.
 const OBSERVE_CONVEX_FUNCTION: &str = "runtime:listAllSummaries";
@@ -88,10 +85,18 @@ impl DriverError {
     }
 }
 
-/// The backends one harness process plays cases against.
+/// The backends one harness process plays cases against: one PostgreSQL
+/// server (each case gets a database of its own) and one or more lanes,
+/// each a Convex backend with its own fault proxy, that play cases side by
+/// side.
 pub struct Backends {
-    pub postgres: PostgresBackend,
-    pub convex: ConvexBackend,
+    postgres: PostgresBackend,
+    lanes: Vec<Lane>,
+}
+
+/// A Convex backend behind its fault proxy: one case at a time plays on it.
+struct Lane {
+    convex: ConvexBackend,
     proxy: TcpProxy,
     /// Reads Convex after every step, straight to the backend (not through
     /// the proxy); one client for the whole run, so its connection is reused.
@@ -101,7 +106,30 @@ pub struct Backends {
     convex_outage: std::sync::Mutex<Option<Outage>>,
 }
 
-impl Backends {
+impl Lane {
+    async fn new(convex: ConvexBackend) -> Result<Self, DriverError> {
+        let upstream: SocketAddr = upstream_addr(&convex.base_url()).ok_or_else(|| {
+            DriverError::Proxy(std::io::Error::other(format!(
+                "cannot parse convex url {}",
+                convex.base_url()
+            )))
+        })?;
+        let proxy = TcpProxy::start(upstream)
+            .await
+            .map_err(DriverError::Proxy)?;
+        let observer = ConvexHttp::new(
+            &convex.base_url(),
+            convex.admin_key().unwrap_or_default(),
+            OBSERVE_TIMEOUT_MS,
+        );
+        Ok(Lane {
+            convex,
+            proxy,
+            observer,
+            convex_outage: std::sync::Mutex::new(None),
+        })
+    }
+
     fn outage(&self) -> Option<Outage> {
         *self
             .convex_outage
@@ -125,6 +153,7 @@ impl Backends {
             Outage::Pause => self.convex.pause().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
+        self.proxy.set_upstream_frozen(true);
         self.set_outage(Some(outage));
         Ok(())
     }
@@ -138,50 +167,52 @@ impl Backends {
             Outage::Pause => self.convex.unpause().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
+        self.proxy.set_upstream_frozen(false);
         self.set_outage(None);
         Ok(())
     }
+}
 
+impl Backends {
+    /// One lane on `convex`.
     pub async fn new(
         postgres: PostgresBackend,
         convex: ConvexBackend,
     ) -> Result<Self, DriverError> {
-        let upstream: SocketAddr = upstream_addr(&convex.base_url()).ok_or_else(|| {
-            DriverError::Proxy(std::io::Error::other(format!(
-                "cannot parse convex url {}",
-                convex.base_url()
-            )))
-        })?;
-        let proxy = TcpProxy::start(upstream)
-            .await
-            .map_err(DriverError::Proxy)?;
-        let observer = ConvexHttp::new(
-            &convex.base_url(),
-            convex.admin_key().unwrap_or_default(),
-            OBSERVE_TIMEOUT_MS,
-        );
         Ok(Backends {
             postgres,
-            convex,
-            proxy,
-            observer,
-            convex_outage: std::sync::Mutex::new(None),
+            lanes: vec![Lane::new(convex).await?],
         })
     }
 
+    /// Another lane: one more case plays at a time.
+    pub async fn add_lane(&mut self, convex: ConvexBackend) -> Result<(), DriverError> {
+        self.lanes.push(Lane::new(convex).await?);
+        Ok(())
+    }
+
+    /// How many cases can play at once.
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
     pub async fn shutdown(self) -> Result<(), String> {
-        drop(self.proxy);
-        let convex = self
-            .convex
-            .shutdown()
-            .await
-            .map_err(|error| error.to_string());
+        let mut outcome = Ok(());
+        for lane in self.lanes {
+            drop(lane.proxy);
+            let convex = lane
+                .convex
+                .shutdown()
+                .await
+                .map_err(|error| error.to_string());
+            outcome = outcome.and(convex);
+        }
         let postgres = self
             .postgres
             .shutdown()
             .await
             .map_err(|error| error.to_string());
-        convex.and(postgres)
+        outcome.and(postgres)
     }
 }
 
@@ -240,30 +271,44 @@ struct CaseState {
     delivery: Delivery,
 }
 
-/// Plays `case` under its profile. Stops at the first step with a
-/// violation when `stop_at_first` (shrinking only needs to know it fails).
+/// Plays `case` under its profile on the first lane. Stops at the first
+/// step with a violation when `stop_at_first` (shrinking only needs to know
+/// it fails).
 pub async fn play(
     backends: &Backends,
     case: &Case,
     stop_at_first: bool,
 ) -> Result<CaseResult, DriverError> {
+    play_on(backends, 0, case, stop_at_first).await
+}
+
+/// `play` on lane `lane` (taken modulo the lanes there are). Cases on
+/// different lanes share nothing but the PostgreSQL server, so they may
+/// play at the same time.
+pub async fn play_on(
+    backends: &Backends,
+    lane: usize,
+    case: &Case,
+    stop_at_first: bool,
+) -> Result<CaseResult, DriverError> {
+    let postgres = &backends.postgres;
+    let lane = &backends.lanes[lane % backends.lanes.len()];
     let reset_started = Instant::now();
-    backends.proxy.set_mode(ProxyMode::Pass);
+    lane.proxy.set_mode(ProxyMode::Pass);
     // The two stores are independent: reset both at once.
-    let (convex_reset, db) =
-        tokio::join!(backends.convex.reset(), backends.postgres.case_database());
+    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
     let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
     if let Err(error) = convex_reset {
-        backends.postgres.recycle(db);
+        postgres.recycle(db);
         return Err(DriverError::convex(0, error));
     }
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let played = play_in(backends, case, &db, stop_at_first, &mut result).await;
-    backends.proxy.set_mode(ProxyMode::Pass);
-    let played = match (played, backends.end_outage(result.steps_run).await) {
+    let played = play_in(lane, case, &db, stop_at_first, &mut result).await;
+    lane.proxy.set_mode(ProxyMode::Pass);
+    let played = match (played, lane.end_outage(result.steps_run).await) {
         (Ok(()), ended) => ended,
         (Err(error), _) => Err(error),
     };
@@ -277,7 +322,7 @@ pub async fn play(
     };
     match reusable {
         Ok(()) => {
-            backends.postgres.recycle(db);
+            postgres.recycle(db);
             Ok(result)
         }
         Err(error) => {
@@ -290,24 +335,33 @@ pub async fn play(
 }
 
 async fn play_in(
-    backends: &Backends,
+    lane: &Lane,
     case: &Case,
     db: &CaseDatabase,
     stop_at_first: bool,
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
-    let mut state = start_case(backends, case, db)?;
-    let mut previous = observe(backends, db, 0, None).await?;
+    let mut state = start_case(lane, case, db)?;
+    let mut previous = observe(lane, db, 0, None).await?;
     let mut previous_clients: Option<ClientsObservation> = None;
+    let convex_link = lane.proxy.link();
+    let mut convex_requests = convex_link.arrived();
     // The steps, then an implicit final quiescence.
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        apply(backends, db, &mut state, step, index).await?;
+        apply(lane, db, &mut state, step, index).await?;
         state.oracle.apply(step);
-        // A Convex backend that is down is not read; it cannot change.
-        let unchanged_convex = backends.outage().map(|_| &previous.convex);
-        let current = observe(backends, db, index, unchanged_convex).await?;
+        // Only the runtime's sink writes Convex, through the proxy, which
+        // counts every request that reached it whole. A step that sent none
+        // left Convex as it was, and so does a step with the backend down;
+        // only healing lets queued writes land. Convex is read otherwise.
+        let requests = convex_link.arrived();
+        let convex_unchanged = lane.outage().is_some()
+            || (requests == convex_requests && !matches!(step, Step::Heal | Step::Quiesce));
+        convex_requests = requests;
+        let unchanged_convex = convex_unchanged.then_some(&previous.convex);
+        let current = observe(lane, db, index, unchanged_convex).await?;
         let clients = state
             .delivery
             .settle(step, index, &state.oracle, &current)
@@ -381,11 +435,7 @@ async fn play_in(
     Ok(())
 }
 
-fn start_case(
-    backends: &Backends,
-    case: &Case,
-    db: &CaseDatabase,
-) -> Result<CaseState, DriverError> {
+fn start_case(lane: &Lane, case: &Case, db: &CaseDatabase) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     let config = RuntimeConfig {
@@ -393,19 +443,20 @@ fn start_case(
         clock,
         ..RuntimeConfig::new(case.profile)
     };
-    let admin_key = backends.convex.admin_key().unwrap_or_default().to_owned();
-    let proxied = format!("http://{}", backends.proxy.addr());
+    let admin_key = lane.convex.admin_key().unwrap_or_default().to_owned();
+    let proxied = format!("http://{}", lane.proxy.addr());
+    // The original timeout: no case waits it out (see `ProxiedConvexSink`).
     let sink = ConvexHttpSink::new(&ConvexSinkConfig {
         base_url: proxied.clone(),
         admin_key: admin_key.clone(),
-        request_timeout_ms: HARNESS_CONVEX_TIMEOUT_MS,
         ..ConvexSinkConfig::default()
     });
+    let sink = ProxiedConvexSink::new(sink, lane.proxy.link());
     let runtime = Runtime::new(db.pool.clone(), config)
         .with_convex_sink(Arc::new(sink), case.start.sink_mode)
         .map_err(|error| DriverError::postgres(0, error))?;
     // The reader bypasses the proxy: observing must work during faults.
-    let reader = ConvexReader::new(&backends.convex.base_url(), &admin_key, 5_000);
+    let reader = ConvexReader::new(&lane.convex.base_url(), &admin_key, 5_000);
     let auditor_config = AuditorConfig {
         enabled: true,
         ..AuditorConfig::default()
@@ -482,7 +533,7 @@ fn authority_write(
 }
 
 async fn apply(
-    backends: &Backends,
+    lane: &Lane,
     db: &CaseDatabase,
     state: &mut CaseState,
     step: &Step,
@@ -593,10 +644,10 @@ async fn apply(
         } => {}
         Step::AuditorCycle => {
             let enabled = state.oracle.auditor_enabled();
-            let convex_down = backends.outage().is_some();
+            let convex_down = lane.outage().is_some();
             audit(db, state, index, enabled, convex_down).await?;
         }
-        Step::ConvexOutage { outage } => backends.begin_outage(*outage, index).await?,
+        Step::ConvexOutage { outage } => lane.begin_outage(*outage, index).await?,
         Step::SetClientFlag { .. }
         | Step::SetRolloutStage { .. }
         | Step::Rollback {
@@ -608,7 +659,7 @@ async fn apply(
         | Step::RestartSyncServer => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
-        Step::BreakConvex { fault } => backends.proxy.set_mode(match fault {
+        Step::BreakConvex { fault } => lane.proxy.set_mode(match fault {
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
         }),
@@ -621,8 +672,8 @@ async fn apply(
             }
         }
         Step::Heal | Step::Quiesce => {
-            backends.proxy.set_mode(ProxyMode::Pass);
-            backends.end_outage(index).await?;
+            lane.proxy.set_mode(ProxyMode::Pass);
+            lane.end_outage(index).await?;
             if state.khala_broken {
                 set_khala_broken(&db.pool, false)
                     .await
@@ -747,7 +798,7 @@ type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 /// What the stores hold now; Convex is taken as `unchanged_convex` instead
 /// of read when given (the backend is down).
 async fn observe(
-    backends: &Backends,
+    lane: &Lane,
     db: &CaseDatabase,
     step: usize,
     unchanged_convex: Option<&BTreeMap<String, Value>>,
@@ -760,7 +811,7 @@ async fn observe(
     let convex = async {
         match unchanged_convex {
             Some(_) => Ok(None),
-            None => backends
+            None => lane
                 .observer
                 .call(
                     Endpoint::Query,

@@ -13,8 +13,8 @@ use crate::invariants::Violation;
 use crate::report::metrics::RunMetrics;
 use crate::scenario::Scenario;
 use khala_runtime::Profile;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
-use std::cell::RefCell;
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,12 @@ pub struct Progress {
 }
 
 /// `run_scenario`, telling `progress` after every played case.
+///
+/// Cases are drawn from one RNG stream in order and played a batch at a
+/// time, one case per lane; their results are then taken in order, exactly
+/// as if they had played one by one (cases share no state), so the report
+/// is the same whatever the number of lanes. A failure is shrunk on the
+/// first lane before the next result is taken.
 pub fn run_scenario_with_progress(
     tokio: &tokio::runtime::Runtime,
     backends: &Backends,
@@ -132,162 +138,181 @@ pub fn run_scenario_with_progress(
         scenario: scenario.name.clone(),
         ..ScenarioRun::default()
     };
-    let found: RefCell<BTreeSet<Signature>> = RefCell::new(BTreeSet::new());
-    let coverage = RefCell::new(Coverage::default());
-    let metrics = RefCell::new(RunMetrics::default());
+    let mut found: BTreeSet<Signature> = BTreeSet::new();
+    let mut coverage = Coverage::default();
     // A case may stop at its first violation only when every invariant
     // counts; otherwise an ignored one would hide the steps after it.
     let stop_at_first = scenario.invariants.checks_all();
     let strategy = generate::case(scenario, settings.profile);
-    let mut round = 0u64;
-    while run.cases < settings.cases && run.unknown.is_none() {
+    let config = Config {
+        failure_persistence: None,
+        max_global_rejects: 0,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        config,
+        rng_for(derive_seed(settings.seed, &scenario.name, 0)),
+    );
+    'batches: while run.cases < settings.cases && run.unknown.is_none() {
         if settings
             .time_budget
             .is_some_and(|budget| started.elapsed() >= budget)
         {
             break;
         }
-        let round_seed = derive_seed(settings.seed, &scenario.name, round);
-        round += 1;
-        let remaining = settings.cases - run.cases;
-        let run_cases = run.cases;
-        let target: RefCell<Option<Signature>> = RefCell::new(None);
-        let counters = RefCell::new((0u32, 0u64, 0u32, Duration::ZERO)); // cases, steps, shrink steps, reset time
-        let unknown: RefCell<Option<String>> = RefCell::new(None);
-        let config = Config {
-            cases: remaining,
-            max_shrink_iters: settings.max_shrink_iters,
-            max_shrink_time: settings
-                .max_shrink_time
-                .as_millis()
-                .min(u128::from(u32::MAX)) as u32,
-            failure_persistence: None,
-            max_global_rejects: 0,
-            ..Config::default()
-        };
-        let mut runner = TestRunner::new_with_rng(config, rng_for(round_seed));
-        let shrink_started = RefCell::new(None::<Instant>);
-        let outcome = runner.run(&strategy, |case| {
-            if unknown.borrow().is_some() {
-                return Ok(());
+        let batch = (settings.cases - run.cases).min(backends.lanes() as u32);
+        let mut trees = Vec::new();
+        for _ in 0..batch {
+            match strategy.new_tree(&mut runner) {
+                Ok(tree) => trees.push(tree),
+                Err(reason) => {
+                    run.unknown = Some(format!("the generator gave up: {reason}"));
+                    break 'batches;
+                }
             }
-            let shrinking = target.borrow().is_some();
-            let played = tokio.block_on(driver::play(backends, &case, stop_at_first));
-            let mut counters = counters.borrow_mut();
-            if shrinking {
-                counters.2 += 1;
-            } else {
-                counters.0 += 1;
-            }
+        }
+        let cases: Vec<Case> = trees.iter().map(ValueTree::current).collect();
+        let played =
+            tokio.block_on(futures::future::join_all(cases.iter().enumerate().map(
+                |(lane, case)| driver::play_on(backends, lane, case, stop_at_first),
+            )));
+        for ((mut tree, case), played) in trees.into_iter().zip(&cases).zip(played) {
+            run.cases += 1;
             progress(Progress {
-                cases: run_cases + counters.0,
+                cases: run.cases,
                 total: settings.cases,
-                findings: found.borrow().len(),
-                shrinking,
+                findings: found.len(),
+                shrinking: false,
             });
-            let mut result = match played {
+            let result = match played {
                 Ok(result) => result,
                 Err(error) => {
-                    *unknown.borrow_mut() = Some(describe_unknown(&error));
-                    return Ok(());
+                    run.unknown = Some(describe_unknown(&error));
+                    break 'batches;
                 }
             };
-            if !shrinking {
-                coverage
-                    .borrow_mut()
-                    .record(&case, result.steps_run.min(case.steps.len()));
-                metrics
-                    .borrow_mut()
-                    .observe_played_case(&case, &result.trace);
-            }
-            result
-                .violations
-                .retain(|violation| scenario.invariants.checks(violation.invariant));
-            counters.1 += result.steps_run as u64;
-            counters.3 += result.reset_time;
-            let signatures: Vec<Signature> = result
-                .violations
-                .iter()
-                .map(|violation| (violation.invariant, violation.reason_class.clone()))
-                .collect();
-            let current_target = target.borrow().clone();
-            let failing = match current_target {
-                Some(signature) => signatures.contains(&signature),
-                None => {
-                    let already_found = found.borrow();
-                    let first_new = signatures
-                        .into_iter()
-                        .find(|candidate| !already_found.contains(candidate));
-                    let failing = first_new.is_some();
-                    if failing {
-                        *shrink_started.borrow_mut() = Some(Instant::now());
-                        *target.borrow_mut() = first_new;
-                    }
-                    failing
+            coverage.record(case, result.steps_run.min(case.steps.len()));
+            run.metrics.observe_played_case(case, &result.trace);
+            run.steps += result.steps_run as u64;
+            run.timing.reset_seconds += result.reset_time.as_secs_f64();
+            let Some(target) = signatures(scenario, &result)
+                .into_iter()
+                .find(|signature| !found.contains(signature))
+            else {
+                continue;
+            };
+            found.insert(target.clone());
+            let shrink_started = Instant::now();
+            let shrunk = shrink(
+                tokio,
+                backends,
+                scenario,
+                settings,
+                tree.as_mut(),
+                &target,
+                &mut |shrinking| {
+                    run.shrink_steps += 1;
+                    run.steps += shrinking.steps_run as u64;
+                    run.timing.reset_seconds += shrinking.reset_time.as_secs_f64();
+                    progress(Progress {
+                        cases: run.cases,
+                        total: settings.cases,
+                        findings: found.len(),
+                        shrinking: true,
+                    });
+                },
+            );
+            let shrink_time = shrink_started.elapsed();
+            run.timing.shrink_seconds += shrink_time.as_secs_f64();
+            let (mut case, shrink_steps) = match shrunk {
+                Ok(shrunk) => shrunk,
+                Err(error) => {
+                    run.unknown = Some(describe_unknown(&error));
+                    break 'batches;
                 }
             };
-            if failing {
-                Err(TestCaseError::fail("invariant violated"))
-            } else {
-                Ok(())
-            }
-        });
-        let (cases, steps, shrink_steps, reset_time) = *counters.borrow();
-        run.cases += cases;
-        run.steps += steps;
-        run.shrink_steps += shrink_steps;
-        run.timing.reset_seconds += reset_time.as_secs_f64();
-        if let Some(message) = unknown.into_inner() {
-            run.unknown = Some(message);
-            break;
-        }
-        let shrink_time = shrink_started
-            .borrow()
-            .map(|at| at.elapsed())
-            .unwrap_or_default();
-        run.timing.shrink_seconds += shrink_time.as_secs_f64();
-        match outcome {
-            Ok(()) => break,
-            Err(TestError::Fail(_, minimal)) => {
-                let Some((invariant, reason_class)) = target.into_inner() else {
-                    break;
-                };
-                found.borrow_mut().insert((invariant, reason_class.clone()));
-                let mut case = minimal;
-                case.origin = Some(Origin {
-                    scenario: scenario.name.clone(),
-                    seed: settings.seed,
-                    code_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    invariant: invariant.to_owned(),
-                    reason_class: reason_class.clone(),
-                });
-                match tokio.block_on(driver::play(backends, &case, false)) {
-                    Ok(mut full) => run.findings.push(Finding {
-                        invariant,
-                        reason_class,
-                        case,
-                        violations: {
-                            full.violations.retain(|violation| {
-                                scenario.invariants.checks(violation.invariant)
-                            });
-                            full.violations
-                        },
-                        shrink_steps,
-                        shrink_time,
-                        trace: full.trace,
-                    }),
-                    Err(error) => run.unknown = Some(describe_unknown(&error)),
+            let (invariant, reason_class) = target;
+            case.origin = Some(Origin {
+                scenario: scenario.name.clone(),
+                seed: settings.seed,
+                code_version: env!("CARGO_PKG_VERSION").to_owned(),
+                invariant: invariant.to_owned(),
+                reason_class: reason_class.clone(),
+            });
+            match tokio.block_on(driver::play(backends, &case, false)) {
+                Ok(mut full) => run.findings.push(Finding {
+                    invariant,
+                    reason_class,
+                    case,
+                    violations: {
+                        full.violations
+                            .retain(|violation| scenario.invariants.checks(violation.invariant));
+                        full.violations
+                    },
+                    shrink_steps,
+                    shrink_time,
+                    trace: full.trace,
+                }),
+                Err(error) => {
+                    run.unknown = Some(describe_unknown(&error));
+                    break 'batches;
                 }
-            }
-            Err(TestError::Abort(reason)) => {
-                run.unknown = Some(format!("the generator gave up: {reason}"));
             }
         }
     }
-    run.coverage = Some(coverage.into_inner().report(scenario, run.cases));
-    run.metrics = metrics.into_inner();
+    run.coverage = Some(coverage.report(scenario, run.cases));
     run.timing.total_seconds = started.elapsed().as_secs_f64();
     run
+}
+
+/// The failure signatures of a played case, counting only the invariants
+/// the scenario selects, in the order the violations were found.
+fn signatures(scenario: &Scenario, result: &driver::CaseResult) -> Vec<Signature> {
+    result
+        .violations
+        .iter()
+        .filter(|violation| scenario.invariants.checks(violation.invariant))
+        .map(|violation| (violation.invariant, violation.reason_class.clone()))
+        .collect()
+}
+
+/// Shrinks the failing case `tree` holds to a minimal one that still fails
+/// with `target`: proptest's own search (simplify while it fails, complicate
+/// when it passes), bounded by the settings' iterations and time. Returns
+/// the minimal case and how many cases it played; `played` hears of each.
+fn shrink(
+    tokio: &tokio::runtime::Runtime,
+    backends: &Backends,
+    scenario: &Scenario,
+    settings: &EngineSettings,
+    tree: &mut dyn ValueTree<Value = Case>,
+    target: &Signature,
+    played: &mut dyn FnMut(&driver::CaseResult),
+) -> Result<(Case, u32), DriverError> {
+    let started = Instant::now();
+    let stop_at_first = scenario.invariants.checks_all();
+    let mut minimal = tree.current();
+    let mut plays = 0u32;
+    if !tree.simplify() {
+        return Ok((minimal, plays));
+    }
+    while plays < settings.max_shrink_iters && started.elapsed() < settings.max_shrink_time {
+        let candidate = tree.current();
+        let result = tokio.block_on(driver::play(backends, &candidate, stop_at_first))?;
+        plays += 1;
+        played(&result);
+        let still_fails = signatures(scenario, &result).contains(target);
+        let next = if still_fails {
+            minimal = candidate;
+            tree.simplify()
+        } else {
+            tree.complicate()
+        };
+        if !next {
+            break;
+        }
+    }
+    Ok((minimal, plays))
 }
 
 fn describe_unknown(error: &DriverError) -> String {
@@ -309,12 +334,27 @@ pub fn replay_stored(
         ..ScenarioRun::default()
     };
     let mut files = Vec::new();
-    for (path, stored) in cases {
-        let case = Case {
-            profile: profile.unwrap_or(stored.profile),
-            ..stored.clone()
-        };
-        match tokio.block_on(driver::play(backends, &case, false)) {
+    let cases: Vec<(&String, Case)> = cases
+        .iter()
+        .map(|(path, stored)| {
+            let case = Case {
+                profile: profile.unwrap_or(stored.profile),
+                ..stored.clone()
+            };
+            (path, case)
+        })
+        .collect();
+    // A batch at a time, one case per lane, results taken in order.
+    let played = cases.chunks(backends.lanes()).flat_map(|batch| {
+        tokio.block_on(futures::future::join_all(
+            batch
+                .iter()
+                .enumerate()
+                .map(|(lane, (_, case))| driver::play_on(backends, lane, case, false)),
+        ))
+    });
+    for ((path, case), played) in cases.iter().zip(played) {
+        match played {
             Ok(result) => {
                 run.cases += 1;
                 run.steps += result.steps_run as u64;
@@ -323,13 +363,13 @@ pub fn replay_stored(
                     run.findings.push(Finding {
                         invariant: first.invariant,
                         reason_class: first.reason_class.clone(),
-                        case,
+                        case: case.clone(),
                         violations: result.violations.clone(),
                         shrink_steps: 0,
                         shrink_time: Duration::ZERO,
                         trace: result.trace.clone(),
                     });
-                    files.push(Some(path.clone()));
+                    files.push(Some((*path).clone()));
                 }
             }
             Err(error) => {

@@ -145,7 +145,7 @@ pub fn swarm_subset(
 /// shrunk, so shrinking only drops and simplifies steps).
 pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     let start = scenario.start();
-    let max_steps = scenario.max_steps as usize;
+    let lengths = scenario.min_steps as usize..=scenario.max_steps as usize;
     let weighted = weighted_kinds(scenario);
     let kinds: BoxedStrategy<Vec<(&'static str, u32)>> = if scenario.swarm.enabled {
         let always_on = scenario.swarm.always_on.clone();
@@ -157,7 +157,7 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
         Just(weighted).boxed()
     };
     let steps = kinds
-        .prop_flat_map(move |kinds| prop::collection::vec(weighted_step(&kinds), 1..=max_steps));
+        .prop_flat_map(move |kinds| prop::collection::vec(weighted_step(&kinds), lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {

@@ -16,6 +16,7 @@ pub mod generate;
 pub mod invariants;
 pub mod observation;
 pub mod oracle;
+pub mod proxied_sink;
 pub mod proxy;
 pub mod report;
 pub mod scenario;

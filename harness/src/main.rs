@@ -74,6 +74,11 @@ enum Command {
         /// Start no new case after this many seconds.
         #[arg(long, value_name = "SECS")]
         time_budget: Option<u64>,
+        /// Cases played at once, each on a Convex backend of its own
+        /// (default: two per CPU here, at most 4). The report is the same
+        /// whatever the number.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+        lanes: Option<u32>,
         /// Backend provider (default: KHALA_PARITY_BACKEND, else auto).
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
         backend: Option<BackendChoice>,
@@ -207,9 +212,17 @@ enum BenchCommand {
         scenario: String,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         cases: u32,
-        /// Steps per case at most (generated lengths are 1..=this).
+        /// Legacy cases played to time the shrinking of their failures (0: none).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+        legacy_cases: u32,
+        /// Steps in every generated case (shrunk cases get shorter).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=200))]
-        max_steps: u32,
+        steps: u32,
+        /// Cases played at once, each on a Convex backend of its own
+        /// (default: two per CPU here, at most 4). The report is the same
+        /// whatever the number.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+        lanes: Option<u32>,
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
         backend: Option<BackendChoice>,
         #[arg(long, value_enum, default_value = "human")]
@@ -354,7 +367,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
         } => {
             let case = load_case(&file)?;
             let thresholds = gate.thresholds()?;
-            let backends = tokio.block_on(start_backends(backend))?;
+            let backends = tokio.block_on(start_backends(backend, 1))?;
             let played = tokio.block_on(driver::play(&backends, &case, false));
             let stopped = tokio.block_on(backends.shutdown());
             let result = played.context("replay the case")?;
@@ -384,6 +397,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             cases,
             seed,
             time_budget,
+            lanes,
             backend,
             format,
             out,
@@ -393,7 +407,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             if scenarios.is_empty() && !invalid.is_empty() {
                 return Err(InvalidInput("no scenario file loaded".into()).into());
             }
-            let backends = tokio.block_on(start_backends(backend))?;
+            let backends = tokio.block_on(start_backends(backend, lanes_or_default(lanes)))?;
             let outcome = run_scenarios(
                 tokio,
                 &backends,
@@ -505,14 +519,16 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
                 BenchCommand::Engine {
                     scenario,
                     cases,
-                    max_steps,
+                    legacy_cases,
+                    steps,
+                    lanes,
                     backend,
                     format,
                 },
         } => {
             let (_, scenario) = load_scenarios(std::slice::from_ref(&scenario))?.remove(0);
-            let backends = tokio.block_on(start_backends(backend))?;
-            let rates = bench::engine(tokio, &backends, &scenario, cases, max_steps);
+            let backends = tokio.block_on(start_backends(backend, lanes_or_default(lanes)))?;
+            let rates = bench::engine(tokio, &backends, &scenario, cases, legacy_cases, steps);
             tokio
                 .block_on(backends.shutdown())
                 .map_err(anyhow::Error::msg)
@@ -521,8 +537,8 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rates)?),
                 Format::Human => {
                     println!(
-                        "engine on {} (max {} steps per case)",
-                        scenario.name, rates.max_steps
+                        "engine on {} ({} steps per case)",
+                        scenario.name, rates.steps_per_case
                     );
                     println!(
                         "  hardened: {} cases, {} steps: {:.2} cases/s, {:.0} steps/s, reset {:.1} ms per case",
@@ -755,18 +771,40 @@ async fn start_postgres(choice: Option<BackendChoice>) -> anyhow::Result<Postgre
         .context("start PostgreSQL")
 }
 
-async fn start_backends(choice: Option<BackendChoice>) -> anyhow::Result<Backends> {
-    let postgres = start_postgres(choice).await?;
+/// Two lanes per CPU, at most 4: a lane mostly waits on round trips, and
+/// more than that only adds Convex backends to start.
+fn lanes_or_default(lanes: Option<u32>) -> usize {
+    lanes.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |cpus| (2 * cpus.get()).min(4)),
+        |lanes| lanes as usize,
+    )
+}
+
+/// PostgreSQL and `lanes` Convex backends, all started at once.
+async fn start_backends(choice: Option<BackendChoice>, lanes: usize) -> anyhow::Result<Backends> {
     let mut config = ConvexConfig::from_env().map_err(|error| InvalidInput(error.to_string()))?;
     if let Some(choice) = choice {
         config.choice = choice;
     }
-    let convex = ConvexBackend::start(&config)
+    let convex = futures::future::join_all((0..lanes).map(|_| ConvexBackend::start(&config)));
+    let (postgres, convex) = tokio::join!(start_postgres(choice), convex);
+    let mut convex = convex
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .context("start the Convex backend")?
+        .into_iter();
+    let postgres = postgres?;
+    let first = convex.next().context("no lane to play on")?;
+    let mut backends = Backends::new(postgres, first)
         .await
-        .context("start the Convex backend")?;
-    Backends::new(postgres, convex)
-        .await
-        .context("start the fault proxy")
+        .context("start the fault proxy")?;
+    for convex in convex {
+        backends
+            .add_lane(convex)
+            .await
+            .context("start the fault proxy")?;
+    }
+    Ok(backends)
 }
 
 #[allow(clippy::too_many_arguments)]

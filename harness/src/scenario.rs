@@ -72,6 +72,10 @@ pub struct Scenario {
     #[serde(default)]
     pub profile: Option<Profile>,
     pub cases: u32,
+    /// Steps per case at least (default 1); lengths are drawn from
+    /// `min_steps..=max_steps`.
+    #[serde(default = "default_min_steps")]
+    pub min_steps: u32,
     pub max_steps: u32,
     #[serde(default)]
     pub seed: Option<u64>,
@@ -89,6 +93,10 @@ pub struct Scenario {
     pub gate: GateThresholds,
     #[serde(default)]
     pub coverage: CoverageSpec,
+}
+
+fn default_min_steps() -> u32 {
+    1
 }
 
 /// The state before every case's first step.
@@ -455,6 +463,15 @@ impl Scenario {
                 InvalidKind::OutOfRange {
                     value: self.max_steps.to_string(),
                     allowed: format!("1..={MAX_STEPS_LIMIT}"),
+                },
+            );
+        }
+        if !(1..=self.max_steps).contains(&self.min_steps) {
+            return problem(
+                key(&["min_steps"]),
+                InvalidKind::OutOfRange {
+                    value: self.min_steps.to_string(),
+                    allowed: format!("1..={} (max_steps)", self.max_steps),
                 },
             );
         }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::str::FromStr;
@@ -925,28 +926,57 @@ async fn start_container(
 /// case is dozens of round trips per step. Where the bridge is not routable
 /// (a remote engine, Docker Desktop) the published port stays.
 async fn bridge_url(container: &ContainerAsync<GenericImage>) -> Option<String> {
-    let ip = container.get_bridge_ip_address().await.ok()?;
-    if ip.is_unspecified() {
-        return None;
-    }
-    let url = format!(
-        "postgres://postgres@{}/postgres",
-        std::net::SocketAddr::new(ip, 5432)
-    );
-    let options = parse_url(&url).ok()?;
-    let probe = async {
+    let url = |address: SocketAddr| format!("postgres://postgres@{address}/postgres");
+    let address = bridge_address(container, 5432, async |address| {
+        let options: PgConnectOptions = url(address).parse()?;
         let mut connection = PgConnection::connect_with(&options).await?;
         sqlx::query("SELECT 1").execute(&mut connection).await?;
         connection.close().await
+    })
+    .await?;
+    Some(url(address))
+}
+
+/// `port` on `container`'s docker bridge address, if `probe` succeeds there
+/// within `BRIDGE_PROBE_TIMEOUT`; `None` tells the caller to keep the
+/// published port. Both backends decide this way.
+pub(crate) async fn bridge_address<Probe, Answer, Error>(
+    container: &ContainerAsync<GenericImage>,
+    port: u16,
+    probe: Probe,
+) -> Option<SocketAddr>
+where
+    Probe: FnOnce(SocketAddr) -> Answer,
+    Answer: Future<Output = Result<(), Error>>,
+    Error: fmt::Display,
+{
+    // Not `get_bridge_ip_address`: it looks the network mode up as a network,
+    // and older engines (20.10 here) report the mode `default`, which names
+    // no network, so it fails there.
+    let ip = async {
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .ok()?;
+        let details = docker.inspect_container(container.id(), None).await.ok()?;
+        let endpoint = details.network_settings?.networks?.remove("bridge")?;
+        endpoint.ip_address?.parse::<IpAddr>().ok()
     };
-    match tokio::time::timeout(BRIDGE_PROBE_TIMEOUT, probe).await {
-        Ok(Ok(())) => Some(url),
+    let Some(ip) = ip.await else {
+        tracing::debug!("no address on the docker bridge; using the published port");
+        return None;
+    };
+    let address = SocketAddr::new(ip, port);
+    match tokio::time::timeout(BRIDGE_PROBE_TIMEOUT, probe(address)).await {
+        Ok(Ok(())) => {
+            tracing::debug!(%address, "the bridge address answers; skipping the published port");
+            Some(address)
+        }
         Ok(Err(error)) => {
-            tracing::debug!(%error, %ip, "the bridge address does not answer; using the published port");
+            tracing::debug!(%error, %address, "the bridge address does not answer; using the published port");
             None
         }
         Err(_) => {
-            tracing::debug!(%ip, "the bridge address does not answer in time; using the published port");
+            tracing::debug!(%address, "the bridge address does not answer in time; using the published port");
             None
         }
     }

@@ -1,5 +1,5 @@
 //! The engine end to end on real backends: the same seed gives the same
-//! report outside `timing`, and a legacy run finds and shrinks the partial
+//! report outside `timing`, on one lane or two, and a legacy run finds and shrinks the partial
 //! fanout of spec §15 B1.
 
 use crate::convex_backend::convex_backend;
@@ -20,7 +20,7 @@ fn fanout_scenario() -> Scenario {
 fn settings(seed: u64) -> EngineSettings {
     EngineSettings {
         profile: Profile::Legacy,
-        cases: 12,
+        cases: 24,
         seed,
         time_budget: None,
         max_shrink_iters: 256,
@@ -37,19 +37,22 @@ fn report_without_timing(run: &engine::ScenarioRun) -> serde_json::Value {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_report_and_b1_is_found_and_shrunk() {
+fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_shrunk() {
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio");
-    let backends = tokio.block_on(async {
+    let mut backends = tokio.block_on(async {
         let postgres = support::backend().await;
         let convex = convex_backend().await;
         support::ok(Backends::new(postgres, convex).await)
     });
     let scenario = fanout_scenario();
     let first = engine::run_scenario(&tokio, &backends, &scenario, &settings(7));
+    // The second run plays two cases at a time: the report must not change.
+    tokio.block_on(async { support::ok(backends.add_lane(convex_backend().await).await) });
+    assert_eq!(backends.lanes(), 2);
     let second = engine::run_scenario(&tokio, &backends, &scenario, &settings(7));
     tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
 
@@ -62,7 +65,14 @@ fn the_same_seed_gives_the_same_report_and_b1_is_found_and_shrunk() {
         .findings
         .iter()
         .find(|finding| finding.reason_class == "convex_ahead_of_khala")
-        .expect("legacy dual publish with Khala failing shows Convex ahead of Khala");
+        .unwrap_or_else(|| {
+            let found: Vec<_> = first
+                .findings
+                .iter()
+                .map(|finding| (finding.invariant, finding.reason_class.as_str()))
+                .collect();
+            panic!("legacy dual publish with Khala failing shows Convex ahead of Khala; found {found:?}")
+        });
     assert!(
         b1.case.steps.len() <= 3,
         "shrunk to {} steps: {:?}",
