@@ -9,7 +9,8 @@ use crate::case::{
 use crate::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
 use proptest::prelude::*;
-use proptest::strategy::{BoxedStrategy, Union};
+use proptest::strategy::{BoxedStrategy, NewTree, Union, ValueTree};
+use proptest::test_runner::TestRunner;
 
 /// Entities per kind a case may touch.
 pub const ENTITIES_PER_KIND: u8 = 3;
@@ -156,8 +157,7 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     } else {
         Just(weighted).boxed()
     };
-    let steps = kinds
-        .prop_flat_map(move |kinds| prop::collection::vec(weighted_step(&kinds), lengths.clone()));
+    let steps = kinds.prop_flat_map(move |kinds| steps_between(&kinds, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {
@@ -169,6 +169,85 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
             origin: None,
         })
         .boxed()
+}
+
+/// Between `lengths` steps drawn by weight. A vector never shrinks below
+/// its minimum length, so where that is above 1 each step is drawn
+/// `Droppable`: shrinking can still go down to the one step a failure needs.
+fn steps_between(
+    kinds: &[(&'static str, u32)],
+    lengths: std::ops::RangeInclusive<usize>,
+) -> BoxedStrategy<Vec<Step>> {
+    if *lengths.start() <= 1 {
+        return prop::collection::vec(weighted_step(kinds), lengths).boxed();
+    }
+    prop::collection::vec(Droppable(weighted_step(kinds)), lengths)
+        .prop_map(|steps| steps.into_iter().flatten().collect())
+        .boxed()
+}
+
+/// A value always drawn (`Some`) whose first simplification drops it
+/// (`None`); kept, it simplifies as its own strategy does.
+#[derive(Debug)]
+struct Droppable<S>(S);
+
+impl<S: Strategy> Strategy for Droppable<S> {
+    type Tree = DroppableTree<S::Tree>;
+    type Value = Option<S::Value>;
+
+    fn new_tree(&self, runner: &mut TestRunner) -> NewTree<Self> {
+        Ok(DroppableTree {
+            inner: self.0.new_tree(runner)?,
+            state: Dropping::NotTried,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Dropping {
+    NotTried,
+    Dropped,
+    /// Dropping it made the failure go: it stays, and simplifies inside.
+    Needed,
+}
+
+#[derive(Debug)]
+struct DroppableTree<T> {
+    inner: T,
+    state: Dropping,
+}
+
+impl<T: ValueTree> ValueTree for DroppableTree<T> {
+    type Value = Option<T::Value>;
+
+    fn current(&self) -> Self::Value {
+        match self.state {
+            Dropping::Dropped => None,
+            Dropping::NotTried | Dropping::Needed => Some(self.inner.current()),
+        }
+    }
+
+    fn simplify(&mut self) -> bool {
+        match self.state {
+            Dropping::NotTried => {
+                self.state = Dropping::Dropped;
+                true
+            }
+            Dropping::Dropped => false,
+            Dropping::Needed => self.inner.simplify(),
+        }
+    }
+
+    fn complicate(&mut self) -> bool {
+        match self.state {
+            Dropping::NotTried => false,
+            Dropping::Dropped => {
+                self.state = Dropping::Needed;
+                true
+            }
+            Dropping::Needed => self.inner.complicate(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +309,28 @@ mod tests {
 
     fn kinds_of(case: &Case) -> std::collections::BTreeSet<&'static str> {
         case.steps.iter().map(Step::kind).collect()
+    }
+
+    #[test]
+    fn min_steps_sets_the_drawn_length_but_shrinking_still_drops_steps() {
+        let text = "name='t'\ndescription='d'\ncases=1\nmin_steps=12\nmax_steps=12\n[swarm]\nenabled=false\n[weights]\nrun_event=1\nworker_event=1\n";
+        let scenario = scenario(text);
+        let cases = draw_cases(&scenario, 20);
+        assert!(cases.iter().all(|case| case.steps.len() == 12));
+        // A failure that needs one worker event shrinks to that one step.
+        let mut runner = TestRunner::new_with_rng(
+            Config::default(),
+            TestRng::from_seed(RngAlgorithm::ChaCha, &[5; 32]),
+        );
+        let failure = runner.run(&case(&scenario, Profile::Hardened), |case| {
+            let has_worker_event = case.steps.iter().any(|step| step.kind() == "worker_event");
+            proptest::prop_assert!(!has_worker_event);
+            Ok(())
+        });
+        let Err(proptest::test_runner::TestError::Fail(_, minimal)) = failure else {
+            panic!("every 12-step case of two kinds has a worker event: {failure:?}");
+        };
+        assert_eq!(minimal.steps.len(), 1, "{:?}", minimal.steps);
     }
 
     const FOUR_KINDS: &str = "name='t'\ndescription='d'\ncases=1\nmax_steps=40\n[weights]\nrun_event=1\nworker_event=1\nsink_mode=1\nfault_khala=1\n";
