@@ -263,6 +263,9 @@ pub enum ConvexFault {
     Reset,
     /// Connections hang until the sink's timeout.
     Timeout,
+    /// Requests reach Convex and run, but the network delays every answer
+    /// past the sink's timeout: a write the sink reports as failed is there.
+    Delay,
 }
 
 /// One step of a case. Steps are verbs.

@@ -662,6 +662,7 @@ async fn apply(
         Step::BreakConvex { fault } => lane.proxy.set_mode(match fault {
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
+            ConvexFault::Delay => ProxyMode::Delay,
         }),
         Step::BreakKhala => {
             if !state.khala_broken {

@@ -82,7 +82,7 @@ pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
         "reproject" => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
         "projection_version_bump" => Just(Step::BumpProjectionVersion).boxed(),
         "fault_convex" => prop_oneof![
-            4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout])
+            4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout, ConvexFault::Delay])
                 .prop_map(|fault| Step::BreakConvex { fault }),
             1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
         ]

@@ -1,15 +1,16 @@
 //! A userspace TCP proxy in front of a backend, for network faults the
 //! kernel here cannot inject (no `tc netem`): pass, reset every new
-//! connection, or black-hole it (accept and never answer).
+//! connection, black-hole it (accept and never answer), or delay every
+//! answer beyond any client's patience.
 //!
-//! The proxy also counts the HTTP requests that reach it whole, so that a
-//! client waiting for an answer that cannot come (a black hole, a frozen
-//! backend) can stop waiting as soon as its request has arrived: see
-//! [`ProxyLink`].
+//! The proxy also counts the HTTP requests that reach it whole, and those
+//! whose fate is sealed with no answer to come before the fault heals (a
+//! black hole or a frozen backend took them; a delayed answer came back), so
+//! that a client can stop waiting right then: see [`ProxyLink`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -24,6 +25,9 @@ pub enum ProxyMode {
     /// New connections are accepted, read and never answered; open ones are
     /// cut.
     Blackhole,
+    /// Requests pass and run; their answers are held back (the network
+    /// delays them past every timeout); open connections are cut.
+    Delay,
 }
 
 impl ProxyMode {
@@ -32,6 +36,7 @@ impl ProxyMode {
             ProxyMode::Pass => 0,
             ProxyMode::Reset => 1,
             ProxyMode::Blackhole => 2,
+            ProxyMode::Delay => 3,
         }
     }
 
@@ -39,6 +44,7 @@ impl ProxyMode {
         match value {
             1 => ProxyMode::Reset,
             2 => ProxyMode::Blackhole,
+            3 => ProxyMode::Delay,
             _ => ProxyMode::Pass,
         }
     }
@@ -56,6 +62,10 @@ struct Shared {
     /// Whole HTTP requests read from clients: forwarded upstream, or
     /// swallowed by a black hole.
     arrived: watch::Sender<u64>,
+    /// Requests that will have no answer before the fault heals: swallowed
+    /// by a black hole or taken by a frozen backend on arrival, or run by
+    /// the backend with the answer held back.
+    stranded: watch::Sender<u64>,
 }
 
 /// A running proxy; dropping it stops it.
@@ -76,6 +86,7 @@ impl TcpProxy {
             upstream_frozen: AtomicBool::new(false),
             generation: watch::channel(0).0,
             arrived: watch::channel(0).0,
+            stranded: watch::channel(0).0,
         });
         let task = tokio::spawn(accept_loop(listener, upstream, shared.clone()));
         Ok(TcpProxy {
@@ -134,12 +145,12 @@ pub struct ProxyLink {
 
 impl ProxyLink {
     /// Whether a request sent now can be answered before the fault in force
-    /// heals: not through a black hole, not from a frozen backend. (A reset
-    /// answers, with an error, at once.)
+    /// heals: not through a black hole or a delay, not from a frozen
+    /// backend. (A reset answers, with an error, at once.)
     pub fn answers(&self) -> bool {
-        let black_hole =
-            ProxyMode::from_u8(self.shared.mode.load(Ordering::SeqCst)) == ProxyMode::Blackhole;
-        !black_hole && !self.shared.upstream_frozen.load(Ordering::SeqCst)
+        let mode = ProxyMode::from_u8(self.shared.mode.load(Ordering::SeqCst));
+        matches!(mode, ProxyMode::Pass | ProxyMode::Reset)
+            && !self.shared.upstream_frozen.load(Ordering::SeqCst)
     }
 
     /// The whole requests that have arrived so far.
@@ -147,11 +158,16 @@ impl ProxyLink {
         *self.shared.arrived.borrow()
     }
 
-    /// Waits until more than `count` whole requests have arrived.
-    pub async fn arrived_beyond(&self, count: u64) {
-        let mut arrived = self.shared.arrived.subscribe();
+    /// The requests stranded so far (see `Shared::stranded`).
+    pub fn stranded(&self) -> u64 {
+        *self.shared.stranded.borrow()
+    }
+
+    /// Waits until more than `count` requests are stranded.
+    pub async fn stranded_beyond(&self, count: u64) {
+        let mut stranded = self.shared.stranded.subscribe();
         // The sender lives as long as this link; `Err` cannot happen.
-        let _ = arrived.wait_for(|now| *now > count).await;
+        let _ = stranded.wait_for(|now| *now > count).await;
     }
 }
 
@@ -165,18 +181,20 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
         // can hold a write back until the last one is acknowledged.
         let _ = client.set_nodelay(true);
         let shared = shared.clone();
-        match ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst)) {
+        let mode = ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst));
+        match mode {
             ProxyMode::Reset => drop(client),
             ProxyMode::Blackhole => {
                 tokio::spawn(async move {
                     let (reading, _held) = client.into_split();
+                    let unanswered = AtomicU64::new(0);
                     tokio::select! {
-                        _ = forward_requests(reading, tokio::io::sink(), &shared) => {}
+                        _ = forward_requests(reading, tokio::io::sink(), &shared, &unanswered) => {}
                         _ = changed.changed() => {}
                     }
                 });
             }
-            ProxyMode::Pass => {
+            ProxyMode::Pass | ProxyMode::Delay => {
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {
                         return;
@@ -184,8 +202,18 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
                     let _ = server.set_nodelay(true);
                     let (client_reading, mut client_writing) = client.into_split();
                     let (mut server_reading, server_writing) = server.into_split();
-                    let requests = forward_requests(client_reading, server_writing, &shared);
-                    let answers = tokio::io::copy(&mut server_reading, &mut client_writing);
+                    let unanswered = AtomicU64::new(0);
+                    let requests =
+                        forward_requests(client_reading, server_writing, &shared, &unanswered);
+                    let answers = async {
+                        if mode == ProxyMode::Delay {
+                            hold_answers(&mut server_reading, &shared, &unanswered).await
+                        } else {
+                            tokio::io::copy(&mut server_reading, &mut client_writing)
+                                .await
+                                .map(drop)
+                        }
+                    };
                     tokio::select! {
                         _ = async { tokio::join!(requests, answers) } => {}
                         _ = changed.changed() => {}
@@ -197,12 +225,15 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
 }
 
 /// Copies a client's bytes to `to` and counts each request that has passed
-/// whole. At the client's end of stream, `to` is shut down for writing (the
-/// answer may still come back).
+/// whole: as arrived, and as stranded too where nothing will answer it (a
+/// black hole, a frozen backend); else as `unanswered` on this connection.
+/// At the client's end of stream, `to` is shut down for writing (the answer
+/// may still come back).
 async fn forward_requests(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: impl tokio::io::AsyncWrite + Unpin,
     shared: &Shared,
+    unanswered: &AtomicU64,
 ) -> std::io::Result<()> {
     let mut scanner = RequestScanner::default();
     let mut buffer = vec![0u8; 16 * 1024];
@@ -213,10 +244,37 @@ async fn forward_requests(
         }
         to.write_all(&buffer[..read]).await?;
         let whole = scanner.feed(&buffer[..read]);
-        if whole > 0 {
-            shared.arrived.send_modify(|arrived| *arrived += whole);
+        if whole == 0 {
+            continue;
+        }
+        shared.arrived.send_modify(|arrived| *arrived += whole);
+        let mode = ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst));
+        if mode == ProxyMode::Blackhole || shared.upstream_frozen.load(Ordering::SeqCst) {
+            shared.stranded.send_modify(|stranded| *stranded += whole);
+        } else {
+            unanswered.fetch_add(whole, Ordering::SeqCst);
         }
     }
+}
+
+/// Reads the backend's answers and keeps them from the client. The first
+/// bytes back after a request mean the backend has run it: the request is
+/// stranded from then on (clients send one request at a time).
+async fn hold_answers(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    shared: &Shared,
+    unanswered: &AtomicU64,
+) -> std::io::Result<()> {
+    let mut buffer = vec![0u8; 16 * 1024];
+    while from.read(&mut buffer).await? > 0 {
+        let answered = unanswered.swap(0, Ordering::SeqCst);
+        if answered > 0 {
+            shared
+                .stranded
+                .send_modify(|stranded| *stranded += answered);
+        }
+    }
+    Ok(())
 }
 
 /// Finds where HTTP/1.1 requests end in a client's byte stream: a header

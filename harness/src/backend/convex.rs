@@ -905,6 +905,22 @@ struct LocalFront {
     child: Option<Child>,
 }
 
+/// A free loopback port below the kernel's ephemeral range, so that no
+/// outgoing connection can take it while the front is stopped and
+/// `start_again` finds it free. The search starts at an offset of this
+/// process's id, so concurrent test processes rarely try the same ports.
+fn port_outside_ephemeral_range() -> Option<u16> {
+    const LOWEST: u32 = 10_000;
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let ephemeral_low: u32 = range.split_whitespace().next()?.parse().ok()?;
+    let span = ephemeral_low.checked_sub(LOWEST).filter(|span| *span > 0)?;
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    (0..span)
+        .map(|step| LOWEST + (offset + step) % span)
+        .filter_map(|port| u16::try_from(port).ok())
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+}
+
 impl LocalFront {
     async fn start(config: &ConvexConfig, admin_key: &str) -> Result<Self, ConvexBackendError> {
         let package_dir = config.package_dir.clone();
@@ -919,7 +935,7 @@ impl LocalFront {
             node: config.node.clone(),
             package_dir,
             admin_key: admin_key.to_owned(),
-            port: 0,
+            port: port_outside_ephemeral_range().unwrap_or(0),
             child: None,
         };
         front.spawn().await?;

@@ -56,6 +56,9 @@ pub fn describe_step(step: &Step) -> String {
         Step::BreakConvex { fault } => match fault {
             ConvexFault::Reset => "Convex starts resetting connections".to_owned(),
             ConvexFault::Timeout => "Convex stops answering (requests time out)".to_owned(),
+            ConvexFault::Delay => {
+                "Convex answers arrive too late (writes run, the sink times out)".to_owned()
+            }
         },
         Step::BreakKhala => "Khala's database starts refusing writes".to_owned(),
         Step::ConvexOutage { outage } => match outage {
@@ -117,6 +120,7 @@ pub fn short_label(step: &Step) -> String {
         Step::BreakConvex { fault } => match fault {
             ConvexFault::Reset => "convex reset".to_owned(),
             ConvexFault::Timeout => "convex hang".to_owned(),
+            ConvexFault::Delay => "convex slow".to_owned(),
         },
         Step::BreakKhala => "khala down".to_owned(),
         Step::ConvexOutage { outage } => match outage {

@@ -424,3 +424,72 @@ async fn the_legacy_convex_read_path_lists_what_convex_holds() {
     assert_eq!(listed[1].1, run_summary("run_2", 3, "running"));
     ok(convex.shutdown().await);
 }
+
+/// Through the fault proxy, the harness's sink stops waiting as soon as a
+/// request is stranded, with `TIMED_OUT` (not reqwest's own timeout, which
+/// would take the full 2.5 s), and Convex then holds what each fault leaves:
+/// nothing after a black hole, the write after a delay, the queued write
+/// once a paused backend resumes.
+#[tokio::test]
+async fn through_the_proxy_a_stranded_request_times_out_and_the_store_shows_its_fate() {
+    use khala_parity::proxied_sink::{ProxiedConvexSink, TIMED_OUT};
+    use khala_parity::proxy::{ProxyMode, TcpProxy};
+    let convex = convex_backend().await;
+    let upstream = convex
+        .base_url()
+        .trim_start_matches("http://")
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .expect("host:port");
+    let proxy = ok(TcpProxy::start(upstream).await);
+    let sink = ProxiedConvexSink::new(
+        ConvexHttpSink::new(&ConvexSinkConfig {
+            base_url: format!("http://{}", proxy.addr()),
+            ..sink_config(&convex, None)
+        }),
+        proxy.link(),
+    );
+    let stored = async |run: &str| {
+        let document_id = format!("runtime/run_summary:{run}");
+        ok(reader(&convex).get(RUN, &document_id).await).is_some()
+    };
+    let send = async |run: &str| {
+        let document_id = format!("runtime/run_summary:{run}");
+        sink.send(RUN, &document_id, &run_summary(run, 1, "created"))
+            .await
+    };
+    let timed_out = |result: &Result<(), SinkError>| matches!(result, Err(SinkError::HttpRequestFailed { reason }) if reason == TIMED_OUT);
+
+    ok(send("passed").await);
+    assert!(stored("passed").await);
+
+    proxy.set_mode(ProxyMode::Blackhole);
+    let swallowed = send("swallowed").await;
+    assert!(timed_out(&swallowed), "{swallowed:?}");
+    assert!(!stored("swallowed").await);
+
+    proxy.set_mode(ProxyMode::Delay);
+    let delayed = send("delayed").await;
+    assert!(timed_out(&delayed), "{delayed:?}");
+    assert!(stored("delayed").await, "a delayed answer's write ran");
+
+    proxy.set_mode(ProxyMode::Reset);
+    let reset = send("reset").await;
+    assert!(
+        matches!(&reset, Err(SinkError::HttpRequestFailed { reason }) if reason != TIMED_OUT),
+        "{reset:?}"
+    );
+    assert!(!stored("reset").await);
+
+    proxy.set_mode(ProxyMode::Pass);
+    ok(convex.pause().await);
+    proxy.set_upstream_frozen(true);
+    let queued = send("queued").await;
+    assert!(timed_out(&queued), "{queued:?}");
+    ok(convex.unpause().await);
+    proxy.set_upstream_frozen(false);
+    ok(send("after").await);
+    assert!(stored("queued").await, "the queued write ran on resume");
+    drop(proxy);
+    ok(convex.shutdown().await);
+}

@@ -69,6 +69,13 @@ impl ConvexHttp {
         self.timeout
     }
 
+    /// The same calls over `client` (its own timeouts and connection pool)
+    /// instead of the process's shared one.
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
     /// Calls a function and classifies the answer as the sink does. `args`
     /// goes in the one-element array form of `ConvexHttpClient`.
     pub async fn call(
@@ -208,6 +215,12 @@ impl ConvexHttpSink {
             run_summary_mutation_path: config.run_summary_mutation_path.clone(),
             codex_worker_summary_mutation_path: config.codex_worker_summary_mutation_path.clone(),
         }
+    }
+
+    /// The same sink over `client` (see `ConvexHttp::with_client`).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.http = self.http.with_client(client);
+        self
     }
 }
 

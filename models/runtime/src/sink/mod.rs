@@ -8,7 +8,8 @@ mod noop;
 
 pub use contract::{ProjectionSink, SinkContext, SinkError};
 pub use convex::{
-    ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint, classify,
+    ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig,
+    DEFAULT_TIMEOUT_MS, Endpoint, classify,
 };
 pub use fanout::FanoutSink;
 pub use khala::{KhalaSink, PayloadMode};
