@@ -124,15 +124,16 @@ pub enum RollbackSwitch {
     DisableAuditor,
 }
 
-/// A Convex backend outage: the container is paused (a local Node child
-/// gets SIGSTOP) until `Heal`. Requests in flight stay queued and run when
-/// it resumes, as on a frozen host. A stop and start is not offered: the
-/// Convex front keeps its data in memory, so a restart would lose what a
-/// real deployment keeps, and every case after it would fail for that.
+/// A Convex backend outage until `Heal`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outage {
+    /// The container is paused (a local Node child gets SIGSTOP): requests
+    /// in flight stay queued and run when it resumes, as on a frozen host.
     Pause,
+    /// The front is stopped (connections refused) and started again; its
+    /// journal gives it back what it held, as a deployment's storage does.
+    Stop,
 }
 
 /// Provenance of a stored case.
@@ -362,7 +363,12 @@ impl Step {
             Step::BumpProjectionVersion => "projection_version_bump",
             Step::BreakConvex { .. } => "fault_convex",
             Step::BreakKhala => "fault_khala",
-            Step::ConvexOutage { .. } => "fault_convex",
+            Step::ConvexOutage {
+                outage: Outage::Pause,
+            } => "fault_convex",
+            Step::ConvexOutage {
+                outage: Outage::Stop,
+            } => "restart_convex",
             Step::SetClientFlag { .. } => "client_flag",
             Step::SetRolloutStage { .. } => "rollout_stage",
             Step::Rollback { .. } => "rollback",

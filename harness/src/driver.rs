@@ -151,9 +151,11 @@ impl Lane {
         }
         let done = match outage {
             Outage::Pause => self.convex.pause().await,
+            Outage::Stop => self.convex.stop().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
-        self.proxy.set_upstream_frozen(true);
+        // A stopped backend refuses at once; only a paused one strands.
+        self.proxy.set_upstream_frozen(outage == Outage::Pause);
         self.set_outage(Some(outage));
         Ok(())
     }
@@ -165,6 +167,7 @@ impl Lane {
         };
         let done = match outage {
             Outage::Pause => self.convex.unpause().await,
+            Outage::Stop => self.convex.start_again().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
         self.proxy.set_upstream_frozen(false);

@@ -79,6 +79,9 @@ pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
         ]
         .boxed(),
         "restart_sync_server" => Just(Step::RestartSyncServer).boxed(),
+        // Seconds of wall clock each (a container stop and start): a kind
+        // of its own, so that fast scenarios can leave it out.
+        "restart_convex" => Just(Step::ConvexOutage { outage: Outage::Stop }).boxed(),
         "reproject" => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
         "projection_version_bump" => Just(Step::BumpProjectionVersion).boxed(),
         "fault_convex" => prop_oneof![

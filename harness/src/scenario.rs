@@ -18,7 +18,7 @@ use toml::de::{DeTable, DeValue};
 
 /// Every action kind a scenario may weigh. The ones not in `GENERATED` need
 /// subsystems that have not landed yet; a non-zero weight for them is refused.
-pub const ACTION_KINDS: [&str; 17] = [
+pub const ACTION_KINDS: [&str; 18] = [
     "run_event",
     "worker_event",
     "duplicate_delivery",
@@ -35,11 +35,12 @@ pub const ACTION_KINDS: [&str; 17] = [
     "fault_khala",
     "fault_partial_fanout",
     "restart_sync_server",
+    "restart_convex",
     "quiesce",
 ];
 
 /// The action kinds the generator produces today.
-pub const GENERATED: [&str; 17] = [
+pub const GENERATED: [&str; 18] = [
     "run_event",
     "worker_event",
     "duplicate_delivery",
@@ -56,6 +57,7 @@ pub const GENERATED: [&str; 17] = [
     "fault_khala",
     "fault_partial_fanout",
     "restart_sync_server",
+    "restart_convex",
     "quiesce",
 ];
 

@@ -6,6 +6,7 @@
 //
 // Plain node:http on purpose: no framework, nothing between the wire and the
 // behaviour we need to control (status codes, body limit, auth).
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { pathToFileURL } from "node:url";
 import { convexTest } from "convex-test";
@@ -365,7 +366,11 @@ function udfError(e, format) {
 // The front.
 // ---------------------------------------------------------------------------
 
-export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYTES } = {}) {
+// `journal`: a file that keeps every committed mutation (path and JSON
+// args, one line each), replayed when the front starts, so that a stopped
+// and restarted front holds what it held, as a deployment does; a reset
+// empties it. Without one the store lives in memory only.
+export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYTES, journal } = {}) {
   const newInstance = () => convexTest(schema, MODULE_LOADERS);
   let t = newInstance();
   // One queue for everything touching the instance: convex-test runs one
@@ -377,6 +382,23 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
     tail = run.catch(() => {});
     return run;
   };
+  // Before any request: calls queue behind the replay. A journal that does
+  // not replay is a broken store: the process exits saying which line.
+  if (journal && existsSync(journal)) {
+    enqueue(async () => {
+      const lines = readFileSync(journal, "utf8").split("\n").filter((line) => line !== "");
+      for (const [index, line] of lines.entries()) {
+        try {
+          const { path, args } = JSON.parse(line);
+          const { udfPath } = resolveFunction(path, "mutation");
+          await t.mutation(makeFunctionReference(udfPath), jsonToConvex(args));
+        } catch (e) {
+          process.stderr.write(`convex-front: journal ${journal} line ${index + 1} does not replay: ${e.message}\n`);
+          process.exit(1);
+        }
+      }
+    });
+  }
 
   async function runUdf(kind, req) {
     const { path, args: jsonArgs, format } = parseUdfRequest(req);
@@ -393,7 +415,13 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
       }
       checkValue(argsValidator, args, "");
       const ref = makeFunctionReference(udfPath);
-      value = await enqueue(() => (kind === "mutation" ? t.mutation(ref, args) : t.query(ref, args)));
+      value = await enqueue(async () => {
+        if (kind === "query") return t.query(ref, args);
+        const result = await t.mutation(ref, args);
+        // Committed: kept before the answer goes out.
+        if (journal) appendFileSync(journal, JSON.stringify({ path: udfPath, args: jsonArgs }) + "\n");
+        return result;
+      });
     } catch (e) {
       return [UDF_FAILED, udfError(e, format)];
     }
@@ -413,6 +441,7 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
           // Queued, so calls that arrived earlier finish on the old store.
           await enqueue(() => {
             t = newInstance();
+            if (journal) writeFileSync(journal, "");
           });
           return [200, { status: "ok" }];
         },
@@ -495,11 +524,12 @@ function parseCli(argv) {
   const opts = {};
   for (let i = 0; i < argv.length; i++) {
     let [flag, val] = argv[i].split(/=(.*)/s, 2);
-    if (val === undefined && ["--port", "--host", "--admin-key", "--max-body-bytes"].includes(flag)) val = argv[++i];
+    if (val === undefined && ["--port", "--host", "--admin-key", "--max-body-bytes", "--journal"].includes(flag)) val = argv[++i];
     if (flag === "--port") opts.port = val;
     else if (flag === "--host") opts.host = val;
     else if (flag === "--admin-key") opts.adminKey = val;
     else if (flag === "--max-body-bytes") opts.maxBodyBytes = val;
+    else if (flag === "--journal") opts.journal = val;
     else throw new Error(`Unknown argument ${argv[i]}`);
   }
   return opts;
@@ -514,7 +544,8 @@ function main() {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Invalid port ${port}`);
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new Error(`Invalid max body bytes ${maxBodyBytes}`);
 
-  const server = createFront({ adminKey, maxBodyBytes });
+  const journal = (cli.journal ?? process.env.CONVEX_JOURNAL ?? "").trim() || undefined;
+  const server = createFront({ adminKey, maxBodyBytes, journal });
   server.listen(port, host, () => {
     const { port: actual } = server.address();
     const shownHost = host.includes(":") ? `[${host}]` : host;

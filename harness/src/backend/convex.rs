@@ -75,6 +75,8 @@ const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const LOCAL_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The front closes its connections and exits at once on SIGTERM (at most 1 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where a container front keeps its journal of committed mutations.
+const CONTAINER_JOURNAL: &str = "/tmp/convex-journal.jsonl";
 const REAP_TIMEOUT_IN_DROP: Duration = Duration::from_secs(2);
 const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,6 +175,11 @@ pub enum ConvexBackendError {
     MissingExternalUrl { variable: &'static str },
     #[error("generate an admin key from /dev/urandom")]
     AdminKey {
+        #[source]
+        source: io::Error,
+    },
+    #[error("create a directory for the local convex front's journal")]
+    JournalDir {
         #[source]
         source: io::Error,
     },
@@ -525,7 +532,9 @@ impl ConvexBackend {
     /// Stops the front the way an orchestrator would (SIGTERM, SIGKILL after
     /// 5 s); connections are refused until `start_again` (through a published
     /// port, docker's proxy accepts them and closes them at once). The stored
-    /// data is lost: the model keeps it in memory, so a restart starts empty.
+    /// data is kept: the front journals every committed mutation (in its
+    /// container, or a directory of the local front's) and replays the
+    /// journal when it starts again.
     pub async fn stop(&self) -> Result<(), ConvexBackendError> {
         match &self.server {
             Server::Container(pod) => {
@@ -789,6 +798,8 @@ async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), Con
     let front = GenericImage::new(name, tag)
         .with_wait_for(WaitFor::message_on_stdout(LISTENING_MESSAGE))
         .with_env_var("CONVEX_ADMIN_KEY", admin_key)
+        // In the container's own layer: it survives a stop and start.
+        .with_env_var("CONVEX_JOURNAL", CONTAINER_JOURNAL)
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
         .with_label(INSTANCE_LABEL, &instance)
         .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
@@ -903,6 +914,9 @@ struct LocalFront {
     port: u16,
     /// `None` while stopped.
     child: Option<Child>,
+    /// Holds the journal of committed mutations, so that a stopped front
+    /// starts again with what it held; removed with the front.
+    journal_dir: tempfile::TempDir,
 }
 
 /// A free loopback port below the kernel's ephemeral range, so that no
@@ -937,6 +951,10 @@ impl LocalFront {
             admin_key: admin_key.to_owned(),
             port: port_outside_ephemeral_range().unwrap_or(0),
             child: None,
+            journal_dir: tempfile::Builder::new()
+                .prefix("khala-parity-convex-journal-")
+                .tempdir()
+                .map_err(|source| ConvexBackendError::JournalDir { source })?,
         };
         front.spawn().await?;
         Ok(front)
@@ -961,6 +979,8 @@ impl LocalFront {
         command
             .arg("server.mjs")
             .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
+            .arg("--journal")
+            .arg(self.journal_dir.path().join("journal.jsonl"))
             .current_dir(&self.package_dir)
             // In the environment rather than on the command line, where `ps` shows it.
             .env("CONVEX_ADMIN_KEY", &self.admin_key)

@@ -63,6 +63,7 @@ pub fn describe_step(step: &Step) -> String {
         Step::BreakKhala => "Khala's database starts refusing writes".to_owned(),
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "the Convex backend is paused".to_owned(),
+            Outage::Stop => "the Convex backend is stopped".to_owned(),
         },
         Step::SetClientFlag { surface, enabled } => format!(
             "the {} client flag is switched {}",
@@ -125,6 +126,7 @@ pub fn short_label(step: &Step) -> String {
         Step::BreakKhala => "khala down".to_owned(),
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "convex pause".to_owned(),
+            Outage::Stop => "convex stop".to_owned(),
         },
         Step::SetClientFlag { surface, enabled } => format!(
             "{} {}",

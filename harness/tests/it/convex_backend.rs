@@ -443,7 +443,12 @@ async fn stop_and_start_again(backend: ConvexBackend) {
 
     ok(backend.start_again().await);
     assert_eq!(backend.base_url(), base_url);
-    // The model keeps its data in memory: a restarted front starts empty.
+    // The journal gives a restarted front what it held, as a deployment's
+    // storage does; a reset empties it for good.
+    assert!(stored_summary(&client, &backend).await.is_some());
+    ok(backend.reset().await);
+    ok(backend.stop().await);
+    ok(backend.start_again().await);
     assert_eq!(stored_summary(&client, &backend).await, None);
     upsert(&client, &backend).await;
     assert!(stored_summary(&client, &backend).await.is_some());

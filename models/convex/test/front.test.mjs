@@ -512,3 +512,33 @@ test("--admin-key flag, --host, and SIGINT", async () => {
     assert.equal(await exited, 0);
   }
 });
+
+test("--journal: a restarted front holds what it held; a reset empties the journal; a broken one is refused", async () => {
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const journal = join(mkdtempSync(join(tmpdir(), "convex-journal-")), "journal.jsonl");
+  const upsert = (url, s) => post(`${url}/api/mutation`, { path: "runtime:upsertRunSummary", args: { document_id: s.document_id, summary: s } });
+  const get = async (url, id) => (await post(`${url}/api/query`, { path: "runtime:getRunSummary", args: { document_id: runId(id) } })).json.value;
+
+  let front = await startFront(["--journal", journal]);
+  assert.equal((await upsert(front.url, runSummary("kept"))).status, 200);
+  const newer = { latest_seq: 4, event_count: 4, runtime_source: { entity: "run", run_id: "kept", seq: 4 } };
+  assert.equal((await upsert(front.url, runSummary("kept", newer))).status, 200);
+  await stopFront(front);
+  front = await startFront(["--journal", journal]);
+  try {
+    assert.deepEqual((await get(front.url, "kept")).summary, runSummary("kept", newer));
+    assert.equal((await post(`${front.url}/_harness/reset`, "")).status, 200);
+  } finally {
+    await stopFront(front);
+  }
+  front = await startFront(["--journal", journal]);
+  try {
+    assert.equal(await get(front.url, "kept"), null);
+  } finally {
+    await stopFront(front);
+  }
+  writeFileSync(journal, "{not json\n");
+  await assert.rejects(startFront(["--journal", journal]), /exited early with 1/);
+});
