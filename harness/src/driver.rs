@@ -12,7 +12,7 @@ use crate::invariants::{self, Violation};
 use crate::observation::{CheckpointView, JournalEntry, Observation};
 use crate::oracle::{self, Oracle, projection_version_name};
 use crate::proxied_sink::ProxiedConvexSink;
-use crate::proxy::{ProxyMode, TcpProxy};
+use crate::proxy::{ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
 use khala_runtime::auditor::{AuditorConfig, CycleSummary, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
@@ -219,12 +219,6 @@ impl Backends {
     }
 }
 
-fn upstream_addr(base_url: &str) -> Option<SocketAddr> {
-    let host_port = base_url.strip_prefix("http://")?.split('/').next()?;
-    let host_port = host_port.replace("localhost", "127.0.0.1");
-    host_port.parse().ok()
-}
-
 /// What playing one case produced.
 #[derive(Clone, Debug, Default)]
 pub struct CaseResult {
@@ -285,10 +279,26 @@ pub async fn play(
     play_on(backends, 0, case, stop_at_first).await
 }
 
+/// Plays `cases` at once, the first on lane 0, the next on lane 1 and so
+/// on (no more cases than lanes); the results in the cases' order.
+pub async fn play_side_by_side<'a>(
+    backends: &Backends,
+    cases: impl IntoIterator<Item = &'a Case>,
+    stop_at_first: bool,
+) -> Vec<Result<CaseResult, DriverError>> {
+    futures::future::join_all(
+        cases
+            .into_iter()
+            .enumerate()
+            .map(|(lane, case)| play_on(backends, lane, case, stop_at_first)),
+    )
+    .await
+}
+
 /// `play` on lane `lane` (taken modulo the lanes there are). Cases on
 /// different lanes share nothing but the PostgreSQL server, so they may
 /// play at the same time.
-pub async fn play_on(
+async fn play_on(
     backends: &Backends,
     lane: usize,
     case: &Case,

@@ -172,10 +172,7 @@ pub fn run_scenario_with_progress(
             }
         }
         let cases: Vec<Case> = trees.iter().map(ValueTree::current).collect();
-        let played =
-            tokio.block_on(futures::future::join_all(cases.iter().enumerate().map(
-                |(lane, case)| driver::play_on(backends, lane, case, stop_at_first),
-            )));
+        let played = tokio.block_on(driver::play_side_by_side(backends, &cases, stop_at_first));
         for ((mut tree, case), played) in trees.into_iter().zip(&cases).zip(played) {
             run.cases += 1;
             progress(Progress {
@@ -346,12 +343,8 @@ pub fn replay_stored(
         .collect();
     // A batch at a time, one case per lane, results taken in order.
     let played = cases.chunks(backends.lanes()).flat_map(|batch| {
-        tokio.block_on(futures::future::join_all(
-            batch
-                .iter()
-                .enumerate()
-                .map(|(lane, (_, case))| driver::play_on(backends, lane, case, false)),
-        ))
+        let batch = batch.iter().map(|(_, case)| case);
+        tokio.block_on(driver::play_side_by_side(backends, batch, false))
     });
     for ((path, case), played) in cases.iter().zip(played) {
         match played {

@@ -171,6 +171,14 @@ impl ProxyLink {
     }
 }
 
+/// The address behind an `http://host:port` base URL, `localhost` taken
+/// as 127.0.0.1: what a proxy in front of that backend forwards to.
+pub fn upstream_addr(base_url: &str) -> Option<SocketAddr> {
+    let host_port = base_url.strip_prefix("http://")?.split('/').next()?;
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    host_port.parse().ok()
+}
+
 async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {

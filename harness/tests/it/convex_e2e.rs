@@ -433,14 +433,9 @@ async fn the_legacy_convex_read_path_lists_what_convex_holds() {
 #[tokio::test]
 async fn through_the_proxy_a_stranded_request_times_out_and_the_store_shows_its_fate() {
     use khala_parity::proxied_sink::{ProxiedConvexSink, TIMED_OUT};
-    use khala_parity::proxy::{ProxyMode, TcpProxy};
+    use khala_parity::proxy::{ProxyMode, TcpProxy, upstream_addr};
     let convex = convex_backend().await;
-    let upstream = convex
-        .base_url()
-        .trim_start_matches("http://")
-        .replace("localhost", "127.0.0.1")
-        .parse()
-        .expect("host:port");
+    let upstream = upstream_addr(&convex.base_url()).expect("host:port");
     let proxy = ok(TcpProxy::start(upstream).await);
     let sink = ProxiedConvexSink::new(
         ConvexHttpSink::new(&ConvexSinkConfig {
