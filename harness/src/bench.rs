@@ -251,14 +251,7 @@ pub fn engine(
         max_steps: steps_per_case,
         ..scenario.clone()
     };
-    let settings = |profile, cases| EngineSettings {
-        profile,
-        cases,
-        seed: 1,
-        time_budget: None,
-        max_shrink_iters: 512,
-        max_shrink_time: Duration::from_secs(120),
-    };
+    let settings = |profile, cases| EngineSettings::new(profile, cases, 1);
     let hardened = run_scenario(
         tokio,
         backends,

@@ -146,6 +146,18 @@ pub struct Origin {
     /// The invariant the case violates, and how.
     pub invariant: String,
     pub reason_class: String,
+    /// Which of the scenario's generated cases showed the failure first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_index: Option<u32>,
+    /// Whether a replay showed the failure again. A case that did not is
+    /// the unshrunk case that showed it once; it is kept all the same.
+    #[serde(default = "reproduced_by_default")]
+    pub reproduced: bool,
+}
+
+/// Cases stored before `reproduced` was recorded all reproduced.
+fn reproduced_by_default() -> bool {
+    true
 }
 
 /// The shape of generated ids: plain, long (near the varchar limit), or

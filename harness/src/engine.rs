@@ -28,7 +28,45 @@ pub struct EngineSettings {
     pub time_budget: Option<Duration>,
     pub max_shrink_iters: u32,
     pub max_shrink_time: Duration,
+    /// Failures the run already reports (stored regressions that showed
+    /// them again): seen in a generated case, they are not shrunk and
+    /// stored a second time.
+    pub known: BTreeSet<Signature>,
+    /// A planted defect of the harness's own checks, for the tests that
+    /// prove no observed violation is dropped: see `PlantedFlakiness`.
+    pub planted_flakiness: Option<PlantedFlakiness>,
 }
+
+impl EngineSettings {
+    /// The run's settings with the CLI's shrink budget (512 plays, two
+    /// minutes per failure), no time budget and nothing known or planted.
+    pub fn new(profile: Profile, cases: u32, seed: u64) -> Self {
+        Self {
+            profile,
+            cases,
+            seed,
+            time_budget: None,
+            max_shrink_iters: 512,
+            max_shrink_time: Duration::from_secs(120),
+            known: BTreeSet::new(),
+            planted_flakiness: None,
+        }
+    }
+}
+
+/// A check that fails one play in `period`, whatever the case: the plays
+/// are counted in the order the engine takes their results (generated
+/// cases, shrinking, replays), and every `period`-th one, starting with the
+/// first, gets a violation `X1 planted_flaky`. Never set outside tests; it
+/// stands for a race in the system under test that a replay may not meet
+/// again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlantedFlakiness {
+    pub period: u32,
+}
+
+/// The reason class of the planted flaky check's violations.
+pub const PLANTED_FLAKY_REASON: &str = "planted_flaky";
 
 /// A failure, shrunk.
 #[derive(Clone, Debug)]
@@ -37,12 +75,17 @@ pub struct Finding {
     pub reason_class: String,
     /// The minimal case, with its origin filled in.
     pub case: Case,
-    /// Every violation the minimal case shows when played in full.
+    /// Every violation the minimal case shows when played in full; for a
+    /// failure that did not reproduce, those of the play that showed it.
     pub violations: Vec<Violation>,
     pub shrink_steps: u32,
     pub shrink_time: Duration,
-    /// What the stores held after each step of the minimal case.
+    /// What the stores held after each step of the minimal case (or of
+    /// the play that showed a failure that did not reproduce).
     pub trace: Vec<StepTrace>,
+    /// Whether a replay showed the failure again. One that did not is
+    /// still a finding: it was observed, and the gate blocks on it.
+    pub reproduced: bool,
 }
 
 /// What a scenario's run found.
@@ -92,8 +135,8 @@ fn rng_for(seed: u64) -> TestRng {
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
-/// The failure signature shrinking preserves.
-type Signature = (&'static str, String);
+/// The failure signature shrinking preserves: invariant and reason class.
+pub type Signature = (&'static str, String);
 
 /// Plays generated cases of `scenario` until `settings.cases` ran, every
 /// failure shrunk on the way. Already-found signatures count as passes, so
@@ -124,8 +167,10 @@ pub struct Progress {
 /// Cases are drawn from one RNG stream in order and played a batch at a
 /// time, one case per lane; their results are then taken in order, exactly
 /// as if they had played one by one (cases share no state), so the report
-/// is the same whatever the number of lanes. A failure is shrunk on the
-/// first lane before the next result is taken.
+/// is the same whatever the number of lanes. Every new failure signature a
+/// case shows is shrunk on the first lane before the next result is taken,
+/// and becomes a finding whether or not a replay shows it again: a
+/// violation observed once is never dropped.
 pub fn run_scenario_with_progress(
     tokio: &tokio::runtime::Runtime,
     backends: &Backends,
@@ -138,8 +183,9 @@ pub fn run_scenario_with_progress(
         scenario: scenario.name.clone(),
         ..ScenarioRun::default()
     };
-    let mut found: BTreeSet<Signature> = BTreeSet::new();
+    let mut found: BTreeSet<Signature> = settings.known.clone();
     let mut coverage = Coverage::default();
+    let player = Player::new(tokio, backends, settings.planted_flakiness);
     // A case may stop at its first violation only when every invariant
     // counts; otherwise an ignored one would hide the steps after it.
     let stop_at_first = scenario.invariants.checks_all();
@@ -150,7 +196,7 @@ pub fn run_scenario_with_progress(
         ..Config::default()
     };
     let mut runner = TestRunner::new_with_rng(
-        config,
+        config.clone(),
         rng_for(derive_seed(settings.seed, &scenario.name, 0)),
     );
     'batches: while run.cases < settings.cases && run.unknown.is_none() {
@@ -161,24 +207,28 @@ pub fn run_scenario_with_progress(
             break;
         }
         let batch = (settings.cases - run.cases).min(backends.lanes() as u32);
-        let mut trees = Vec::new();
+        // Each tree with the RNG state it was drawn from, so that a case
+        // with several new failures can be drawn again to shrink each.
+        let mut drawn = Vec::new();
         for _ in 0..batch {
+            let rng = runner.rng().clone();
             match strategy.new_tree(&mut runner) {
-                Ok(tree) => trees.push(tree),
+                Ok(tree) => drawn.push((rng, tree)),
                 Err(reason) => {
                     run.unknown = Some(format!("the generator gave up: {reason}"));
                     break 'batches;
                 }
             }
         }
-        let cases: Vec<Case> = trees.iter().map(ValueTree::current).collect();
-        let played = tokio.block_on(driver::play_side_by_side(backends, &cases, stop_at_first));
-        for ((mut tree, case), played) in trees.into_iter().zip(&cases).zip(played) {
+        let cases: Vec<Case> = drawn.iter().map(|(_, tree)| tree.current()).collect();
+        let played = player.side_by_side(&cases, stop_at_first);
+        for (((rng, tree), case), played) in drawn.into_iter().zip(&cases).zip(played) {
+            let case_index = run.cases;
             run.cases += 1;
             progress(Progress {
                 cases: run.cases,
                 total: settings.cases,
-                findings: found.len(),
+                findings: found.len() - settings.known.len(),
                 shrinking: false,
             });
             let result = match played {
@@ -192,67 +242,60 @@ pub fn run_scenario_with_progress(
             run.metrics.observe_played_case(case, &result.trace);
             run.steps += result.steps_run as u64;
             run.timing.reset_seconds += result.reset_time.as_secs_f64();
-            let Some(target) = signatures(scenario, &result)
-                .into_iter()
-                .find(|signature| !found.contains(signature))
-            else {
-                continue;
-            };
-            found.insert(target.clone());
-            let shrink_started = Instant::now();
-            let shrunk = shrink(
-                tokio,
-                backends,
-                scenario,
-                settings,
-                tree.as_mut(),
-                &target,
-                &mut |shrinking| {
-                    run.shrink_steps += 1;
-                    run.steps += shrinking.steps_run as u64;
-                    run.timing.reset_seconds += shrinking.reset_time.as_secs_f64();
-                    progress(Progress {
-                        cases: run.cases,
-                        total: settings.cases,
-                        findings: found.len(),
-                        shrinking: true,
-                    });
-                },
-            );
-            let shrink_time = shrink_started.elapsed();
-            run.timing.shrink_seconds += shrink_time.as_secs_f64();
-            let (mut case, shrink_steps) = match shrunk {
-                Ok(shrunk) => shrunk,
-                Err(error) => {
-                    run.unknown = Some(describe_unknown(&error));
-                    break 'batches;
+            let mut tree = Some(tree);
+            for target in signatures(scenario, &result) {
+                if !found.insert(target.clone()) {
+                    continue;
                 }
-            };
-            let (invariant, reason_class) = target;
-            case.origin = Some(Origin {
-                scenario: scenario.name.clone(),
-                seed: settings.seed,
-                code_version: env!("CARGO_PKG_VERSION").to_owned(),
-                invariant: invariant.to_owned(),
-                reason_class: reason_class.clone(),
-            });
-            match tokio.block_on(driver::play(backends, &case, false)) {
-                Ok(mut full) => run.findings.push(Finding {
-                    invariant,
-                    reason_class,
-                    case,
-                    violations: {
-                        full.violations
-                            .retain(|violation| scenario.invariants.checks(violation.invariant));
-                        full.violations
+                // The first new failure shrinks the tree as drawn; a later
+                // one a tree drawn again from the same RNG state.
+                let mut tree = match tree.take() {
+                    Some(tree) => tree,
+                    None => match strategy
+                        .new_tree(&mut TestRunner::new_with_rng(config.clone(), rng.clone()))
+                    {
+                        Ok(tree) if tree.current() == *case => tree,
+                        _ => {
+                            run.unknown =
+                                Some("the generator drew a different case again".to_owned());
+                            break 'batches;
+                        }
                     },
-                    shrink_steps,
-                    shrink_time,
-                    trace: full.trace,
-                }),
-                Err(error) => {
-                    run.unknown = Some(describe_unknown(&error));
-                    break 'batches;
+                };
+                let failure = Failure {
+                    target,
+                    case,
+                    result: &result,
+                    case_index,
+                };
+                let findings = found.len() - settings.known.len();
+                let settled = settle(
+                    &player,
+                    scenario,
+                    settings,
+                    tree.as_mut(),
+                    failure,
+                    &mut |shrinking| {
+                        run.shrink_steps += 1;
+                        run.steps += shrinking.steps_run as u64;
+                        run.timing.reset_seconds += shrinking.reset_time.as_secs_f64();
+                        progress(Progress {
+                            cases: run.cases,
+                            total: settings.cases,
+                            findings,
+                            shrinking: true,
+                        });
+                    },
+                );
+                match settled {
+                    Ok(finding) => {
+                        run.timing.shrink_seconds += finding.shrink_time.as_secs_f64();
+                        run.findings.push(finding);
+                    }
+                    Err(error) => {
+                        run.unknown = Some(describe_unknown(&error));
+                        break 'batches;
+                    }
                 }
             }
         }
@@ -262,14 +305,76 @@ pub fn run_scenario_with_progress(
     run
 }
 
-/// The failure signatures of a played case, counting only the invariants
-/// the scenario selects, in the order the violations were found.
+/// A generated case that showed a new failure, as it first showed it.
+struct Failure<'a> {
+    target: Signature,
+    case: &'a Case,
+    result: &'a driver::CaseResult,
+    /// Its index among the scenario's generated cases.
+    case_index: u32,
+}
+
+/// Turns an observed failure into a finding: shrinks it, replays the
+/// minimal case in full, and if that does not show the failure, replays the
+/// original case. When neither does, the finding keeps the original case
+/// with the violations and trace of the play that showed them, marked not
+/// reproduced: a race in the system under test is still a defect.
+fn settle(
+    player: &Player,
+    scenario: &Scenario,
+    settings: &EngineSettings,
+    tree: &mut dyn ValueTree<Value = Case>,
+    failure: Failure,
+    played: &mut dyn FnMut(&driver::CaseResult),
+) -> Result<Finding, DriverError> {
+    let started = Instant::now();
+    let (minimal, shrink_steps) =
+        shrink(player, scenario, settings, tree, &failure.target, played)?;
+    let shows =
+        |result: &driver::CaseResult| signatures(scenario, result).contains(&failure.target);
+    let mut replayed =
+        Some((minimal.clone(), player.play(&minimal, false)?)).filter(|(_, result)| shows(result));
+    if replayed.is_none() && minimal != *failure.case {
+        replayed = Some((failure.case.clone(), player.play(failure.case, false)?))
+            .filter(|(_, result)| shows(result));
+    }
+    let reproduced = replayed.is_some();
+    let (mut case, result) =
+        replayed.unwrap_or_else(|| (failure.case.clone(), failure.result.clone()));
+    let (invariant, reason_class) = failure.target;
+    case.origin = Some(Origin {
+        scenario: scenario.name.clone(),
+        seed: settings.seed,
+        code_version: env!("CARGO_PKG_VERSION").to_owned(),
+        invariant: invariant.to_owned(),
+        reason_class: reason_class.clone(),
+        case_index: Some(failure.case_index),
+        reproduced,
+    });
+    let mut violations = result.violations;
+    violations.retain(|violation| scenario.invariants.checks(violation.invariant));
+    Ok(Finding {
+        invariant,
+        reason_class,
+        case,
+        violations,
+        shrink_steps,
+        shrink_time: started.elapsed(),
+        trace: result.trace,
+        reproduced,
+    })
+}
+
+/// The distinct failure signatures of a played case, counting only the
+/// invariants the scenario selects, in the order the violations were found.
 fn signatures(scenario: &Scenario, result: &driver::CaseResult) -> Vec<Signature> {
+    let mut seen = BTreeSet::new();
     result
         .violations
         .iter()
         .filter(|violation| scenario.invariants.checks(violation.invariant))
         .map(|violation| (violation.invariant, violation.reason_class.clone()))
+        .filter(|signature| seen.insert(signature.clone()))
         .collect()
 }
 
@@ -278,8 +383,7 @@ fn signatures(scenario: &Scenario, result: &driver::CaseResult) -> Vec<Signature
 /// when it passes), bounded by the settings' iterations and time. Returns
 /// the minimal case and how many cases it played; `played` hears of each.
 fn shrink(
-    tokio: &tokio::runtime::Runtime,
-    backends: &Backends,
+    player: &Player,
     scenario: &Scenario,
     settings: &EngineSettings,
     tree: &mut dyn ValueTree<Value = Case>,
@@ -295,7 +399,7 @@ fn shrink(
     }
     while plays < settings.max_shrink_iters && started.elapsed() < settings.max_shrink_time {
         let candidate = tree.current();
-        let result = tokio.block_on(driver::play(backends, &candidate, stop_at_first))?;
+        let result = player.play(&candidate, stop_at_first)?;
         plays += 1;
         played(&result);
         let still_fails = signatures(scenario, &result).contains(target);
@@ -314,6 +418,78 @@ fn shrink(
 
 fn describe_unknown(error: &DriverError) -> String {
     format!("{} backend failed: {error}", error.backend())
+}
+
+/// Plays cases for the engine, in the order it takes their results, with
+/// the planted flaky check applied when a test asks for it.
+struct Player<'a> {
+    tokio: &'a tokio::runtime::Runtime,
+    backends: &'a Backends,
+    planted: Option<PlantedFlakiness>,
+    plays: std::cell::Cell<u32>,
+}
+
+impl<'a> Player<'a> {
+    fn new(
+        tokio: &'a tokio::runtime::Runtime,
+        backends: &'a Backends,
+        planted: Option<PlantedFlakiness>,
+    ) -> Self {
+        Self {
+            tokio,
+            backends,
+            planted,
+            plays: std::cell::Cell::new(0),
+        }
+    }
+
+    fn play(&self, case: &Case, stop_at_first: bool) -> Result<driver::CaseResult, DriverError> {
+        let result = self
+            .tokio
+            .block_on(driver::play(self.backends, case, stop_at_first))?;
+        Ok(self.plant(result))
+    }
+
+    /// One case per lane at once; the results in the cases' order.
+    fn side_by_side<'c>(
+        &self,
+        cases: impl IntoIterator<Item = &'c Case>,
+        stop_at_first: bool,
+    ) -> Vec<Result<driver::CaseResult, DriverError>> {
+        self.tokio
+            .block_on(driver::play_side_by_side(
+                self.backends,
+                cases,
+                stop_at_first,
+            ))
+            .into_iter()
+            .map(|played| played.map(|result| self.plant(result)))
+            .collect()
+    }
+
+    fn plant(&self, mut result: driver::CaseResult) -> driver::CaseResult {
+        let Some(planted) = self.planted else {
+            return result;
+        };
+        let play = self.plays.get();
+        self.plays.set(play + 1);
+        if play.is_multiple_of(planted.period.max(1)) {
+            let step_index = result.steps_run.saturating_sub(1);
+            result.violations.push(Violation {
+                invariant: "X1",
+                severity: crate::invariants::Severity::Critical,
+                reason_class: PLANTED_FLAKY_REASON.to_owned(),
+                document_id: None,
+                step_index,
+                detail: format!("the planted flaky check failed play {play}"),
+                expected: None,
+                khala: None,
+                convex: None,
+                checkpoint: None,
+            });
+        }
+        result
+    }
 }
 
 /// Replays stored cases (the regressions), first thing in every run. Each
@@ -342,10 +518,10 @@ pub fn replay_stored(
         })
         .collect();
     // A batch at a time, one case per lane, results taken in order.
-    let played = cases.chunks(backends.lanes()).flat_map(|batch| {
-        let batch = batch.iter().map(|(_, case)| case);
-        tokio.block_on(driver::play_side_by_side(backends, batch, false))
-    });
+    let player = Player::new(tokio, backends, None);
+    let played = cases
+        .chunks(backends.lanes())
+        .flat_map(|batch| player.side_by_side(batch.iter().map(|(_, case)| case), false));
     for ((path, case), played) in cases.iter().zip(played) {
         match played {
             Ok(result) => {
@@ -361,6 +537,7 @@ pub fn replay_stored(
                         shrink_steps: 0,
                         shrink_time: Duration::ZERO,
                         trace: result.trace.clone(),
+                        reproduced: true,
                     });
                     files.push(Some((*path).clone()));
                 }

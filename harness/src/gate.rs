@@ -312,6 +312,9 @@ pub struct Evidence {
     pub lag_drift_p95: Option<f64>,
     /// Client catch-ups answered `stale_cursor`, over all catch-ups.
     pub stale_cursor_rate: Option<f64>,
+    /// Findings whose failure no replay showed again: observed once, they
+    /// block like any other (a race in the system under test is a defect).
+    pub not_reproduced: u64,
     /// Why the run proves nothing (a backend failed), if it does not.
     pub unknown: Option<String>,
 }
@@ -339,6 +342,16 @@ pub fn decide(thresholds: &GateThresholds, evidence: &Evidence) -> Gate {
             Some(evidence.critical as f64),
             "= 0".to_owned(),
             evidence.critical == 0,
+        ));
+    }
+    // Shown only when there is one, since replays and most runs never have
+    // any; whatever the thresholds, it blocks.
+    if evidence.not_reproduced > 0 {
+        checks.push(check(
+            "not_reproduced_findings",
+            Some(evidence.not_reproduced as f64),
+            "= 0".to_owned(),
+            false,
         ));
     }
     checks.push(check(

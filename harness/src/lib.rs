@@ -19,4 +19,5 @@ pub mod oracle;
 pub mod proxied_sink;
 pub mod proxy;
 pub mod report;
+pub mod run;
 pub mod scenario;

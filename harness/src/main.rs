@@ -6,11 +6,11 @@ use khala_parity::backend::convex::{ConvexBackend, ConvexConfig};
 use khala_parity::backend::postgres::{BackendChoice, PostgresBackend, PostgresConfig};
 use khala_parity::bench::{self, ProjectionBench};
 use khala_parity::bench_sync;
-use khala_parity::case::Case;
 use khala_parity::driver::{self, Backends};
-use khala_parity::engine::{self, EngineSettings};
+use khala_parity::engine;
 use khala_parity::gate::GateThresholds;
 use khala_parity::report::{self, Decision, Report};
+use khala_parity::run::{self, RunSettings};
 use khala_parity::scenario::{self, Scenario};
 use khala_parity::{exit, invariants};
 use khala_runtime::Profile;
@@ -365,7 +365,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             out,
             gate,
         } => {
-            let case = load_case(&file)?;
+            let case = run::load_case(&file).map_err(|error| InvalidInput(error.to_string()))?;
             let thresholds = gate.thresholds()?;
             let backends = tokio.block_on(start_backends(backend, 1))?;
             let played = tokio.block_on(driver::play(&backends, &case, false));
@@ -407,29 +407,46 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             if scenarios.is_empty() && !invalid.is_empty() {
                 return Err(InvalidInput("no scenario file loaded".into()).into());
             }
-            let backends = tokio.block_on(start_backends(backend, lanes_or_default(lanes)))?;
-            let outcome = run_scenarios(
-                tokio,
-                &backends,
-                &scenarios,
+            // Refused before any backend starts or case runs.
+            run::check_regressions_writable(&regressions)
+                .map_err(|error| InvalidInput(error.to_string()))?;
+            let settings = RunSettings {
                 profile,
                 cases,
                 seed,
-                time_budget,
-                &regressions,
-            );
+                time_budget: time_budget.map(Duration::from_secs),
+                regressions,
+            };
+            let backends = tokio.block_on(start_backends(backend, lanes_or_default(lanes)))?;
+            let show_progress = std::io::stderr().is_terminal();
+            let progress = |scenario: &str, progress: Option<engine::Progress>| {
+                if show_progress {
+                    print_progress(scenario, progress);
+                }
+            };
+            let scenarios: Vec<Scenario> = scenarios.into_iter().map(|(_, s)| s).collect();
+            let outcome = run::run_scenarios(tokio, &backends, &scenarios, &settings, &progress);
             let stopped = tokio.block_on(backends.shutdown());
-            let report = outcome?;
+            let outcome = outcome.map_err(|error| match error.is_invalid_input() {
+                true => anyhow::Error::from(InvalidInput(error.to_string())),
+                false => anyhow::Error::from(error),
+            })?;
             stopped
                 .map_err(anyhow::Error::msg)
                 .context("stop the backends")?;
-            let code = emit(&report, format, out.as_deref())?;
+            for error in &outcome.invalid_cases {
+                eprintln!("error: {error}");
+            }
+            let code = emit(&outcome.report, format, out.as_deref())?;
             // A file that did not load was not run: never an `allow`.
-            Ok(if code == exit::ALLOW && !invalid.is_empty() {
-                exit::INVALID_INPUT
-            } else {
-                code
-            })
+            Ok(
+                if code == exit::ALLOW && !(invalid.is_empty() && outcome.invalid_cases.is_empty())
+                {
+                    exit::INVALID_INPUT
+                } else {
+                    code
+                },
+            )
         }
         Command::Bench {
             what:
@@ -718,49 +735,6 @@ fn load_scenarios(arguments: &[String]) -> anyhow::Result<LoadedScenarios> {
     }
 }
 
-/// Every `*.json` case in `dir`, sorted; a missing directory holds none.
-fn load_regressions(dir: &Path) -> anyhow::Result<Vec<(String, Case)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => {
-            return Err(
-                InvalidInput(format!("read regressions {}: {error}", dir.display())).into(),
-            );
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|extension| extension == "json")
-        })
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| Ok((path.display().to_string(), load_case(&path)?)))
-        .collect()
-}
-
-fn load_case(path: &Path) -> anyhow::Result<Case> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| InvalidInput(format!("read case {}: {error}", path.display())))?;
-    let case: Case = serde_json::from_str(&text)
-        .map_err(|error| InvalidInput(format!("parse case {}: {error}", path.display())))?;
-    if case.schema != khala_parity::case::CASE_SCHEMA {
-        return Err(InvalidInput(format!(
-            "parse case {}: key `schema`: expected \"{}\", found {:?}",
-            path.display(),
-            khala_parity::case::CASE_SCHEMA,
-            case.schema
-        ))
-        .into());
-    }
-    Ok(case)
-}
-
 async fn start_postgres(choice: Option<BackendChoice>) -> anyhow::Result<PostgresBackend> {
     let mut config = PostgresConfig::from_env().map_err(|error| InvalidInput(error.to_string()))?;
     if let Some(choice) = choice {
@@ -807,79 +781,6 @@ async fn start_backends(choice: Option<BackendChoice>, lanes: usize) -> anyhow::
     Ok(backends)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run_scenarios(
-    tokio: &tokio::runtime::Runtime,
-    backends: &Backends,
-    scenarios: &[(PathBuf, Scenario)],
-    profile: Option<Profile>,
-    cases: Option<u32>,
-    seed: u64,
-    time_budget: Option<u64>,
-    regressions: &Path,
-) -> anyhow::Result<Report> {
-    let run_profile = profile.unwrap_or(Profile::Legacy);
-    let mut runs = Vec::new();
-    let mut case_files = Vec::new();
-    // Each run's gate thresholds: the §9.5 defaults for stored regressions,
-    // each scenario's `[gate]` table for its own run.
-    let mut thresholds = Vec::new();
-    // Stored regressions first: known failures are checked before new ones are sought.
-    let stored = load_regressions(regressions)?;
-    if !stored.is_empty() {
-        let (run, files) = engine::replay_stored(tokio, backends, &stored, profile);
-        runs.push(run);
-        case_files.push(files);
-        thresholds.push(GateThresholds::default());
-    }
-    for (_, scenario) in scenarios {
-        let settings = EngineSettings {
-            profile: profile.or(scenario.profile).unwrap_or(Profile::Legacy),
-            cases: cases.unwrap_or(scenario.cases),
-            seed: scenario.seed.unwrap_or(seed),
-            time_budget: time_budget.map(Duration::from_secs),
-            max_shrink_iters: 512,
-            max_shrink_time: Duration::from_secs(120),
-        };
-        let show_progress = std::io::stderr().is_terminal();
-        let name = scenario.name.clone();
-        let progress = move |progress: engine::Progress| {
-            if show_progress {
-                print_progress(&name, progress);
-            }
-        };
-        let run =
-            engine::run_scenario_with_progress(tokio, backends, scenario, &settings, &progress);
-        if show_progress {
-            eprint!("\r\x1b[2K");
-        }
-        let mut files = Vec::new();
-        for finding in &run.findings {
-            std::fs::create_dir_all(regressions)
-                .with_context(|| format!("create {}", regressions.display()))?;
-            let path = report::regression_path(
-                regressions,
-                &scenario.name,
-                finding.invariant,
-                &finding.reason_class,
-            );
-            std::fs::write(&path, serde_json::to_string_pretty(&finding.case)? + "\n")
-                .with_context(|| format!("write {}", path.display()))?;
-            files.push(Some(path.display().to_string()));
-        }
-        runs.push(run);
-        case_files.push(files);
-        thresholds.push(scenario.gate.clone());
-    }
-    Ok(report::build_gated(
-        run_profile,
-        seed,
-        &runs,
-        &case_files,
-        &thresholds,
-    ))
-}
-
 /// Prints the report in `format`, writes the artifacts to `out`, and
 /// returns the gate's exit code.
 fn emit(report: &Report, format: ReportFormat, out: Option<&Path>) -> anyhow::Result<u8> {
@@ -902,8 +803,13 @@ fn emit(report: &Report, format: ReportFormat, out: Option<&Path>) -> anyhow::Re
 }
 
 /// One progress line on a terminal's stderr, redrawn in place: a bar of the
-/// scenario's cases, the failures found, and whether one is being shrunk.
-fn print_progress(scenario: &str, progress: engine::Progress) {
+/// scenario's cases, the failures found, and whether one is being shrunk;
+/// cleared when the scenario ends (`None`).
+fn print_progress(scenario: &str, progress: Option<engine::Progress>) {
+    let Some(progress) = progress else {
+        eprint!("\r\x1b[2K");
+        return;
+    };
     const WIDTH: u32 = 30;
     let total = progress.total.max(1);
     let filled = (progress.cases.min(total) * WIDTH / total) as usize;

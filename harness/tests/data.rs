@@ -44,12 +44,9 @@ fn scenario(path: &Utf8Path, contents: String) -> TestResult {
         .and_then(|value| value.parse().ok())
         .unwrap_or(scenario.cases);
     let settings = EngineSettings {
-        profile: Profile::Hardened,
-        cases,
-        seed: scenario.seed.unwrap_or(1),
-        time_budget: None,
         max_shrink_iters: 64,
         max_shrink_time: Duration::from_secs(60),
+        ..EngineSettings::new(Profile::Hardened, cases, scenario.seed.unwrap_or(1))
     };
     let tokio = tokio();
     let backends = tokio.block_on(backends())?;

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -52,8 +52,10 @@ pub const ENV_CONVEX_PACKAGE_DIR: &str = "KHALA_PARITY_CONVEX_PACKAGE_DIR";
 pub const ENV_NODE: &str = "KHALA_PARITY_NODE";
 
 pub const DEFAULT_CONVEX_IMAGE: &str = "khala-parity/convex-front:bookworm";
-pub const DEFAULT_CONVEX_PACKAGE_DIR: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../models/convex");
+/// Where the package lies in a working tree, relative to its root.
+pub const CONVEX_PACKAGE_IN_TREE: &str = "models/convex";
+/// The package in the tree the binary was built from: the last place looked.
+const BUILT_CONVEX_PACKAGE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/convex");
 pub const DEFAULT_NODE: &str = "node";
 
 /// Where the front listens inside the image.
@@ -111,10 +113,30 @@ impl Default for ConvexConfig {
             external_url: None,
             external_admin_key: None,
             require_containers: false,
-            package_dir: PathBuf::from(DEFAULT_CONVEX_PACKAGE_DIR),
+            package_dir: default_package_dir(std::env::current_dir().ok().as_deref()),
             node: PathBuf::from(DEFAULT_NODE),
         }
     }
+}
+
+/// The Convex front package when `KHALA_PARITY_CONVEX_PACKAGE_DIR` is not
+/// set: `models/convex` in the working tree the command runs in (the current
+/// directory or the nearest ancestor that has it), else in the tree the
+/// binary was built from. A binary copied elsewhere thus still finds the
+/// package of the checkout it runs in. When neither has `server.mjs`, the
+/// working tree's path is kept, so the error names where it looked.
+pub fn default_package_dir(working_dir: Option<&Path>) -> PathBuf {
+    let in_tree = working_dir.and_then(|dir| {
+        dir.ancestors()
+            .map(|ancestor| ancestor.join(CONVEX_PACKAGE_IN_TREE))
+            .find(|candidate| candidate.join("server.mjs").is_file())
+    });
+    let built = Path::new(BUILT_CONVEX_PACKAGE_DIR);
+    in_tree
+        .or_else(|| built.join("server.mjs").is_file().then(|| built.to_owned()))
+        .unwrap_or_else(|| {
+            working_dir.map_or_else(|| built.to_owned(), |dir| dir.join(CONVEX_PACKAGE_IN_TREE))
+        })
 }
 
 // By hand: the admin key and the URL's credentials stay out of logs.
@@ -209,7 +231,11 @@ pub enum ConvexBackendError {
         package_dir.display()
     )]
     PackageNotInstalled { package_dir: PathBuf },
-    #[error("find {} for the local convex front (set {ENV_CONVEX_PACKAGE_DIR})", path.display())]
+    #[error(
+        "find {} for the local convex front: run from a checkout of khala-parity \
+         or set {ENV_CONVEX_PACKAGE_DIR} to its models/convex",
+        path.display()
+    )]
     ServerScriptMissing { path: PathBuf },
     #[error("run `{} server.mjs` in {} (set {ENV_NODE} to another node)", node.display(), package_dir.display())]
     LocalSpawn {
@@ -225,6 +251,11 @@ pub enum ConvexBackendError {
         /// The end of what the front wrote to stderr.
         stderr: String,
     },
+    #[error(
+        "claim a port for the local convex front: every port from {low} to {high} \
+         is taken by another front or listener"
+    )]
+    NoFreePort { low: u32, high: u32 },
     #[error("{action} the local convex front: it is not running (stopped)")]
     LocalNotRunning { action: &'static str },
     #[error("send {signal} to the local convex front (pid {pid})")]
@@ -366,7 +397,7 @@ impl ConvexBackend {
                 let front = LocalFront::start(config, &admin_key).await?;
                 let backend = Self {
                     provider,
-                    base_url: loopback_url(front.port),
+                    base_url: loopback_url(front.port.port),
                     admin_key: Some(admin_key),
                     http,
                     server: Server::Local {
@@ -910,8 +941,8 @@ struct LocalFront {
     node: PathBuf,
     package_dir: PathBuf,
     admin_key: String,
-    /// 0 until the first start has bound one.
-    port: u16,
+    /// The port it listens on, claimed until the front is dropped.
+    port: PortClaim,
     /// `None` while stopped.
     child: Option<Child>,
     /// Holds the journal of committed mutations, so that a stopped front
@@ -919,21 +950,59 @@ struct LocalFront {
     journal_dir: tempfile::TempDir,
 }
 
-/// A free loopback port below the kernel's ephemeral range, so that no
-/// outgoing connection can take it while the front is stopped and
-/// `start_again` finds it free. The search starts at an offset of this
-/// process's id, so concurrent test processes rarely try the same ports.
-fn port_outside_ephemeral_range() -> Option<u16> {
-    const LOWEST: u32 = 10_000;
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let ephemeral_low: u32 = range.split_whitespace().next()?.parse().ok()?;
-    let span = ephemeral_low.checked_sub(LOWEST).filter(|span| *span > 0)?;
-    let offset = std::process::id().wrapping_mul(7_919) % span;
-    (0..span)
-        .map(|step| LOWEST + (offset + step) % span)
-        .filter_map(|port| u16::try_from(port).ok())
-        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+/// A loopback port that one local front holds for as long as it lives, so
+/// that no other lane or process picks it, not even while the front is
+/// stopped: the claim is an abstract Unix socket named after the port,
+/// which the kernel releases when this process exits, however it exits.
+/// The port lies below the kernel's ephemeral range, so no outgoing
+/// connection takes it while the front is down and `start_again` finds it
+/// free.
+#[derive(Debug)]
+struct PortClaim {
+    port: u16,
+    _claim: std::os::unix::net::UnixListener,
 }
+
+/// The lowest port a local front may take.
+const LOWEST_FRONT_PORT: u32 = 10_000;
+
+impl PortClaim {
+    /// Claims the first port, from an offset of this process's id, that no
+    /// khala-parity process has claimed and nothing listens on.
+    fn take() -> Result<Self, ConvexBackendError> {
+        let range = std::fs::read_to_string(EPHEMERAL_RANGE_FILE).ok();
+        let ephemeral_low = range
+            .as_deref()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+            .unwrap_or(32_768);
+        let span = ephemeral_low.saturating_sub(LOWEST_FRONT_PORT).max(1);
+        let offset = std::process::id().wrapping_mul(7_919) % span;
+        (0..span)
+            .map(|step| LOWEST_FRONT_PORT + (offset + step) % span)
+            .filter_map(|port| u16::try_from(port).ok())
+            .find_map(Self::try_port)
+            .ok_or(ConvexBackendError::NoFreePort {
+                low: LOWEST_FRONT_PORT,
+                high: LOWEST_FRONT_PORT + span - 1,
+            })
+    }
+
+    fn try_port(port: u16) -> Option<Self> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("khala-parity-convex-front-port-{port}");
+        let address = std::os::unix::net::SocketAddr::from_abstract_name(name).ok()?;
+        // Taken by another lane of this process or by another process.
+        let claim = std::os::unix::net::UnixListener::bind_addr(&address).ok()?;
+        // Something that is not ours listens there.
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+        Some(Self {
+            port,
+            _claim: claim,
+        })
+    }
+}
+
+const EPHEMERAL_RANGE_FILE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
 impl LocalFront {
     async fn start(config: &ConvexConfig, admin_key: &str) -> Result<Self, ConvexBackendError> {
@@ -949,7 +1018,7 @@ impl LocalFront {
             node: config.node.clone(),
             package_dir,
             admin_key: admin_key.to_owned(),
-            port: port_outside_ephemeral_range().unwrap_or(0),
+            port: PortClaim::take()?,
             child: None,
             journal_dir: tempfile::Builder::new()
                 .prefix("khala-parity-convex-journal-")
@@ -971,14 +1040,14 @@ impl LocalFront {
         self.spawn().await
     }
 
-    /// Spawns the front on `self.port` (0 = any) and waits for its listening
+    /// Spawns the front on its claimed port and waits for its listening
     /// line, bounded by `LOCAL_START_TIMEOUT`.
     async fn spawn(&mut self) -> Result<(), ConvexBackendError> {
         let started = Instant::now();
         let mut command = Command::new(&self.node);
         command
             .arg("server.mjs")
-            .args(["--port", &self.port.to_string(), "--host", "127.0.0.1"])
+            .args(["--port", &self.port.port.to_string(), "--host", "127.0.0.1"])
             .arg("--journal")
             .arg(self.journal_dir.path().join("journal.jsonl"))
             .current_dir(&self.package_dir)
@@ -1043,15 +1112,16 @@ impl LocalFront {
                     .await);
             }
         };
-        let Some(port) = url
+        let port = self.port.port;
+        let listening_port = url
             .rsplit_once(':')
-            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
-        else {
-            let reason = format!("parse the port from its listening URL {url:?}");
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok());
+        if listening_port != Some(port) {
+            let reason = format!("it listens on {url:?}, not on the port it was given ({port})");
             return Err(self
                 .start_failed(child, reason, stderr_task, &stderr_tail)
                 .await);
-        };
+        }
         // The front prints nothing else on stdout; draining it anyway keeps a
         // chatty future version from blocking on a full pipe.
         tokio::spawn(async move {
@@ -1059,7 +1129,6 @@ impl LocalFront {
                 tracing::debug!(pid, line, "convex front stdout");
             }
         });
-        self.port = port;
         self.child = Some(child);
         tracing::debug!(
             pid,
@@ -1209,6 +1278,39 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mute
 mod tests {
     use super::*;
     use crate::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
+
+    #[test]
+    fn the_package_is_found_in_the_working_tree_before_the_built_one() {
+        let tree = tempfile::tempdir().expect("tempdir");
+        let package = tree.path().join(CONVEX_PACKAGE_IN_TREE);
+        std::fs::create_dir_all(&package).expect("package dir");
+        std::fs::write(package.join("server.mjs"), "").expect("server.mjs");
+        let nested = tree.path().join("harness/src");
+        std::fs::create_dir_all(&nested).expect("nested dir");
+
+        assert_eq!(default_package_dir(Some(tree.path())), package);
+        assert_eq!(default_package_dir(Some(&nested)), package);
+    }
+
+    #[test]
+    fn without_a_working_tree_package_the_built_one_is_used() {
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let found = default_package_dir(Some(elsewhere.path()));
+        assert!(found.join("server.mjs").is_file(), "{}", found.display());
+        assert_eq!(default_package_dir(None), found);
+    }
+
+    #[test]
+    fn a_claimed_port_is_never_claimed_twice() {
+        let claims: Vec<PortClaim> = (0..8).map(|_| PortClaim::take().expect("claim")).collect();
+        let ports: std::collections::BTreeSet<u16> =
+            claims.iter().map(|claim| claim.port).collect();
+        assert_eq!(ports.len(), claims.len(), "{ports:?}");
+        let first = claims[0].port;
+        assert!(PortClaim::try_port(first).is_none());
+        drop(claims);
+        assert!(PortClaim::try_port(first).is_some());
+    }
 
     #[test]
     fn config_reads_every_variable_and_defaults_the_rest() {

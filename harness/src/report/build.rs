@@ -80,6 +80,7 @@ pub fn build_gated(
                 case: &finding.case,
                 violations: &finding.violations,
                 trace: finding_trace(finding),
+                reproduced: finding.reproduced,
                 case_file: case_files
                     .get(index)
                     .and_then(|files| files.get(finding_index))
@@ -129,6 +130,7 @@ pub fn for_case(
         case,
         violations: &result.violations,
         trace: Some(&result.trace),
+        reproduced: true,
         case_file,
     }];
     let findings: &[FindingInput] = if result.violations.is_empty() {
@@ -173,10 +175,14 @@ pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
     for violation in &mut report.violations {
         violation.severity = thresholds.severity(&violation.invariant, &violation.reason_class);
     }
-    report.gate = decide(&report.scenarios, &report.violations);
+    report.gate = decide(&report.scenarios, &report.violations, &report.findings);
 }
 
-fn decide(scenarios: &[ScenarioSummary], violations: &[ReportedViolation]) -> gate::Gate {
+fn decide(
+    scenarios: &[ScenarioSummary],
+    violations: &[ReportedViolation],
+    findings: &[FindingReport],
+) -> gate::Gate {
     gate::combine(
         scenarios
             .iter()
@@ -188,6 +194,10 @@ fn decide(scenarios: &[ScenarioSummary], violations: &[ReportedViolation]) -> ga
                         Severity::Warning => evidence.warnings += 1,
                     }
                 }
+                evidence.not_reproduced = findings
+                    .iter()
+                    .filter(|finding| finding.scenario == scenario.name && !finding.reproduced)
+                    .count() as u64;
                 evidence.unknown = scenario.unknown.clone();
                 gate::decide(&scenario.thresholds, &evidence)
             })
@@ -209,6 +219,7 @@ struct FindingInput<'a> {
     case: &'a Case,
     violations: &'a [Violation],
     trace: Option<&'a [StepTrace]>,
+    reproduced: bool,
     case_file: Option<String>,
 }
 
@@ -257,6 +268,7 @@ impl Builder {
                 case_file: finding.case_file.clone(),
                 explanation: explain(finding.case, finding.violations, timeline.as_ref()),
                 timeline,
+                reproduced: finding.reproduced,
             });
         }
         self.metrics.merge(&summary.metrics);
@@ -269,7 +281,7 @@ impl Builder {
             code_version: CODE_VERSION.to_owned(),
             profile,
             seed,
-            gate: decide(&self.scenarios, &self.violations),
+            gate: decide(&self.scenarios, &self.violations, &self.findings),
             scenarios: self.scenarios,
             violations: self.violations,
             findings: self.findings,
@@ -354,6 +366,7 @@ mod tests {
                 shrink_steps: 0,
                 shrink_time: std::time::Duration::ZERO,
                 trace: Vec::new(),
+                reproduced: true,
             }],
             ..ScenarioRun::default()
         };

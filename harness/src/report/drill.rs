@@ -371,6 +371,12 @@ pub fn render(report: &Report) -> String {
             finding.profile
         );
         let _ = writeln!(out);
+        if !finding.reproduced {
+            let _ = writeln!(
+                out,
+                "**Not reproduced**: seen in one play, shown by no replay; it blocks all the same.  "
+            );
+        }
         for line in finding.explanation.lines() {
             let _ = writeln!(out, "{line}  ");
         }

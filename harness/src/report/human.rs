@@ -194,6 +194,13 @@ pub fn render(report: &Report, colour: bool) -> String {
             finding.scenario,
             finding.profile
         );
+        if !finding.reproduced {
+            let _ = writeln!(
+                out,
+                "  {}",
+                paint.bold("not reproduced: seen once, no replay showed it again; it still blocks")
+            );
+        }
         let violations: Vec<&ReportedViolation> = report
             .violations
             .iter()

@@ -148,6 +148,15 @@ pub struct FindingReport {
     /// Per step and per document, what each store held; absent when the
     /// case's trace was not kept.
     pub timeline: Option<Timeline>,
+    /// Whether a replay showed the failure again. `false`: the case and
+    /// evidence are those of the one play that showed it; the gate blocks.
+    #[serde(default = "reproduced_by_default")]
+    pub reproduced: bool,
+}
+
+/// Reports written before `reproduced` existed held reproduced findings only.
+fn reproduced_by_default() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -194,6 +194,41 @@ async fn local_shutdown_kills_the_front_and_frees_the_port() {
     assert_released(&resources).await;
 }
 
+/// The lanes of one run start their local fronts at once; each must get a
+/// port of its own (they once raced for the same one and failed with
+/// EADDRINUSE), and each must answer on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_local_fronts_started_at_once_never_collide() {
+    const LANES: usize = 4;
+    const ROUNDS: usize = 20;
+    let config = local_config();
+    for round in 0..ROUNDS {
+        let started =
+            futures::future::join_all((0..LANES).map(|_| ConvexBackend::start(&config))).await;
+        let backends: Vec<ConvexBackend> = started
+            .into_iter()
+            .map(|backend| {
+                backend
+                    .unwrap_or_else(|error| panic!("round {round}: failed to {}", report(&error)))
+            })
+            .collect();
+        let urls: std::collections::BTreeSet<String> =
+            backends.iter().map(ConvexBackend::base_url).collect();
+        assert_eq!(urls.len(), LANES, "round {round}: {urls:?}");
+        let client = client(Duration::from_secs(5));
+        for backend in &backends {
+            upsert(&client, backend).await;
+            assert!(
+                stored_summary(&client, backend).await.is_some(),
+                "round {round}"
+            );
+        }
+        for backend in backends {
+            ok(backend.shutdown().await);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_paused_backend_is_released_by_shutdown() {
     for backend in [convex_backend().await, local_convex_backend().await] {

@@ -1,16 +1,17 @@
 //! The engine end to end on real backends: the same seed gives the same
-//! report outside `timing`, on one lane or two, and a legacy run finds and shrinks the partial
-//! fanout of spec §15 B1.
+//! report outside `timing`, on one lane or two; a legacy run finds and
+//! shrinks the partial fanout of spec §15 B1; and a violation observed once
+//! is reported and blocks even when no replay shows it again.
 
 use crate::convex_backend::convex_backend;
 use crate::support;
 use khala_parity::driver::Backends;
-use khala_parity::engine::{self, EngineSettings};
-use khala_parity::report;
+use khala_parity::engine::{self, EngineSettings, PLANTED_FLAKY_REASON, PlantedFlakiness};
+use khala_parity::gate::Decision;
 use khala_parity::scenario::Scenario;
+use khala_parity::{report, run};
 use khala_runtime::Profile;
 use std::path::Path;
-use std::time::Duration;
 
 fn fanout_scenario() -> Scenario {
     let text = "name = 'fanout'\ndescription = 'd'\ncases = 12\nmax_steps = 8\n[weights]\nrun_event = 3\nfault_khala = 2\nquiesce = 1\n";
@@ -19,12 +20,8 @@ fn fanout_scenario() -> Scenario {
 
 fn settings(seed: u64) -> EngineSettings {
     EngineSettings {
-        profile: Profile::Legacy,
-        cases: 24,
-        seed,
-        time_budget: None,
         max_shrink_iters: 256,
-        max_shrink_time: Duration::from_secs(120),
+        ..EngineSettings::new(Profile::Legacy, 24, seed)
     }
 }
 
@@ -38,11 +35,7 @@ fn report_without_timing(run: &engine::ScenarioRun) -> serde_json::Value {
 
 #[test]
 fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_shrunk() {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = support::tokio();
     let mut backends = tokio.block_on(async {
         let postgres = support::backend().await;
         let convex = convex_backend().await;
@@ -85,4 +78,147 @@ fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_sh
             .iter()
             .any(|step| step.kind() == "fault_khala")
     );
+}
+
+/// Hardened fanout cases (no real failure) with the planted flaky check
+/// failing one play in `period`, on one lane.
+fn flaky_run(period: u32, cases: u32) -> engine::ScenarioRun {
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    });
+    let settings = EngineSettings {
+        max_shrink_iters: 32,
+        planted_flakiness: Some(PlantedFlakiness { period }),
+        ..EngineSettings::new(Profile::Hardened, cases, 3)
+    };
+    let run = engine::run_scenario(&tokio, &backends, &fanout_scenario(), &settings);
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    assert_eq!(run.unknown, None);
+    run
+}
+
+fn decision(run: &engine::ScenarioRun) -> Decision {
+    report::build(Profile::Hardened, 3, std::slice::from_ref(run), &[])
+        .gate
+        .decision
+}
+
+#[test]
+fn a_check_failing_one_play_in_three_is_reported_and_blocks() {
+    let run = flaky_run(3, 6);
+
+    assert_eq!(run.findings.len(), 1, "one signature, one finding");
+    let finding = &run.findings[0];
+    assert_eq!(finding.reason_class, PLANTED_FLAKY_REASON);
+    assert!(!finding.violations.is_empty());
+    assert_eq!(
+        finding.case.origin.as_ref().map(|origin| origin.reproduced),
+        Some(finding.reproduced)
+    );
+    assert_eq!(decision(&run), Decision::Block);
+}
+
+#[test]
+fn a_violation_no_replay_shows_again_is_a_not_reproduced_finding_that_blocks() {
+    // Only the very first play fails: no shrinking candidate and no replay
+    // of the minimal or the original case shows it again.
+    let run = flaky_run(u32::MAX, 2);
+
+    assert_eq!(run.findings.len(), 1);
+    let finding = &run.findings[0];
+    assert!(!finding.reproduced);
+    assert_eq!(finding.reason_class, PLANTED_FLAKY_REASON);
+    let origin = finding.case.origin.as_ref().expect("origin");
+    assert_eq!((origin.case_index, origin.reproduced), (Some(0), false));
+    assert!(
+        finding
+            .violations
+            .iter()
+            .any(|violation| violation.reason_class == PLANTED_FLAKY_REASON),
+        "the violations of the play that showed it: {:?}",
+        finding.violations
+    );
+    assert!(!finding.trace.is_empty(), "and its trace");
+    let report = report::build(Profile::Hardened, 3, std::slice::from_ref(&run), &[]);
+    assert!(!report.findings[0].reproduced);
+    assert_eq!(report.gate.decision, Decision::Block);
+    assert!(
+        report
+            .gate
+            .reasons
+            .iter()
+            .any(|reason| reason.contains("not_reproduced_findings")),
+        "{:?}",
+        report.gate.reasons
+    );
+}
+
+/// Every file of `dir` with its contents.
+fn folder(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(dir)
+        .expect("read the regressions folder")
+        .map(|entry| {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read_to_string(&path).expect("read"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    });
+    let regressions = support::ok(tempfile::tempdir());
+    let settings = run::RunSettings {
+        profile: Some(Profile::Legacy),
+        cases: Some(12),
+        seed: 7,
+        time_budget: None,
+        regressions: regressions.path().to_owned(),
+    };
+    let scenarios = [fanout_scenario()];
+    let first = support::ok(run::run_scenarios(
+        &tokio,
+        &backends,
+        &scenarios,
+        &settings,
+        &|_, _| {},
+    ));
+    let stored = folder(regressions.path());
+    let second = support::ok(run::run_scenarios(
+        &tokio,
+        &backends,
+        &scenarios,
+        &settings,
+        &|_, _| {},
+    ));
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+
+    assert!(
+        !stored.is_empty(),
+        "the first legacy run stores what it finds"
+    );
+    assert_eq!(first.report.gate.decision, Decision::Block);
+    assert_eq!(
+        folder(regressions.path()),
+        stored,
+        "nothing rewritten, nothing added"
+    );
+    // The second run reports the failures through the stored cases.
+    assert_eq!(second.report.gate.decision, Decision::Block);
+    let replayed = &second.report.scenarios[0];
+    assert_eq!(replayed.name, "regressions");
+    assert_eq!(replayed.cases, stored.len() as u64);
 }

@@ -223,6 +223,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             violations: vec![violation("khala_missing", 2)],
             shrink_steps: 4,
             shrink_time: Duration::ZERO,
+            reproduced: true,
             trace: Vec::new(),
         }],
         ..ScenarioRun::default()
@@ -487,12 +488,9 @@ fn artifacts_of_a_real_run_have_the_drill_shape() {
     let text = std::fs::read_to_string(root().join("scenarios/smoke.toml")).expect("smoke");
     let scenario = support::ok(Scenario::parse(Path::new("smoke.toml"), &text));
     let settings = EngineSettings {
-        profile: Profile::Hardened,
-        cases: 3,
-        seed: 1,
-        time_budget: None,
         max_shrink_iters: 16,
         max_shrink_time: Duration::from_secs(30),
+        ..EngineSettings::new(Profile::Hardened, 3, 1)
     };
     let tokio = tokio();
     let backends = start_backends(&tokio);

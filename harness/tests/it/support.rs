@@ -4,6 +4,15 @@ use std::sync::Once;
 
 use khala_parity::backend::postgres::{BackendChoice, PostgresBackend, PostgresConfig};
 
+/// The multi-thread runtime the blocking engine tests drive backends on.
+pub fn tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// The backend the environment asks for (see `PostgresConfig::from_env`).
 pub async fn backend() -> PostgresBackend {
     start(&config()).await

@@ -1,0 +1,396 @@
+//! One way to run: what `khala-parity run` does, as a library the CLI and
+//! the tests call. Stored regressions are replayed first; every scenario is
+//! then searched for new failures; each new finding is stored as a case
+//! file next to the old ones, never over one. Case files are read with
+//! their schema check, and one that does not load is reported with its file
+//! and line while the others still run.
+
+use crate::case::{CASE_SCHEMA, Case};
+use crate::driver::Backends;
+use crate::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
+use crate::gate::GateThresholds;
+use crate::report::{self, Report};
+use crate::scenario::Scenario;
+use khala_runtime::Profile;
+use std::collections::BTreeSet;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `run` was asked for, beyond the scenarios themselves.
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    /// Every scenario's profile when set; else each scenario's own, else
+    /// legacy.
+    pub profile: Option<Profile>,
+    /// Cases per scenario when set; else each scenario's own.
+    pub cases: Option<u32>,
+    pub seed: u64,
+    /// No new case starts after this, per scenario.
+    pub time_budget: Option<Duration>,
+    /// Where findings are stored and stored cases are replayed from.
+    pub regressions: PathBuf,
+}
+
+/// A run's report and the inputs it could not use.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub report: Report,
+    /// Stored cases that did not load; they were not replayed.
+    pub invalid_cases: Vec<CaseFileError>,
+}
+
+/// Why a case file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseFileError {
+    #[error("read case {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parse case {}:{line}:{column}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("parse case {}: key `schema`: expected \"{CASE_SCHEMA}\", found {found:?}", path.display())]
+    Schema { path: PathBuf, found: String },
+}
+
+/// Why a run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("write regressions to {}: {source}", path.display())]
+    RegressionsNotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read regressions {}: {source}", path.display())]
+    ReadRegressions {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("store the finding as {}: {source}", path.display())]
+    StoreFinding {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RunError {
+    /// Whether the error is the user's input (exit 64) rather than the
+    /// machine's.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Self::RegressionsNotWritable { .. } | Self::ReadRegressions { .. }
+        )
+    }
+}
+
+/// Reads one case file: JSON of the case format, with its schema checked.
+pub fn load_case(path: &Path) -> Result<Case, CaseFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CaseFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let case: Case = serde_json::from_str(&text).map_err(|error| CaseFileError::Parse {
+        path: path.to_owned(),
+        line: error.line(),
+        column: error.column(),
+        message: error.to_string(),
+    })?;
+    if case.schema != CASE_SCHEMA {
+        return Err(CaseFileError::Schema {
+            path: path.to_owned(),
+            found: case.schema,
+        });
+    }
+    Ok(case)
+}
+
+/// Stored cases with their paths, and the files that did not load.
+pub type LoadedCases = (Vec<(PathBuf, Case)>, Vec<CaseFileError>);
+
+/// Every `*.json` case in `dir`, sorted by path, and the files among them
+/// that do not load. A missing directory holds none.
+pub fn load_regressions(dir: &Path) -> Result<LoadedCases, RunError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        Err(source) => {
+            return Err(RunError::ReadRegressions {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "json")
+        })
+        .collect();
+    paths.sort();
+    let mut cases = Vec::new();
+    let mut invalid = Vec::new();
+    for path in paths {
+        match load_case(&path) {
+            Ok(case) => cases.push((path, case)),
+            Err(error) => invalid.push(error),
+        }
+    }
+    Ok((cases, invalid))
+}
+
+/// Makes sure findings can be stored in `dir` before any case runs: creates
+/// it if missing, and writes and removes a probe file in it.
+pub fn check_regressions_writable(dir: &Path) -> Result<(), RunError> {
+    let refused = |source| RunError::RegressionsNotWritable {
+        path: dir.to_owned(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(refused)?;
+    tempfile::Builder::new()
+        .prefix(".khala-parity-probe-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(refused)
+}
+
+/// Stores a finding's case in `dir` as `<scenario>--<invariant>-<reason>.json`,
+/// or, when that file exists, with the first free `-2`, `-3`, … suffix: a
+/// stored case is a user's evidence and is never replaced.
+pub fn store_finding(dir: &Path, scenario: &str, finding: &Finding) -> Result<PathBuf, RunError> {
+    let base = report::regression_path(dir, scenario, finding.invariant, &finding.reason_class);
+    let text = serde_json::to_string_pretty(&finding.case)
+        .map_err(io::Error::other)
+        .map_err(|source| RunError::StoreFinding {
+            path: base.clone(),
+            source,
+        })?
+        + "\n";
+    for attempt in 1..=u32::MAX {
+        let path = match attempt {
+            1 => base.clone(),
+            n => base.with_file_name(format!(
+                "{}-{n}.json",
+                base.file_stem().unwrap_or_default().to_string_lossy()
+            )),
+        };
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        let mut file = match file {
+            Ok(file) => file,
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(source) => return Err(RunError::StoreFinding { path, source }),
+        };
+        file.write_all(text.as_bytes())
+            .map_err(|source| RunError::StoreFinding {
+                path: path.clone(),
+                source,
+            })?;
+        return Ok(path);
+    }
+    Err(RunError::StoreFinding {
+        path: base,
+        source: io::ErrorKind::AlreadyExists.into(),
+    })
+}
+
+/// The failures each scenario's stored cases showed when replayed in this
+/// run: seen again in a generated case, they are already reported by the
+/// stored case and are neither shrunk nor stored again.
+fn known_signatures(stored: &ScenarioRun, scenario: &str) -> BTreeSet<Signature> {
+    stored
+        .findings
+        .iter()
+        .filter(|finding| {
+            finding
+                .case
+                .origin
+                .as_ref()
+                .is_some_and(|origin| origin.scenario == scenario)
+        })
+        .flat_map(|finding| &finding.violations)
+        .map(|violation| (violation.invariant, violation.reason_class.clone()))
+        .collect()
+}
+
+/// Replays the stored regressions, then runs every scenario, storing each
+/// new finding under `settings.regressions`; `progress` hears of each
+/// played case (and `None` when a scenario ends). The caller checks the
+/// regressions folder is writable before starting the backends.
+pub fn run_scenarios(
+    tokio: &tokio::runtime::Runtime,
+    backends: &Backends,
+    scenarios: &[Scenario],
+    settings: &RunSettings,
+    progress: &dyn Fn(&str, Option<Progress>),
+) -> Result<RunOutcome, RunError> {
+    let run_profile = settings.profile.unwrap_or(Profile::Legacy);
+    let mut runs = Vec::new();
+    let mut case_files = Vec::new();
+    // Each run's gate thresholds: the §9.5 defaults for stored regressions,
+    // each scenario's `[gate]` table for its own run.
+    let mut thresholds = Vec::new();
+    // Stored regressions first: known failures are checked before new ones are sought.
+    let (stored, invalid_cases) = load_regressions(&settings.regressions)?;
+    let stored: Vec<(String, Case)> = stored
+        .into_iter()
+        .map(|(path, case)| (path.display().to_string(), case))
+        .collect();
+    let mut stored_run = ScenarioRun::default();
+    if !stored.is_empty() {
+        let (run, files) = engine::replay_stored(tokio, backends, &stored, settings.profile);
+        stored_run = run.clone();
+        runs.push(run);
+        case_files.push(files);
+        thresholds.push(GateThresholds::default());
+    }
+    for scenario in scenarios {
+        let mut engine_settings = EngineSettings::new(
+            settings
+                .profile
+                .or(scenario.profile)
+                .unwrap_or(Profile::Legacy),
+            settings.cases.unwrap_or(scenario.cases),
+            scenario.seed.unwrap_or(settings.seed),
+        );
+        engine_settings.time_budget = settings.time_budget;
+        engine_settings.known = known_signatures(&stored_run, &scenario.name);
+        let name = scenario.name.clone();
+        let run = engine::run_scenario_with_progress(
+            tokio,
+            backends,
+            scenario,
+            &engine_settings,
+            &|step| progress(&name, Some(step)),
+        );
+        progress(&name, None);
+        let files = run
+            .findings
+            .iter()
+            .map(|finding| {
+                store_finding(&settings.regressions, &scenario.name, finding)
+                    .map(|path| Some(path.display().to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.push(run);
+        case_files.push(files);
+        thresholds.push(scenario.gate.clone());
+    }
+    let report = report::build_gated(run_profile, settings.seed, &runs, &case_files, &thresholds);
+    Ok(RunOutcome {
+        report,
+        invalid_cases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::{IdStyle, Origin, Start};
+
+    fn finding(case_index: u32) -> Finding {
+        Finding {
+            invariant: "X1",
+            reason_class: "khala_missing".to_owned(),
+            case: Case {
+                schema: CASE_SCHEMA.to_owned(),
+                profile: Profile::Legacy,
+                start: Start::new(khala_runtime::SinkMode::Dual),
+                ids: IdStyle::Plain,
+                steps: Vec::new(),
+                origin: Some(Origin {
+                    scenario: "smoke".to_owned(),
+                    seed: 1,
+                    code_version: "test".to_owned(),
+                    invariant: "X1".to_owned(),
+                    reason_class: "khala_missing".to_owned(),
+                    case_index: Some(case_index),
+                    reproduced: true,
+                }),
+            },
+            violations: Vec::new(),
+            shrink_steps: 0,
+            shrink_time: Duration::ZERO,
+            trace: Vec::new(),
+            reproduced: true,
+        }
+    }
+
+    #[test]
+    fn a_stored_case_is_never_replaced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = store_finding(dir.path(), "smoke", &finding(1)).expect("first");
+        let before = std::fs::read_to_string(&first).expect("read");
+        let second = store_finding(dir.path(), "smoke", &finding(2)).expect("second");
+        assert_eq!(first, dir.path().join("smoke--X1-khala_missing.json"));
+        assert_eq!(second, dir.path().join("smoke--X1-khala_missing-2.json"));
+        assert_eq!(std::fs::read_to_string(&first).expect("read"), before);
+        assert_eq!(load_case(&second).expect("load"), finding(2).case);
+    }
+
+    #[test]
+    fn a_case_that_does_not_parse_is_named_with_its_line_and_the_rest_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        store_finding(dir.path(), "smoke", &finding(1)).expect("store");
+        let broken = dir.path().join("broken.json");
+        std::fs::write(
+            &broken,
+            "{\n  \"schema\": \"khala-parity.case.v1\",\n  oops\n}\n",
+        )
+        .expect("write");
+        let wrong_schema = dir.path().join("old.json");
+        let mut old = serde_json::to_value(finding(1).case).expect("json");
+        old["schema"] = "khala-parity.case.v0".into();
+        std::fs::write(&wrong_schema, old.to_string()).expect("write");
+
+        let (cases, invalid) = load_regressions(dir.path()).expect("load");
+        assert_eq!(cases.len(), 1);
+        let messages: Vec<String> = invalid.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].starts_with(&format!("parse case {}:3:3:", broken.display())),
+            "{}",
+            messages[0]
+        );
+        assert!(messages[1].contains("key `schema`"), "{}", messages[1]);
+    }
+
+    #[test]
+    fn an_unwritable_regressions_folder_is_refused_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").expect("write");
+        let inside_a_file = file.join("regressions");
+        let error = check_regressions_writable(&inside_a_file).expect_err("refused");
+        assert!(error.is_invalid_input());
+        assert!(
+            error
+                .to_string()
+                .contains(&inside_a_file.display().to_string()),
+            "{error}"
+        );
+        check_regressions_writable(&dir.path().join("new")).expect("created");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("new"))
+                .expect("dir")
+                .count(),
+            0
+        );
+    }
+}
