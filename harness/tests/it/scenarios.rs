@@ -205,3 +205,44 @@ fn a_malformed_file_is_reported_and_the_rest_still_listed() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "smoke");
 }
+
+#[test]
+fn a_lane_count_of_zero_or_above_the_maximum_exits_64_naming_lanes() {
+    for lanes in ["0", "17"] {
+        let output = khala_parity(
+            &manifest_dir().join(".."),
+            &["run", "--scenario", "smoke", "--lanes", lanes],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{lanes}: {stderr}");
+        assert!(stderr.contains("--lanes"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_regressions_folder_that_cannot_be_written_is_refused_before_any_case_runs() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "").expect("write a file");
+    let regressions = file.join("regressions");
+    // No backend is named: a refusal that came after starting one would
+    // show up as a provider error instead.
+    let output = khala_parity(
+        &manifest_dir().join(".."),
+        &[
+            "run",
+            "--scenario",
+            "smoke",
+            "--backend",
+            "external",
+            "--regressions",
+            regressions.to_str().expect("utf-8 path"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("write regressions to {}", regressions.display())),
+        "{stderr}"
+    );
+}
