@@ -61,7 +61,10 @@ pub fn build_gated(
     case_files: &[Vec<Option<String>>],
     thresholds: &[GateThresholds],
 ) -> Report {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        interrupted: runs.iter().any(|run| run.interrupted),
+        ..Builder::default()
+    };
     let mut stats = Stats::default();
     let mut timing = ReportTiming::default();
     for (index, run) in runs.iter().enumerate() {
@@ -96,13 +99,21 @@ pub fn build_gated(
                 metrics: run_metrics(run),
                 // A run short of its declared coverage proves nothing about
                 // the cells it missed: `unknown` rather than `allow`. A run
-                // that found failures blocks anyway.
-                unknown: run.unknown.clone().or_else(|| {
-                    run.coverage
-                        .as_ref()
-                        .filter(|_| run.findings.is_empty())
-                        .and_then(crate::coverage::ScenarioCoverage::shortfall)
-                }),
+                // that found failures blocks anyway. An interrupted run says
+                // so rather than listing the coverage it had no time for.
+                unknown: run
+                    .unknown
+                    .clone()
+                    .or_else(|| {
+                        run.interrupted
+                            .then(|| format!("interrupted after {} case(s)", run.cases))
+                    })
+                    .or_else(|| {
+                        run.coverage
+                            .as_ref()
+                            .filter(|_| run.findings.is_empty())
+                            .and_then(crate::coverage::ScenarioCoverage::shortfall)
+                    }),
                 coverage: run.coverage.clone(),
             },
             &findings,
@@ -173,14 +184,29 @@ pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
     for violation in &mut report.violations {
         violation.severity = thresholds.severity(&violation.invariant, &violation.reason_class);
     }
-    report.gate = decide(&report.scenarios, &report.violations);
+    report.gate = decide(&report.scenarios, &report.violations, report.interrupted);
 }
 
-fn decide(scenarios: &[ScenarioSummary], violations: &[ReportedViolation]) -> gate::Gate {
+/// Why an interrupted run's gate is `unknown`, whatever its scenarios show.
+const INTERRUPTED_REASON: &str = "the run was interrupted by a signal before it finished: \
+     the cases it played prove nothing either way";
+
+fn decide(
+    scenarios: &[ScenarioSummary],
+    violations: &[ReportedViolation],
+    interrupted: bool,
+) -> gate::Gate {
+    // A run cut short has not looked where it meant to: its gate can be
+    // neither allow nor block, even if every scenario it reached was clean.
+    let interrupted_gate = interrupted.then(|| gate::Gate {
+        decision: gate::Decision::Unknown,
+        reasons: vec![INTERRUPTED_REASON.to_owned()],
+        checks: Vec::new(),
+    });
     gate::combine(
-        scenarios
-            .iter()
-            .map(|scenario| {
+        interrupted_gate
+            .into_iter()
+            .chain(scenarios.iter().map(|scenario| {
                 let mut evidence = scenario.metrics.evidence(&scenario.name);
                 for violation in violations.iter().filter(|v| v.scenario == scenario.name) {
                     match violation.severity {
@@ -190,7 +216,7 @@ fn decide(scenarios: &[ScenarioSummary], violations: &[ReportedViolation]) -> ga
                 }
                 evidence.unknown = scenario.unknown.clone();
                 gate::decide(&scenario.thresholds, &evidence)
-            })
+            }))
             .collect(),
     )
 }
@@ -218,6 +244,7 @@ struct Builder {
     violations: Vec<ReportedViolation>,
     findings: Vec<FindingReport>,
     metrics: RunMetrics,
+    interrupted: bool,
 }
 
 impl Builder {
@@ -269,7 +296,8 @@ impl Builder {
             code_version: CODE_VERSION.to_owned(),
             profile,
             seed,
-            gate: decide(&self.scenarios, &self.violations),
+            interrupted: self.interrupted,
+            gate: decide(&self.scenarios, &self.violations, self.interrupted),
             scenarios: self.scenarios,
             violations: self.violations,
             findings: self.findings,
