@@ -224,7 +224,16 @@ pub(crate) fn die_with_harness(command: &mut tokio::process::Command, signal: Si
 /// containers on SIGINT and SIGTERM but then ends the process with the
 /// signal's default action, before the run could write its report; and
 /// which cannot help against SIGKILL.
+///
+/// Once per process: the backends of a run start at the same moment, and
+/// owners that died before this process started are all found the first
+/// time; the others wait for that first pass instead of racing it.
 pub async fn reap_containers() {
+    static REAPED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    REAPED.get_or_init(reap_containers_now).await;
+}
+
+async fn reap_containers_now() {
     let reap = async {
         let docker = testcontainers::core::client::docker_client_instance()
             .await

@@ -4,10 +4,14 @@
 //! interrupted and exit `unknown` (2); after SIGKILL the children die with
 //! the harness and the next start removes the directories.
 //!
+//! The run uses the local provider unless `KHALA_PARITY_BACKEND` asks for
+//! containers (as CI does); then the containers are what must go, and
+//! after SIGKILL the next start removes them.
+//!
 //! Each test gives the run under test its own PostgreSQL data root and
 //! temp dir (where the Convex journals go) and follows only the child
-//! processes it saw, so that tests running at the same time cannot
-//! disturb what it checks.
+//! processes and containers of its own harness process, so that tests
+//! running at the same time cannot disturb what it checks.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,9 +19,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use khala_parity::backend::postgres::ENV_POSTGRES_DATA_ROOT;
+use khala_parity::backend::leftovers::{OWNER_LABEL, Owner};
+use khala_parity::backend::postgres::{ENV_BACKEND, ENV_POSTGRES_DATA_ROOT};
 use khala_parity::exit;
 use rustix::process::Signal;
+use testcontainers::bollard::query_parameters::ListContainersOptions;
 
 /// How long a run may take to start playing; generous for a loaded machine.
 const START_WAIT: Duration = Duration::from_secs(120);
@@ -31,6 +37,48 @@ const PLAYING_LINE: &str = "case database ready";
 /// started at once by one process can draw the same port (the port choice
 /// is being reworked); the cleanup does not depend on the number.
 const LANES: usize = 1;
+
+/// Containers when the environment asks for them, else the local provider.
+fn use_containers() -> bool {
+    std::env::var(ENV_BACKEND).is_ok_and(|choice| choice == "containers")
+}
+
+/// The ids of the containers whose owner label names the process `pid`.
+fn containers_of(pid: u32) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let docker = testcontainers::core::client::docker_client_instance()
+            .await
+            .expect("a docker engine");
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(
+                [("label".to_owned(), vec![OWNER_LABEL.to_owned()])]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ListContainersOptions::default()
+        };
+        docker
+            .list_containers(Some(options))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .filter(|container| {
+                container
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(OWNER_LABEL))
+                    .and_then(|owner| Owner::parse(owner))
+                    .is_some_and(|owner| owner.pid == pid)
+            })
+            .filter_map(|container| container.id)
+            .collect()
+    })
+}
 
 /// A process, told apart from a later one that reuses its pid.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,7 +172,13 @@ impl Place {
         command
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .args(["run", "--scenario", "smoke", "--profile", "hardened"])
-            .args(["--cases", cases, "--lanes", lanes, "--backend", "local"])
+            .args(["--cases", cases, "--lanes", lanes])
+            .arg("--backend")
+            .arg(if use_containers() {
+                "containers"
+            } else {
+                "local"
+            })
             .arg("--regressions")
             .arg(&self.regressions)
             .args(["--format", "json"])
@@ -238,19 +292,29 @@ impl Run {
 }
 
 /// Starts a long run, waits until it plays cases, and returns it with the
-/// children it started (the postmaster and a Node front per lane).
-fn playing_run(place: &Place) -> (Run, Vec<Process>) {
+/// children it started (the postmaster and a Node front per lane) or its
+/// containers (PostgreSQL, and a front and its network holder per lane).
+fn playing_run(place: &Place) -> (Run, Vec<Process>, Vec<String>) {
     let mut run = Run::start(place.harness("200", &LANES.to_string()));
     let playing = run.wait_for_line(PLAYING_LINE, START_WAIT);
     assert!(playing, "the run never played a case:\n{}", run.stderr);
     let children = children(run.child.id());
     let names: Vec<&str> = children.iter().map(|child| child.name.as_str()).collect();
+    if use_containers() {
+        let containers = containers_of(run.child.id());
+        assert_eq!(containers.len(), 1 + 2 * LANES, "{containers:?}");
+        return (run, children, containers);
+    }
     assert!(
         names.contains(&"postgres")
             && names.iter().filter(|name| **name == "node").count() == LANES,
         "expected a postmaster and {LANES} Node front(s) as children, found {names:?}"
     );
-    (run, children)
+    assert!(
+        !place.leftovers().is_empty(),
+        "the run's directories are where the test looks"
+    );
+    (run, children, Vec::new())
 }
 
 /// Waits (bounded) until none of `processes` runs; returns those that do.
@@ -271,11 +335,8 @@ fn wait_until_gone(processes: &[Process], within: Duration) -> Vec<Process> {
 
 fn stop_gracefully(signal: Signal) {
     let place = Place::new();
-    let (run, children) = playing_run(&place);
-    assert!(
-        !place.leftovers().is_empty(),
-        "the run's directories are where the test looks"
-    );
+    let (run, children, _) = playing_run(&place);
+    let pid = run.child.id();
     run.signal(signal);
     let (status, stdout, stderr) = run.finish(STOP_WAIT);
     assert_eq!(status.code(), Some(i32::from(exit::UNKNOWN)), "{stderr}");
@@ -287,6 +348,9 @@ fn stop_gracefully(signal: Signal) {
     assert!(cases < 200, "the run stopped early: {cases} cases");
     assert_eq!(wait_until_gone(&children, DEATH_WAIT), Vec::new());
     assert_eq!(place.leftovers(), Vec::<PathBuf>::new(), "{stderr}");
+    if use_containers() {
+        assert_eq!(containers_of(pid), Vec::<String>::new(), "{stderr}");
+    }
 }
 
 #[test]
@@ -302,7 +366,8 @@ fn sigterm_stops_the_run_with_an_interrupted_report_and_removes_everything() {
 #[test]
 fn after_sigkill_the_children_die_and_the_next_start_removes_the_rest() {
     let place = Place::new();
-    let (run, children) = playing_run(&place);
+    let (run, children, containers) = playing_run(&place);
+    let pid = run.child.id();
     run.signal(Signal::KILL);
     let (status, _, stderr) = run.finish(STOP_WAIT);
     assert_eq!(status.code(), None, "killed by the signal");
@@ -314,10 +379,12 @@ fn after_sigkill_the_children_die_and_the_next_start_removes_the_rest() {
         "{stderr}"
     );
     let left = place.leftovers();
-    assert!(
-        !left.is_empty(),
-        "SIGKILL runs no cleanup, so the directories remain until the next start"
-    );
+    // SIGKILL runs no cleanup, so directories or containers remain until
+    // the next start.
+    assert!(!left.is_empty() || !containers.is_empty());
+    if use_containers() {
+        assert_eq!(containers_of(pid).len(), containers.len());
+    }
     // The next run removes them as its backends start, then its own as it ends.
     let next = Run::start(place.harness("1", "1"));
     let (_, _, stderr) = next.finish(STOP_WAIT);
@@ -325,4 +392,7 @@ fn after_sigkill_the_children_die_and_the_next_start_removes_the_rest() {
         assert!(!dir.exists(), "{} left behind:\n{stderr}", dir.display());
     }
     assert_eq!(place.leftovers(), Vec::<PathBuf>::new(), "{stderr}");
+    if !containers.is_empty() {
+        assert_eq!(containers_of(pid), Vec::<String>::new(), "{stderr}");
+    }
 }
