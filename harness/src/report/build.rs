@@ -429,6 +429,37 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_run_is_unknown_even_when_clean_and_stays_so_when_regated() {
+        let run = ScenarioRun {
+            scenario: "s".into(),
+            cases: 3,
+            interrupted: true,
+            ..ScenarioRun::default()
+        };
+        let mut report = build_gated(Profile::Legacy, 1, &[run], &[], &[]);
+        assert!(report.interrupted);
+        assert_eq!(report.gate.decision, Decision::Unknown);
+        assert_eq!(
+            report.gate.reasons,
+            vec![
+                INTERRUPTED_REASON.to_owned(),
+                "s: interrupted after 3 case(s)".to_owned()
+            ]
+        );
+        regate(&mut report, &GateThresholds::default());
+        assert_eq!(report.gate.decision, Decision::Unknown);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["interrupted"], true);
+    }
+
+    #[test]
+    fn a_finished_run_leaves_interrupted_out_of_the_json() {
+        let report = build_gated(Profile::Legacy, 1, &[ScenarioRun::default()], &[], &[]);
+        let json = serde_json::to_value(&report).expect("json");
+        assert!(json.get("interrupted").is_none(), "{json}");
+    }
+
+    #[test]
     fn regression_paths_are_stable_and_safe() {
         let path = regression_path(Path::new("r"), "drill stages", "X1", "khala/missing");
         assert_eq!(path, Path::new("r/drill_stages--X1-khala_missing.json"));
