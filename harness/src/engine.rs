@@ -98,6 +98,9 @@ pub struct ScenarioRun {
     pub findings: Vec<Finding>,
     /// A backend failed: the run proves nothing.
     pub unknown: Option<String>,
+    /// A signal stopped the run before it played every case
+    /// (`interrupt::requested`): it holds the cases played until then.
+    pub interrupted: bool,
     /// What the generated cases exercised (none for stored cases).
     pub coverage: Option<ScenarioCoverage>,
     /// The auditor, delivery and rollback figures of the generated cases'
@@ -204,6 +207,10 @@ pub fn run_scenario_with_progress(
             .time_budget
             .is_some_and(|budget| started.elapsed() >= budget)
         {
+            break;
+        }
+        if crate::interrupt::requested() {
+            run.interrupted = true;
             break;
         }
         let batch = (settings.cases - run.cases).min(backends.lanes() as u32);
@@ -397,7 +404,11 @@ fn shrink(
     if !tree.simplify() {
         return Ok((minimal, plays));
     }
-    while plays < settings.max_shrink_iters && started.elapsed() < settings.max_shrink_time {
+    // On a signal the smallest failing case so far is the finding.
+    while plays < settings.max_shrink_iters
+        && started.elapsed() < settings.max_shrink_time
+        && !crate::interrupt::requested()
+    {
         let candidate = tree.current();
         let result = player.play(&candidate, stop_at_first)?;
         plays += 1;
@@ -519,9 +530,13 @@ pub fn replay_stored(
         .collect();
     // A batch at a time, one case per lane, results taken in order.
     let player = Player::new(tokio, backends, None);
-    let played = cases
-        .chunks(backends.lanes())
-        .flat_map(|batch| player.side_by_side(batch.iter().map(|(_, case)| case), false));
+    let played = cases.chunks(backends.lanes()).flat_map(|batch| {
+        // After a signal no batch plays, which ends the loop below.
+        if crate::interrupt::requested() {
+            return Vec::new();
+        }
+        player.side_by_side(batch.iter().map(|(_, case)| case), false)
+    });
     for ((path, case), played) in cases.iter().zip(played) {
         match played {
             Ok(result) => {
@@ -548,6 +563,7 @@ pub fn replay_stored(
             }
         }
     }
+    run.interrupted = run.unknown.is_none() && (run.cases as usize) < cases.len();
     run.timing.total_seconds = started.elapsed().as_secs_f64();
     (run, files)
 }

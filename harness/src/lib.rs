@@ -13,6 +13,7 @@ pub mod engine;
 pub mod exit;
 pub mod gate;
 pub mod generate;
+pub mod interrupt;
 pub mod invariants;
 pub mod observation;
 pub mod oracle;

@@ -367,6 +367,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
         } => {
             let case = run::load_case(&file).map_err(|error| InvalidInput(error.to_string()))?;
             let thresholds = gate.thresholds()?;
+            stop_on_signals(tokio)?;
             let backends = tokio.block_on(start_backends(backend, 1))?;
             let played = tokio.block_on(driver::play(&backends, &case, false));
             let stopped = tokio.block_on(backends.shutdown());
@@ -410,6 +411,7 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             // Refused before any backend starts or case runs.
             run::check_regressions_writable(&regressions)
                 .map_err(|error| InvalidInput(error.to_string()))?;
+            stop_on_signals(tokio)?;
             let settings = RunSettings {
                 profile,
                 cases,
@@ -684,6 +686,27 @@ fn run(cli: Cli, tokio: &tokio::runtime::Runtime) -> anyhow::Result<u8> {
             Ok(exit::ALLOW)
         }
     }
+}
+
+/// SIGINT and SIGTERM stop a run between batches of cases: the backends
+/// are removed on their normal path and the report, marked interrupted,
+/// exits `unknown`. A second signal exits at once; the backends' child
+/// processes die with us (parent-death signal) and the next backend start
+/// removes the files they leave.
+fn stop_on_signals(tokio: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    khala_parity::interrupt::install(tokio.handle(), |interrupt| {
+        if interrupt.count == 1 {
+            eprintln!(
+                "\n{}: finishing the cases in flight, then removing the backends \
+                 (send it again to exit at once)",
+                interrupt.signal
+            );
+        } else {
+            eprintln!("{}: exiting at once", interrupt.signal);
+            std::process::exit(exit::UNKNOWN.into());
+        }
+    })
+    .context("stop on signals")
 }
 
 fn decision_code(decision: Decision) -> u8 {

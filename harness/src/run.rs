@@ -261,6 +261,10 @@ pub fn run_scenarios(
         thresholds.push(GateThresholds::default());
     }
     for scenario in scenarios {
+        // After a signal the scenario in flight ends early and no new one starts.
+        if crate::interrupt::requested() {
+            break;
+        }
         let mut engine_settings = EngineSettings::new(
             settings
                 .profile

@@ -35,6 +35,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use super::leftovers::{self, LeftoverError, OWNER_LABEL};
 use super::postgres::{
     BackendChoice, BackendError, CONTAINER_LABEL, ProviderKind, bridge_address, choose_provider,
     drop_container, read_provider_settings, redact_url, split_image,
@@ -204,6 +205,12 @@ pub enum ConvexBackendError {
     JournalDir {
         #[source]
         source: io::Error,
+    },
+    #[error("mark the local convex front's journal directory {} with its owner", path.display())]
+    JournalOwner {
+        path: PathBuf,
+        #[source]
+        source: LeftoverError,
     },
     #[error("start a convex front container from image {image}")]
     ContainerStart {
@@ -804,6 +811,8 @@ async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), Con
         image: image.to_owned(),
         source: Box::new(source),
     };
+    leftovers::reap_containers().await;
+    let owner = leftovers::owner_label();
     // `sleep` as PID 1 ignores SIGTERM; `rm` kills it at once.
     let network = GenericImage::new(name, tag)
         .with_entrypoint("sleep")
@@ -811,6 +820,7 @@ async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), Con
         .with_cmd(["infinity"])
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
         .with_label(INSTANCE_LABEL, &instance)
+        .with_label(OWNER_LABEL, &owner)
         .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
         .start()
         .await;
@@ -833,6 +843,7 @@ async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), Con
         .with_env_var("CONVEX_JOURNAL", CONTAINER_JOURNAL)
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
         .with_label(INSTANCE_LABEL, &instance)
+        .with_label(OWNER_LABEL, &owner)
         .with_startup_timeout(CONTAINER_STARTUP_TIMEOUT)
         // The ports are the network container's; docker refuses any here.
         .with_host_config_modifier(move |host| {
@@ -935,6 +946,16 @@ impl Signal {
     }
 }
 
+/// The prefix of every local front's journal directory under the temp dir,
+/// by which the next start finds what a killed run left.
+const JOURNAL_DIR_PREFIX: &str = "khala-parity-convex-journal-";
+
+/// Removes the journal directories of local fronts whose harness is gone.
+/// The fronts themselves died with it (parent-death signal).
+fn reap_journal_dirs() {
+    leftovers::reap_dirs(&std::env::temp_dir(), JOURNAL_DIR_PREFIX, |_| {});
+}
+
 /// `node server.mjs` as a child process on 127.0.0.1, with a port it keeps
 /// across `stop` and `start_again`.
 struct LocalFront {
@@ -1014,16 +1035,24 @@ impl LocalFront {
         if !script.is_file() {
             return Err(ConvexBackendError::ServerScriptMissing { path: script });
         }
+        reap_journal_dirs();
+        let journal_dir = tempfile::Builder::new()
+            .prefix(JOURNAL_DIR_PREFIX)
+            .tempdir()
+            .map_err(|source| ConvexBackendError::JournalDir { source })?;
+        leftovers::write_owner(journal_dir.path()).map_err(|source| {
+            ConvexBackendError::JournalOwner {
+                path: journal_dir.path().to_owned(),
+                source,
+            }
+        })?;
         let mut front = Self {
             node: config.node.clone(),
             package_dir,
             admin_key: admin_key.to_owned(),
             port: PortClaim::take()?,
             child: None,
-            journal_dir: tempfile::Builder::new()
-                .prefix("khala-parity-convex-journal-")
-                .tempdir()
-                .map_err(|source| ConvexBackendError::JournalDir { source })?,
+            journal_dir,
         };
         front.spawn().await?;
         Ok(front)
@@ -1056,7 +1085,14 @@ impl LocalFront {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A group of its own keeps a terminal's Ctrl-C (sent to the
+            // whole foreground group) away from the front: the harness stops
+            // it after the cases in flight.
+            .process_group(0)
             .kill_on_drop(true);
+        // `kill_on_drop` covers a panic; the parent-death signal covers a
+        // harness that is killed and runs no code at all.
+        leftovers::die_with_harness(&mut command, rustix::process::Signal::KILL);
         let mut child = command
             .spawn()
             .map_err(|source| ConvexBackendError::LocalSpawn {

@@ -1,4 +1,5 @@
 //! Backends the harness runs the system under test against.
 
 pub mod convex;
+pub mod leftovers;
 pub mod postgres;

@@ -23,6 +23,9 @@ use testcontainers::core::{IntoContainerPort, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt, TestcontainersError};
 
+use super::leftovers::{self, LeftoverError};
+use std::os::unix::ffi::OsStrExt;
+
 /// Which provider to use: `auto`, `containers`, `local` or `external`.
 pub const ENV_BACKEND: &str = "KHALA_PARITY_BACKEND";
 /// The container image as `name:tag`.
@@ -31,7 +34,7 @@ pub const ENV_POSTGRES_IMAGE: &str = "KHALA_PARITY_POSTGRES_IMAGE";
 pub const ENV_POSTGRES_URL: &str = "KHALA_PARITY_POSTGRES_URL";
 /// `1` or `true`: `auto` must find a docker engine instead of falling back to local.
 pub const ENV_REQUIRE_CONTAINERS: &str = "KHALA_PARITY_REQUIRE_CONTAINERS";
-/// Where `initdb` and `pg_ctl` live for the local provider.
+/// Where `initdb` and `postgres` live for the local provider.
 pub const ENV_POSTGRES_BIN_DIR: &str = "KHALA_PARITY_POSTGRES_BIN_DIR";
 
 /// Parent directory of the local provider's data directories.
@@ -239,13 +242,42 @@ pub enum BackendError {
     },
     #[error("find the postgres program {} (set {ENV_POSTGRES_BIN_DIR})", path.display())]
     PostgresProgramMissing { path: PathBuf },
-    #[error("start the local provider as root: no `postgres` user to run initdb and pg_ctl as")]
+    #[error("start the local provider as root: no `postgres` user to run initdb and postgres as")]
     PostgresUserMissing,
     #[error("prepare the local data directory {}", path.display())]
     DataDir {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+    #[error("mark the local data directory {} with its owner", path.display())]
+    Owner {
+        path: PathBuf,
+        #[source]
+        source: LeftoverError,
+    },
+    #[error("send {signal} to the local postgres server (pid {pid})")]
+    PostmasterSignal {
+        pid: u32,
+        signal: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("wait for the local postgres server (pid {pid}) in {}", data_dir.display())]
+    PostmasterWait {
+        pid: u32,
+        data_dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "start the local postgres server in {}: not ready within {waited_s} s\n{output}",
+        data_dir.display()
+    )]
+    PostmasterNotReady {
+        data_dir: PathBuf,
+        waited_s: u64,
+        output: String,
     },
     #[error("find a free port on 127.0.0.1")]
     FreePort {
@@ -351,7 +383,8 @@ pub struct BackendResources {
 enum Server {
     // Boxed: the container handle is about 850 bytes.
     Container(Option<Box<ContainerAsync<GenericImage>>>),
-    Local(Option<LocalServer>),
+    // Boxed: the postmaster's child handle makes it about 250 bytes.
+    Local(Option<Box<LocalServer>>),
     External,
 }
 
@@ -402,7 +435,7 @@ impl PostgresBackend {
             ProviderKind::Local => {
                 let server = LocalServer::start(&config.postgres_bin_dir).await?;
                 let url = server.admin_url();
-                (Server::Local(Some(server)), url)
+                (Server::Local(Some(Box::new(server))), url)
             }
             ProviderKind::External => {
                 let url = config
@@ -892,11 +925,15 @@ async fn start_container(
     image: &str,
 ) -> Result<(ContainerAsync<GenericImage>, String), BackendError> {
     let (name, tag) = split_image(image);
+    leftovers::reap_containers().await;
     let container = GenericImage::new(name, tag)
         .with_exposed_port(5432.tcp())
         .with_wait_for(WaitFor::message_on_stderr(READY_MESSAGE))
         .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
+        // Names this process, so that a start after it was killed removes
+        // the container (`leftovers::reap_containers`).
+        .with_label(leftovers::OWNER_LABEL, leftovers::owner_label())
         // Creating a database writes ~300 files; on this kind of disk that
         // costs ~300 ms per clone, on tmpfs ~25 ms. Test data is throwaway.
         .with_mount(Mount::tmpfs_mount(CONTAINER_DATA_DIR))
@@ -1119,40 +1156,61 @@ pub(crate) fn drop_container(container: Box<ContainerAsync<GenericImage>>) {
     }
 }
 
+/// The prefix of every local server's directory under the data parent, by
+/// which the next start finds what a killed run left (`reap_local_servers`).
+const LOCAL_DIR_PREFIX: &str = "khala-parity-pg-";
+/// How long the postmaster may take to report itself ready (pg_ctl's `-t 30`).
+const LOCAL_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an immediate shutdown may take before SIGKILL.
+const LOCAL_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A throwaway server from the installed binaries, in a temporary directory
-/// holding `data/`, the unix socket and `postgres.log`.
+/// holding `data/`, the unix socket, `postgres.log` and the owner file.
+///
+/// The postmaster is our child, started directly rather than through
+/// `pg_ctl` (which daemonizes it), so that it carries a parent-death
+/// signal: if the harness is killed, the kernel sends it SIGQUIT and it
+/// shuts down at once (as `pg_ctl stop -m immediate` would). The directory
+/// outlives such a death; the next local start removes it
+/// (`reap_local_servers`).
 struct LocalServer {
     root: TempDir,
     bin_dir: PathBuf,
-    /// initdb and pg_ctl refuse root, so as root they run as `postgres`.
-    run_as_postgres: bool,
+    /// initdb and postgres refuse root, so as root they run as `postgres`:
+    /// its uid and gid.
+    postgres_ids: Option<(u32, u32)>,
     port: u16,
-    running: bool,
+    /// The postmaster; `None` once stopped.
+    postmaster: Option<tokio::process::Child>,
 }
 
 impl LocalServer {
     async fn start(bin_dir: &Path) -> Result<Self, BackendError> {
-        for program in ["initdb", "pg_ctl"] {
+        for program in ["initdb", "postgres"] {
             let path = bin_dir.join(program);
             if !path.is_file() {
                 return Err(BackendError::PostgresProgramMissing { path });
             }
         }
-        let run_as_postgres = effective_uid() == Some(0);
-        let owner = if run_as_postgres {
+        let postgres_ids = if effective_uid() == Some(0) {
             Some(postgres_user_ids().ok_or(BackendError::PostgresUserMissing)?)
         } else {
             None
         };
         let parent = local_data_parent();
+        reap_local_servers(&parent);
         let root = tempfile::Builder::new()
-            .prefix("khala-parity-pg-")
+            .prefix(LOCAL_DIR_PREFIX)
             .tempdir_in(&parent)
             .map_err(|source| BackendError::DataDir {
                 path: parent.clone(),
                 source,
             })?;
-        if let Some((uid, gid)) = owner {
+        leftovers::write_owner(root.path()).map_err(|source| BackendError::Owner {
+            path: root.path().to_owned(),
+            source,
+        })?;
+        if let Some((uid, gid)) = postgres_ids {
             std::os::unix::fs::chown(root.path(), Some(uid), Some(gid)).map_err(|source| {
                 BackendError::DataDir {
                     path: root.path().to_owned(),
@@ -1163,9 +1221,9 @@ impl LocalServer {
         let mut server = Self {
             root,
             bin_dir: bin_dir.to_owned(),
-            run_as_postgres,
+            postgres_ids,
             port: 0,
-            running: false,
+            postmaster: None,
         };
         let data_dir = server.data_dir();
         let mut initdb = server.command("initdb");
@@ -1177,11 +1235,9 @@ impl LocalServer {
         let mut attempt = 1;
         loop {
             server.port = free_port()?;
-            // Each attempt reads only its own log when deciding to retry.
-            let _ = std::fs::remove_file(server.log_file());
-            match server.run("pg_ctl start", server.pg_ctl_start()).await {
-                Ok(()) => {
-                    server.running = true;
+            match server.start_postmaster().await {
+                Ok(postmaster) => {
+                    server.postmaster = Some(postmaster);
                     return Ok(server);
                 }
                 Err(error) if attempt < LOCAL_START_ATTEMPTS && server.lost_port_race() => {
@@ -1206,47 +1262,95 @@ impl LocalServer {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn command(&self, program: &str) -> std::process::Command {
-        let program = self.bin_dir.join(program);
-        let mut command = if self.run_as_postgres {
-            let mut command = std::process::Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(program);
-            command
-        } else {
-            std::process::Command::new(program)
-        };
+    /// `program` from the bin dir, as `postgres` when we are root.
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(self.bin_dir.join(program));
+        if let Some((uid, gid)) = self.postgres_ids {
+            // std drops the supplementary groups too when root sets a uid.
+            command.uid(uid).gid(gid);
+        }
         // The postgres user may not be allowed into the caller's directory.
-        command.current_dir(self.root.path()).stdin(Stdio::null());
+        // A group of its own keeps a terminal's Ctrl-C (sent to the whole
+        // foreground group) away from the server: the harness decides when
+        // it stops, after the cases in flight.
+        command
+            .current_dir(self.root.path())
+            .stdin(Stdio::null())
+            .process_group(0);
         command
     }
 
-    fn pg_ctl_start(&self) -> std::process::Command {
-        let mut command = self.command("pg_ctl");
-        // pg_ctl hands `-o` to a shell; `-l` sends the server's output to a
-        // file, so that it does not hold our pipes open.
+    /// Starts the postmaster on `self.port` with its output in the log, and
+    /// waits until its `postmaster.pid` says it is ready (what `pg_ctl -w`
+    /// waits for), bounded by `LOCAL_READY_TIMEOUT`.
+    async fn start_postmaster(&self) -> Result<tokio::process::Child, BackendError> {
+        let log_error = |source| BackendError::DataDir {
+            path: self.log_file(),
+            source,
+        };
+        // Each attempt reads only its own log when deciding to retry.
+        let log = std::fs::File::create(self.log_file()).map_err(log_error)?;
+        let mut command = self.command("postgres");
         command
             .arg("-D")
             .arg(self.data_dir())
-            .arg("-l")
-            .arg(self.log_file())
-            .args(["-w", "-t", "30", "-o"])
-            .arg(format!(
-                "-p {} -k '{}' -c listen_addresses=127.0.0.1 {}",
-                self.port,
-                self.root.path().display(),
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            ))
-            .arg("start");
-        command
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.root.path())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"])
+            .stdout(log.try_clone().map_err(log_error)?)
+            .stderr(log);
+        // SIGQUIT is PostgreSQL's immediate shutdown: it stops its backends
+        // and removes its shared memory before it exits.
+        leftovers::die_with_harness(&mut command, rustix::process::Signal::QUIT);
+        let mut postmaster = command
+            .spawn()
+            .map_err(|source| BackendError::LocalCommand {
+                command: "postgres".to_owned(),
+                data_dir: self.data_dir(),
+                source,
+            })?;
+        let pid = postmaster.id().unwrap_or(0);
+        let deadline = Instant::now() + LOCAL_READY_TIMEOUT;
+        loop {
+            let exited = postmaster
+                .try_wait()
+                .map_err(|source| BackendError::PostmasterWait {
+                    pid,
+                    data_dir: self.data_dir(),
+                    source,
+                })?;
+            if let Some(status) = exited {
+                return Err(BackendError::LocalCommandFailed {
+                    command: "postgres".to_owned(),
+                    data_dir: self.data_dir(),
+                    status,
+                    output: self.log_tail(),
+                });
+            }
+            if self.postmaster_ready() {
+                return Ok(postmaster);
+            }
+            if Instant::now() >= deadline {
+                stop_postmaster(postmaster, &self.data_dir()).await?;
+                return Err(BackendError::PostmasterNotReady {
+                    data_dir: self.data_dir(),
+                    waited_s: LOCAL_READY_TIMEOUT.as_secs(),
+                    output: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
-    fn pg_ctl_stop(&self) -> std::process::Command {
-        let mut command = self.command("pg_ctl");
-        command
-            .arg("-D")
-            .arg(self.data_dir())
-            .args(["-w", "-m", "immediate", "stop"]);
-        command
+    /// The status line (the 8th) of `postmaster.pid` reads `ready` once the
+    /// server accepts connections.
+    fn postmaster_ready(&self) -> bool {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .is_ok_and(|pid_file| pid_file.lines().nth(7).map(str::trim) == Some("ready"))
     }
 
     fn lost_port_race(&self) -> bool {
@@ -1254,8 +1358,17 @@ impl LocalServer {
             .is_ok_and(|log| log.contains("could not bind") || log.contains("already in use"))
     }
 
-    async fn run(&self, name: &str, command: std::process::Command) -> Result<(), BackendError> {
-        let output = tokio::process::Command::from(command)
+    /// The last 20 lines of the server's log, for error messages.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let mut tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.reverse();
+        tail.join("\n").trim().to_owned()
+    }
+
+    async fn run(&self, name: &str, command: tokio::process::Command) -> Result<(), BackendError> {
+        let mut command = command;
+        let output = command
             .output()
             .await
             .map_err(|source| BackendError::LocalCommand {
@@ -1266,13 +1379,9 @@ impl LocalServer {
         if output.status.success() {
             return Ok(());
         }
-        let log = std::fs::read_to_string(self.log_file()).unwrap_or_default();
-        let log_tail: Vec<&str> = log.lines().rev().take(20).collect();
         let mut details = String::from_utf8_lossy(&output.stderr).into_owned();
-        for line in log_tail.into_iter().rev() {
-            details.push('\n');
-            details.push_str(line);
-        }
+        details.push('\n');
+        details.push_str(&self.log_tail());
         Err(BackendError::LocalCommandFailed {
             command: name.to_owned(),
             data_dir: self.data_dir(),
@@ -1282,8 +1391,9 @@ impl LocalServer {
     }
 
     async fn stop(mut self) -> Result<(), BackendError> {
-        self.run("pg_ctl stop", self.pg_ctl_stop()).await?;
-        self.running = false;
+        if let Some(postmaster) = self.postmaster.take() {
+            stop_postmaster(postmaster, &self.data_dir()).await?;
+        }
         let root = self.root.path().to_owned();
         tokio::fs::remove_dir_all(&root)
             .await
@@ -1291,24 +1401,119 @@ impl LocalServer {
     }
 }
 
+/// An immediate shutdown (SIGQUIT), then SIGKILL after
+/// `LOCAL_STOP_TIMEOUT`; reaps the postmaster either way.
+async fn stop_postmaster(
+    mut postmaster: tokio::process::Child,
+    data_dir: &Path,
+) -> Result<(), BackendError> {
+    let Some(pid) = postmaster.id() else {
+        // Already reaped: it exited on its own.
+        return Ok(());
+    };
+    let wait_error = |source| BackendError::PostmasterWait {
+        pid,
+        data_dir: data_dir.to_owned(),
+        source,
+    };
+    signal_postmaster(pid, rustix::process::Signal::QUIT)?;
+    let status = match tokio::time::timeout(LOCAL_STOP_TIMEOUT, postmaster.wait()).await {
+        Ok(result) => result.map_err(wait_error)?,
+        Err(_) => {
+            tracing::warn!(pid, "postgres ignored an immediate shutdown; killing it");
+            postmaster.kill().await.map_err(wait_error)?;
+            postmaster.wait().await.map_err(wait_error)?
+        }
+    };
+    tracing::debug!(pid, %status, "local postgres exited");
+    Ok(())
+}
+
+fn signal_postmaster(pid: u32, signal: rustix::process::Signal) -> Result<(), BackendError> {
+    let error = |source: io::Error| BackendError::PostmasterSignal {
+        pid,
+        signal: format!("{signal:?}"),
+        source,
+    };
+    let raw = i32::try_from(pid).map_err(|_| error(io::Error::other("pid out of range")))?;
+    let target = rustix::process::Pid::from_raw(raw)
+        .ok_or_else(|| error(io::Error::other("pid 0 is no process")))?;
+    rustix::process::kill_process(target, signal).map_err(|errno| error(errno.into()))
+}
+
 impl Drop for LocalServer {
     fn drop(&mut self) {
-        if self.running {
-            // Blocking is acceptable here: an immediate stop takes a few
-            // hundred milliseconds, and Drop cannot await.
-            match self
-                .pg_ctl_stop()
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-            {
-                Ok(status) if status.success() => {}
-                Ok(status) => tracing::warn!(%status, "pg_ctl stop failed while cleaning up"),
-                Err(error) => tracing::warn!(%error, "could not run pg_ctl stop while cleaning up"),
+        let Some(mut postmaster) = self.postmaster.take() else {
+            return;
+        };
+        let Some(pid) = postmaster.id() else {
+            return;
+        };
+        // Blocking is acceptable here: an immediate shutdown takes a few
+        // hundred milliseconds, and Drop cannot await.
+        if let Err(error) = signal_postmaster(pid, rustix::process::Signal::QUIT) {
+            tracing::warn!(%error, "could not stop postgres while cleaning up");
+        }
+        let deadline = Instant::now() + LOCAL_STOP_TIMEOUT;
+        loop {
+            match postmaster.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    tracing::warn!(pid, "postgres ignored an immediate shutdown; killing it");
+                    let _ = postmaster.start_kill();
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, pid, "could not reap postgres while cleaning up");
+                    break;
+                }
             }
         }
         // `root` removes the directory when it drops, after this.
     }
+}
+
+/// Removes the servers killed runs left under `parent`: each directory of
+/// ours whose owner is gone, after stopping a postmaster still running
+/// from it (one started before parent-death signals, or one that did not
+/// take its signal).
+fn reap_local_servers(parent: &Path) {
+    leftovers::reap_dirs(parent, LOCAL_DIR_PREFIX, |root| {
+        let data_dir = root.join("data");
+        let Some(pid) = std::fs::read_to_string(data_dir.join("postmaster.pid"))
+            .ok()
+            .and_then(|pid_file| pid_file.lines().next()?.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        // The pid may have been reused since: only a process started on
+        // this very data directory is stopped.
+        let started_here = std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            cmdline
+                .split(|byte| *byte == 0)
+                .any(|argument| Path::new(std::ffi::OsStr::from_bytes(argument)) == data_dir)
+        });
+        if !started_here {
+            return;
+        }
+        tracing::info!(pid, data_dir = %data_dir.display(), "stopping a postgres a killed run left");
+        let stopped = |within: Duration| {
+            let deadline = Instant::now() + within;
+            while leftovers::process_running(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !leftovers::process_running(pid)
+        };
+        if signal_postmaster(pid, rustix::process::Signal::QUIT).is_ok()
+            && !stopped(LOCAL_STOP_TIMEOUT)
+        {
+            let _ = signal_postmaster(pid, rustix::process::Signal::KILL);
+            stopped(Duration::from_secs(2));
+        }
+    });
 }
 
 /// The effective user id, from /proc (Linux), to avoid an unsafe libc call.

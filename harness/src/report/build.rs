@@ -61,7 +61,10 @@ pub fn build_gated(
     case_files: &[Vec<Option<String>>],
     thresholds: &[GateThresholds],
 ) -> Report {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        interrupted: runs.iter().any(|run| run.interrupted),
+        ..Builder::default()
+    };
     let mut stats = Stats::default();
     let mut timing = ReportTiming::default();
     for (index, run) in runs.iter().enumerate() {
@@ -97,13 +100,21 @@ pub fn build_gated(
                 metrics: run_metrics(run),
                 // A run short of its declared coverage proves nothing about
                 // the cells it missed: `unknown` rather than `allow`. A run
-                // that found failures blocks anyway.
-                unknown: run.unknown.clone().or_else(|| {
-                    run.coverage
-                        .as_ref()
-                        .filter(|_| run.findings.is_empty())
-                        .and_then(crate::coverage::ScenarioCoverage::shortfall)
-                }),
+                // that found failures blocks anyway. An interrupted run says
+                // so rather than listing the coverage it had no time for.
+                unknown: run
+                    .unknown
+                    .clone()
+                    .or_else(|| {
+                        run.interrupted
+                            .then(|| format!("interrupted after {} case(s)", run.cases))
+                    })
+                    .or_else(|| {
+                        run.coverage
+                            .as_ref()
+                            .filter(|_| run.findings.is_empty())
+                            .and_then(crate::coverage::ScenarioCoverage::shortfall)
+                    }),
                 coverage: run.coverage.clone(),
             },
             &findings,
@@ -175,18 +186,35 @@ pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
     for violation in &mut report.violations {
         violation.severity = thresholds.severity(&violation.invariant, &violation.reason_class);
     }
-    report.gate = decide(&report.scenarios, &report.violations, &report.findings);
+    report.gate = decide(
+        &report.scenarios,
+        &report.violations,
+        &report.findings,
+        report.interrupted,
+    );
 }
+
+/// Why an interrupted run's gate is `unknown`, whatever its scenarios show.
+const INTERRUPTED_REASON: &str = "the run was interrupted by a signal before it finished: \
+     the cases it played prove nothing either way";
 
 fn decide(
     scenarios: &[ScenarioSummary],
     violations: &[ReportedViolation],
     findings: &[FindingReport],
+    interrupted: bool,
 ) -> gate::Gate {
+    // A run cut short has not looked where it meant to: its gate can be
+    // neither allow nor block, even if every scenario it reached was clean.
+    let interrupted_gate = interrupted.then(|| gate::Gate {
+        decision: gate::Decision::Unknown,
+        reasons: vec![INTERRUPTED_REASON.to_owned()],
+        checks: Vec::new(),
+    });
     gate::combine(
-        scenarios
-            .iter()
-            .map(|scenario| {
+        interrupted_gate
+            .into_iter()
+            .chain(scenarios.iter().map(|scenario| {
                 let mut evidence = scenario.metrics.evidence(&scenario.name);
                 for violation in violations.iter().filter(|v| v.scenario == scenario.name) {
                     match violation.severity {
@@ -200,7 +228,7 @@ fn decide(
                     .count() as u64;
                 evidence.unknown = scenario.unknown.clone();
                 gate::decide(&scenario.thresholds, &evidence)
-            })
+            }))
             .collect(),
     )
 }
@@ -229,6 +257,7 @@ struct Builder {
     violations: Vec<ReportedViolation>,
     findings: Vec<FindingReport>,
     metrics: RunMetrics,
+    interrupted: bool,
 }
 
 impl Builder {
@@ -281,7 +310,13 @@ impl Builder {
             code_version: CODE_VERSION.to_owned(),
             profile,
             seed,
-            gate: decide(&self.scenarios, &self.violations, &self.findings),
+            interrupted: self.interrupted,
+            gate: decide(
+                &self.scenarios,
+                &self.violations,
+                &self.findings,
+                self.interrupted,
+            ),
             scenarios: self.scenarios,
             violations: self.violations,
             findings: self.findings,
@@ -411,6 +446,37 @@ mod tests {
         assert_eq!(report.gate.decision, Decision::Block);
         assert_eq!(report.violations[0].finding, Some(0));
         assert_eq!(report.findings.len(), 1);
+    }
+
+    #[test]
+    fn an_interrupted_run_is_unknown_even_when_clean_and_stays_so_when_regated() {
+        let run = ScenarioRun {
+            scenario: "s".into(),
+            cases: 3,
+            interrupted: true,
+            ..ScenarioRun::default()
+        };
+        let mut report = build_gated(Profile::Legacy, 1, &[run], &[], &[]);
+        assert!(report.interrupted);
+        assert_eq!(report.gate.decision, Decision::Unknown);
+        assert_eq!(
+            report.gate.reasons,
+            vec![
+                INTERRUPTED_REASON.to_owned(),
+                "s: interrupted after 3 case(s)".to_owned()
+            ]
+        );
+        regate(&mut report, &GateThresholds::default());
+        assert_eq!(report.gate.decision, Decision::Unknown);
+        let json = serde_json::to_value(&report).expect("json");
+        assert_eq!(json["interrupted"], true);
+    }
+
+    #[test]
+    fn a_finished_run_leaves_interrupted_out_of_the_json() {
+        let report = build_gated(Profile::Legacy, 1, &[ScenarioRun::default()], &[], &[]);
+        let json = serde_json::to_value(&report).expect("json");
+        assert!(json.get("interrupted").is_none(), "{json}");
     }
 
     #[test]

@@ -153,6 +153,13 @@ pub fn render(report: &Report, colour: bool) -> String {
         report.stats.shrink_steps,
         report.findings.len()
     );
+    if report.interrupted {
+        let _ = writeln!(
+            out,
+            "{}",
+            paint.bold("interrupted: a signal stopped the run; these are the cases it played")
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "gate: {}", paint.decision(report.gate.decision));
     for reason in &report.gate.reasons {

@@ -28,6 +28,12 @@ pub struct Report {
     pub code_version: String,
     pub profile: Profile,
     pub seed: u64,
+    /// A signal (SIGINT, SIGTERM) stopped the run before it finished: the
+    /// report holds the cases played until then and the gate is `unknown`.
+    /// Left out of the JSON when false, so reports of finished runs read
+    /// as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     pub gate: Gate,
     pub scenarios: Vec<ScenarioSummary>,
     /// Every violation of every finding's minimal case, with its evidence.

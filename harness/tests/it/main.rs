@@ -62,3 +62,6 @@ mod scenarios;
 
 // Reports: a snapshot per stored legacy finding, the artifacts of a real run, the `report` subcommand.
 mod reports;
+
+// Interrupted runs: SIGINT and SIGTERM end with an interrupted report, and no signal (SIGKILL included) leaves a process, directory or database behind.
+mod interrupted_runs;
