@@ -65,3 +65,7 @@ mod reports;
 
 // Interrupted runs: SIGINT and SIGTERM end with an interrupted report, and no signal (SIGKILL included) leaves a process, directory or database behind.
 mod interrupted_runs;
+
+// A fixed run's report against one recorded before the harness was
+// regrouped: moving code must not change behaviour.
+mod recorded_report;
