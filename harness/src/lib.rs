@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod driver;
 pub mod engine;
 pub mod exit;
+pub mod facade;
 pub mod gate;
 pub mod generate;
 pub mod interrupt;
@@ -22,3 +23,5 @@ pub mod proxy;
 pub mod report;
 pub mod run;
 pub mod scenario;
+
+pub use facade::{Harness, HarnessError};

@@ -5,12 +5,14 @@
 //! their schema check, and one that does not load is reported with its file
 //! and line while the others still run.
 
+use crate::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConfig};
+use crate::backend::postgres::{BackendChoice, BackendError, PostgresBackend, PostgresConfig};
 use crate::case::{CASE_SCHEMA, Case};
-use crate::driver::Backends;
+use crate::driver::{Backends, DriverError};
 use crate::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
 use crate::gate::GateThresholds;
 use crate::report::{self, Report};
-use crate::scenario::Scenario;
+use crate::scenario::{self, Scenario, ScenarioError};
 use khala_runtime::Profile;
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -92,6 +94,104 @@ impl RunError {
             Self::RegressionsNotWritable { .. } | Self::ReadRegressions { .. }
         )
     }
+}
+
+/// Where `run` and `list` find the scenario library, from the working tree.
+pub const SCENARIO_DIR: &str = "scenarios";
+/// Where `run` stores and replays regressions by default.
+pub const REGRESSION_DIR: &str = "scenarios/regressions";
+
+/// Scenario files that loaded, with their paths, and the errors of those
+/// that did not.
+pub type LoadedScenarios = (Vec<(PathBuf, Scenario)>, Vec<ScenarioError>);
+
+/// Loads the scenarios `arguments` name (names in `dir` or paths), or every
+/// file of the library in `dir` when there are none. A file that does not
+/// load is returned with its error and the others still load; an argument
+/// that names no file, or a library that cannot be read, is the error.
+pub fn load_scenarios(dir: &Path, arguments: &[String]) -> Result<LoadedScenarios, ScenarioError> {
+    let paths = if arguments.is_empty() {
+        scenario::library(dir)?
+    } else {
+        arguments
+            .iter()
+            .map(|argument| scenario::resolve(argument, dir))
+            .collect::<Result<_, _>>()?
+    };
+    let mut scenarios = Vec::new();
+    let mut invalid = Vec::new();
+    for path in paths {
+        match Scenario::load(&path) {
+            Ok(scenario) => scenarios.push((path, scenario)),
+            Err(error) => invalid.push(error),
+        }
+    }
+    Ok((scenarios, invalid))
+}
+
+/// Why the backends of a run did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The environment's provider settings are wrong: the user's input.
+    #[error("read the backend settings: {0}")]
+    Settings(String),
+    #[error("start PostgreSQL")]
+    Postgres(#[source] BackendError),
+    #[error("start the Convex backend")]
+    Convex(#[source] ConvexBackendError),
+    #[error("start the fault proxy")]
+    Proxy(#[source] DriverError),
+}
+
+/// The lanes a run plays on when none are asked for: two per CPU, at most
+/// 4 (a lane mostly waits on round trips; more only adds Convex backends
+/// to start).
+pub fn default_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |cpus| (2 * cpus.get()).min(4))
+}
+
+/// The provider settings from the environment, with `choice` (when given)
+/// in place of `KHALA_PARITY_BACKEND`.
+pub fn backend_configs(
+    choice: Option<BackendChoice>,
+) -> Result<(PostgresConfig, ConvexConfig), StartError> {
+    let mut postgres =
+        PostgresConfig::from_env().map_err(|error| StartError::Settings(error.to_string()))?;
+    let mut convex =
+        ConvexConfig::from_env().map_err(|error| StartError::Settings(error.to_string()))?;
+    if let Some(choice) = choice {
+        postgres.choice = choice;
+        convex.choice = choice;
+    }
+    Ok((postgres, convex))
+}
+
+/// PostgreSQL and `lanes` Convex backends (each behind its fault proxy),
+/// all started at once. What started is stopped again when a part fails.
+pub async fn start_backends(
+    choice: Option<BackendChoice>,
+    lanes: usize,
+) -> Result<Backends, StartError> {
+    let (postgres_config, convex_config) = backend_configs(choice)?;
+    let convex =
+        futures::future::join_all((0..lanes.max(1)).map(|_| ConvexBackend::start(&convex_config)));
+    let (postgres, convex) = tokio::join!(PostgresBackend::start(&postgres_config), convex);
+    let mut convex = convex
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::Convex)?
+        .into_iter();
+    let postgres = postgres.map_err(StartError::Postgres)?;
+    let Some(first) = convex.next() else {
+        return Err(StartError::Settings("no lane to play on".to_owned()));
+    };
+    let mut backends = Backends::new(postgres, first)
+        .await
+        .map_err(StartError::Proxy)?;
+    for convex in convex {
+        backends.add_lane(convex).await.map_err(StartError::Proxy)?;
+    }
+    Ok(backends)
 }
 
 /// Reads one case file: JSON of the case format, with its schema checked.

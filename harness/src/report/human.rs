@@ -14,11 +14,6 @@ const DIFF_ROWS: usize = 6;
 /// Characters of a value shown in the diff table.
 const VALUE_WIDTH: usize = 22;
 
-/// Whether to colour: stdout is a terminal and `NO_COLOR` is unset or empty.
-pub fn colour_wanted(stdout_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    stdout_is_terminal && no_color.is_none_or(|value| value.is_empty())
-}
-
 struct Paint {
     on: bool,
 }
@@ -253,15 +248,6 @@ pub fn render(report: &Report, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn colour_needs_a_terminal_and_no_no_color() {
-        use std::ffi::OsStr;
-        assert!(colour_wanted(true, None));
-        assert!(colour_wanted(true, Some(OsStr::new(""))));
-        assert!(!colour_wanted(true, Some(OsStr::new("1"))));
-        assert!(!colour_wanted(false, None));
-    }
 
     #[test]
     fn long_values_are_cut() {

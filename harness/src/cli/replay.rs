@@ -1,0 +1,39 @@
+//! `khala-parity replay`: exactly one stored case, no generation, no
+//! shrinking, its report and gate.
+
+use super::backends::{shut_down, start_backends, stop_on_signals};
+use super::error::{CliError, CliResult};
+use super::output::{ReportFormat, emit};
+use super::report::GateArgs;
+use anyhow::Context;
+use khala_parity::backend::postgres::BackendChoice;
+use khala_parity::{driver, report, run};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    file: PathBuf,
+    #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+    backend: Option<BackendChoice>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: ReportFormat,
+    /// Write the artifacts here (as `run --out`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    gate: GateArgs,
+}
+
+pub fn execute(args: ReplayArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
+    let case = run::load_case(&args.file).map_err(CliError::input)?;
+    let thresholds = args.gate.thresholds()?;
+    stop_on_signals(tokio)?;
+    let backends = tokio.block_on(start_backends(args.backend, 1))?;
+    let played = tokio.block_on(driver::play(&backends, &case, false));
+    let stopped = shut_down(tokio, backends);
+    let result = played.context("replay the case")?;
+    stopped?;
+    let file_name = args.file.display().to_string();
+    let report = report::for_case(&case, Some(file_name), &result, &thresholds);
+    emit(&report, args.format, args.out.as_deref())
+}

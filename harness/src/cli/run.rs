@@ -1,0 +1,108 @@
+//! `khala-parity run`: stored regressions first, then every scenario's
+//! generated cases, findings shrunk and stored, and the gate.
+
+use super::backends::{lanes_or_default, shut_down, start_backends, stop_on_signals};
+use super::error::{CliError, CliResult};
+use super::output::{ProgressBars, ReportFormat, emit};
+use khala_parity::backend::postgres::BackendChoice;
+use khala_parity::exit;
+use khala_parity::run::{self, LoadedScenarios, REGRESSION_DIR, RunSettings, SCENARIO_DIR};
+use khala_parity::scenario::Scenario;
+use khala_runtime::Profile;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A scenario name (a file in scenarios/) or a path; repeatable.
+    /// Default: every scenario in scenarios/.
+    #[arg(long = "scenario", value_name = "NAME|PATH")]
+    scenarios: Vec<String>,
+    /// Model profile (default: each scenario's own, else legacy).
+    #[arg(long, value_parser = clap::value_parser!(Profile))]
+    profile: Option<Profile>,
+    /// Cases per scenario (default: each scenario's own).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    cases: Option<u32>,
+    /// The seed all randomness flows from.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start no new case after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    time_budget: Option<u64>,
+    /// Cases played at once, each on a Convex backend of its own
+    /// (default: two per CPU here, at most 4). The report is the same
+    /// whatever the number.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    lanes: Option<u32>,
+    /// Backend provider (default: KHALA_PARITY_BACKEND, else auto).
+    #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+    backend: Option<BackendChoice>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: ReportFormat,
+    /// Write the artifacts here: report.json, report.txt, metrics.prom,
+    /// drill.md and one timeline-N.svg per finding.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Where shrunk failures are stored and replayed from.
+    #[arg(long, value_name = "DIR", default_value = REGRESSION_DIR)]
+    regressions: PathBuf,
+}
+
+pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
+    let (scenarios, invalid) = load_scenarios(&args.scenarios)?;
+    if scenarios.is_empty() && !invalid.is_empty() {
+        return Err(CliError::InvalidInput("no scenario file loaded".into()));
+    }
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .map(|(_, scenario)| scenario)
+        .collect();
+    // Refused before any backend starts or case runs.
+    run::check_regressions_writable(&args.regressions).map_err(CliError::input)?;
+    stop_on_signals(tokio)?;
+    let settings = RunSettings {
+        profile: args.profile,
+        cases: args.cases,
+        seed: args.seed,
+        time_budget: args.time_budget.map(Duration::from_secs),
+        regressions: args.regressions,
+    };
+    let backends = tokio.block_on(start_backends(args.backend, lanes_or_default(args.lanes)))?;
+    let bars = ProgressBars::default();
+    let outcome = run::run_scenarios(
+        tokio,
+        &backends,
+        &scenarios,
+        &settings,
+        &|scenario, step| bars.show(scenario, step),
+    );
+    let stopped = shut_down(tokio, backends);
+    let outcome = outcome.map_err(|error| match error.is_invalid_input() {
+        true => CliError::input(error),
+        false => CliError::Failed(error.into()),
+    })?;
+    stopped?;
+    for error in &outcome.invalid_cases {
+        eprintln!("error: {error}");
+    }
+    let code = emit(&outcome.report, args.format, args.out.as_deref())?;
+    // A file that did not load was not run: never an `allow`.
+    let skipped_input = !invalid.is_empty() || !outcome.invalid_cases.is_empty();
+    Ok(if code == exit::ALLOW && skipped_input {
+        exit::INVALID_INPUT
+    } else {
+        code
+    })
+}
+
+/// Loads the scenarios, printing each file that does not load (with its
+/// line and key) and going on with the rest; the failures are returned too.
+pub fn load_scenarios(arguments: &[String]) -> Result<LoadedScenarios, CliError> {
+    let (loaded, invalid) =
+        run::load_scenarios(Path::new(SCENARIO_DIR), arguments).map_err(CliError::input)?;
+    for error in &invalid {
+        eprintln!("error: {error}");
+    }
+    Ok((loaded, invalid))
+}
