@@ -363,32 +363,125 @@ pub enum Step {
     Quiesce,
 }
 
-impl Step {
-    /// The action kind, as scenario weights name it.
-    pub fn kind(&self) -> &'static str {
+/// What a scenario weighs: each kind of step the generator draws. Its TOML
+/// name (in `[weights]`, `[swarm]` and `[coverage]`) is `name()`; its steps
+/// are `generate::steps_of`; `Step::kind` says which kind a step is. Every
+/// one of those is an exhaustive `match`, so a new kind is a compile error
+/// everywhere it must be handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActionKind {
+    RunEvent,
+    WorkerEvent,
+    DuplicateDelivery,
+    SinkMode,
+    ClientFlag,
+    RolloutStage,
+    Rollback,
+    AuditorCycle,
+    Retention,
+    Reproject,
+    ProjectionVersionBump,
+    ClientReconnect,
+    FaultConvex,
+    FaultKhala,
+    FaultPartialFanout,
+    RestartSyncServer,
+    RestartConvex,
+    Quiesce,
+}
+
+impl ActionKind {
+    /// Every kind, in the order scenarios list them.
+    pub const ALL: [ActionKind; 18] = [
+        ActionKind::RunEvent,
+        ActionKind::WorkerEvent,
+        ActionKind::DuplicateDelivery,
+        ActionKind::SinkMode,
+        ActionKind::ClientFlag,
+        ActionKind::RolloutStage,
+        ActionKind::Rollback,
+        ActionKind::AuditorCycle,
+        ActionKind::Retention,
+        ActionKind::Reproject,
+        ActionKind::ProjectionVersionBump,
+        ActionKind::ClientReconnect,
+        ActionKind::FaultConvex,
+        ActionKind::FaultKhala,
+        ActionKind::FaultPartialFanout,
+        ActionKind::RestartSyncServer,
+        ActionKind::RestartConvex,
+        ActionKind::Quiesce,
+    ];
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
         match self {
-            Step::AppendRunEvent { .. } | Step::FinishRun { .. } => "run_event",
-            Step::AppendWorkerEvent { .. } | Step::StopWorker { .. } => "worker_event",
-            Step::DuplicateDelivery { .. } => "duplicate_delivery",
-            Step::SwitchSinkMode { .. } => "sink_mode",
-            Step::Reproject { .. } => "reproject",
-            Step::BumpProjectionVersion => "projection_version_bump",
-            Step::BreakConvex { .. } => "fault_convex",
-            Step::BreakKhala => "fault_khala",
+            ActionKind::RunEvent => "run_event",
+            ActionKind::WorkerEvent => "worker_event",
+            ActionKind::DuplicateDelivery => "duplicate_delivery",
+            ActionKind::SinkMode => "sink_mode",
+            ActionKind::ClientFlag => "client_flag",
+            ActionKind::RolloutStage => "rollout_stage",
+            ActionKind::Rollback => "rollback",
+            ActionKind::AuditorCycle => "auditor_cycle",
+            ActionKind::Retention => "retention",
+            ActionKind::Reproject => "reproject",
+            ActionKind::ProjectionVersionBump => "projection_version_bump",
+            ActionKind::ClientReconnect => "client_reconnect",
+            ActionKind::FaultConvex => "fault_convex",
+            ActionKind::FaultKhala => "fault_khala",
+            ActionKind::FaultPartialFanout => "fault_partial_fanout",
+            ActionKind::RestartSyncServer => "restart_sync_server",
+            ActionKind::RestartConvex => "restart_convex",
+            ActionKind::Quiesce => "quiesce",
+        }
+    }
+
+    /// The kind a scenario file names, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Every name, comma separated, for error messages.
+    pub fn names() -> String {
+        Self::ALL.map(ActionKind::name).join(", ")
+    }
+}
+
+impl std::fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Step {
+    /// The action kind that draws this step.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Step::AppendRunEvent { .. } | Step::FinishRun { .. } => ActionKind::RunEvent,
+            Step::AppendWorkerEvent { .. } | Step::StopWorker { .. } => ActionKind::WorkerEvent,
+            Step::DuplicateDelivery { .. } => ActionKind::DuplicateDelivery,
+            Step::SwitchSinkMode { .. } => ActionKind::SinkMode,
+            Step::Reproject { .. } => ActionKind::Reproject,
+            Step::BumpProjectionVersion => ActionKind::ProjectionVersionBump,
+            Step::BreakConvex { .. } => ActionKind::FaultConvex,
+            Step::BreakKhala => ActionKind::FaultKhala,
             Step::ConvexOutage {
                 outage: Outage::Pause,
-            } => "fault_convex",
+            } => ActionKind::FaultConvex,
             Step::ConvexOutage {
                 outage: Outage::Stop,
-            } => "restart_convex",
-            Step::SetClientFlag { .. } => "client_flag",
-            Step::SetRolloutStage { .. } => "rollout_stage",
-            Step::Rollback { .. } => "rollback",
-            Step::AuditorCycle => "auditor_cycle",
-            Step::RunRetention => "retention",
-            Step::DisconnectClient { .. } | Step::ReconnectClient { .. } => "client_reconnect",
-            Step::RestartSyncServer => "restart_sync_server",
-            Step::Heal | Step::Quiesce => "quiesce",
+            } => ActionKind::RestartConvex,
+            Step::SetClientFlag { .. } => ActionKind::ClientFlag,
+            Step::SetRolloutStage { .. } => ActionKind::RolloutStage,
+            Step::Rollback { .. } => ActionKind::Rollback,
+            Step::AuditorCycle => ActionKind::AuditorCycle,
+            Step::RunRetention => ActionKind::Retention,
+            Step::DisconnectClient { .. } | Step::ReconnectClient { .. } => {
+                ActionKind::ClientReconnect
+            }
+            Step::RestartSyncServer => ActionKind::RestartSyncServer,
+            Step::Heal | Step::Quiesce => ActionKind::Quiesce,
         }
     }
 }
@@ -396,6 +489,17 @@ impl Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_action_kind_is_listed_once_and_named_uniquely() {
+        let names: std::collections::BTreeSet<&str> =
+            ActionKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names.len(), ActionKind::ALL.len());
+        for kind in ActionKind::ALL {
+            assert_eq!(ActionKind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(ActionKind::from_name("nope"), None);
+    }
 
     #[test]
     fn steps_serialise_as_tagged_values() {

@@ -3,7 +3,7 @@
 //! which minimums the scenario's own weights could never reach. The state
 //! before each step is the oracle's, so counting needs no backend.
 
-use crate::case::{Case, RolloutStage, Start, Step, Surface};
+use crate::case::{ActionKind, Case, RolloutStage, Start, Step, Surface};
 use crate::oracle::{ClientUser, Oracle};
 use crate::scenario::{CellMinimum, CoverageSpec, Scenario};
 use khala_runtime::SinkMode;
@@ -216,7 +216,7 @@ impl Coverage {
         let mut oracle = Oracle::at_start(case.ids, &case.start);
         for step in case.steps.iter().take(steps_played) {
             let cell = Cell {
-                kind: step.kind(),
+                kind: step.kind().name(),
                 state: State::of(&oracle),
             };
             *self.per_kind.entry(cell.kind).or_default() += 1;
@@ -379,13 +379,11 @@ impl ScenarioCoverage {
 const SAMPLES_PER_KIND: usize = 256;
 
 /// Distinct steps the generator draws for `kinds`, sampled deterministically.
-pub fn sample_steps(kinds: &[&str]) -> Vec<Step> {
+pub fn sample_steps(kinds: &[ActionKind]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut runner = TestRunner::deterministic();
     for kind in kinds {
-        let Some(strategy) = crate::generate::steps_of(kind) else {
-            continue;
-        };
+        let strategy = crate::generate::steps_of(*kind);
         for _ in 0..SAMPLES_PER_KIND {
             let Ok(tree) = strategy.new_tree(&mut runner) else {
                 break;
@@ -401,7 +399,7 @@ pub fn sample_steps(kinds: &[&str]) -> Vec<Step> {
 
 /// The kinds the steps of `kinds` are counted under (`fault_partial_fanout`
 /// plays Khala failures, which count as `fault_khala`).
-pub fn counted_kinds(kinds: &[&str]) -> BTreeSet<&'static str> {
+pub fn counted_kinds(kinds: &[ActionKind]) -> BTreeSet<ActionKind> {
     sample_steps(kinds).iter().map(Step::kind).collect()
 }
 
@@ -409,7 +407,11 @@ pub fn counted_kinds(kinds: &[&str]) -> BTreeSet<&'static str> {
 /// only from `kinds`, with the fewest steps that reach each; states that
 /// need `max_steps` or more steps are left out. Explored by applying the
 /// generator's own steps to the oracle, so it stays true as either changes.
-pub fn reachable_states(start: &Start, kinds: &[&str], max_steps: u32) -> BTreeMap<State, u32> {
+pub fn reachable_states(
+    start: &Start,
+    kinds: &[ActionKind],
+    max_steps: u32,
+) -> BTreeMap<State, u32> {
     let steps = sample_steps(kinds);
     let oracle = Oracle::at_start(crate::case::IdStyle::Plain, start);
     let mut seen: BTreeSet<ConfigKey> = BTreeSet::new();
@@ -583,16 +585,20 @@ mod tests {
     #[test]
     fn reachability_follows_the_generated_steps() {
         let start = Start::new(SinkMode::Dual);
-        let only_events = reachable_states(&start, &["run_event"], 10);
+        let only_events = reachable_states(&start, &[ActionKind::RunEvent], 10);
         assert_eq!(only_events.len(), 1);
-        let with_modes = reachable_states(&start, &["run_event", "sink_mode"], 10);
+        let with_modes =
+            reachable_states(&start, &[ActionKind::RunEvent, ActionKind::SinkMode], 10);
         assert_eq!(with_modes.len(), SinkMode::ALL.len());
         assert!(with_modes.values().all(|depth| *depth <= 1));
         // Too few steps to leave the start.
-        assert_eq!(reachable_states(&start, &["sink_mode"], 1).len(), 1);
         assert_eq!(
-            counted_kinds(&["fault_partial_fanout", "run_event"]),
-            BTreeSet::from(["fault_khala", "run_event"])
+            reachable_states(&start, &[ActionKind::SinkMode], 1).len(),
+            1
+        );
+        assert_eq!(
+            counted_kinds(&[ActionKind::FaultPartialFanout, ActionKind::RunEvent]),
+            BTreeSet::from([ActionKind::FaultKhala, ActionKind::RunEvent])
         );
     }
 }

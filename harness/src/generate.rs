@@ -3,8 +3,8 @@
 //! are created on first use, so proptest's shrinking may drop any step.
 
 use crate::case::{
-    CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, Outage, RollbackSwitch, RolloutStage,
-    RunEventType, Step, StopPath, Surface, TerminalStatus, WorkerEventType,
+    ActionKind, CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, Outage, RollbackSwitch,
+    RolloutStage, RunEventType, Step, StopPath, Surface, TerminalStatus, WorkerEventType,
 };
 use crate::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
@@ -35,16 +35,16 @@ fn surface() -> impl Strategy<Value = Surface> {
 }
 
 /// The steps of one action kind.
-pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
-    let strategy = match kind {
-        "run_event" => prop_oneof![
+pub(crate) fn steps_of(kind: ActionKind) -> BoxedStrategy<Step> {
+    match kind {
+        ActionKind::RunEvent => prop_oneof![
             4 => (run(), prop::sample::select(vec![RunEventType::Started, RunEventType::Delta, RunEventType::CancelRequested]))
                 .prop_map(|(run, event_type)| Step::AppendRunEvent { run, event_type }),
             1 => (run(), prop::sample::select(vec![TerminalStatus::Succeeded, TerminalStatus::Failed, TerminalStatus::Canceled]))
                 .prop_map(|(run, status)| Step::FinishRun { run, status }),
         ]
         .boxed(),
-        "worker_event" => prop_oneof![
+        ActionKind::WorkerEvent => prop_oneof![
             4 => (run(), prop::sample::select(vec![
                 WorkerEventType::Heartbeat,
                 WorkerEventType::RequestReceived,
@@ -56,46 +56,44 @@ pub(crate) fn steps_of(kind: &str) -> Option<BoxedStrategy<Step>> {
                 .prop_map(|(worker, path)| Step::StopWorker { worker, path }),
         ]
         .boxed(),
-        "duplicate_delivery" => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
-        "sink_mode" => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
-        "client_flag" => (surface(), any::<bool>())
+        ActionKind::DuplicateDelivery => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
+        ActionKind::SinkMode => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
+        ActionKind::ClientFlag => (surface(), any::<bool>())
             .prop_map(|(surface, enabled)| Step::SetClientFlag { surface, enabled })
             .boxed(),
-        "rollout_stage" => prop::sample::select(RolloutStage::ALL.to_vec())
+        ActionKind::RolloutStage => prop::sample::select(RolloutStage::ALL.to_vec())
             .prop_map(|stage| Step::SetRolloutStage { stage })
             .boxed(),
-        "rollback" => prop::sample::select(vec![
+        ActionKind::Rollback => prop::sample::select(vec![
             RollbackSwitch::ClientFlags,
             RollbackSwitch::RuntimeConvexOnly,
             RollbackSwitch::DisableAuditor,
         ])
         .prop_map(|switch| Step::Rollback { switch })
         .boxed(),
-        "auditor_cycle" => Just(Step::AuditorCycle).boxed(),
-        "retention" => Just(Step::RunRetention).boxed(),
-        "client_reconnect" => prop_oneof![
+        ActionKind::AuditorCycle => Just(Step::AuditorCycle).boxed(),
+        ActionKind::Retention => Just(Step::RunRetention).boxed(),
+        ActionKind::ClientReconnect => prop_oneof![
             surface().prop_map(|surface| Step::DisconnectClient { surface }),
             surface().prop_map(|surface| Step::ReconnectClient { surface }),
         ]
         .boxed(),
-        "restart_sync_server" => Just(Step::RestartSyncServer).boxed(),
+        ActionKind::RestartSyncServer => Just(Step::RestartSyncServer).boxed(),
         // Seconds of wall clock each (a container stop and start): a kind
         // of its own, so that fast scenarios can leave it out.
-        "restart_convex" => Just(Step::ConvexOutage { outage: Outage::Stop }).boxed(),
-        "reproject" => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
-        "projection_version_bump" => Just(Step::BumpProjectionVersion).boxed(),
-        "fault_convex" => prop_oneof![
+        ActionKind::RestartConvex => Just(Step::ConvexOutage { outage: Outage::Stop }).boxed(),
+        ActionKind::Reproject => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
+        ActionKind::ProjectionVersionBump => Just(Step::BumpProjectionVersion).boxed(),
+        ActionKind::FaultConvex => prop_oneof![
             4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout, ConvexFault::Delay])
                 .prop_map(|fault| Step::BreakConvex { fault }),
             1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
         ]
         .boxed(),
         // A Khala failure is also what fails the second sink of the fanout.
-        "fault_khala" | "fault_partial_fanout" => Just(Step::BreakKhala).boxed(),
-        "quiesce" => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),
-        _ => return None,
-    };
-    Some(strategy)
+        ActionKind::FaultKhala | ActionKind::FaultPartialFanout => Just(Step::BreakKhala).boxed(),
+        ActionKind::Quiesce => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),
+    }
 }
 
 /// One step, drawn by the scenario's weights.
@@ -104,19 +102,19 @@ pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
 }
 
 /// The kinds with a weight above 0, and their weights.
-fn weighted_kinds(scenario: &Scenario) -> Vec<(&'static str, u32)> {
+fn weighted_kinds(scenario: &Scenario) -> Vec<(ActionKind, u32)> {
     scenario
         .weighted_kinds()
         .into_iter()
-        .map(|kind| (kind, scenario.weights.get(kind).copied().unwrap_or(0)))
+        .map(|kind| (kind, scenario.weight(kind)))
         .collect()
 }
 
-fn weighted_step(kinds: &[(&'static str, u32)]) -> BoxedStrategy<Step> {
+fn weighted_step(kinds: &[(ActionKind, u32)]) -> BoxedStrategy<Step> {
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = kinds
         .iter()
         .filter(|(_, weight)| *weight > 0)
-        .filter_map(|(kind, weight)| steps_of(kind).map(|strategy| (*weight, strategy)))
+        .map(|(kind, weight)| (*weight, steps_of(*kind)))
         .collect();
     Union::new_weighted(weighted).boxed()
 }
@@ -125,15 +123,15 @@ fn weighted_step(kinds: &[(&'static str, u32)]) -> BoxedStrategy<Step> {
 /// kept when its bit of `bits` is set (probability ½), the `always_on`
 /// ones always; when that leaves none, one kind picked by the high bits.
 pub fn swarm_subset(
-    kinds: &[(&'static str, u32)],
+    kinds: &[(ActionKind, u32)],
     always_on: &[String],
     bits: u64,
-) -> Vec<(&'static str, u32)> {
-    let kept: Vec<(&'static str, u32)> = kinds
+) -> Vec<(ActionKind, u32)> {
+    let kept: Vec<(ActionKind, u32)> = kinds
         .iter()
         .enumerate()
         .filter(|(index, (kind, _))| {
-            bits >> (index % 32) & 1 == 1 || always_on.iter().any(|always| always == kind)
+            bits >> (index % 32) & 1 == 1 || always_on.iter().any(|always| always == kind.name())
         })
         .map(|(_, kind)| *kind)
         .collect();
@@ -151,7 +149,7 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     let start = scenario.start();
     let lengths = scenario.min_steps as usize..=scenario.max_steps as usize;
     let weighted = weighted_kinds(scenario);
-    let kinds: BoxedStrategy<Vec<(&'static str, u32)>> = if scenario.swarm.enabled {
+    let kinds: BoxedStrategy<Vec<(ActionKind, u32)>> = if scenario.swarm.enabled {
         let always_on = scenario.swarm.always_on.clone();
         any::<u64>()
             .no_shrink()
@@ -178,7 +176,7 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
 /// its minimum length, so where that is above 1 each step is drawn
 /// `Droppable`: shrinking can still go down to the one step a failure needs.
 fn steps_between(
-    kinds: &[(&'static str, u32)],
+    kinds: &[(ActionKind, u32)],
     lengths: std::ops::RangeInclusive<usize>,
 ) -> BoxedStrategy<Vec<Step>> {
     if *lengths.start() <= 1 {
@@ -256,17 +254,16 @@ impl<T: ValueTree> ValueTree for DroppableTree<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::GENERATED;
     use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
     #[test]
-    fn every_generated_kind_has_a_strategy_and_steps_report_their_kind() {
-        for kind in GENERATED {
-            let strategy = steps_of(kind).unwrap_or_else(|| panic!("no strategy for {kind}"));
+    fn every_kind_has_a_strategy_and_steps_report_their_kind() {
+        for kind in ActionKind::ALL {
+            let strategy = steps_of(kind);
             let mut runner = TestRunner::deterministic();
             let step = strategy.new_tree(&mut runner).unwrap().current();
             let expected = match kind {
-                "fault_partial_fanout" => "fault_khala",
+                ActionKind::FaultPartialFanout => ActionKind::FaultKhala,
                 other => other,
             };
             assert_eq!(step.kind(), expected);
@@ -289,12 +286,14 @@ mod tests {
                 .current()
         };
         assert_eq!(draw(), draw());
-        assert!(
-            draw()
-                .steps
-                .iter()
-                .all(|step| ["run_event", "sink_mode", "fault_khala"].contains(&step.kind()))
-        );
+        assert!(draw().steps.iter().all(|step| {
+            [
+                ActionKind::RunEvent,
+                ActionKind::SinkMode,
+                ActionKind::FaultKhala,
+            ]
+            .contains(&step.kind())
+        }));
     }
 
     fn scenario(text: &str) -> Scenario {
@@ -310,7 +309,7 @@ mod tests {
             .collect()
     }
 
-    fn kinds_of(case: &Case) -> std::collections::BTreeSet<&'static str> {
+    fn kinds_of(case: &Case) -> std::collections::BTreeSet<ActionKind> {
         case.steps.iter().map(Step::kind).collect()
     }
 
@@ -326,7 +325,10 @@ mod tests {
             TestRng::from_seed(RngAlgorithm::ChaCha, &[5; 32]),
         );
         let failure = runner.run(&case(&scenario, Profile::Hardened), |case| {
-            let has_worker_event = case.steps.iter().any(|step| step.kind() == "worker_event");
+            let has_worker_event = case
+                .steps
+                .iter()
+                .any(|step| step.kind() == ActionKind::WorkerEvent);
             proptest::prop_assert!(!has_worker_event);
             Ok(())
         });
@@ -356,7 +358,7 @@ mod tests {
             draw_cases(&always, 30)
                 .iter()
                 .filter(|case| case.steps.len() >= 20)
-                .all(|case| kinds_of(case).contains("fault_khala"))
+                .all(|case| kinds_of(case).contains(&ActionKind::FaultKhala))
         );
     }
 
@@ -374,8 +376,11 @@ mod tests {
 
     #[test]
     fn a_swarm_subset_is_never_empty() {
-        let kinds = [("run_event", 1), ("quiesce", 2)];
-        assert_eq!(swarm_subset(&kinds, &[], 0b01), vec![("run_event", 1)]);
+        let kinds = [(ActionKind::RunEvent, 1), (ActionKind::Quiesce, 2)];
+        assert_eq!(
+            swarm_subset(&kinds, &[], 0b01),
+            vec![(ActionKind::RunEvent, 1)]
+        );
         assert_eq!(swarm_subset(&kinds, &[], 0b11), kinds.to_vec());
         assert_eq!(swarm_subset(&kinds, &[], 1 << 32).len(), 1);
         assert_eq!(

@@ -4,7 +4,7 @@
 //! column, the key, and what would have been allowed. The format is
 //! documented with examples in `scenarios/README.md`.
 
-use crate::case::{Flags, RolloutStage, Start};
+use crate::case::{ActionKind, Flags, RolloutStage, Start};
 use crate::coverage::{self, FlagState, StageState};
 use crate::gate::{GateErrorKind, GateThresholds};
 use khala_runtime::{Profile, SinkMode};
@@ -15,51 +15,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
-
-/// Every action kind a scenario may weigh. The ones not in `GENERATED` need
-/// subsystems that have not landed yet; a non-zero weight for them is refused.
-pub const ACTION_KINDS: [&str; 18] = [
-    "run_event",
-    "worker_event",
-    "duplicate_delivery",
-    "sink_mode",
-    "client_flag",
-    "rollout_stage",
-    "rollback",
-    "auditor_cycle",
-    "retention",
-    "reproject",
-    "projection_version_bump",
-    "client_reconnect",
-    "fault_convex",
-    "fault_khala",
-    "fault_partial_fanout",
-    "restart_sync_server",
-    "restart_convex",
-    "quiesce",
-];
-
-/// The action kinds the generator produces today.
-pub const GENERATED: [&str; 18] = [
-    "run_event",
-    "worker_event",
-    "duplicate_delivery",
-    "sink_mode",
-    "client_flag",
-    "rollout_stage",
-    "rollback",
-    "auditor_cycle",
-    "retention",
-    "reproject",
-    "projection_version_bump",
-    "client_reconnect",
-    "fault_convex",
-    "fault_khala",
-    "fault_partial_fanout",
-    "restart_sync_server",
-    "restart_convex",
-    "quiesce",
-];
 
 /// The most steps a case may have.
 pub const MAX_STEPS_LIMIT: u32 = 200;
@@ -306,12 +261,8 @@ pub enum InvalidKind {
     Empty,
     #[error("{value} is outside {allowed}")]
     OutOfRange { value: String, allowed: String },
-    #[error("unknown action kind (allowed: {})", ACTION_KINDS.join(", "))]
+    #[error("unknown action kind (allowed: {})", ActionKind::names())]
     UnknownActionKind,
-    #[error(
-        "action kind not generated yet (generated today: {generated}); hint: set its weight to 0 until the driver plays it"
-    )]
-    NotGeneratedYet { generated: String },
     #[error(
         "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
     )]
@@ -434,12 +385,17 @@ impl Scenario {
         self.start.to_start()
     }
 
-    /// The kinds with a weight above 0, in `ACTION_KINDS` order.
-    pub fn weighted_kinds(&self) -> Vec<&'static str> {
-        ACTION_KINDS
+    /// The kinds with a weight above 0, in `ActionKind::ALL` order.
+    pub fn weighted_kinds(&self) -> Vec<ActionKind> {
+        ActionKind::ALL
             .into_iter()
-            .filter(|kind| self.weights.get(*kind).is_some_and(|weight| *weight > 0))
+            .filter(|kind| self.weight(*kind) > 0)
             .collect()
+    }
+
+    /// A kind's weight (0 when the file does not weigh it).
+    pub fn weight(&self, kind: ActionKind) -> u32 {
+        self.weights.get(kind.name()).copied().unwrap_or(0)
     }
 
     fn validate(&self) -> Result<(), Problem> {
@@ -484,7 +440,7 @@ impl Scenario {
         for (index, kind) in self.swarm.always_on.iter().enumerate() {
             let mut at = key(&["swarm", "always_on"]);
             at.push(Segment::Index(index));
-            if !ACTION_KINDS.contains(&kind.as_str()) {
+            if ActionKind::from_name(kind).is_none() {
                 return problem(at, InvalidKind::UnknownActionKind);
             }
             if self.weights.get(kind).is_none_or(|weight| *weight == 0) {
@@ -506,20 +462,12 @@ impl Scenario {
     }
 
     fn validate_weights(&self) -> Result<(), Problem> {
-        for (kind, weight) in &self.weights {
+        for kind in self.weights.keys() {
             let at = key(&["weights", kind]);
-            if !ACTION_KINDS.contains(&kind.as_str()) {
+            if ActionKind::from_name(kind).is_none() {
                 return Err(Problem {
                     key: at,
                     kind: InvalidKind::UnknownActionKind,
-                });
-            }
-            if *weight > 0 && !GENERATED.contains(&kind.as_str()) {
-                return Err(Problem {
-                    key: at,
-                    kind: InvalidKind::NotGeneratedYet {
-                        generated: GENERATED.join(", "),
-                    },
                 });
             }
         }
@@ -586,17 +534,20 @@ impl Scenario {
         let steps_at_most = u64::from(self.cases) * u64::from(self.max_steps);
         let weighted = self.weighted_kinds();
         let counted = coverage::counted_kinds(&weighted);
-        let kind_problem = |at: Vec<Segment>, kind: &str, min: u64| {
-            if !ACTION_KINDS.contains(&kind) {
+        let kind_problem = |at: Vec<Segment>, name: &str, min: u64| {
+            let Some(kind) = ActionKind::from_name(name) else {
                 return Some(Problem {
                     key: at,
                     kind: InvalidKind::UnknownActionKind,
                 });
-            }
-            let reason = if !weighted.contains(&kind) && !counted.contains(kind) {
+            };
+            let reason = if !weighted.contains(&kind) && !counted.contains(&kind) {
                 format!("`{kind}` has weight 0, so it is never generated")
-            } else if !counted.contains(kind) {
-                let counted_as: Vec<&str> = coverage::counted_kinds(&[kind]).into_iter().collect();
+            } else if !counted.contains(&kind) {
+                let counted_as: Vec<&str> = coverage::counted_kinds(&[kind])
+                    .into_iter()
+                    .map(ActionKind::name)
+                    .collect();
                 format!(
                     "`{kind}` steps are counted as `{}`; hint: set the minimum there",
                     counted_as.join("`, `")
@@ -824,7 +775,10 @@ quiesce = 1
         assert!(scenario.swarm.enabled);
         assert!(scenario.invariants.checks_all());
         assert_eq!(scenario.gate, GateThresholds::default());
-        assert_eq!(scenario.weighted_kinds(), vec!["run_event", "quiesce"]);
+        assert_eq!(
+            scenario.weighted_kinds(),
+            vec![ActionKind::RunEvent, ActionKind::Quiesce]
+        );
     }
 
     /// The error's position and message.

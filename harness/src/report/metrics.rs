@@ -192,7 +192,7 @@ impl RunMetrics {
             let step = &entry.step;
             *self
                 .steps_by_kind
-                .entry(step.kind().to_owned())
+                .entry(step.kind().name().to_owned())
                 .or_default() += 1;
             match step {
                 Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => {

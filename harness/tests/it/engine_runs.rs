@@ -76,7 +76,7 @@ fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_sh
         b1.case
             .steps
             .iter()
-            .any(|step| step.kind() == "fault_khala")
+            .any(|step| step.kind().name() == "fault_khala")
     );
 }
 
