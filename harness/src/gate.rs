@@ -29,6 +29,7 @@ pub const KNOWN_REASON_CLASSES: &[&str] = &[
     "khala_wrong",
     "convex_wrong",
     "stores_differ",
+    "convex_int_precision_lost",
     "checkpoint_missing",
     "checkpoint_lag",
     "khala_hash_mismatch",

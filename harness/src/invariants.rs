@@ -4,6 +4,7 @@
 
 use crate::observation::{Observation, document_seq};
 use crate::oracle::{Oracle, semantic_part};
+use khala_runtime::sink::convex_value::int_precision_lost;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -709,12 +710,19 @@ pub fn check_quiescence(
                     );
                 }
                 Some(document) => {
-                    let differing = differing_keys(&expected, &semantic_part(document));
+                    let semantic = semantic_part(document);
+                    let differing = differing_keys(&expected, &semantic);
                     if !differing.is_empty() {
                         let behind = document_seq(document)
                             .is_some_and(|seq| seq < oracle.latest_seq(entity));
+                        // Convex holds every number as a Float64: an integer
+                        // above 2^53 comes back as its nearest float, a loss
+                        // of Convex's types rather than a wrong write.
+                        let precision_lost =
+                            store == "convex" && int_precision_lost(&expected, &semantic);
                         let class = match (ahead_class, behind) {
                             (Some(class), _) => class,
+                            (None, _) if precision_lost => "convex_int_precision_lost".to_owned(),
                             (None, true) => format!("{store}_stale"),
                             (None, false) => format!("{store}_wrong"),
                         };
@@ -730,17 +738,16 @@ pub fn check_quiescence(
         if let (true, Some(khala), Some(convex)) =
             (mode.writes_khala() && mode.writes_convex(), khala, convex)
         {
-            let differing =
-                differing_keys(&without_projected_at(khala), &without_projected_at(convex));
+            let (khala, convex) = (without_projected_at(khala), without_projected_at(convex));
+            let differing = differing_keys(&khala, &convex);
             if !differing.is_empty() {
                 let detail = format!("khala and convex differ in {}", differing.join(", "));
-                recorder.record(
-                    "X1",
-                    "stores_differ",
-                    Some(&key),
-                    detail,
-                    Some(expected.clone()),
-                );
+                let class = if int_precision_lost(&khala, &convex) {
+                    "convex_int_precision_lost"
+                } else {
+                    "stores_differ"
+                };
+                recorder.record("X1", class, Some(&key), detail, Some(expected.clone()));
             }
         }
         let runtime_seq = oracle.latest_seq(entity);
@@ -1302,6 +1309,79 @@ mod tests {
         assert!(
             found.contains(&("X1", "khala_wrong".into()))
                 && found.contains(&("X1", "stores_differ".into())),
+            "{found:?}"
+        );
+    }
+
+    /// `document` as a real Convex deployment writes it: every number a
+    /// Float64, written by serde_json's f64 writer as the backend's is
+    /// (`2.0`, `42.0`).
+    fn as_the_backend_writes(document: &Value) -> String {
+        fn floats(value: &Value) -> Value {
+            match value {
+                Value::Number(number) => Value::from(number.as_f64().unwrap()),
+                Value::Array(items) => Value::Array(items.iter().map(floats).collect()),
+                Value::Object(map) => Value::Object(
+                    map.iter()
+                        .map(|(key, item)| (key.clone(), floats(item)))
+                        .collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+        serde_json::to_string(&floats(document)).unwrap()
+    }
+
+    #[test]
+    fn a_backend_written_convex_document_is_read_by_convexs_types() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        let text = as_the_backend_writes(&observation.convex[KEY]);
+        assert!(text.contains(r#""seq":2.0"#), "{text}");
+        let mut before = observation.clone();
+        before.checkpoints.clear();
+        let found = |current: &Observation| {
+            let mut found = ids(&check_step(&oracle, &before, current, 0, false));
+            found.extend(ids(&check_quiescence(&oracle, current, 0)));
+            found
+        };
+        // Read as plain JSON, the real number text breaks five checks.
+        let mut raw = observation.clone();
+        raw.convex
+            .insert(KEY.into(), serde_json::from_str(&text).unwrap());
+        assert_eq!(
+            found(&raw),
+            [
+                ("P2", "sequence_fields_inconsistent".into()),
+                ("C2", "checkpoint_ahead_of_convex".into()),
+                ("X1", "convex_wrong".into()),
+                ("X1", "stores_differ".into()),
+                ("X2", "convex_hash_mismatch".into()),
+            ]
+        );
+        // Read through the sink's decoder (what every Convex read does), none.
+        let decoded = khala_runtime::sink::classify(
+            200,
+            &format!(r#"{{"status":"success","value":{text}}}"#),
+        )
+        .unwrap();
+        observation.convex.insert(KEY.into(), decoded);
+        assert_eq!(found(&observation), []);
+    }
+
+    #[test]
+    fn x1_names_an_integer_convex_rounded_a_precision_loss() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        // Khala keeps 2^53 + 1; Convex holds the nearest Float64, 2^53.
+        observation.khala.get_mut(KEY).unwrap().1["owner_user_id"] =
+            Value::from(9_007_199_254_740_993_i64);
+        observation.convex.get_mut(KEY).unwrap()["owner_user_id"] =
+            Value::from(9_007_199_254_740_992_i64);
+        let found = ids(&check_quiescence(&oracle, &observation, 0));
+        assert!(
+            found.contains(&("X1", "convex_int_precision_lost".into()))
+                && !found.contains(&("X1", "stores_differ".into())),
             "{found:?}"
         );
     }

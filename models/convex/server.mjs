@@ -12,6 +12,7 @@ import { pathToFileURL } from "node:url";
 import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import { ConvexError, convexToJson, jsonToConvex } from "convex/values";
+import { checkDocument, measureValue, writeConvexJson } from "./convex_values.mjs";
 import schema from "./convex/schema.js";
 import * as runtime from "./convex/runtime.js";
 
@@ -29,9 +30,46 @@ const MODULE_LOADERS = {
 };
 
 const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
-// Status Convex uses for "the function ran and failed" (ConvexHttpClient's
-// STATUS_CODE_UDF_FAILED).
-const UDF_FAILED = 560;
+// The statuses a failed function may be answered with. The open-source
+// backend answers 200 with `status: "error"`; the official JS client also
+// accepts 560 (its STATUS_CODE_UDF_FAILED) for the same body, so a client
+// must treat both alike, and the front can play either.
+export const UDF_FAILURE_STATUSES = [200, 560];
+const DEFAULT_UDF_FAILURE_STATUS = 200;
+
+// The backend checks every document it writes (size, nesting, and the value
+// limits); convex-test checks none of them. Every write of a convex-test
+// instance goes through the `Convex.asyncSyscall` global that convex-test
+// installs once per process, so the front wraps that global, once, and
+// refuses what the backend refuses before convex-test stores it. The error
+// reaches the function as the backend's would: the call fails with it.
+let writesGuarded = false;
+function guardWrites() {
+  if (writesGuarded) return;
+  writesGuarded = true;
+  const inner = globalThis.Convex;
+  globalThis.Convex = {
+    get syscall() {
+      return inner.syscall;
+    },
+    get jsSyscall() {
+      return inner.jsSyscall;
+    },
+    get asyncSyscall() {
+      const call = inner.asyncSyscall;
+      return async (op, argsJson) => {
+        if (op === "1.0/insert" || op === "1.0/replace") {
+          checkDocument(JSON.parse(argsJson).value);
+        } else if (op === "1.0/shallowMerge") {
+          // A patch is checked as a value; the merged document is not
+          // formed here (our functions never patch).
+          measureValue(JSON.parse(argsJson).value);
+        }
+        return call(op, argsJson);
+      };
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Argument validation with paths.
@@ -70,9 +108,10 @@ function showValidator(vd) {
   }
 }
 
+// Values in messages are written as the backend writes them (5 is `5.0`).
 function showValue(x) {
   try {
-    return JSON.stringify(convexToJson(x));
+    return writeConvexJson(x);
   } catch {
     return String(x);
   }
@@ -240,9 +279,10 @@ class HttpError extends Error {
   }
 }
 
+// `body` is an object, or already-written JSON text (a function's reply).
 function send(res, status, body, extraHeaders = {}) {
   if (res.headersSent) return;
-  const text = JSON.stringify(body);
+  const text = typeof body === "string" ? body : JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json",
     "content-length": Buffer.byteLength(text),
@@ -334,32 +374,44 @@ function parseUdfRequest(body) {
   return { path, args, format: format ?? "convex_encoded_json" };
 }
 
-function exportValue(value, format) {
-  if (format === "convex_encoded_json") return convexToJson(value);
-  // Clean JSON: int64 as string, no $-encodings (-0 becomes 0).
-  return JSON.parse(JSON.stringify(value, (_k, x) => (typeof x === "bigint" ? x.toString() : x)));
+// The backend's request id shape: 16 hex digits.
+function requestId() {
+  return Math.floor(Math.random() * 2 ** 52)
+    .toString(16)
+    .padStart(16, "0")
+    .slice(-16);
 }
 
-// The reply for a function that threw, shaped like the backend's.
+// The reply of a function that ran, written as the backend writes it (see
+// convex_values.mjs): `logLines` left out when empty, as the backend does.
+function udfSuccess(value, format) {
+  return `{"status":"success","value":${writeConvexJson(value ?? null, format)}}`;
+}
+
+// The reply for a function that failed, shaped like the backend's: the
+// message behind "[Request ID: …] Server Error", `errorData` only for a
+// ConvexError that carries data.
 function udfError(e, format) {
-  const body = { status: "error", errorMessage: "", logLines: [] };
+  let message;
+  let errorData;
   if (e instanceof ArgumentValidationError) {
-    body.errorMessage = `ArgumentValidationError: ${e.message}`;
+    message = `ArgumentValidationError: ${e.message}`;
   } else if (e instanceof ConvexError || e?.name === "ConvexError") {
-    body.errorMessage = `Uncaught ConvexError: ${e.message}`;
+    message = `Uncaught ConvexError: ${e.message}`;
     if (e.data !== undefined) {
       try {
-        body.errorData = exportValue(e.data, format);
+        errorData = writeConvexJson(e.data, format);
       } catch {
-        body.errorData = String(e.data);
+        errorData = JSON.stringify(String(e.data));
       }
     }
   } else if (e instanceof FunctionLookupError) {
-    body.errorMessage = e.message;
+    message = e.message;
   } else {
-    body.errorMessage = `Uncaught ${e?.name ?? "Error"}: ${e?.message ?? String(e)}`;
+    message = `Uncaught ${e?.name ?? "Error"}: ${e?.message ?? String(e)}`;
   }
-  return body;
+  const errorMessage = JSON.stringify(`[Request ID: ${requestId()}] Server Error\n${message}`);
+  return `{"status":"error","errorMessage":${errorMessage}${errorData === undefined ? "" : `,"errorData":${errorData}`}}`;
 }
 
 // ---------------------------------------------------------------------------
@@ -370,8 +422,21 @@ function udfError(e, format) {
 // args, one line each), replayed when the front starts, so that a stopped
 // and restarted front holds what it held, as a deployment does; a reset
 // empties it. Without one the store lives in memory only.
-export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYTES, journal } = {}) {
-  const newInstance = () => convexTest(schema, MODULE_LOADERS);
+export function createFront({
+  adminKey = "",
+  maxBodyBytes = DEFAULT_MAX_BODY_BYTES,
+  journal,
+  udfFailureStatus = DEFAULT_UDF_FAILURE_STATUS,
+} = {}) {
+  if (!UDF_FAILURE_STATUSES.includes(udfFailureStatus)) {
+    throw new RangeError(`udfFailureStatus must be one of ${UDF_FAILURE_STATUSES.join(", ")}, got ${udfFailureStatus}`);
+  }
+  const newInstance = () => {
+    const instance = convexTest(schema, MODULE_LOADERS);
+    // convex-test installs its global on the first instance.
+    guardWrites();
+    return instance;
+  };
   let t = newInstance();
   // One queue for everything touching the instance: convex-test runs one
   // transaction at a time anyway, and a single queue also orders a reset
@@ -407,8 +472,11 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
       const { udfPath, argsValidator } = resolveFunction(path, kind);
       // Convex values from JSON (convex_encoded_json decoding; plain JSON
       // decodes to itself). Invalid field names etc. fail here.
+      // The value checks first, with the backend's messages (field names,
+      // field counts, array lengths, nesting), then convex/values' decoding.
       let args;
       try {
+        measureValue(jsonArgs);
         args = jsonToConvex(jsonArgs);
       } catch (e) {
         throw new ArgumentValidationError(e.message);
@@ -423,9 +491,9 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
         return result;
       });
     } catch (e) {
-      return [UDF_FAILED, udfError(e, format)];
+      return [udfFailureStatus, udfError(e, format)];
     }
-    return [200, { status: "success", value: exportValue(value ?? null, format), logLines: [] }];
+    return [200, udfSuccess(value, format)];
   }
 
   // path -> {method: handler(body) -> [status, json]}, plus whether the
@@ -520,32 +588,77 @@ export function createFront({ adminKey = "", maxBodyBytes = DEFAULT_MAX_BODY_BYT
 // CLI.
 // ---------------------------------------------------------------------------
 
+// A command line the front refuses: printed naming the option, exit 2.
+class UsageError extends Error {}
+
+const VALUE_OPTIONS = {
+  "--port": "port",
+  "--host": "host",
+  "--admin-key": "adminKey",
+  "--max-body-bytes": "maxBodyBytes",
+  "--journal": "journal",
+  "--udf-failure-status": "udfFailureStatus",
+};
+
 function parseCli(argv) {
   const opts = {};
   for (let i = 0; i < argv.length; i++) {
     let [flag, val] = argv[i].split(/=(.*)/s, 2);
-    if (val === undefined && ["--port", "--host", "--admin-key", "--max-body-bytes", "--journal"].includes(flag)) val = argv[++i];
-    if (flag === "--port") opts.port = val;
-    else if (flag === "--host") opts.host = val;
-    else if (flag === "--admin-key") opts.adminKey = val;
-    else if (flag === "--max-body-bytes") opts.maxBodyBytes = val;
-    else if (flag === "--journal") opts.journal = val;
-    else throw new Error(`Unknown argument ${argv[i]}`);
+    if (!Object.hasOwn(VALUE_OPTIONS, flag)) throw new UsageError(`unknown option ${JSON.stringify(argv[i])}`);
+    if (val === undefined) val = argv[++i];
+    if (val === undefined) throw new UsageError(`option ${flag} needs a value`);
+    opts[VALUE_OPTIONS[flag]] = val;
   }
   return opts;
 }
 
-function main() {
-  const cli = parseCli(process.argv.slice(2));
-  const port = Number(cli.port ?? process.env.PORT ?? 3210);
-  const host = cli.host ?? process.env.HOST ?? "127.0.0.1";
-  const adminKey = (cli.adminKey ?? process.env.CONVEX_ADMIN_KEY ?? "").trim();
-  const maxBodyBytes = Number(cli.maxBodyBytes ?? process.env.MAX_BODY_BYTES ?? DEFAULT_MAX_BODY_BYTES);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Invalid port ${port}`);
-  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes <= 0) throw new Error(`Invalid max body bytes ${maxBodyBytes}`);
+// An integer option from its text, refused naming the option otherwise.
+function integerOption(name, text, valid) {
+  const value = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || !valid(value)) {
+    throw new UsageError(`invalid value ${JSON.stringify(String(text))} for ${name}`);
+  }
+  return value;
+}
 
-  const journal = (cli.journal ?? process.env.CONVEX_JOURNAL ?? "").trim() || undefined;
-  const server = createFront({ adminKey, maxBodyBytes, journal });
+// An environment variable, unset when empty.
+function env(name) {
+  const value = process.env[name];
+  return value === undefined || value.trim() === "" ? undefined : value;
+}
+
+function main() {
+  let config;
+  try {
+    const cli = parseCli(process.argv.slice(2));
+    config = {
+      port: integerOption("--port", cli.port ?? env("PORT") ?? 3210, (p) => p <= 65535),
+      host: cli.host ?? env("HOST") ?? "127.0.0.1",
+      adminKey: (cli.adminKey ?? env("CONVEX_ADMIN_KEY") ?? "").trim(),
+      maxBodyBytes: integerOption(
+        "--max-body-bytes",
+        cli.maxBodyBytes ?? env("MAX_BODY_BYTES") ?? DEFAULT_MAX_BODY_BYTES,
+        (n) => n > 0,
+      ),
+      journal: (cli.journal ?? env("CONVEX_JOURNAL") ?? "").trim() || undefined,
+      // 200 is what the open-source backend answers; 560 is the other answer
+      // the official client accepts.
+      udfFailureStatus: integerOption(
+        "--udf-failure-status",
+        cli.udfFailureStatus ?? env("CONVEX_UDF_FAILURE_STATUS") ?? DEFAULT_UDF_FAILURE_STATUS,
+        (s) => UDF_FAILURE_STATUSES.includes(s),
+      ),
+    };
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`convex-front: ${e.message}\n`);
+    process.stderr.write(
+      `usage: node server.mjs [--port N] [--host H] [--admin-key K] [--max-body-bytes N] [--journal FILE] [--udf-failure-status ${UDF_FAILURE_STATUSES.join("|")}]\n`,
+    );
+    process.exit(2);
+  }
+  const { port, host, adminKey, maxBodyBytes, journal, udfFailureStatus } = config;
+  const server = createFront({ adminKey, maxBodyBytes, journal, udfFailureStatus });
   server.listen(port, host, () => {
     const { port: actual } = server.address();
     const shownHost = host.includes(":") ? `[${host}]` : host;

@@ -51,6 +51,9 @@ pub const ENV_CONVEX_ADMIN_KEY: &str = "KHALA_PARITY_CONVEX_ADMIN_KEY";
 pub const ENV_CONVEX_PACKAGE_DIR: &str = "KHALA_PARITY_CONVEX_PACKAGE_DIR";
 /// The `node` program the local provider runs.
 pub const ENV_NODE: &str = "KHALA_PARITY_NODE";
+/// How the front answers a failed function: `200` (the open-source
+/// backend) or `560` (the other status the official client accepts).
+pub const ENV_CONVEX_UDF_FAILURE_STATUS: &str = "KHALA_PARITY_CONVEX_UDF_FAILURE_STATUS";
 
 pub const DEFAULT_CONVEX_IMAGE: &str = "khala-parity/convex-front:bookworm";
 /// Where the package lies in a working tree, relative to its root.
@@ -104,6 +107,50 @@ pub struct ConvexConfig {
     /// The npm package the local provider runs; `npm ci` must have run in it.
     pub package_dir: PathBuf,
     pub node: PathBuf,
+    /// How the local or container front answers a failed function; an
+    /// external deployment answers as it does.
+    pub udf_failure_status: UdfFailureStatus,
+}
+
+/// The HTTP status of a function that ran and failed (`status: "error"`).
+/// The open-source backend answers 200; the official JS client accepts 560
+/// for the same body. The runtime's sink must treat both alike, so the
+/// front plays either (real-systems.md §1.2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UdfFailureStatus {
+    #[default]
+    Ok200,
+    UdfFailed560,
+}
+
+impl UdfFailureStatus {
+    pub const ALL: [UdfFailureStatus; 2] =
+        [UdfFailureStatus::Ok200, UdfFailureStatus::UdfFailed560];
+
+    pub fn code(self) -> u16 {
+        match self {
+            UdfFailureStatus::Ok200 => 200,
+            UdfFailureStatus::UdfFailed560 => 560,
+        }
+    }
+}
+
+impl std::str::FromStr for UdfFailureStatus {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        match text.trim() {
+            "200" => Ok(UdfFailureStatus::Ok200),
+            "560" => Ok(UdfFailureStatus::UdfFailed560),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for UdfFailureStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code())
+    }
 }
 
 impl Default for ConvexConfig {
@@ -116,6 +163,7 @@ impl Default for ConvexConfig {
             require_containers: false,
             package_dir: default_package_dir(std::env::current_dir().ok().as_deref()),
             node: PathBuf::from(DEFAULT_NODE),
+            udf_failure_status: UdfFailureStatus::default(),
         }
     }
 }
@@ -176,6 +224,17 @@ impl ConvexConfig {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let defaults = Self::default();
         let (choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
+        let udf_failure_status = match get(ENV_CONVEX_UDF_FAILURE_STATUS) {
+            None => defaults.udf_failure_status,
+            Some(value) => {
+                value
+                    .parse()
+                    .map_err(|()| ConvexBackendError::InvalidUdfFailureStatus {
+                        variable: ENV_CONVEX_UDF_FAILURE_STATUS,
+                        value,
+                    })?
+            }
+        };
         Ok(Self {
             choice,
             image: get(ENV_CONVEX_IMAGE).unwrap_or(defaults.image),
@@ -184,6 +243,7 @@ impl ConvexConfig {
             require_containers,
             package_dir: get(ENV_CONVEX_PACKAGE_DIR).map_or(defaults.package_dir, PathBuf::from),
             node: get(ENV_NODE).map_or(defaults.node, PathBuf::from),
+            udf_failure_status,
         })
     }
 }
@@ -196,6 +256,20 @@ pub enum ConvexBackendError {
     Provider(#[from] BackendError),
     #[error("start the external convex provider: {variable} is not set")]
     MissingExternalUrl { variable: &'static str },
+    #[error("read {variable}: {value:?} is not 200 or 560")]
+    InvalidUdfFailureStatus {
+        variable: &'static str,
+        value: String,
+    },
+    #[error(
+        "probe the external convex deployment at {url}: {function} answered {answer}; \
+         deploy the functions with `npx convex deploy` in models/convex"
+    )]
+    FunctionsMissing {
+        url: String,
+        function: &'static str,
+        answer: String,
+    },
     #[error("generate an admin key from /dev/urandom")]
     AdminKey {
         #[source]
@@ -382,7 +456,8 @@ impl ConvexBackend {
             ProviderKind::Containers => {
                 let admin_key = generate_admin_key()?;
                 let http = http_client(false)?;
-                let (pod, port) = start_container(&config.image, &admin_key).await?;
+                let (pod, port) =
+                    start_container(&config.image, &admin_key, config.udf_failure_status).await?;
                 // From here on the backend owns the containers: an early
                 // return drops them, and `Drop` removes them.
                 let mut backend = Self {
@@ -724,7 +799,9 @@ impl ConvexBackend {
         Some(format!("http://{address}"))
     }
 
-    /// One query a deployment of `models/convex` answers with 200.
+    /// Calls one of our functions and requires `status: "success"`. A
+    /// deployment without them answers "Could not find public function"
+    /// with 200 (or 560), which a status check alone would take for ready.
     async fn probe_external(&self) -> Result<(), ConvexBackendError> {
         let url = format!("{}/api/query", self.base_url);
         let mut request = self.http.post(&url).json(&json!({
@@ -739,8 +816,36 @@ impl ConvexBackend {
             .send()
             .await
             .map_err(|source| self.unreachable(&url, source))?;
-        self.expect_ok(&url, response).await
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        let missing = |answer: String| ConvexBackendError::FunctionsMissing {
+            url: redact_url(&url),
+            function: EXTERNAL_PROBE_FUNCTION,
+            answer,
+        };
+        match khala_runtime::sink::classify(status, &body) {
+            Ok(_) => Ok(()),
+            Err(khala_runtime::sink::SinkError::ConvexError { message }) => Err(missing(format!(
+                "HTTP {status}, the function failed: {message}"
+            ))),
+            Err(khala_runtime::sink::SinkError::InvalidResponse { .. }) if status == 200 => {
+                Err(missing(format!(
+                    "HTTP 200 without status \"success\": {}",
+                    truncate(&body)
+                )))
+            }
+            Err(_) => Err(ConvexBackendError::UnexpectedStatus {
+                provider: self.provider,
+                url: redact_url(&url),
+                status,
+                body: truncate(&body),
+            }),
+        }
     }
+}
+
+fn truncate(body: &str) -> String {
+    body.chars().take(ERROR_BODY_CHARS).collect()
 }
 
 impl Drop for ConvexBackend {
@@ -798,7 +903,11 @@ fn loopback_url(port: u16) -> String {
 /// network. The network container is never stopped, so the host port docker
 /// picks for it and its bridge address last as long as the backend: a
 /// stopped container gives both up, and `docker start` gets new ones.
-async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), ConvexBackendError> {
+async fn start_container(
+    image: &str,
+    admin_key: &str,
+    udf_failure_status: UdfFailureStatus,
+) -> Result<(Pod, u16), ConvexBackendError> {
     let (name, tag) = split_image(image);
     // testcontainers leaves a container behind when `docker start` fails after
     // `docker create` (a timeout, say): this label finds it.
@@ -839,6 +948,10 @@ async fn start_container(image: &str, admin_key: &str) -> Result<(Pod, u16), Con
     let front = GenericImage::new(name, tag)
         .with_wait_for(WaitFor::message_on_stdout(LISTENING_MESSAGE))
         .with_env_var("CONVEX_ADMIN_KEY", admin_key)
+        .with_env_var(
+            "CONVEX_UDF_FAILURE_STATUS",
+            udf_failure_status.code().to_string(),
+        )
         // In the container's own layer: it survives a stop and start.
         .with_env_var("CONVEX_JOURNAL", CONTAINER_JOURNAL)
         .with_label(CONTAINER_LABEL.0, CONTAINER_LABEL.1)
@@ -962,6 +1075,7 @@ struct LocalFront {
     node: PathBuf,
     package_dir: PathBuf,
     admin_key: String,
+    udf_failure_status: UdfFailureStatus,
     /// The port it listens on, claimed until the front is dropped.
     port: PortClaim,
     /// `None` while stopped.
@@ -1050,6 +1164,7 @@ impl LocalFront {
             node: config.node.clone(),
             package_dir,
             admin_key: admin_key.to_owned(),
+            udf_failure_status: config.udf_failure_status,
             port: PortClaim::take()?,
             child: None,
             journal_dir,
@@ -1079,6 +1194,10 @@ impl LocalFront {
             .args(["--port", &self.port.port.to_string(), "--host", "127.0.0.1"])
             .arg("--journal")
             .arg(self.journal_dir.path().join("journal.jsonl"))
+            .args([
+                "--udf-failure-status",
+                &self.udf_failure_status.code().to_string(),
+            ])
             .current_dir(&self.package_dir)
             // In the environment rather than on the command line, where `ps` shows it.
             .env("CONVEX_ADMIN_KEY", &self.admin_key)
@@ -1316,6 +1435,35 @@ mod tests {
     use crate::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
 
     #[test]
+    fn the_udf_failure_status_is_200_or_560_and_anything_else_is_refused_naming_it() {
+        let read = |value: &str| {
+            ConvexConfig::from_lookup(|name| {
+                (name == ENV_CONVEX_UDF_FAILURE_STATUS).then(|| value.to_owned())
+            })
+        };
+        assert_eq!(
+            read("").unwrap().udf_failure_status,
+            UdfFailureStatus::Ok200
+        );
+        assert_eq!(
+            read("200").unwrap().udf_failure_status,
+            UdfFailureStatus::Ok200
+        );
+        assert_eq!(
+            read("560").unwrap().udf_failure_status,
+            UdfFailureStatus::UdfFailed560
+        );
+        let error = read("500").unwrap_err();
+        assert!(
+            matches!(&error, ConvexBackendError::InvalidUdfFailureStatus { value, .. } if value == "500")
+        );
+        assert!(
+            error.to_string().contains(ENV_CONVEX_UDF_FAILURE_STATUS),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_package_is_found_in_the_working_tree_before_the_built_one() {
         let tree = tempfile::tempdir().expect("tempdir");
         let package = tree.path().join(CONVEX_PACKAGE_IN_TREE);
@@ -1376,6 +1524,7 @@ mod tests {
                 require_containers: true,
                 package_dir: "/opt/convex".into(),
                 node: "/opt/node/bin/node".into(),
+                udf_failure_status: UdfFailureStatus::Ok200,
             }
         );
         assert!(!format!("{config:?}").contains("secret-key"));

@@ -222,7 +222,7 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 pub fn stores_of(reason_class: &str) -> Option<&'static [&'static str]> {
     Some(match reason_class {
         "convex_ahead_of_khala" => &["khala"],
-        "stores_differ" => &["khala", "convex"],
+        "stores_differ" | "convex_int_precision_lost" => &["khala", "convex"],
         "khala_missing" | "khala_stale" | "khala_wrong" => &["khala"],
         "convex_missing" | "convex_stale" | "convex_wrong" => &["convex"],
         "checkpoint_missing" | "checkpoint_lag" => &["checkpoint"],
@@ -274,6 +274,7 @@ fn reason_meaning(reason_class: &str) -> String {
         "convex_wrong" => "Convex is at the runtime's seq but shows other values than the runtime's truth".into(),
         "convex_ahead_of_khala" => "Convex got a write that Khala never got (a partial dual publish)".into(),
         "stores_differ" => "Khala and Convex show different documents for the same entity".into(),
+        "convex_int_precision_lost" => "Convex holds an integer above 2^53 as its nearest Float64, so it shows another number than the runtime sent".into(),
         "checkpoint_missing" => "no checkpoint records what was projected, so nothing will ever re-check it".into(),
         "checkpoint_lag" => "the checkpoint is behind the runtime and nothing will move it".into(),
         "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
@@ -403,6 +404,7 @@ mod tests {
             "convex_wrong",
             "convex_ahead_of_khala",
             "stores_differ",
+            "convex_int_precision_lost",
             "checkpoint_missing",
             "checkpoint_lag",
             "khala_hash_mismatch",

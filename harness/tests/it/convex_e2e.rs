@@ -2,10 +2,10 @@
 //! against the Convex front (success, refusals, auth, timeouts, refused
 //! connections), JSON fidelity, and dual publish with PostgreSQL.
 
-use crate::convex_backend::convex_backend;
+use crate::convex_backend::{config, convex_backend, start};
 use crate::fixtures::{self, Env};
 use crate::support::ok;
-use khala_parity::backend::convex::ConvexBackend;
+use khala_parity::backend::convex::{ConvexBackend, ConvexConfig, UdfFailureStatus};
 use khala_runtime::projector::ProjectionError;
 use khala_runtime::sink::{ConvexHttpSink, ConvexReader, ConvexSinkConfig, SinkError};
 use khala_runtime::{Profile, ProjectionKind, Runtime, SinkMode};
@@ -83,26 +83,106 @@ async fn s4_the_sink_upserts_by_document_id_and_the_reader_reads_back() {
     ok(convex.shutdown().await);
 }
 
+/// The configured backend with its front answering failed functions with
+/// `mode` (an external deployment answers as it does).
+async fn backend_answering(mode: UdfFailureStatus) -> ConvexBackend {
+    start(&ConvexConfig {
+        udf_failure_status: mode,
+        ..config()
+    })
+    .await
+}
+
 #[tokio::test]
-async fn a_summary_the_validators_refuse_is_a_typed_error_naming_the_field_and_nothing_is_stored() {
+async fn a_summary_the_validators_refuse_is_a_convex_error_naming_the_field_in_either_mode() {
+    // 200 + `status: "error"` (the open-source backend) and 560 (the other
+    // answer the official client accepts) are the same class (§4.3).
+    for mode in UdfFailureStatus::ALL {
+        let convex = backend_answering(mode).await;
+        let sink = ConvexHttpSink::new(&sink_config(&convex, None));
+        let mut summary = run_summary("run_1", 1, "created");
+        summary["status"] = json!(5);
+        let error = sink
+            .send(RUN, "runtime/run_summary:run_1", &summary)
+            .await
+            .unwrap_err();
+        match &error {
+            SinkError::ConvexError { message } => {
+                assert!(
+                    message.contains("Path: .summary.status"),
+                    "{mode}: {message}"
+                );
+                assert!(message.contains("Value: 5.0"), "{mode}: {message}");
+            }
+            other => panic!("{mode}: expected a convex_error, got {other:?}"),
+        }
+        assert_eq!(error.reason_class(), "convex_error");
+        assert_eq!(
+            ok(reader(&convex).get(RUN, "runtime/run_summary:run_1").await),
+            None
+        );
+        ok(convex.shutdown().await);
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_function_is_a_convex_error_in_either_mode() {
+    for mode in UdfFailureStatus::ALL {
+        let convex = backend_answering(mode).await;
+        let sink = ConvexHttpSink::new(&ConvexSinkConfig {
+            run_summary_mutation_path: "runtime:nope".into(),
+            ..sink_config(&convex, None)
+        });
+        let error = sink
+            .send(
+                RUN,
+                "runtime/run_summary:run_1",
+                &run_summary("run_1", 1, "created"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, SinkError::ConvexError { message }
+                if message.contains("Could not find public function for 'runtime:nope'")),
+            "{mode}: {error:?}"
+        );
+        ok(convex.shutdown().await);
+    }
+}
+
+#[tokio::test]
+async fn numbers_come_back_as_convex_holds_them() {
+    let convex = convex_backend().await;
+    let sink = ConvexHttpSink::new(&sink_config(&convex, None));
+    let document_id = "runtime/run_summary:run_1";
+    // 2^53 + 1 is sent as a JSON number: Convex holds the Float64 2^53.
+    let mut summary = run_summary("run_1", 3, "running");
+    summary["owner_user_id"] = json!(9_007_199_254_740_993_i64);
+    ok(sink.send(RUN, document_id, &summary).await);
+    let stored = ok(reader(&convex).get(RUN, document_id).await).expect("stored");
+    // The front writes `3.0`; the reader gives back the integer the runtime sent.
+    assert_eq!(stored["latest_seq"].as_i64(), Some(3));
+    assert_eq!(stored["owner_user_id"], json!(9_007_199_254_740_992_i64));
+    assert!(khala_runtime::sink::convex_value::int_precision_lost(
+        &summary, &stored
+    ));
+    ok(convex.shutdown().await);
+}
+
+#[tokio::test]
+async fn a_document_over_a_convex_limit_is_refused_as_a_convex_error() {
     let convex = convex_backend().await;
     let sink = ConvexHttpSink::new(&sink_config(&convex, None));
     let mut summary = run_summary("run_1", 1, "created");
-    summary["status"] = json!(5);
+    summary["status"] = json!("x".repeat(1100 * 1024));
     let error = sink
         .send(RUN, "runtime/run_summary:run_1", &summary)
         .await
         .unwrap_err();
-    match &error {
-        SinkError::HttpStatus { status: 560, body } => {
-            assert!(body.contains("summary.status"), "{body}")
-        }
-        other => panic!("expected a 560, got {other:?}"),
-    }
-    assert_eq!(error.reason_class(), "error");
-    assert_eq!(
-        ok(reader(&convex).get(RUN, "runtime/run_summary:run_1").await),
-        None
+    assert!(
+        matches!(&error, SinkError::ConvexError { message }
+            if message.contains("Value is too large") && message.contains("maximum size 1 MiB")),
+        "{error:?}"
     );
     ok(convex.shutdown().await);
 }

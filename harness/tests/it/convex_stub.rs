@@ -131,7 +131,7 @@ type Expect = fn(&SinkError) -> bool;
 /// Each answer and the error it must become.
 #[tokio::test]
 async fn s4_every_answer_class_maps_to_its_typed_error() {
-    let cases: [(&str, &str, Expect); 6] = [
+    let cases: [(&str, &str, Expect); 7] = [
         (
             "200 OK",
             r#"{"status":"error","errorMessage":"boom"}"#,
@@ -153,11 +153,16 @@ async fn s4_every_answer_class_maps_to_its_typed_error() {
             "oops",
             |e| matches!(e, SinkError::HttpStatus { status: 500, body } if body == "oops"),
         ),
+        // A failed function answered 560 is the same class as one
+        // answered 200; any other 560 stays an HTTP status.
         (
             "560 Function Error",
             r#"{"status":"error","errorMessage":"x"}"#,
-            |e| matches!(e, SinkError::HttpStatus { status: 560, .. }),
+            |e| matches!(e, SinkError::ConvexError { message } if message == "x"),
         ),
+        ("560 Function Error", "oops", |e| {
+            matches!(e, SinkError::HttpStatus { status: 560, .. })
+        }),
     ];
     for (status, body, expected) in cases {
         let (url, _peer) = scripted_peer(Some(answer(status, body))).await;

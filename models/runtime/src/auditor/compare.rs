@@ -298,6 +298,21 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_written_document_agrees_with_its_checkpoint() {
+        // A real deployment writes every number as a Float64 (`3.0`); read
+        // through the sink's decoder it is the document the runtime sent,
+        // not a ConvexHashMismatch.
+        let stored = checkpoint(3, &document(3, "running"));
+        let text = r#"{"status":"success","value":{"projected_at":"t","runtime_source":{"seq":3.0},"status":"running"}}"#;
+        let read = crate::sink::classify(200, text).unwrap();
+        let check = compare_convex(&stored, Some(&read));
+        assert_eq!(
+            (check.reason_class, check.lag_drift),
+            (ReasonClass::None, 0)
+        );
+    }
+
+    #[test]
     fn khala_mismatch_is_reported_before_convex_and_convex_only_when_khala_agrees() {
         let stored = checkpoint(3, &document(3, "running"));
         let convex = Some(ConvexCheck {

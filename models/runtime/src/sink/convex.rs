@@ -1,7 +1,13 @@
 //! The Convex HTTP sink (spec §4.3) and a reader of what Convex holds, both
 //! over Convex's HTTP API (`POST /api/mutation`, `POST /api/query`). Works
-//! unchanged against a real Convex deployment with `models/convex` deployed.
+//! against a real Convex deployment with `models/convex` deployed: a
+//! function's failure is recognised whether the deployment answers it with
+//! 200 (the open-source backend) or 560 (the other answer its official
+//! client accepts), and every result is decoded by Convex's types
+//! (`convex_value`: `3.0` is the 3 the runtime sent, `$integer` and
+//! `$float` are numbers) before anyone compares it.
 
+use super::convex_value::decode_export;
 use super::{ProjectionSink, SinkContext, SinkError};
 use crate::summary::ProjectionKind;
 use serde_json::{Value, json};
@@ -171,22 +177,45 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// The response table of spec §4.3; the success value on `:ok`.
+/// Convex's "the function ran and failed" status (the official client's
+/// `STATUS_CODE_UDF_FAILED`), answered with the same body as a 200 error.
+pub const STATUS_UDF_FAILED: u16 = 560;
+
+/// The response table of spec §4.3; the success value on `:ok`, decoded by
+/// Convex's types (`convex_value::decode_export`).
+///
+/// A failed function is `convex_error` whether it comes as 2xx or as 560
+/// with `status: "error"` and a string `errorMessage`: the open-source
+/// backend answers 200, and the official client takes 560 for the same
+/// thing (real-systems.md §1.2). Any other 560, like any other non-2xx, is
+/// `http_status`.
 pub fn classify(status: u16, body: &str) -> Result<Value, SinkError> {
+    if status == STATUS_UDF_FAILED
+        && let Ok(parsed) = serde_json::from_str::<Value>(body)
+        && parsed.get("status").and_then(Value::as_str) == Some("error")
+        && let Some(Value::String(message)) = parsed.get("errorMessage")
+    {
+        return Err(SinkError::ConvexError {
+            message: message.clone(),
+        });
+    }
     if !(200..=299).contains(&status) {
         return Err(SinkError::HttpStatus {
             status,
             body: body.to_owned(),
         });
     }
-    let parsed: Value = serde_json::from_str(body).map_err(|_| SinkError::InvalidJson {
+    let mut parsed: Value = serde_json::from_str(body).map_err(|_| SinkError::InvalidJson {
         body: body.to_owned(),
     })?;
     match (
         parsed.get("status").and_then(Value::as_str),
         parsed.get("errorMessage"),
     ) {
-        (Some("success"), _) => Ok(parsed.get("value").cloned().unwrap_or(Value::Null)),
+        (Some("success"), _) => Ok(parsed
+            .get_mut("value")
+            .map(Value::take)
+            .map_or(Value::Null, decode_export)),
         (Some("error"), Some(Value::String(message))) => Err(SinkError::ConvexError {
             message: message.clone(),
         }),
@@ -389,6 +418,14 @@ mod tests {
             classify(200, r#"{"status":"success","value":{"a":1}}"#).unwrap(),
             json!({"a": 1})
         );
+        // Values are decoded by Convex's types: the backend's `3.0` is 3.
+        let value = classify(
+            200,
+            r#"{"status":"success","value":{"seq":3.0,"i":{"$integer":"BQAAAAAAAAA="}}}"#,
+        )
+        .unwrap();
+        assert_eq!(value, json!({"seq": 3, "i": 5}));
+        assert_eq!(value["seq"].as_i64(), Some(3));
         assert!(
             matches!(classify(200, r#"{"status":"error","errorMessage":"boom"}"#), Err(SinkError::ConvexError { message }) if message == "boom")
         );
@@ -407,8 +444,17 @@ mod tests {
         assert!(
             matches!(classify(200, "<html>"), Err(SinkError::InvalidJson { body }) if body == "<html>")
         );
+        // A failed function is convex_error with its message, 200 or 560.
+        assert!(
+            matches!(classify(560, r#"{"status":"error","errorMessage":"x"}"#), Err(SinkError::ConvexError { message }) if message == "x")
+        );
+        // A 560 that is not a function's failure stays an HTTP status.
         assert!(matches!(
-            classify(560, r#"{"status":"error","errorMessage":"x"}"#),
+            classify(560, r#"{"status":"error"}"#),
+            Err(SinkError::HttpStatus { status: 560, .. })
+        ));
+        assert!(matches!(
+            classify(560, "<html>"),
             Err(SinkError::HttpStatus { status: 560, .. })
         ));
         assert!(matches!(

@@ -2,6 +2,7 @@
 
 mod contract;
 mod convex;
+pub mod convex_value;
 mod fanout;
 mod khala;
 mod noop;
