@@ -88,8 +88,9 @@ pub struct SubscribeAttempt {
 pub struct DeliveryRun {
     /// The lane's stored watermark before the operation.
     pub from: Option<i64>,
-    /// The lane re-hydrated over HTTP during the operation, so its
-    /// watermark was reset from a snapshot in between.
+    /// The lane re-hydrated (over HTTP, or from a snapshot batch on its
+    /// socket) during the operation, so its watermark was reset from a
+    /// snapshot in between.
     pub rehydrated: bool,
     pub watermarks: Vec<i64>,
 }
@@ -274,7 +275,10 @@ impl Lane {
         if !watermarks.is_empty() {
             self.deliveries.push(DeliveryRun {
                 from: stored,
-                rehydrated: after.http_reloads > before.http_reloads,
+                // A snapshot batch (hardened B10) resets the watermark to
+                // the retention floor as an HTTP reload does.
+                rehydrated: after.http_reloads > before.http_reloads
+                    || after.snapshots > before.snapshots,
                 watermarks,
             });
         }

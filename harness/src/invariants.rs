@@ -162,7 +162,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "D3",
-        statement: "a subscribe is answered stale_cursor iff its resume point (0 without a cursor) is below the retention floor, the highest watermark retention has deleted on the topic, or its cursor is above every watermark ever allocated",
+        statement: "a subscribe with a cursor is answered stale_cursor iff the cursor is below the retention floor, the highest watermark retention has deleted on the topic, or above every watermark ever allocated; one without a cursor is never refused, and on a pruned topic leaves the lane's doc cache holding every read-model document",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,

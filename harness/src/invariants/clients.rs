@@ -22,6 +22,7 @@ pub const REASON_CLASSES: &[&str] = &[
     "delivery_duplicate",
     "below_floor_accepted",
     "no_cursor_after_prune_accepted",
+    "no_cursor_refused",
     "ahead_of_head_accepted",
     "refused_in_range",
     "watermark_regressed",
@@ -61,7 +62,7 @@ pub fn check_clients(
             check_watermark_monotone(&mut recorder, before, lane);
         }
         check_deliveries(&mut recorder, lane);
-        check_subscribes(&mut recorder, lane);
+        check_subscribes(&mut recorder, current, lane);
         if quiescent && lane.online {
             check_view_converged(&mut recorder, oracle, current, lane);
             if lane.source == LaneSource::Khala {
@@ -147,21 +148,44 @@ fn check_deliveries(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
     }
 }
 
-/// D3: stale iff the resume point (0 without a cursor) is below the floor
-/// the harness tracked, or the cursor is above every allocated watermark.
-fn check_subscribes(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
+/// D3: a subscribe with a cursor is stale iff the cursor is below the floor
+/// the harness tracked or above every allocated watermark. One without a
+/// cursor is never stale (the shipped client clears its cursor on
+/// `stale_cursor` and subscribes again without one, so refusing it strands
+/// the client for good), and on a pruned topic it must leave the lane's doc
+/// cache holding every read-model document at its version: the journal no
+/// longer carries the pruned ones, so accepting it with only the retained
+/// journal (legacy B10) silently loses them.
+fn check_subscribes(recorder: &mut Recorder<'_>, current: &Observation, lane: &LaneObservation) {
     for attempt in &lane.subscribes {
-        let below = attempt.cursor.unwrap_or(0) < attempt.floor;
+        let below = attempt.cursor.is_some_and(|cursor| cursor < attempt.floor);
         let ahead = attempt.cursor.is_some_and(|cursor| cursor > attempt.head);
-        let class = match (attempt.stale, attempt.cursor) {
-            (false, Some(_)) if below => "below_floor_accepted",
-            (false, None) if below => "no_cursor_after_prune_accepted",
-            (false, _) if ahead => "ahead_of_head_accepted",
-            (true, _) if !below && !ahead => "refused_in_range",
+        let missing = || {
+            current
+                .khala
+                .iter()
+                .filter(|(key, _)| key.starts_with("runtime/codex_worker_summary:"))
+                .filter(|(key, (version, _))| {
+                    lane.cache
+                        .get(*key)
+                        .is_none_or(|cached| cached.doc_version < *version)
+                })
+                .map(|(key, _)| key.clone())
+                .collect::<Vec<String>>()
+        };
+        let (class, missed) = match (attempt.stale, attempt.cursor) {
+            (false, Some(_)) if below => ("below_floor_accepted", Vec::new()),
+            (false, _) if ahead => ("ahead_of_head_accepted", Vec::new()),
+            (false, None) if attempt.floor > 0 => match missing() {
+                missed if missed.is_empty() => continue,
+                missed => ("no_cursor_after_prune_accepted", missed),
+            },
+            (true, None) => ("no_cursor_refused", Vec::new()),
+            (true, Some(_)) if !below && !ahead => ("refused_in_range", Vec::new()),
             _ => continue,
         };
         let detail = format!(
-            "the {} resumed after {:?} with retention floor {} and head {}: {}",
+            "the {} resumed after {:?} with retention floor {} and head {}: {}{}",
             lane_name(lane),
             attempt.cursor,
             attempt.floor,
@@ -170,6 +194,11 @@ fn check_subscribes(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
                 "answered stale_cursor"
             } else {
                 "accepted"
+            },
+            if missed.is_empty() {
+                String::new()
+            } else {
+                format!(", and its cache lacks {}", missed.join(", "))
             }
         );
         recorder.record("D3", class, None, detail, None);
@@ -522,8 +551,11 @@ mod tests {
     fn d3_catches_accepted_cursors_below_the_floor_and_refusals_in_range() {
         let oracle = oracle(2);
         let (observation, document) = stores(&oracle);
-        let with_attempt = |cursor, stale| {
+        let with_attempt = |cursor, stale, cached: bool| {
             let mut lane = lane(&document, 2);
+            if !cached {
+                lane.cache.clear();
+            }
             lane.subscribes.push(SubscribeAttempt {
                 cursor,
                 stale,
@@ -533,25 +565,52 @@ mod tests {
             clients(vec![lane])
         };
         let cases = [
-            (Some(1), false, Some("below_floor_accepted")),
-            (None, false, Some("no_cursor_after_prune_accepted")),
-            (Some(4), false, Some("ahead_of_head_accepted")),
-            (Some(2), true, Some("refused_in_range")),
-            (Some(2), false, None),
-            (Some(1), true, None),
-            (None, true, None),
+            (Some(1), false, true, Some("below_floor_accepted")),
+            (Some(4), false, true, Some("ahead_of_head_accepted")),
+            (Some(2), true, true, Some("refused_in_range")),
+            (Some(2), false, true, None),
+            (Some(1), true, true, None),
+            // Without a cursor: accepted is right when the lane then holds
+            // every read-model document (a snapshot delivered the pruned
+            // ones); a refusal strands the shipped client.
+            (None, false, true, None),
+            (None, false, false, Some("no_cursor_after_prune_accepted")),
+            (None, true, true, Some("no_cursor_refused")),
         ];
-        for (cursor, stale, class) in cases {
-            let expected: Vec<(&str, String)> = class
+        for (cursor, stale, cached, class) in cases {
+            let mut expected: Vec<(&str, String)> = class
                 .map(|class| ("D3", class.to_owned()))
                 .into_iter()
                 .collect();
+            if !cached {
+                // The quiescent cache check sees the same hole.
+                expected.push(("D7", "cache_missing".to_owned()));
+            }
             assert_eq!(
-                check(&oracle, &observation, None, &with_attempt(cursor, stale)),
+                check(
+                    &oracle,
+                    &observation,
+                    None,
+                    &with_attempt(cursor, stale, cached)
+                ),
                 expected,
-                "{cursor:?} {stale}"
+                "{cursor:?} {stale} {cached}"
             );
         }
+        // Nothing pruned: a subscribe without cursor replays the whole
+        // journal, so D3 has nothing to say about the cache.
+        let mut lane = lane(&document, 2);
+        lane.cache.clear();
+        lane.subscribes.push(SubscribeAttempt {
+            cursor: None,
+            stale: false,
+            floor: 0,
+            head: 3,
+        });
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![lane])),
+            [("D7", "cache_missing".to_owned())]
+        );
     }
 
     #[test]

@@ -30,6 +30,10 @@ mod sync_heartbeat_auth;
 // The sync retention job (R1).
 mod sync_retention;
 
+// The Phoenix stack around the channel (facts §3): idle close and resume, join refs,
+// unmatched topics, crashes, duplicate joins and leaves, V1 frames, the dev keyring.
+mod sync_phoenix;
+
 // Bad input on one sync connection is answered there and disturbs no other.
 mod sync_bad_input;
 

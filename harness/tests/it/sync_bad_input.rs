@@ -1,5 +1,7 @@
-//! Bad input of every kind is answered on the connection that sent it,
-//! never leaks a document, and never disturbs another connection's delivery.
+//! Bad input of every kind is answered on the connection that sent it (a
+//! reply, or as Phoenix's socket answers it: `phx_error`, `phx_close`,
+//! `unmatched topic`), never leaks a document, and never disturbs another
+//! connection's delivery.
 
 use crate::sync_client::{RUN_TOPIC, SyncClient, SyncEnv, WORKER_TOPIC};
 use khala_runtime::Profile;
@@ -61,12 +63,16 @@ fn offences() -> Vec<(&'static str, Offence, Value)> {
             json!({"code": "frame_too_large", "max_bytes": 1_048_576}),
         ),
         (
-            "an unknown event",
-            Offence::Request {
-                event: "sync:drop_tables",
-                payload: json!({}),
-            },
-            json!({"code": "unknown_event", "event": "sync:drop_tables"}),
+            "a V1 frame on a V2 socket",
+            Offence::Text(
+                r#"{"topic":"sync:v1","event":"sync:heartbeat","payload":{},"ref":"1"}"#.into(),
+            ),
+            bad_frame("frame is not a JSON array"),
+        ),
+        (
+            "a join of another topic",
+            Offence::Text(r#"["5","5","sync:v2","phx_join",{}]"#.into()),
+            json!({"code": "bad_topic"}),
         ),
         (
             "a negative watermark",
@@ -167,10 +173,125 @@ async fn bad_input_is_answered_on_its_connection_while_another_keeps_getting_its
             "{name}"
         );
     }
+    // Phoenix-level offences end the offender's channel or replace it; each
+    // is answered as the original's socket answers it, and rejoined after.
+    for offence in PhoenixOffence::ALL {
+        let frames = offence.commit(&mut offender).await;
+        for frame in &frames {
+            assert!(
+                !frame.encode().contains("runtime/run_summary"),
+                "{offence:?}: a document leaked"
+            );
+        }
+        watermark += 1;
+        sync.insert_run_event(watermark, sync.now()).await;
+        assert_eq!(
+            bystander.next_batch_watermarks().await,
+            vec![watermark],
+            "{offence:?}"
+        );
+    }
     // The offender still works after all of it.
     let exchange = offender.subscribe(json!({"topics": [RUN_TOPIC]})).await;
     assert_eq!(exchange.delivered(), (1..=watermark).collect::<Vec<i64>>());
     sync.finish().await;
+}
+
+/// Offences the Phoenix socket answers around the channel (facts §3).
+#[derive(Clone, Copy, Debug)]
+enum PhoenixOffence {
+    /// An event the channel has no handler for: it crashes (`phx_error`).
+    UnknownEvent,
+    /// A client sending the server's own reply event: no handler either.
+    ReplyFromTheClient,
+    /// A second join: the first channel is closed (`phx_close`).
+    DuplicateJoin,
+    /// `phx_leave`, then messages for the channel that is gone.
+    LeaveThenTalk,
+}
+
+impl PhoenixOffence {
+    const ALL: [PhoenixOffence; 4] = [
+        PhoenixOffence::UnknownEvent,
+        PhoenixOffence::ReplyFromTheClient,
+        PhoenixOffence::DuplicateJoin,
+        PhoenixOffence::LeaveThenTalk,
+    ];
+
+    /// Commits the offence on `offender` (joined), asserts the socket's
+    /// answer, leaves it joined again; returns every frame it received.
+    async fn commit(self, offender: &mut SyncClient) -> Vec<Frame> {
+        let join_ref = offender.join_ref().map(str::to_owned);
+        let name = format!("{self:?}");
+        let mut seen = Vec::new();
+        match self {
+            PhoenixOffence::UnknownEvent | PhoenixOffence::ReplyFromTheClient => {
+                let event = match self {
+                    PhoenixOffence::UnknownEvent => "sync:drop_tables",
+                    _ => "phx_reply",
+                };
+                offender
+                    .send_frame(
+                        join_ref.as_deref(),
+                        "sync:v1",
+                        event,
+                        json!({"status": "ok"}),
+                    )
+                    .await;
+                let error = offender.recv().await;
+                assert_eq!(
+                    (error.event.as_str(), &error.join_ref, &error.reference),
+                    ("phx_error", &join_ref, &join_ref),
+                    "{name}"
+                );
+                seen.push(error);
+                seen.extend(rejoin(offender, &name, &[]).await);
+            }
+            PhoenixOffence::DuplicateJoin => {
+                seen.extend(rejoin(offender, &name, &[join_ref]).await);
+            }
+            PhoenixOffence::LeaveThenTalk => {
+                let left = offender.request("phx_leave", json!({})).await;
+                left.reply.ok();
+                assert_eq!(left.reply_frame.join_ref, join_ref, "{name}");
+                let close = offender.recv().await;
+                assert_eq!(
+                    (close.event.as_str(), &close.join_ref),
+                    ("phx_close", &join_ref),
+                    "{name}"
+                );
+                let after = offender.subscribe(json!({"topics": [RUN_TOPIC]})).await;
+                assert_eq!(
+                    (after.reply_frame.join_ref.clone(), after.reply.error()),
+                    (None, &json!({"reason": "unmatched topic"})),
+                    "{name}"
+                );
+                seen.extend([left.reply_frame, close, after.reply_frame]);
+                seen.extend(rejoin(offender, &name, &[]).await);
+            }
+        }
+        seen
+    }
+}
+
+/// Joins again; the frames before the reply must be exactly a `phx_close`
+/// for each join ref in `closed`.
+async fn rejoin(offender: &mut SyncClient, name: &str, closed: &[Option<String>]) -> Vec<Frame> {
+    let exchange = offender.join_exchange().await;
+    exchange.reply.ok();
+    let closes: Vec<(&str, Option<String>)> = exchange
+        .pushes
+        .iter()
+        .map(|frame| (frame.event.as_str(), frame.join_ref.clone()))
+        .collect();
+    let expected: Vec<(&str, Option<String>)> = closed
+        .iter()
+        .map(|join_ref| ("phx_close", join_ref.clone()))
+        .collect();
+    assert_eq!(closes, expected, "{name}");
+    let mut frames = exchange.pushes;
+    frames.push(exchange.reply_frame);
+    frames
 }
 
 #[tokio::test]

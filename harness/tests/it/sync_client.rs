@@ -6,6 +6,7 @@ use crate::fixtures::{self, Env};
 use crate::support::ok;
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::{SinkExt, StreamExt};
+use khala_clients::apply::{ApplyRule, ClientCache, normalise_batch};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::hashing::payload_hash;
 use khala_runtime::notifier::StreamWake;
@@ -14,6 +15,7 @@ use khala_runtime::sync::protocol::Frame;
 use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use khala_runtime::{Profile, ProjectionKind, Runtime, SinkMode};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -115,6 +117,19 @@ impl SyncEnv {
             .unwrap_or_else(|error| panic!("failed to connect to the sync server: {error}"))
     }
 
+    /// `ws://…/socket/websocket?token=…` with `vsn` as given (none: no
+    /// parameter at all).
+    pub fn url_with_vsn(&self, token: &str, vsn: Option<&str>) -> String {
+        let url = self
+            .server
+            .http_url(&format!("/socket/websocket?token={token}"))
+            .replace("http://", "ws://");
+        match vsn {
+            Some(vsn) => format!("{url}&vsn={vsn}"),
+            None => url,
+        }
+    }
+
     /// A connected, joined client holding every topic.
     pub async fn joined(&self) -> SyncClient {
         let mut client = self.connect().await;
@@ -171,6 +186,19 @@ impl SyncEnv {
             self.insert_run_event(watermark, fixtures::start_time())
                 .await;
         }
+    }
+
+    /// `doc_key → doc_version` of every read-model row of `topic`.
+    pub async fn read_model_versions(&self, topic: &str) -> BTreeMap<String, i64> {
+        let kind = khala_runtime::sync::topics::projection_of_topic(topic).expect("a read model");
+        let statement = format!(
+            "SELECT doc_key, doc_version FROM {}",
+            kind.read_model_table()
+        );
+        let rows: Vec<(String, i64)> = ok(sqlx::query_as(sqlx::AssertSqlSafe(statement))
+            .fetch_all(self.env.pool())
+            .await);
+        rows.into_iter().collect()
     }
 
     pub async fn finish(self) {
@@ -432,13 +460,66 @@ impl SyncClient {
         self.until_reply(&reference).await
     }
 
+    /// The join ref this client sends with its messages.
+    pub fn join_ref(&self) -> Option<&str> {
+        self.join_ref.as_deref()
+    }
+
+    /// Sends one frame exactly as given; returns its ref.
+    pub async fn send_frame(
+        &mut self,
+        join_ref: Option<&str>,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
+        let reference = self.next_ref();
+        let frame = json!([join_ref, reference, topic, event, payload]);
+        self.send_text(frame.to_string()).await;
+        reference
+    }
+
+    /// Joins `sync:v1` as the shipped client does: `join_ref` null on the
+    /// join and on every message after it. Returns the join's exchange.
+    pub async fn join_as_shipped_client(&mut self) -> Exchange {
+        self.join_ref = None;
+        let reference = self
+            .send_frame(None, "sync:v1", "phx_join", json!({}))
+            .await;
+        self.until_reply(&reference).await
+    }
+
+    /// The close code of the server's close frame; a text frame first is a
+    /// failure, and a connection dropped without a close frame is `None`.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            let message = tokio::time::timeout(FRAME_WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no close from the sync server within {FRAME_WAIT:?}"));
+            match message {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|frame| u16::from(frame.code));
+                }
+                Some(Ok(Message::Text(text))) => panic!("expected a close, got {text}"),
+                Some(Ok(_)) => continue,
+                None | Some(Err(_)) => return None,
+            }
+        }
+    }
+
     /// Joins `sync:v1`; returns the join response.
     pub async fn join(&mut self) -> Value {
+        self.join_exchange().await.reply.ok().clone()
+    }
+
+    /// Joins `sync:v1` with a fresh join ref; returns the whole exchange
+    /// (a second join closes the first channel before its reply).
+    pub async fn join_exchange(&mut self) -> Exchange {
         let reference = self.next_ref();
         self.join_ref = Some(reference.clone());
         let frame = json!([reference, reference, "sync:v1", "phx_join", {}]);
         self.send_text(frame.to_string()).await;
-        self.until_reply(&reference).await.reply.ok().clone()
+        self.until_reply(&reference).await
     }
 
     pub async fn subscribe(&mut self, payload: Value) -> Exchange {
@@ -469,5 +550,67 @@ impl SyncClient {
     /// Closes the socket politely.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// The shipped `KhalaSyncClient` (facts §2) on one topic, as state and rules
+/// applied to what a `SyncClient` receives: every update of every batch
+/// through the §7.9 version rule (an equal `doc_version` overwrites, a
+/// higher cached one is kept; the watermark only rises), the stored cursor
+/// cleared on `stale_cursor`. It has no snapshot or hydration path and
+/// ignores any field of a batch it does not know (such as `snapshot`).
+pub struct ShippedClientModel {
+    pub topic: String,
+    pub cache: ClientCache,
+    /// The watermark store's entry for the topic.
+    pub stored: Option<i64>,
+}
+
+impl ShippedClientModel {
+    pub fn new(topic: &str) -> Self {
+        ShippedClientModel {
+            topic: topic.to_owned(),
+            cache: ClientCache::new(ApplyRule::DocumentVersion),
+            stored: None,
+        }
+    }
+
+    /// Applies every update of `batch`, persisting each watermark increase.
+    pub fn apply(&mut self, batch: &Value) {
+        for update in normalise_batch(batch) {
+            if let Some(watermark) = self.cache.apply(&update).watermark_advanced_to {
+                self.stored = Some(watermark);
+            }
+        }
+    }
+
+    /// Subscribes with the stored cursor (none: no `resume_after` entry),
+    /// applies the batches pushed before the reply and, on `stale_cursor`,
+    /// clears the stored cursor as the client does. Returns the exchange.
+    pub async fn subscribe(&mut self, client: &mut SyncClient) -> Exchange {
+        let mut resume_after = serde_json::Map::new();
+        if let Some(watermark) = self.stored {
+            resume_after.insert(self.topic.clone(), json!(watermark));
+        }
+        let exchange = client
+            .subscribe(json!({"topics": [self.topic], "resume_after": resume_after}))
+            .await;
+        for batch in exchange.batches() {
+            self.apply(&batch);
+        }
+        if exchange.reply.status == "error" && exchange.reply.response["code"] == "stale_cursor" {
+            self.stored = None;
+            self.cache.reset_watermark(&self.topic, None);
+        }
+        exchange
+    }
+
+    /// `doc_key → doc_version` of the doc cache.
+    pub fn versions(&self) -> BTreeMap<String, i64> {
+        self.cache
+            .docs
+            .iter()
+            .map(|(key, doc)| (key.clone(), doc.doc_version))
+            .collect()
     }
 }

@@ -3,10 +3,13 @@
 //! runs one scenario body and asserts what each profile must observe.
 
 use crate::support::ok;
-use crate::sync_client::{RUN_TOPIC, SyncEnv, ago, cursor_pairs, doc_key};
+use crate::sync_client::{
+    RUN_TOPIC, ShippedClientModel, SyncEnv, ago, batch_watermarks, cursor_pairs, doc_key,
+};
 use khala_runtime::Profile;
 use khala_runtime::sync::hydration::TopicSnapshot;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// A subscribe's outcome and what the client got afterwards.
 #[derive(Debug)]
@@ -136,62 +139,21 @@ async fn b9_hardened_a_hole_raises_the_floor_to_the_highest_pruned_watermark() {
 }
 
 /// B10: rows 1 and 2 are pruned, row 3 is retained; a client with no stored
-/// cursor (a web page load) subscribes.
-async fn no_cursor_after_prune(profile: Profile) -> (Seen, Option<Vec<i64>>) {
+/// cursor (a web page load, a brand-new shipped client) subscribes.
+async fn no_cursor_after_prune(profile: Profile) -> Seen {
     let sync = SyncEnv::start_with(profile, |config| config.retention_horizon_seconds = 3600).await;
     sync.insert_run_event(1, ago(7200)).await;
     sync.insert_run_event(2, ago(7200)).await;
     sync.insert_run_event(3, ago(60)).await;
     assert_eq!(prune(&sync).await, 2);
     let seen = subscribe_then_write(&sync, json!({"topics": [RUN_TOPIC]}), &[4]).await;
-    // The hardened client's way back: hydrate over HTTP, then resume after
-    // the snapshot's watermark.
-    let recovered = if seen.status == "error" {
-        let token = sync.token(&[RUN_TOPIC]);
-        let snapshot: TopicSnapshot = reqwest::Client::new()
-            .get(
-                sync.server
-                    .http_url(&format!("/sync/v1/docs?topic={RUN_TOPIC}")),
-            )
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("hydration request")
-            .json()
-            .await
-            .expect("snapshot");
-        let keys: Vec<&str> = snapshot
-            .docs
-            .iter()
-            .map(|doc| doc.doc_key.as_str())
-            .collect();
-        assert_eq!(
-            keys,
-            [1, 2, 3].map(|w| doc_key(RUN_TOPIC, w)),
-            "the read model keeps every document"
-        );
-        assert_eq!(snapshot.watermark, 3);
-        let resumed = subscribe_then_write(
-            &sync,
-            json!({"topics": [RUN_TOPIC], "resume_after": {RUN_TOPIC: snapshot.watermark}}),
-            &[4],
-        )
-        .await;
-        assert_eq!(resumed.status, "ok");
-        assert_eq!(resumed.replayed, Vec::<i64>::new());
-        let mut delivered = resumed.replayed;
-        delivered.extend(resumed.live.expect("subscribed"));
-        Some(delivered)
-    } else {
-        None
-    };
     sync.finish().await;
-    (seen, recovered)
+    seen
 }
 
 #[tokio::test]
 async fn b10_legacy_a_subscribe_without_cursor_replays_the_retained_tail_with_no_stale_signal() {
-    let (seen, _) = no_cursor_after_prune(Profile::Legacy).await;
+    let seen = no_cursor_after_prune(Profile::Legacy).await;
     assert_eq!(seen.status, "ok");
     assert_eq!(
         seen.replayed,
@@ -202,18 +164,168 @@ async fn b10_legacy_a_subscribe_without_cursor_replays_the_retained_tail_with_no
 }
 
 #[tokio::test]
-async fn b10_hardened_no_cursor_after_a_prune_is_stale_and_http_hydration_gives_the_resume_point() {
-    let (seen, recovered) = no_cursor_after_prune(Profile::Hardened).await;
-    assert_eq!(seen.status, "error");
+async fn b10_hardened_a_subscribe_without_cursor_gets_the_read_model_at_the_floor_then_the_journal()
+{
+    let seen = no_cursor_after_prune(Profile::Hardened).await;
+    assert_eq!(seen.status, "ok");
     assert_eq!(
-        seen.response,
-        stale(json!({"topic": RUN_TOPIC, "resume_after": null, "retention_floor": 2}))
+        seen.replayed,
+        vec![2, 2, 2, 3],
+        "three read-model rows at the floor, then journal row 3"
     );
     assert_eq!(
-        recovered,
-        Some(vec![4]),
-        "after hydration only new events arrive"
+        cursor_pairs(&seen.response["current_watermarks"]),
+        vec![(RUN_TOPIC.to_owned(), 3)]
     );
+    assert_eq!(seen.live, Some(vec![4]));
+}
+
+#[tokio::test]
+async fn b10_hardened_a_brand_new_shipped_client_receives_every_retained_document() {
+    let sync = SyncEnv::start_with(Profile::Hardened, |config| {
+        config.retention_horizon_seconds = 3600;
+        // Two snapshot batches for three rows: the watermark stays valid
+        // between them.
+        config.replay_batch_size = 2;
+    })
+    .await;
+    sync.insert_run_event(1, ago(7200)).await;
+    sync.insert_run_event(2, ago(7200)).await;
+    sync.insert_run_event(3, ago(60)).await;
+    assert_eq!(prune(&sync).await, 2);
+    let mut client = sync.connect().await;
+    client.join_as_shipped_client().await.reply.ok();
+    let mut shipped = ShippedClientModel::new(RUN_TOPIC);
+    let exchange = shipped.subscribe(&mut client).await;
+    exchange.reply.ok();
+    let batches = exchange.batches();
+    assert_eq!(
+        batches
+            .iter()
+            .map(|batch| (batch["snapshot"].clone(), batch_watermarks(batch)))
+            .collect::<Vec<_>>(),
+        vec![
+            (json!(true), vec![2, 2]),
+            (json!(true), vec![2]),
+            (Value::Null, vec![3])
+        ]
+    );
+    assert_eq!(
+        shipped.versions(),
+        sync.read_model_versions(RUN_TOPIC).await,
+        "every document, pruned or not, at its version"
+    );
+    assert_eq!(shipped.stored, Some(3));
+    // And it stays live.
+    sync.insert_run_event(4, sync.now()).await;
+    shipped.apply(&client.next_batch().await);
+    assert_eq!(shipped.stored, Some(4));
+    sync.finish().await;
+}
+
+/// A shipped client saw rows 1 and 2, went offline; rows 3 (old) and 4
+/// were written; retention pruned 1..3. It reconnects with cursor 2,
+/// which is below the floor; as the shipped client does, it clears the
+/// cursor and subscribes again without one. Returns the stale answer and
+/// the client with the read model it should converge to.
+async fn pruned_while_offline(
+    profile: Profile,
+) -> (Value, ShippedClientModel, BTreeMap<String, i64>) {
+    let sync = SyncEnv::start_with(profile, |config| config.retention_horizon_seconds = 3600).await;
+    sync.insert_run_event(1, ago(7200)).await;
+    sync.insert_run_event(2, ago(7200)).await;
+    let mut shipped = ShippedClientModel::new(RUN_TOPIC);
+    let mut client = sync.connect().await;
+    client.join_as_shipped_client().await.reply.ok();
+    shipped.subscribe(&mut client).await.reply.ok();
+    assert_eq!(shipped.stored, Some(2));
+    client.close().await;
+    sync.insert_run_event(3, ago(7200)).await;
+    sync.insert_run_event(4, ago(60)).await;
+    assert_eq!(prune(&sync).await, 3);
+    let mut client = sync.connect().await;
+    client.join_as_shipped_client().await.reply.ok();
+    let stale = shipped.subscribe(&mut client).await;
+    assert_eq!(
+        stale.pushes_of("sync:error"),
+        vec![stale.reply.error().clone()]
+    );
+    assert_eq!(shipped.stored, None, "the client cleared its cursor");
+    shipped.subscribe(&mut client).await.reply.ok();
+    let read_model = sync.read_model_versions(RUN_TOPIC).await;
+    sync.finish().await;
+    (stale.reply.response, shipped, read_model)
+}
+
+#[tokio::test]
+async fn b10_hardened_a_cursor_pruned_while_offline_is_stale_and_the_shipped_recovery_converges() {
+    let (stale_answer, shipped, read_model) = pruned_while_offline(Profile::Hardened).await;
+    assert_eq!(
+        stale_answer,
+        stale(json!({"topic": RUN_TOPIC, "resume_after": 2, "retention_floor": 3}))
+    );
+    assert_eq!(shipped.versions(), read_model);
+    assert_eq!(shipped.stored, Some(4));
+}
+
+#[tokio::test]
+async fn b10_legacy_the_shipped_recovery_from_a_pruned_cursor_misses_the_pruned_document() {
+    let (stale_answer, shipped, read_model) = pruned_while_offline(Profile::Legacy).await;
+    assert_eq!(stale_answer["code"], "stale_cursor");
+    let missing: Vec<&String> = read_model
+        .keys()
+        .filter(|key| !shipped.versions().contains_key(*key))
+        .collect();
+    assert_eq!(
+        missing,
+        [&doc_key(RUN_TOPIC, 3)],
+        "row 3 was pruned before the client saw it"
+    );
+    assert_eq!(shipped.stored, Some(4));
+}
+
+#[tokio::test]
+async fn b10_hardened_our_lanes_hydrate_over_http_and_the_snapshot_watermark_is_a_valid_cursor() {
+    // Our client lanes still recover through the hydration list: its
+    // watermark resumes without a stale answer and without a replay.
+    let sync = SyncEnv::start_with(Profile::Hardened, |config| {
+        config.retention_horizon_seconds = 3600;
+    })
+    .await;
+    sync.insert_run_event(1, ago(7200)).await;
+    sync.insert_run_event(2, ago(7200)).await;
+    sync.insert_run_event(3, ago(60)).await;
+    assert_eq!(prune(&sync).await, 2);
+    let token = sync.token(&[RUN_TOPIC]);
+    let snapshot: TopicSnapshot = reqwest::Client::new()
+        .get(
+            sync.server
+                .http_url(&format!("/sync/v1/docs?topic={RUN_TOPIC}")),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("hydration request")
+        .json()
+        .await
+        .expect("snapshot");
+    let keys: Vec<&str> = snapshot
+        .docs
+        .iter()
+        .map(|doc| doc.doc_key.as_str())
+        .collect();
+    assert_eq!(keys, [1, 2, 3].map(|w| doc_key(RUN_TOPIC, w)));
+    assert_eq!(snapshot.watermark, 3);
+    let resumed = subscribe_then_write(
+        &sync,
+        json!({"topics": [RUN_TOPIC], "resume_after": {RUN_TOPIC: snapshot.watermark}}),
+        &[4],
+    )
+    .await;
+    assert_eq!(resumed.status, "ok");
+    assert_eq!(resumed.replayed, Vec::<i64>::new());
+    assert_eq!(resumed.live, Some(vec![4]));
+    sync.finish().await;
 }
 
 /// B20: the journal holds 1..3 (say, after a restore) and the client resumes
@@ -253,6 +365,29 @@ async fn b20_hardened_a_cursor_above_head_is_stale_with_the_head() {
             json!({"topic": RUN_TOPIC, "resume_after": 5, "retention_floor": 0, "head_watermark": 3})
         )
     );
+}
+
+#[tokio::test]
+async fn b20_hardened_the_shipped_client_recovers_from_a_cursor_above_head() {
+    let sync = SyncEnv::start(Profile::Hardened).await;
+    sync.insert_run_events(1..=3).await;
+    let mut shipped = ShippedClientModel::new(RUN_TOPIC);
+    shipped.stored = Some(5);
+    let mut client = sync.connect().await;
+    client.join_as_shipped_client().await.reply.ok();
+    shipped.subscribe(&mut client).await.reply.error();
+    let replay = shipped.subscribe(&mut client).await;
+    assert_eq!(replay.delivered(), vec![1, 2, 3]);
+    for watermark in 4..=6 {
+        sync.insert_run_event(watermark, sync.now()).await;
+        shipped.apply(&client.next_batch().await);
+    }
+    assert_eq!(
+        shipped.versions(),
+        sync.read_model_versions(RUN_TOPIC).await
+    );
+    assert_eq!(shipped.stored, Some(6));
+    sync.finish().await;
 }
 
 /// B21: rows 1..5; the client resumes after 3 but its key has a stray space.

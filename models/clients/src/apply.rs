@@ -145,6 +145,42 @@ impl ClientCache {
     }
 }
 
+impl ClientCache {
+    /// Applies a snapshot batch (read-model rows the server sends, all at
+    /// one watermark, for a subscribe without a cursor on a pruned topic)
+    /// as a hydration: every row reaches the cache unless it already holds
+    /// a higher version, whatever the apply rule (under `LastAppliedSeq`
+    /// the rows after the first would otherwise be dropped as duplicates of
+    /// their shared watermark), and the watermark rises to theirs. Returns
+    /// the watermark of each topic that moved.
+    pub fn apply_snapshot(&mut self, updates: &[Update]) -> Vec<(String, i64)> {
+        let mut advanced: Vec<(String, i64)> = Vec::new();
+        for update in updates {
+            let newer = self
+                .docs
+                .get(&update.doc_key)
+                .is_none_or(|doc| doc.doc_version <= update.doc_version);
+            if newer {
+                self.docs.insert(
+                    update.doc_key.clone(),
+                    CachedDoc {
+                        doc_version: update.doc_version,
+                        payload: update.payload.clone(),
+                    },
+                );
+            }
+            let current = self.watermark(&update.topic);
+            if current.is_none_or(|current| update.watermark > current) {
+                self.watermarks
+                    .insert(update.topic.clone(), update.watermark);
+                advanced.retain(|(topic, _)| *topic != update.topic);
+                advanced.push((update.topic.clone(), update.watermark));
+            }
+        }
+        advanced
+    }
+}
+
 /// A row the UI shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViewRow {
@@ -220,6 +256,21 @@ mod tests {
             watermark,
             payload: Some(json!({"v": doc_version})),
             hydration_required: false,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_fills_the_cache_under_either_rule_without_regressing_a_document() {
+        for rule in [ApplyRule::DocumentVersion, ApplyRule::LastAppliedSeq] {
+            let mut cache = ClientCache::new(rule);
+            cache.apply(&update("newer", 7, 1));
+            let snapshot = [update("a", 2, 4), update("b", 3, 4), update("newer", 5, 4)];
+            assert_eq!(cache.apply_snapshot(&snapshot), vec![("t".to_owned(), 4)]);
+            assert_eq!(cache.docs["a"].doc_version, 2, "{rule:?}");
+            assert_eq!(cache.docs["b"].doc_version, 3, "{rule:?}");
+            assert_eq!(cache.docs["newer"].doc_version, 7, "{rule:?}");
+            assert_eq!(cache.watermark("t"), Some(4));
+            assert_eq!(cache.apply_snapshot(&snapshot), vec![], "nothing moved");
         }
     }
 

@@ -216,11 +216,15 @@ pub struct LaneStats {
     pub joins: usize,
     pub polls: usize,
     pub http_reloads: usize,
+    /// Snapshot batches received: read-model rows the server sent for a
+    /// subscribe without a cursor on a pruned topic (hardened B10).
+    pub snapshots: usize,
     pub stale_cursors: usize,
     pub batches: usize,
     pub heartbeats_sent: usize,
     pub channel_closes_seen: usize,
-    /// Every `(topic, watermark)` received in an update batch, in order.
+    /// Every `(topic, watermark)` of a journal row received in an update
+    /// batch, in order (snapshot rows are not journal rows: not listed).
     pub delivered: Vec<(String, i64)>,
     /// Updates dropped by normalisation.
     pub malformed_updates: usize,
@@ -766,15 +770,24 @@ impl ClientLane {
         let updates: Vec<Update> = apply::normalise_batch(batch);
         self.stats.malformed_updates += raw_count - updates.len();
         self.stats.batches += 1;
-        for update in &updates {
-            self.stats
-                .delivered
-                .push((update.topic.clone(), update.watermark));
-            let applied = self.cache.apply(update);
-            if let Some(watermark) = applied.watermark_advanced_to {
+        if batch.get("snapshot") == Some(&Value::Bool(true)) {
+            self.stats.snapshots += 1;
+            for (topic, watermark) in self.cache.apply_snapshot(&updates) {
                 self.store
-                    .save(&update.topic, watermark)
+                    .save(&topic, watermark)
                     .map_err(|error| self.error("store a watermark", error))?;
+            }
+        } else {
+            for update in &updates {
+                self.stats
+                    .delivered
+                    .push((update.topic.clone(), update.watermark));
+                let applied = self.cache.apply(update);
+                if let Some(watermark) = applied.watermark_advanced_to {
+                    self.store
+                        .save(&update.topic, watermark)
+                        .map_err(|error| self.error("store a watermark", error))?;
+                }
             }
         }
         let topic = updates.first().map(|update| update.topic.clone());

@@ -101,10 +101,13 @@ pub struct Switches {
     pub b9_full_prune_floor_zero: bool,
     /// B10: the stale check only looks at topics with a `resume_after` entry,
     /// so a subscribe without a cursor replays whatever is retained with no
-    /// signal that older events were pruned. Fix: a topic without any cursor
-    /// whose floor is above 0 is answered with `stale_cursor`
-    /// (`resume_after: null`, `full_resync_required`); the client hydrates over
-    /// HTTP, whose list answer carries the watermark to resume after.
+    /// signal that older events were pruned: documents whose rows were
+    /// pruned never reach the client. Fix: a topic without any cursor whose
+    /// retention floor is above 0 is answered with a snapshot of every
+    /// read-model row (updates at the floor's watermark) and then the
+    /// journal after the floor, so the shipped client, which clears its
+    /// cursor on `stale_cursor` and subscribes again without one, converges
+    /// unchanged. A cursor below the floor is still `stale_cursor`.
     pub b10_stale_check_only_with_cursor: bool,
     /// B11: the Khala sink wakes subscribers inside the open transaction. Fix:
     /// wake them after commit.

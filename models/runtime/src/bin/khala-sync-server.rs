@@ -36,6 +36,10 @@ struct Args {
     heartbeat_interval_ms: u64,
     #[arg(long, default_value_t = config::DEFAULT_HEARTBEAT_TIMEOUT_MS)]
     heartbeat_timeout_ms: u64,
+    /// Close a socket that carried no frame for this long (Phoenix's
+    /// websocket `timeout`).
+    #[arg(long, default_value_t = config::DEFAULT_SOCKET_IDLE_TIMEOUT_MS)]
+    socket_idle_timeout_ms: u64,
     #[arg(long, default_value_t = config::DEFAULT_RETENTION_INTERVAL_MS)]
     retention_interval_ms: u64,
     #[arg(long, default_value_t = config::DEFAULT_RETENTION_HORIZON_SECONDS)]
@@ -126,6 +130,7 @@ async fn run(args: Args) -> Result<(), CliError> {
         replay_batch_size: args.replay_batch_size,
         heartbeat_interval_ms: args.heartbeat_interval_ms,
         heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+        socket_idle_timeout_ms: args.socket_idle_timeout_ms,
         retention_interval_ms: args.retention_interval_ms,
         retention_horizon_seconds: args.retention_horizon_seconds,
         retention_batch_size: args.retention_batch_size,

@@ -9,6 +9,9 @@ use std::time::Duration;
 pub const DEFAULT_REPLAY_BATCH_SIZE: i64 = 200;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 60_000;
+/// Phoenix's websocket `timeout` option (its default, which the original
+/// kept): Bandit closes a socket that carried no frame for this long.
+pub const DEFAULT_SOCKET_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_RETENTION_INTERVAL_MS: u64 = 60_000;
 pub const DEFAULT_RETENTION_HORIZON_SECONDS: i64 = 86_400;
 pub const DEFAULT_RETENTION_BATCH_SIZE: i64 = 5_000;
@@ -27,6 +30,11 @@ pub struct SyncConfig {
     pub replay_batch_size: i64,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// The socket idle timeout (facts §3): measured from the last frame
+    /// either way, so the channel's heartbeat pushes keep a socket open
+    /// while the channel lives. Both profiles: it is the original's
+    /// transport, not a defect.
+    pub socket_idle_timeout_ms: u64,
     pub retention_interval_ms: u64,
     pub retention_horizon_seconds: i64,
     pub retention_batch_size: i64,
@@ -50,6 +58,7 @@ impl SyncConfig {
             replay_batch_size: DEFAULT_REPLAY_BATCH_SIZE,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,
+            socket_idle_timeout_ms: DEFAULT_SOCKET_IDLE_TIMEOUT_MS,
             retention_interval_ms: DEFAULT_RETENTION_INTERVAL_MS,
             retention_horizon_seconds: DEFAULT_RETENTION_HORIZON_SECONDS,
             retention_batch_size: DEFAULT_RETENTION_BATCH_SIZE,
@@ -79,6 +88,15 @@ impl SyncConfig {
         Duration::from_millis(nonzero_or(
             self.heartbeat_timeout_ms,
             DEFAULT_HEARTBEAT_TIMEOUT_MS,
+        ))
+    }
+
+    /// The socket idle timeout; zero falls back to the default (a zero
+    /// timeout would close every socket at once).
+    pub fn socket_idle_timeout(&self) -> Duration {
+        Duration::from_millis(nonzero_or(
+            self.socket_idle_timeout_ms,
+            DEFAULT_SOCKET_IDLE_TIMEOUT_MS,
         ))
     }
 
@@ -117,6 +135,7 @@ mod tests {
         assert_eq!(config.effective_replay_batch_size(), 200);
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(15));
         assert_eq!(config.heartbeat_timeout(), Duration::from_secs(60));
+        assert_eq!(config.socket_idle_timeout(), Duration::from_secs(60));
         assert_eq!(config.retention_interval(), Duration::from_secs(60));
         assert_eq!(
             (
@@ -128,6 +147,8 @@ mod tests {
         config.replay_batch_size = 0;
         config.heartbeat_interval_ms = 0;
         config.heartbeat_timeout_ms = 0;
+        config.socket_idle_timeout_ms = 0;
+        assert_eq!(config.socket_idle_timeout(), Duration::from_secs(60));
         assert_eq!(config.effective_replay_batch_size(), 200);
         assert_eq!(config.heartbeat_interval(), Duration::from_secs(15));
         assert_eq!(config.heartbeat_timeout(), Duration::from_secs(60));

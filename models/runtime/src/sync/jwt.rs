@@ -19,9 +19,11 @@ pub const DEFAULT_ISSUER: &str = "https://openagents.test";
 pub const DEFAULT_AUDIENCE: &str = "openagents-sync";
 pub const DEFAULT_CLAIMS_VERSION: &str = "oa_sync_claims_v1";
 pub const DEFAULT_KEY_ID: &str = "sync-auth-v1";
-/// The development key of the base keyring. The spec does not give its value;
-/// this one is ours. Production must replace it (spec §15 B15).
-pub const DEV_SIGNING_KEY: &str = "khala-sync-dev-signing-key-not-for-production";
+/// The development key of the base keyring, the original's
+/// (`apps/openagents-runtime/config/config.exs`), so that a client holding a
+/// development token of the original stack is accepted here too. Production
+/// must replace it (spec §15 B15).
+pub const DEV_SIGNING_KEY: &str = "dev-sync-signing-key";
 /// `iat` and `nbf` may lie this far in the future.
 pub const CLOCK_SKEW_SECONDS: i64 = 30;
 pub const HS256: &str = "HS256";
@@ -703,6 +705,19 @@ mod tests {
             verify(&token, &config, NOW).unwrap_err().atom(),
             "unknown_kid"
         );
+    }
+
+    #[test]
+    fn the_base_keyring_is_the_originals_development_keyring() {
+        // Spelled out rather than through the constants, so a change of
+        // either constant fails here.
+        let keyring = AuthConfig::base().keyring;
+        assert_eq!(
+            keyring,
+            BTreeMap::from([("sync-auth-v1".to_owned(), b"dev-sync-signing-key".to_vec())])
+        );
+        let token = encode_hs256(&header(), &claims(), b"dev-sync-signing-key");
+        assert_eq!(check(&token).expect("valid").sub, "user:7");
     }
 
     #[test]

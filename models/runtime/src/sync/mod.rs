@@ -1,6 +1,7 @@
 //! The Khala sync server (spec §7): socket authentication, the `sync:v1`
 //! channel protocol, journal replay, the stale-cursor rule, retention,
-//! heartbeats and the HTTP hydration endpoints the clients fall back to.
+//! heartbeats, the socket idle timeout, telemetry and the HTTP hydration
+//! endpoints the clients fall back to.
 
 pub mod channel;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod protocol;
 pub mod replay;
 pub mod retention;
 pub mod server;
+pub mod telemetry;
 pub mod topics;
 pub mod wake_poller;
 

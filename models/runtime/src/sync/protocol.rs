@@ -1,6 +1,8 @@
-//! The wire format of the `sync:v1` channel (spec §7.3, §7.5): Phoenix V2
-//! JSON frames, the client requests parsed with typed errors (no input makes
-//! them panic), and the exact reply, update, batch and error payloads.
+//! The wire format of the `sync:v1` channel (spec §7.3, §7.5): Phoenix's V2
+//! JSON frames (`[join_ref, ref, topic, event, payload]`) and V1 ones
+//! (`{"topic", "event", "payload", "ref"}`), chosen per socket by `vsn` as
+//! Phoenix does; the client requests parsed with typed errors (no input makes
+//! them panic); and the exact reply, update, batch and error payloads.
 
 use crate::sync::replay::{JournalEvent, StaleReason, StaleTopic};
 use crate::sync::topics;
@@ -17,12 +19,73 @@ pub const EVENT_JOIN: &str = "phx_join";
 pub const EVENT_LEAVE: &str = "phx_leave";
 pub const EVENT_REPLY: &str = "phx_reply";
 pub const EVENT_CLOSE: &str = "phx_close";
+/// What the socket sends when a channel crashed (Phoenix's `phx_error`).
+pub const EVENT_CHANNEL_ERROR: &str = "phx_error";
 pub const EVENT_PHOENIX_HEARTBEAT: &str = "heartbeat";
 pub const EVENT_SUBSCRIBE: &str = "sync:subscribe";
 pub const EVENT_UNSUBSCRIBE: &str = "sync:unsubscribe";
 pub const EVENT_HEARTBEAT: &str = "sync:heartbeat";
 pub const EVENT_UPDATE_BATCH: &str = "sync:update_batch";
 pub const EVENT_ERROR: &str = "sync:error";
+
+/// Phoenix's JSON serializers. The socket picks one from the `vsn` query
+/// parameter of the upgrade, as `Phoenix.Socket` does with its default
+/// `[{V1.JSONSerializer, "~> 1.0.0"}, {V2.JSONSerializer, "~> 2.0.0"}]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serializer {
+    /// `{"topic", "event", "payload", "ref"}` objects; a pushed frame has
+    /// `ref: null` and no frame carries `join_ref` out (a client may send
+    /// one in).
+    V1,
+    /// `[join_ref, ref, topic, event, payload]` arrays.
+    V2,
+}
+
+impl Serializer {
+    /// The serializer `vsn` selects: Phoenix reads a missing `vsn` as
+    /// `1.0.0`; `~> 1.0.0` is any `1.0.x`, `~> 2.0.0` any `2.0.x`; anything
+    /// else has none (Phoenix refuses the connection).
+    pub fn for_vsn(vsn: Option<&str>) -> Option<Serializer> {
+        let vsn = vsn.unwrap_or("1.0.0");
+        let mut parts = vsn.split('.');
+        let (Some(major), Some(minor), Some(patch), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let number = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+        if minor != "0" || !number(patch) {
+            return None;
+        }
+        match major {
+            "1" => Some(Serializer::V1),
+            "2" => Some(Serializer::V2),
+            _ => None,
+        }
+    }
+
+    /// `frame` as JSON text.
+    pub fn encode(self, frame: &Frame) -> String {
+        match self {
+            Serializer::V2 => frame.encode(),
+            Serializer::V1 => json!({
+                "topic": frame.topic,
+                "event": frame.event,
+                "payload": frame.payload,
+                "ref": frame.reference,
+            })
+            .to_string(),
+        }
+    }
+
+    /// Parses `text`; frames over `max_bytes` are refused unread.
+    pub fn parse(self, text: &str, max_bytes: usize) -> Result<Frame, FrameError> {
+        match self {
+            Serializer::V2 => Frame::parse(text, max_bytes),
+            Serializer::V1 => Frame::parse_v1(text, max_bytes),
+        }
+    }
+}
 
 /// One frame, `[join_ref, ref, topic, event, payload]`. Refs are strings or
 /// null, as Phoenix clients send them.
@@ -98,15 +161,74 @@ impl Frame {
         })
     }
 
-    /// The server's answer to `request`: `phx_reply` with
-    /// `{"status": ..., "response": ...}`.
+    /// Parses a V1 frame, a JSON object with string `topic` and `event`, a
+    /// `payload` and a `ref` (string or null; absent reads as null).
+    pub fn parse_v1(text: &str, max_bytes: usize) -> Result<Frame, FrameError> {
+        if text.len() > max_bytes {
+            return Err(FrameError::bare(FrameErrorKind::TooLarge {
+                bytes: text.len(),
+                max_bytes,
+            }));
+        }
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return Err(FrameError::bare(FrameErrorKind::NotJson));
+        };
+        let Value::Object(mut map) = value else {
+            return Err(FrameError::bare(FrameErrorKind::NotAnObject));
+        };
+        let text_of = |map: &Map<String, Value>, key: &str| {
+            map.get(key).and_then(Value::as_str).map(str::to_owned)
+        };
+        let mut error = FrameError {
+            kind: FrameErrorKind::BadRef,
+            join_ref: text_of(&map, "join_ref"),
+            reference: text_of(&map, "ref"),
+            topic: text_of(&map, "topic"),
+        };
+        let reference = |value: Option<&Value>| match value {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(text)) => Some(Some(text.clone())),
+            Some(_) => None,
+        };
+        let (Some(join_ref), Some(frame_ref)) =
+            (reference(map.get("join_ref")), reference(map.get("ref")))
+        else {
+            return Err(error);
+        };
+        let (Some(topic), Some(event)) = (text_of(&map, "topic"), text_of(&map, "event")) else {
+            error.kind = FrameErrorKind::BadTopicOrEvent;
+            return Err(error);
+        };
+        let Some(payload) = map.remove("payload") else {
+            error.kind = FrameErrorKind::MissingPayload;
+            return Err(error);
+        };
+        Ok(Frame {
+            join_ref,
+            reference: frame_ref,
+            topic,
+            event,
+            payload,
+        })
+    }
+
+    /// The server's answer to `request` on a channel joined with `join_ref`:
+    /// `phx_reply` with `{"status": ..., "response": ...}`. Phoenix addresses
+    /// a channel's replies with the channel's join ref, not the request's,
+    /// and the socket's own replies (`phoenix` heartbeat, unmatched topic)
+    /// with none.
+    pub fn reply_on(
+        join_ref: Option<String>,
+        request: &Frame,
+        result: Result<Value, ChannelError>,
+    ) -> Frame {
+        reply_to(join_ref, request.reference.clone(), &request.topic, result)
+    }
+
+    /// The answer to `request` with the request's own join ref (the join
+    /// reply, whose join ref is the one the join carried).
     pub fn reply(request: &Frame, result: Result<Value, ChannelError>) -> Frame {
-        reply_to(
-            request.join_ref.clone(),
-            request.reference.clone(),
-            &request.topic,
-            result,
-        )
+        Frame::reply_on(request.join_ref.clone(), request, result)
     }
 
     /// A server push on the channel joined with `join_ref`.
@@ -122,11 +244,20 @@ impl Frame {
 
     /// The channel is closing (Phoenix sends `phx_close` with the join ref).
     pub fn close(join_ref: Option<String>) -> Frame {
+        Frame::channel_end(join_ref, EVENT_CLOSE)
+    }
+
+    /// The channel crashed (Phoenix sends `phx_error` with the join ref).
+    pub fn channel_error(join_ref: Option<String>) -> Frame {
+        Frame::channel_end(join_ref, EVENT_CHANNEL_ERROR)
+    }
+
+    fn channel_end(join_ref: Option<String>, event: &str) -> Frame {
         Frame {
             reference: join_ref.clone(),
             join_ref,
             topic: CHANNEL_TOPIC.to_owned(),
-            event: EVENT_CLOSE.to_owned(),
+            event: event.to_owned(),
             payload: json!({}),
         }
     }
@@ -154,11 +285,20 @@ fn reply_to(
 /// What is wrong with a frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameErrorKind {
-    TooLarge { bytes: usize, max_bytes: usize },
+    TooLarge {
+        bytes: usize,
+        max_bytes: usize,
+    },
     Binary,
     NotJson,
     NotAnArray,
-    WrongLength { len: usize },
+    /// V1: the frame is not a JSON object.
+    NotAnObject,
+    /// V1: the object has no `payload`.
+    MissingPayload,
+    WrongLength {
+        len: usize,
+    },
     BadRef,
     BadTopicOrEvent,
 }
@@ -210,6 +350,8 @@ impl fmt::Display for FrameErrorKind {
             FrameErrorKind::Binary => formatter.write_str("binary frames are not supported"),
             FrameErrorKind::NotJson => formatter.write_str("frame is not JSON"),
             FrameErrorKind::NotAnArray => formatter.write_str("frame is not a JSON array"),
+            FrameErrorKind::NotAnObject => formatter.write_str("frame is not a JSON object"),
+            FrameErrorKind::MissingPayload => formatter.write_str("frame has no payload"),
             FrameErrorKind::WrongLength { len } => {
                 write!(formatter, "frame has {len} elements, expected 5")
             }
@@ -231,8 +373,9 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-/// An error reply of the channel. The first four are the original's; the
-/// rest are ours, for input the original crashed on or never saw.
+/// An error reply of the channel. The first four are the original's channel
+/// replies and `UnmatchedTopic` Phoenix's socket reply; the rest are ours,
+/// for input the original's socket crashed on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelError {
     BadTopic,
@@ -242,10 +385,6 @@ pub enum ChannelError {
     },
     StaleCursor {
         topics: Vec<StaleTopic>,
-    },
-    /// An event the channel does not handle.
-    UnknownEvent {
-        event: String,
     },
     /// Phoenix's answer to a message for a channel that is not joined.
     UnmatchedTopic,
@@ -274,9 +413,6 @@ impl ChannelError {
                 "full_resync_required": true,
                 "stale_topics": topics.iter().map(stale_topic_value).collect::<Vec<_>>(),
             }),
-            ChannelError::UnknownEvent { event } => {
-                json!({"code": "unknown_event", "event": event})
-            }
             ChannelError::UnmatchedTopic => json!({"reason": "unmatched topic"}),
             ChannelError::BadFrame { reason } => json!({"code": "bad_frame", "reason": reason}),
             ChannelError::FrameTooLarge { max_bytes } => {
@@ -326,6 +462,22 @@ pub fn update_batch_value(
         "replay_complete": replay_complete,
         "head_watermarks": [{"topic": topic, "watermark": head}],
     })
+}
+
+/// A `sync:update_batch` of read-model rows (the hardened answer to a
+/// subscribe without a cursor on a pruned topic). Ours, not the original's:
+/// the updates have the shape of journal updates, so a client that knows
+/// nothing of snapshots applies them as any others; `"snapshot": true` lets
+/// one that does tell them apart (they share one watermark).
+pub fn snapshot_batch_value(
+    topic: &str,
+    docs: &[JournalEvent],
+    replay_complete: bool,
+    head: i64,
+) -> Value {
+    let mut batch = update_batch_value(topic, docs, replay_complete, head);
+    batch["snapshot"] = Value::Bool(true);
+    batch
 }
 
 /// `[{"topic", "watermark"}, ...]` in the given order.
@@ -506,6 +658,54 @@ mod tests {
     }
 
     #[test]
+    fn vsn_selects_the_serializer_as_phoenix_does() {
+        assert_eq!(Serializer::for_vsn(None), Some(Serializer::V1));
+        assert_eq!(Serializer::for_vsn(Some("1.0.0")), Some(Serializer::V1));
+        assert_eq!(Serializer::for_vsn(Some("2.0.0")), Some(Serializer::V2));
+        assert_eq!(Serializer::for_vsn(Some("2.0.7")), Some(Serializer::V2));
+        for refused in [
+            "3.0.0", "2.1.0", "2", "2.0", "2.0.x", "", "2.0.0.0", "v2.0.0",
+        ] {
+            assert_eq!(Serializer::for_vsn(Some(refused)), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn v1_frames_are_objects_without_join_ref() {
+        let frame = Serializer::V1
+            .parse(
+                r#"{"topic":"sync:v1","event":"phx_join","payload":{},"ref":"1"}"#,
+                1024,
+            )
+            .expect("frame");
+        assert_eq!(
+            (frame.join_ref, frame.reference.as_deref()),
+            (None, Some("1"))
+        );
+        let push = Frame::push(Some("1".into()), EVENT_HEARTBEAT, json!({"watermarks": []}));
+        let encoded: Value = serde_json::from_str(&Serializer::V1.encode(&push)).expect("json");
+        assert_eq!(
+            encoded,
+            json!({"topic": "sync:v1", "event": "sync:heartbeat",
+                   "payload": {"watermarks": []}, "ref": null})
+        );
+        let kind = |text: &str| Serializer::V1.parse(text, 1024).unwrap_err().kind;
+        assert_eq!(kind("[]"), FrameErrorKind::NotAnObject);
+        assert_eq!(
+            kind(r#"{"topic":"t","event":"e"}"#),
+            FrameErrorKind::MissingPayload
+        );
+        assert_eq!(
+            kind(r#"{"topic":1,"event":"e","payload":{}}"#),
+            FrameErrorKind::BadTopicOrEvent
+        );
+        assert_eq!(
+            kind(r#"{"topic":"t","event":"e","payload":{},"ref":2}"#),
+            FrameErrorKind::BadRef
+        );
+    }
+
+    #[test]
     fn malformed_frames_are_typed_errors_that_keep_what_they_can() {
         let kind = |text: &str| Frame::parse(text, 64).unwrap_err().kind;
         assert_eq!(kind("nope"), FrameErrorKind::NotJson);
@@ -667,7 +867,7 @@ mod tests {
         let error = ChannelError::StaleCursor {
             topics: vec![StaleTopic {
                 topic: "runtime.run_summaries".into(),
-                resume_after: Some(0),
+                resume_after: 0,
                 retention_floor: 1,
                 reason: StaleReason::BelowFloor,
                 head: None,

@@ -1,9 +1,12 @@
-//! Journal reads for delivery (spec §7.4 `Replay`) and the stale-cursor rule
-//! (spec §7.5) with the hardened fixes for B9, B10 and B20.
+//! Journal reads for delivery (spec §7.4 `Replay`), the stale-cursor rule
+//! (spec §7.5) with the hardened fixes for B9 and B20, and the hardened B10
+//! rule for a subscribe without a cursor: a snapshot of the topic's read
+//! model at the retention floor, then the journal after the floor.
 
 use crate::profile::Switches;
+use crate::sync::topics;
 use serde_json::Value;
-use sqlx::PgExecutor;
+use sqlx::{Connection, PgExecutor, PgPool};
 
 /// One `runtime.sync_stream_events` row as delivered.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -159,8 +162,6 @@ pub async fn bounds(
 pub enum StaleReason {
     /// `cursor < retention_floor` (the original's only case).
     BelowFloor,
-    /// Hardened B10: no cursor at all, and events were pruned.
-    NoCursorAfterPrune,
     /// Hardened B20: `cursor > head`.
     AheadOfHead,
 }
@@ -169,8 +170,8 @@ pub enum StaleReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StaleTopic {
     pub topic: String,
-    /// The cursor checked; `None` when the client had none (hardened B10).
-    pub resume_after: Option<i64>,
+    /// The cursor checked.
+    pub resume_after: i64,
     pub retention_floor: i64,
     pub reason: StaleReason,
     /// The head the cursor was compared with (hardened B20 only).
@@ -182,7 +183,10 @@ pub struct StaleTopic {
 pub struct StaleRule {
     /// B9 when true: the floor ignores `pruned_through`.
     pub full_prune_floor_zero: bool,
-    /// B10 when true: only topics with a cursor are checked.
+    /// B10 when true: only cursors the client sent are checked, and a topic
+    /// without one replays whatever the journal retains. When false, the
+    /// socket's own cursor is checked too, and a topic without any cursor
+    /// starts with a snapshot of the read model (`snapshot_watermark`).
     pub only_with_cursor: bool,
     /// B20 when true: a cursor above head is accepted.
     pub cursor_ahead_allowed: bool,
@@ -219,37 +223,106 @@ impl StaleRule {
         }
     }
 
-    /// Checks `cursor` (`None`: the client sent none and the socket holds
-    /// none). The legacy rule is only called for topics with a cursor.
-    pub fn check(
-        &self,
-        topic: &str,
-        cursor: Option<i64>,
-        bounds: &TopicBounds,
-    ) -> Option<StaleTopic> {
+    /// Checks a cursor (the client's, or under the B10 fix the socket's).
+    pub fn check(&self, topic: &str, cursor: i64, bounds: &TopicBounds) -> Option<StaleTopic> {
         let retention_floor = self.retention_floor(bounds);
-        let stale = |resume_after, reason, head| StaleTopic {
+        let stale = |reason, head| StaleTopic {
             topic: topic.to_owned(),
-            resume_after,
+            resume_after: cursor,
             retention_floor,
             reason,
             head,
         };
-        match cursor {
-            Some(cursor) if cursor < retention_floor => {
-                Some(stale(Some(cursor), StaleReason::BelowFloor, None))
-            }
-            Some(cursor) if !self.cursor_ahead_allowed && cursor > self.effective_head(bounds) => {
-                let head = self.effective_head(bounds);
-                Some(stale(Some(cursor), StaleReason::AheadOfHead, Some(head)))
-            }
-            Some(_) => None,
-            None if !self.only_with_cursor && retention_floor > 0 => {
-                Some(stale(None, StaleReason::NoCursorAfterPrune, None))
-            }
-            None => None,
+        if cursor < retention_floor {
+            return Some(stale(StaleReason::BelowFloor, None));
         }
+        let head = self.effective_head(bounds);
+        if !self.cursor_ahead_allowed && cursor > head {
+            return Some(stale(StaleReason::AheadOfHead, Some(head)));
+        }
+        None
     }
+
+    /// Where a subscribe without any cursor starts. Legacy (B10): at 0, so
+    /// only the retained journal is replayed and documents whose rows were
+    /// pruned never arrive. Hardened: when the topic has a retention floor
+    /// above 0, a snapshot of every read-model row is sent first, each
+    /// update at the floor as its watermark, and the journal follows from
+    /// the floor; `Some(floor)` says so. `None`: replay the journal from 0,
+    /// which then holds every row ever written.
+    pub fn snapshot_watermark(&self, bounds: &TopicBounds) -> Option<i64> {
+        if self.only_with_cursor {
+            return None;
+        }
+        let floor = self.retention_floor(bounds);
+        (floor > 0).then_some(floor)
+    }
+}
+
+/// A topic's read-model rows and journal bounds, read in one snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicImage {
+    pub bounds: TopicBounds,
+    /// Every read-model row of the topic (none for a topic without one),
+    /// ordered by `doc_key`, as updates with `watermark` 0 (the caller sets
+    /// the watermark they are sent at).
+    pub docs: Vec<JournalEvent>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ReadModelRow {
+    doc_key: String,
+    doc_version: i64,
+    payload: Value,
+    payload_hash: Option<Vec<u8>>,
+}
+
+/// Reads `topic`'s bounds and read-model rows in one repeatable-read
+/// snapshot. Read-model rows and journal rows commit together, so the rows
+/// reflect every journal row up to the bounds' head and none after it: a
+/// client that takes the rows and then the journal after any watermark at
+/// or below that head misses nothing.
+pub async fn read_image(pool: &PgPool, topic: &str) -> Result<TopicImage, ReplayError> {
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(failed("connect for a snapshot", topic))?;
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(failed("begin a snapshot", topic))?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await
+        .map_err(failed("begin a snapshot", topic))?;
+    let bounds = self::bounds(&mut *tx, topic).await?;
+    let rows: Vec<ReadModelRow> = match topics::projection_of_topic(topic) {
+        Some(kind) => {
+            // The table name comes from the fixed `ProjectionKind` set.
+            let statement = format!(
+                "SELECT doc_key, doc_version, payload, payload_hash FROM {} ORDER BY doc_key",
+                kind.read_model_table()
+            );
+            sqlx::query_as(sqlx::AssertSqlSafe(statement))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(failed("read the read model", topic))?
+        }
+        None => Vec::new(),
+    };
+    tx.commit().await.map_err(failed("end a snapshot", topic))?;
+    let docs = rows
+        .into_iter()
+        .map(|row| JournalEvent {
+            topic: topic.to_owned(),
+            watermark: 0,
+            doc_key: row.doc_key,
+            doc_version: row.doc_version,
+            payload: Some(row.payload),
+            payload_hash: row.payload_hash,
+        })
+        .collect();
+    Ok(TopicImage { bounds, docs })
 }
 
 #[cfg(test)]
@@ -275,7 +348,7 @@ mod tests {
         }
     }
 
-    fn reason(rule: StaleRule, cursor: Option<i64>, bounds: TopicBounds) -> Option<StaleReason> {
+    fn reason(rule: StaleRule, cursor: i64, bounds: TopicBounds) -> Option<StaleReason> {
         rule.check("t", cursor, &bounds).map(|stale| stale.reason)
     }
 
@@ -284,12 +357,9 @@ mod tests {
         let retained = bounds(Some(2), 2, Some(1));
         for rule in [LEGACY, HARDENED] {
             assert_eq!(rule.retention_floor(&retained), 1);
-            assert_eq!(
-                reason(rule, Some(0), retained),
-                Some(StaleReason::BelowFloor)
-            );
-            assert_eq!(reason(rule, Some(1), retained), None);
-            assert_eq!(reason(rule, Some(2), retained), None);
+            assert_eq!(reason(rule, 0, retained), Some(StaleReason::BelowFloor));
+            assert_eq!(reason(rule, 1, retained), None);
+            assert_eq!(reason(rule, 2, retained), None);
         }
         assert_eq!(LEGACY.retention_floor(&bounds(Some(1), 3, None)), 0);
         assert_eq!(LEGACY.retention_floor(&bounds(Some(0), 3, None)), 0);
@@ -299,46 +369,47 @@ mod tests {
     fn b9_a_fully_pruned_topic_has_floor_zero_only_under_legacy() {
         let pruned = bounds(None, 0, Some(2));
         assert_eq!(LEGACY.retention_floor(&pruned), 0);
-        assert_eq!(reason(LEGACY, Some(1), pruned), None);
+        assert_eq!(reason(LEGACY, 1, pruned), None);
         assert_eq!(HARDENED.retention_floor(&pruned), 2);
-        assert_eq!(
-            reason(HARDENED, Some(1), pruned),
-            Some(StaleReason::BelowFloor)
-        );
-        assert_eq!(
-            reason(HARDENED, Some(2), pruned),
-            None,
-            "caught up, not ahead"
-        );
+        assert_eq!(reason(HARDENED, 1, pruned), Some(StaleReason::BelowFloor));
+        assert_eq!(reason(HARDENED, 2, pruned), None, "caught up, not ahead");
         // A hole above the oldest retained row.
         let hole = bounds(Some(1), 5, Some(4));
-        assert_eq!(reason(LEGACY, Some(2), hole), None);
-        assert_eq!(
-            reason(HARDENED, Some(2), hole),
-            Some(StaleReason::BelowFloor)
-        );
+        assert_eq!(reason(LEGACY, 2, hole), None);
+        assert_eq!(reason(HARDENED, 2, hole), Some(StaleReason::BelowFloor));
     }
 
     #[test]
-    fn b10_no_cursor_is_checked_only_under_hardened() {
+    fn b10_no_cursor_starts_with_a_snapshot_at_the_floor_only_under_hardened() {
         let pruned = bounds(Some(3), 3, Some(2));
-        assert_eq!(reason(LEGACY, None, pruned), None);
+        assert_eq!(LEGACY.snapshot_watermark(&pruned), None);
+        assert_eq!(HARDENED.snapshot_watermark(&pruned), Some(2));
+        // A hole above the oldest row: the snapshot covers it.
         assert_eq!(
-            reason(HARDENED, None, pruned),
-            Some(StaleReason::NoCursorAfterPrune)
+            HARDENED.snapshot_watermark(&bounds(Some(1), 5, Some(4))),
+            Some(4)
         );
-        assert_eq!(reason(HARDENED, None, bounds(Some(1), 3, None)), None);
+        // Fully pruned: the floor is the pruned-through watermark.
+        assert_eq!(
+            HARDENED.snapshot_watermark(&bounds(None, 0, Some(2))),
+            Some(2)
+        );
+        // Nothing pruned: the journal from 0 holds every row.
+        assert_eq!(HARDENED.snapshot_watermark(&bounds(Some(1), 3, None)), None);
+        assert_eq!(HARDENED.snapshot_watermark(&bounds(None, 0, None)), None);
+        // Resuming at the snapshot's watermark is never stale.
+        assert_eq!(reason(HARDENED, 2, pruned), None);
     }
 
     #[test]
     fn b20_a_cursor_above_head_is_stale_only_under_hardened() {
         let restored = bounds(Some(1), 3, None);
-        assert_eq!(reason(LEGACY, Some(5), restored), None);
-        let stale = HARDENED.check("t", Some(5), &restored).expect("stale");
+        assert_eq!(reason(LEGACY, 5, restored), None);
+        let stale = HARDENED.check("t", 5, &restored).expect("stale");
         assert_eq!(
             (stale.reason, stale.head),
             (StaleReason::AheadOfHead, Some(3))
         );
-        assert_eq!(reason(HARDENED, Some(3), restored), None);
+        assert_eq!(reason(HARDENED, 3, restored), None);
     }
 }

@@ -1,21 +1,22 @@
 //! The sync server as an embeddable axum app: the WebSocket at
 //! `/socket/websocket?token=…&vsn=2.0.0` (spec §7.2, §7.3) and the HTTP
-//! hydration endpoints. Time-driven work is explicit: `tick_heartbeats` and
-//! retention run when called, or on intervals when the config asks for the
-//! background loops (the binary does).
+//! hydration endpoints. Time-driven work is explicit: `tick_heartbeats`,
+//! `close_idle_sockets` and retention run when called, or on intervals when
+//! the config asks for the background loops (the binary does).
 
 use crate::clock::Clock;
 use crate::notifier::{Notifier, StreamWake};
-use crate::sync::channel::{ChannelContext, Connection, Outbox, TickOutcome};
+use crate::sync::channel::{Activity, ChannelContext, Connection, Outbox, Outgoing, TickOutcome};
 use crate::sync::config::SyncConfig;
 use crate::sync::hydration;
 use crate::sync::jwt::{VerifiedClaims, Verifier};
-use crate::sync::protocol::Frame;
+use crate::sync::protocol::Serializer;
 use crate::sync::retention::{self, RetentionError, RetentionResult};
+use crate::sync::telemetry::SyncTelemetry;
 use crate::sync::topics;
 use crate::sync::wake_poller;
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +35,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub const WEBSOCKET_PATH: &str = "/socket/websocket";
+/// The `vsn` the shipped client sends and `websocket_url` names.
 pub const PROTOCOL_VSN: &str = "2.0.0";
+/// The close code Bandit sends when a WebSocket's idle timeout fires (facts
+/// §3).
+pub const IDLE_CLOSE_CODE: u16 = 1002;
+/// How often the background loop looks for idle sockets.
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Frames queued for one client before the channel waits for its writer.
 const OUTBOX_CAPACITY: usize = 256;
 /// How long `shutdown` waits for the listener to stop.
@@ -66,6 +73,9 @@ pub struct HeartbeatTick {
 
 enum Control {
     Tick(oneshot::Sender<TickOutcome>),
+    /// Close the socket if it has been idle for the timeout; answers whether
+    /// it did.
+    IdleCheck(oneshot::Sender<bool>),
     Shutdown,
 }
 
@@ -83,6 +93,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
             Control::Tick(_) => "Tick",
+            Control::IdleCheck(_) => "IdleCheck",
             Control::Shutdown => "Shutdown",
         })
     }
@@ -118,6 +129,21 @@ impl Shared {
             }
         }
         tick
+    }
+
+    async fn close_idle_sockets(&self) -> usize {
+        let mut acks = Vec::new();
+        for sender in self.senders() {
+            let (ack, closed) = oneshot::channel();
+            if sender.send(Control::IdleCheck(ack)).is_ok() {
+                acks.push(closed);
+            }
+        }
+        let mut closed = 0;
+        for ack in acks {
+            closed += usize::from(ack.await.unwrap_or(false));
+        }
+        closed
     }
 
     async fn run_retention_once(&self) -> Result<RetentionResult, RetentionError> {
@@ -193,6 +219,7 @@ impl SyncServer {
         let mut background = Vec::new();
         if config.background_loops {
             background.push(spawn_heartbeat_loop(shared.clone()));
+            background.push(spawn_idle_loop(shared.clone()));
             background.push(spawn_retention_loop(shared.clone()));
         }
         if let Some(interval_ms) = config.wake_poll_interval_ms {
@@ -222,6 +249,23 @@ fn spawn_heartbeat_loop(shared: Arc<Shared>) -> JoinHandle<()> {
             interval.tick().await;
             let tick = shared.tick_heartbeats().await;
             tracing::debug!(?tick, "heartbeat tick");
+        }
+    })
+}
+
+/// Sweeps for idle sockets every second, so a socket closes within a second
+/// of its idle timeout (Bandit's timer is exact; a second is far below the
+/// minute the timeout lasts).
+fn spawn_idle_loop(shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(IDLE_SWEEP_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let closed = shared.close_idle_sockets().await;
+            if closed > 0 {
+                tracing::debug!(closed, "idle sockets closed");
+            }
         }
     })
 }
@@ -285,6 +329,20 @@ impl SyncServerHandle {
         self.shared.tick_heartbeats().await
     }
 
+    /// Closes every socket that carried no frame, either way, for the socket
+    /// idle timeout by the server clock (code 1002, as Bandit does); returns
+    /// how many it closed. The channel's pushes count as frames, so a socket
+    /// whose channel lives is never idle; one whose channel stopped closes a
+    /// timeout after the `phx_close`.
+    pub async fn close_idle_sockets(&self) -> usize {
+        self.shared.close_idle_sockets().await
+    }
+
+    /// What the channels' telemetry counted so far (spec §7.8).
+    pub fn telemetry(&self) -> &SyncTelemetry {
+        &self.shared.context.telemetry
+    }
+
     /// One retention cycle with the configured horizon and batch size at the
     /// server clock's `now`.
     pub async fn run_retention_once(&self) -> Result<RetentionResult, RetentionError> {
@@ -345,12 +403,12 @@ async fn websocket(
     Query(params): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    // Phoenix's default serializer is V1; only V2 is modelled. A client
-    // that names no version is assumed to speak V2.
-    if params.get("vsn").is_some_and(|vsn| vsn != PROTOCOL_VSN) {
+    // As Phoenix: no `vsn` means 1.0.0 (the V1 serializer); a version
+    // neither serializer accepts refuses the connection.
+    let Some(serializer) = Serializer::for_vsn(params.get("vsn").map(String::as_str)) else {
         tracing::info!(vsn = ?params.get("vsn"), "sync socket refused: unsupported vsn");
-        return status(StatusCode::BAD_REQUEST);
-    }
+        return status(StatusCode::FORBIDDEN);
+    };
     let Some(token) = params.get("token") else {
         tracing::info!(reason = "missing_token", "sync socket refused");
         return status(StatusCode::FORBIDDEN);
@@ -372,10 +430,15 @@ async fn websocket(
     upgrade
         .max_message_size(transport_limit)
         .max_frame_size(transport_limit)
-        .on_upgrade(move |socket| serve_connection(shared, claims, socket))
+        .on_upgrade(move |socket| serve_connection(shared, claims, serializer, socket))
 }
 
-async fn serve_connection(shared: Arc<Shared>, claims: VerifiedClaims, socket: WebSocket) {
+async fn serve_connection(
+    shared: Arc<Shared>,
+    claims: VerifiedClaims,
+    serializer: Serializer,
+    socket: WebSocket,
+) {
     let id = shared.connection_ids.fetch_add(1, Ordering::SeqCst);
     let (control, mut controls) = mpsc::unbounded_channel();
     shared
@@ -386,24 +449,39 @@ async fn serve_connection(shared: Arc<Shared>, claims: VerifiedClaims, socket: W
     // Subscribed before anything is replayed, so no wake-up is lost.
     let mut wakes = shared.notifier.subscribe();
     let (mut sink, mut stream) = socket.split();
-    let (frames, mut outgoing) = mpsc::channel::<Frame>(OUTBOX_CAPACITY);
+    let (frames, mut outgoing) = mpsc::channel::<Outgoing>(OUTBOX_CAPACITY);
     let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if sink
-                .send(Message::Text(frame.encode().into()))
-                .await
-                .is_err()
-            {
+        let mut close = None;
+        while let Some(next) = outgoing.recv().await {
+            let frame = match next {
+                Outgoing::Frame(frame) => frame,
+                Outgoing::Close(code) => {
+                    close = Some(CloseFrame {
+                        code,
+                        reason: "".into(),
+                    });
+                    break;
+                }
+            };
+            let text = serializer.encode(&frame);
+            if sink.send(Message::Text(text.into())).await.is_err() {
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = sink.send(Message::Close(close)).await;
     });
-    let out = Outbox::new(frames);
-    let mut connection = Connection::new(shared.context.clone(), &claims);
+    let activity = Arc::new(Activity::new(shared.context.clock.clone()));
+    let idle_timeout =
+        TimeDelta::from_std(shared.config.socket_idle_timeout()).unwrap_or(TimeDelta::MAX);
+    let out = Outbox::new(frames, activity.clone());
+    let mut connection = Connection::new(shared.context.clone(), &claims, serializer);
+    let mut idle_closed = None;
     loop {
         let step = tokio::select! {
             message = stream.next() => {
+                if message.is_some() {
+                    activity.touch();
+                }
                 // Wake-ups queued before this message are handled first, so a
                 // reply tells the client everything woken before it was sent
                 // has been pushed (no starvation: only what is queued now).
@@ -430,6 +508,18 @@ async fn serve_connection(shared: Arc<Shared>, claims: VerifiedClaims, socket: W
                     let _ = ack.send(outcome.unwrap_or(TickOutcome::NotJoined));
                     Ok(())
                 }
+                Some(Control::IdleCheck(ack)) => {
+                    if activity.idle_for() >= idle_timeout {
+                        tracing::debug!(subject = %claims.sub, "sync socket idle: closed");
+                        let _ = out.close(IDLE_CLOSE_CODE).await;
+                        // Answered once the socket is gone, so the caller
+                        // sees it closed.
+                        idle_closed = Some(ack);
+                        break;
+                    }
+                    let _ = ack.send(false);
+                    Ok(())
+                }
                 Some(Control::Shutdown) | None => break,
             },
             wake = wakes.recv() => {
@@ -449,6 +539,9 @@ async fn serve_connection(shared: Arc<Shared>, claims: VerifiedClaims, socket: W
     drop(connection);
     drop(out);
     let _ = writer.await;
+    if let Some(ack) = idle_closed {
+        let _ = ack.send(true);
+    }
 }
 
 /// The topics woken by `first` and by every wake-up queued behind it,
