@@ -3,10 +3,10 @@
 //! run, get the report and assert its gate. `Harness::run` shows it whole
 //! (its example runs as a doctest, on the local backend).
 
-use crate::backend::postgres::BackendChoice;
+use crate::plan::scenario::{Scenario, ScenarioError};
+use crate::play::backend::postgres::BackendChoice;
 use crate::report::Report;
 use crate::run::{self, RunError, RunSettings, StartError};
-use crate::scenario::{Scenario, ScenarioError};
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,7 +122,7 @@ impl Harness {
     ///
     /// ```
     /// use khala_parity::Harness;
-    /// use khala_parity::backend::postgres::BackendChoice;
+    /// use khala_parity::play::backend::postgres::BackendChoice;
     /// use khala_parity::report::Decision;
     /// use khala_runtime::Profile;
     ///

@@ -1,27 +1,26 @@
 //! khala-parity: checks that the Convex to Khala cutover, and its rollback,
-//! lose or corrupt nothing a user sees. Backend provisioning, benchmarks and
-//! (as they land) generators, oracle, driver, invariants and reports.
+//! lose or corrupt nothing a user sees.
+//!
+//! The library is in layers, each using only those before it (ARCHITECTURE.md,
+//! enforced by `tests/it/layers.rs`): `model` (plain data) → `oracle` (the
+//! pure reference) → `check` (invariants, metrics, gate) → `plan`
+//! (scenarios, generators, coverage) → `play` (backends, driver, engine: the
+//! only I/O) → `report` → `run`, `facade` and `exit` (one way to run, for
+//! the CLI and for users' own tests).
 
-pub mod backend;
-pub mod bench;
-pub mod bench_sync;
-pub mod case;
-pub mod coverage;
-pub mod delivery;
-pub mod driver;
-pub mod engine;
+pub mod model;
+pub mod oracle;
+
+pub mod check;
+
+pub mod plan;
+
+pub mod play;
+
+pub mod report;
+
 pub mod exit;
 pub mod facade;
-pub mod gate;
-pub mod generate;
-pub mod interrupt;
-pub mod invariants;
-pub mod observation;
-pub mod oracle;
-pub mod proxied_sink;
-pub mod proxy;
-pub mod report;
 pub mod run;
-pub mod scenario;
 
 pub use facade::{Harness, HarnessError};

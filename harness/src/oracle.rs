@@ -5,7 +5,7 @@
 //! code with the models it judges: its summaries are written here, from the
 //! spec, not by calling the projector.
 
-use crate::case::{
+use crate::model::case::{
     EntityRef, IdStyle, RollbackSwitch, RolloutStage, Start, Step, StopPath, Surface,
 };
 use khala_runtime::SinkMode;
@@ -376,7 +376,7 @@ pub fn semantic_part(document: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{RunEventType, TerminalStatus, WorkerEventType};
+    use crate::model::case::{RunEventType, TerminalStatus, WorkerEventType};
 
     #[test]
     fn a_finished_run_is_predicted_with_its_terminal_status_and_all_events() {

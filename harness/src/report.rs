@@ -9,12 +9,11 @@ pub mod drill;
 pub mod explain;
 pub mod human;
 pub mod load;
-pub mod metrics;
 mod model;
 pub mod prometheus;
 pub mod timeline;
 
-pub use crate::gate::{Decision, Gate};
+pub use crate::check::gate::{Decision, Gate};
 pub use build::{CODE_VERSION, build, build_gated, for_case, regate, regression_path, reported};
 pub use model::{
     FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,

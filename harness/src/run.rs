@@ -5,14 +5,16 @@
 //! their schema check, and one that does not load is reported with its file
 //! and line while the others still run.
 
-use crate::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConfig};
-use crate::backend::postgres::{BackendChoice, BackendError, PostgresBackend, PostgresConfig};
-use crate::case::{CASE_SCHEMA, Case};
-use crate::driver::{Backends, DriverError};
-use crate::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
-use crate::gate::GateThresholds;
+use crate::check::gate::GateThresholds;
+use crate::model::case::{CASE_SCHEMA, Case};
+use crate::plan::scenario::{self, Scenario, ScenarioError};
+use crate::play::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConfig};
+use crate::play::backend::postgres::{
+    BackendChoice, BackendError, PostgresBackend, PostgresConfig,
+};
+use crate::play::driver::{Backends, DriverError};
+use crate::play::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
 use crate::report::{self, Report};
-use crate::scenario::{self, Scenario, ScenarioError};
 use khala_runtime::Profile;
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -362,7 +364,7 @@ pub fn run_scenarios(
     }
     for scenario in scenarios {
         // After a signal the scenario in flight ends early and no new one starts.
-        if crate::interrupt::requested() {
+        if crate::play::interrupt::requested() {
             break;
         }
         let mut engine_settings = EngineSettings::new(
@@ -406,7 +408,7 @@ pub fn run_scenarios(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{IdStyle, Origin, Start};
+    use crate::model::case::{IdStyle, Origin, Start};
 
     fn finding(case_index: u32) -> Finding {
         Finding {

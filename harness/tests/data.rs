@@ -12,11 +12,11 @@
 //!   `hardened` (the fix holds).
 
 use datatest_stable::Utf8Path;
-use khala_parity::case::Case;
-use khala_parity::driver::{self, Backends};
-use khala_parity::engine::{self, EngineSettings};
+use khala_parity::model::case::Case;
+use khala_parity::plan::scenario::Scenario;
+use khala_parity::play::driver::{self, Backends};
+use khala_parity::play::engine::{self, EngineSettings};
 use khala_parity::run;
-use khala_parity::scenario::Scenario;
 use khala_runtime::Profile;
 use std::time::Duration;
 

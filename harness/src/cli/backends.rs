@@ -3,10 +3,10 @@
 
 use super::error::CliError;
 use anyhow::Context;
-use khala_parity::backend::convex::ConvexBackend;
-use khala_parity::backend::postgres::{BackendChoice, PostgresBackend};
-use khala_parity::driver::Backends;
 use khala_parity::exit;
+use khala_parity::play::backend::convex::ConvexBackend;
+use khala_parity::play::backend::postgres::{BackendChoice, PostgresBackend};
+use khala_parity::play::driver::Backends;
 use khala_parity::run::{self, StartError};
 
 pub async fn start_postgres(choice: Option<BackendChoice>) -> Result<PostgresBackend, CliError> {
@@ -55,7 +55,7 @@ pub fn shut_down(tokio: &tokio::runtime::Runtime, backends: Backends) -> Result<
 /// processes die with us (parent-death signal) and the next backend start
 /// removes the files they leave.
 pub fn stop_on_signals(tokio: &tokio::runtime::Runtime) -> Result<(), CliError> {
-    khala_parity::interrupt::install(tokio.handle(), |interrupt| {
+    khala_parity::play::interrupt::install(tokio.handle(), |interrupt| {
         if interrupt.count == 1 {
             eprintln!(
                 "\n{}: finishing the cases in flight, then removing the backends \

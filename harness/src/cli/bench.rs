@@ -7,9 +7,10 @@ use super::output::{Format, print_table};
 use super::run::load_scenarios;
 use anyhow::Context;
 use clap::Subcommand;
-use khala_parity::backend::postgres::BackendChoice;
-use khala_parity::bench::{self, ProjectionBench};
-use khala_parity::{bench_sync, exit};
+use khala_parity::exit;
+use khala_parity::play::backend::postgres::BackendChoice;
+use khala_parity::play::bench::{self, ProjectionBench};
+use khala_parity::play::bench_sync;
 use khala_runtime::Profile;
 use serde::Serialize;
 

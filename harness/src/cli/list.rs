@@ -4,7 +4,8 @@ use super::error::CliResult;
 use super::output::Format;
 use super::run::load_scenarios;
 use clap::ValueEnum;
-use khala_parity::{exit, invariants};
+use khala_parity::check::invariants;
+use khala_parity::exit;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {

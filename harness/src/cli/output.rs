@@ -4,7 +4,7 @@
 
 use super::error::{CliResult, decision_code};
 use clap::ValueEnum;
-use khala_parity::engine::Progress;
+use khala_parity::play::engine::Progress;
 use khala_parity::report::{self, Report};
 use std::cell::RefCell;
 use std::collections::BTreeMap;

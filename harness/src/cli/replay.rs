@@ -6,8 +6,9 @@ use super::error::{CliError, CliResult};
 use super::output::{ReportFormat, emit};
 use super::report::GateArgs;
 use anyhow::Context;
-use khala_parity::backend::postgres::BackendChoice;
-use khala_parity::{driver, report, run};
+use khala_parity::play::backend::postgres::BackendChoice;
+use khala_parity::play::driver;
+use khala_parity::{report, run};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@
 
 use super::error::{CliError, CliResult};
 use super::output::{ReportFormat, emit};
-use khala_parity::gate::GateThresholds;
+use khala_parity::check::gate::GateThresholds;
 use khala_parity::report;
 use std::path::PathBuf;
 

@@ -4,10 +4,10 @@
 use super::backends::{lanes_or_default, shut_down, start_backends, stop_on_signals};
 use super::error::{CliError, CliResult};
 use super::output::{ProgressBars, ReportFormat, emit};
-use khala_parity::backend::postgres::BackendChoice;
 use khala_parity::exit;
+use khala_parity::plan::scenario::Scenario;
+use khala_parity::play::backend::postgres::BackendChoice;
 use khala_parity::run::{self, LoadedScenarios, REGRESSION_DIR, RunSettings, SCENARIO_DIR};
-use khala_parity::scenario::Scenario;
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

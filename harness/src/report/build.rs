@@ -3,16 +3,16 @@
 //! scenario gated under its own thresholds.
 
 use super::explain::{explain, field_diff, first_step};
-use super::metrics::RunMetrics;
 use super::model::{
     FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation, ScenarioSummary, Stats,
 };
 use super::timeline::Timeline;
-use crate::case::Case;
-use crate::driver::{CaseResult, StepTrace};
-use crate::engine::{Finding, ScenarioRun};
-use crate::gate::{self, GateThresholds};
-use crate::invariants::{Severity, Violation};
+use crate::check::gate::{self, GateThresholds};
+use crate::check::invariants::{Severity, Violation};
+use crate::check::metrics::RunMetrics;
+use crate::model::case::Case;
+use crate::play::driver::{CaseResult, StepTrace};
+use crate::play::engine::{Finding, ScenarioRun};
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};
 
@@ -113,7 +113,7 @@ pub fn build_gated(
                         run.coverage
                             .as_ref()
                             .filter(|_| run.findings.is_empty())
-                            .and_then(crate::coverage::ScenarioCoverage::shortfall)
+                            .and_then(crate::plan::coverage::ScenarioCoverage::shortfall)
                     }),
                 coverage: run.coverage.clone(),
             },
@@ -359,7 +359,7 @@ pub fn reported(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::Decision;
+    use crate::check::gate::Decision;
 
     fn violation(severity: Severity) -> Violation {
         Violation {
@@ -382,10 +382,10 @@ mod tests {
         thresholds: GateThresholds,
     ) -> Report {
         let case = Case {
-            schema: crate::case::CASE_SCHEMA.to_owned(),
+            schema: crate::model::case::CASE_SCHEMA.to_owned(),
             profile: Profile::Legacy,
-            start: crate::case::Start::new(khala_runtime::SinkMode::Dual),
-            ids: crate::case::IdStyle::Plain,
+            start: crate::model::case::Start::new(khala_runtime::SinkMode::Dual),
+            ids: crate::model::case::IdStyle::Plain,
             steps: Vec::new(),
             origin: None,
         };

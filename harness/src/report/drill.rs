@@ -4,10 +4,10 @@
 //! evidence, and, for each finding, its explanation and SVG timeline.
 //! Evidence here is what the run measured, never configuration.
 
-use super::metrics::{CycleTotals, SurfaceMetrics, p95};
 use super::model::{Report, ReportedViolation};
 use super::timeline::Marker;
-use crate::gate::CheckOutcome;
+use crate::check::gate::CheckOutcome;
+use crate::check::metrics::{CycleTotals, SurfaceMetrics, p95};
 use std::fmt::Write as _;
 
 /// The file a finding's timeline is written to, next to the drill report.

@@ -5,8 +5,8 @@
 
 use super::model::FieldDiff;
 use super::timeline::{CellState, Timeline};
-use crate::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
-use crate::invariants::{self, Violation};
+use crate::check::invariants::{self, Violation};
+use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::oracle::TIMESTAMP_KEYS;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -383,7 +383,7 @@ mod tests {
     fn every_step_has_a_sentence_and_a_label() {
         let step = Step::AppendRunEvent {
             run: 1,
-            event_type: crate::case::RunEventType::Delta,
+            event_type: crate::model::case::RunEventType::Delta,
         };
         assert_eq!(
             describe_step(&step),

@@ -4,8 +4,8 @@
 //! terminal that accepts it.
 
 use super::model::{FieldDiff, Report, ReportedViolation};
-use crate::gate::{CheckOutcome, Decision};
-use crate::invariants::Severity;
+use crate::check::gate::{CheckOutcome, Decision};
+use crate::check::invariants::Severity;
 use serde_json::Value;
 use std::fmt::Write as _;
 
@@ -238,7 +238,7 @@ pub fn render(report: &Report, colour: bool) -> String {
         steady.cycles,
         rate(steady.mismatch_rate()),
         steady.missing_documents,
-        super::metrics::p95(&metrics.auditor.quiescent_abs_lag_drift)
+        crate::check::metrics::p95(&metrics.auditor.quiescent_abs_lag_drift)
             .map_or("-".to_owned(), |value| value.to_string()),
         rate(metrics.delivery.stale_cursor_rate())
     );

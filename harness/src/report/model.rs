@@ -2,10 +2,10 @@
 //! subcommand. Every renderer (human text, Markdown drill report, SVG
 //! timelines, Prometheus text) is a function of this data alone.
 
-use super::metrics::RunMetrics;
 use super::timeline::Timeline;
-use crate::gate::{Gate, GateThresholds};
-use crate::invariants::Severity;
+use crate::check::gate::{Gate, GateThresholds};
+use crate::check::invariants::Severity;
+use crate::check::metrics::RunMetrics;
 use khala_runtime::Profile;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -62,7 +62,7 @@ pub struct ScenarioSummary {
     /// How often each action kind fired in each flag / sink-mode / stage
     /// state, and the declared minimums missed (generated runs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub coverage: Option<crate::coverage::ScenarioCoverage>,
+    pub coverage: Option<crate::plan::coverage::ScenarioCoverage>,
 }
 
 /// One violation: the mismatch report of issue #6, item 2.

@@ -5,9 +5,9 @@
 //! by kind, violations by reason class, and the gate. No wall-clock
 //! figure is written, so the same run gives the same file.
 
-use super::metrics::{CycleTotals, SurfaceMetrics};
 use super::model::Report;
-use crate::gate::{CheckOutcome, Decision};
+use crate::check::gate::{CheckOutcome, Decision};
+use crate::check::metrics::{CycleTotals, SurfaceMetrics};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

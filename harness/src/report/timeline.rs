@@ -6,11 +6,11 @@
 //! diverge.
 
 use super::explain::short_label;
-use crate::case::{Case, EntityRef, Step};
-use crate::driver::StepTrace;
-use crate::invariants::differing_keys;
-use crate::observation::document_seq;
+use crate::check::invariants::differing_keys;
+use crate::model::case::{Case, EntityRef, Step};
+use crate::model::observation::document_seq;
 use crate::oracle::{Oracle, semantic_part};
+use crate::play::driver::StepTrace;
 use khala_runtime::SinkMode;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -538,8 +538,8 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{CASE_SCHEMA, IdStyle, RunEventType, Start};
-    use crate::observation::Observation;
+    use crate::model::case::{CASE_SCHEMA, IdStyle, RunEventType, Start};
+    use crate::model::observation::Observation;
     use serde_json::json;
 
     fn case(steps: Vec<Step>) -> Case {
@@ -569,7 +569,7 @@ mod tests {
             oracle.apply(&step);
             let mut observation = Observation::default();
             if index >= 1 {
-                let entity = crate::case::EntityRef::Run(0);
+                let entity = crate::model::case::EntityRef::Run(0);
                 let mut document = oracle.expected_document(entity).unwrap();
                 document["projected_at"] = json!("2026-02-19T20:00:00Z");
                 observation

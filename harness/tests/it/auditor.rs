@@ -7,7 +7,7 @@ use crate::convex_backend::convex_backend;
 use crate::fixtures::{self, Env};
 use crate::support::ok;
 use chrono::{NaiveDateTime, TimeDelta};
-use khala_parity::backend::convex::ConvexBackend;
+use khala_parity::play::backend::convex::ConvexBackend;
 use khala_runtime::auditor::{
     AuditorConfig, CycleReport, CycleStatus, CycleSummary, ParityAuditor, RawAuditorConfig,
     ReasonClass, RunOptions, Side, TelemetryEvent, compare_khala,

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use khala_parity::backend::postgres::{
+use khala_parity::play::backend::postgres::{
     BackendChoice, BackendError, BackendResources, ENV_BACKEND, ENV_POSTGRES_BIN_DIR,
     ENV_POSTGRES_IMAGE, ENV_POSTGRES_URL, ENV_REQUIRE_CONTAINERS, PostgresBackend, PostgresConfig,
     ProviderKind, migrate,

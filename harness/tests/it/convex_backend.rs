@@ -8,10 +8,10 @@
 use std::sync::Once;
 use std::time::Duration;
 
-use khala_parity::backend::convex::{
+use khala_parity::play::backend::convex::{
     ConvexBackend, ConvexBackendError, ConvexConfig, ConvexResources, UdfFailureStatus,
 };
-use khala_parity::backend::postgres::{BackendChoice, ProviderKind};
+use khala_parity::play::backend::postgres::{BackendChoice, ProviderKind};
 use serde_json::{Value, json};
 
 use crate::support::{ok, report};

@@ -5,7 +5,7 @@
 use crate::convex_backend::{config, convex_backend, start};
 use crate::fixtures::{self, Env};
 use crate::support::ok;
-use khala_parity::backend::convex::{ConvexBackend, ConvexConfig, UdfFailureStatus};
+use khala_parity::play::backend::convex::{ConvexBackend, ConvexConfig, UdfFailureStatus};
 use khala_runtime::projector::ProjectionError;
 use khala_runtime::sink::{ConvexHttpSink, ConvexReader, ConvexSinkConfig, SinkError};
 use khala_runtime::{Profile, ProjectionKind, Runtime, SinkMode};
@@ -512,8 +512,8 @@ async fn the_legacy_convex_read_path_lists_what_convex_holds() {
 /// once a paused backend resumes.
 #[tokio::test]
 async fn through_the_proxy_a_stranded_request_times_out_and_the_store_shows_its_fate() {
-    use khala_parity::proxied_sink::{ProxiedConvexSink, TIMED_OUT};
-    use khala_parity::proxy::{ProxyMode, TcpProxy, upstream_addr};
+    use khala_parity::play::proxied_sink::{ProxiedConvexSink, TIMED_OUT};
+    use khala_parity::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
     let convex = convex_backend().await;
     let upstream = upstream_addr(&convex.base_url()).expect("host:port");
     let proxy = ok(TcpProxy::start(upstream).await);

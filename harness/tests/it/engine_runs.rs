@@ -5,10 +5,10 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
-use khala_parity::driver::Backends;
-use khala_parity::engine::{self, EngineSettings, PLANTED_FLAKY_REASON, PlantedFlakiness};
-use khala_parity::gate::Decision;
-use khala_parity::scenario::Scenario;
+use khala_parity::check::gate::Decision;
+use khala_parity::plan::scenario::Scenario;
+use khala_parity::play::driver::Backends;
+use khala_parity::play::engine::{self, EngineSettings, PLANTED_FLAKY_REASON, PlantedFlakiness};
 use khala_parity::{report, run};
 use khala_runtime::Profile;
 use std::path::Path;

@@ -4,7 +4,7 @@
 
 use crate::support;
 use chrono::{DateTime, Utc};
-use khala_parity::backend::postgres::{CaseDatabase, PostgresBackend};
+use khala_parity::play::backend::postgres::{CaseDatabase, PostgresBackend};
 use khala_runtime::authority::{NewRun, NewWorker};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::sink::{PayloadMode, ProjectionSink, SinkContext, SinkError};
@@ -235,11 +235,11 @@ impl ProjectionSink for RendezvousSink {
 /// Makes every write to a Khala read-model table fail, as a broken Khala
 /// database would: the same fault the engine's `BreakKhala` step plants.
 pub async fn break_khala(pool: &PgPool) {
-    support::ok(khala_parity::driver::set_khala_broken(pool, true).await);
+    support::ok(khala_parity::play::driver::set_khala_broken(pool, true).await);
 }
 
 pub async fn heal_khala(pool: &PgPool) {
-    support::ok(khala_parity::driver::set_khala_broken(pool, false).await);
+    support::ok(khala_parity::play::driver::set_khala_broken(pool, false).await);
 }
 
 /// Row counts of every table a projection may write.

@@ -19,9 +19,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use khala_parity::backend::leftovers::{OWNER_LABEL, Owner};
-use khala_parity::backend::postgres::{ENV_BACKEND, ENV_POSTGRES_DATA_ROOT};
 use khala_parity::exit;
+use khala_parity::play::backend::leftovers::{OWNER_LABEL, Owner};
+use khala_parity::play::backend::postgres::{ENV_BACKEND, ENV_POSTGRES_DATA_ROOT};
 use rustix::process::Signal;
 use testcontainers::bollard::query_parameters::ListContainersOptions;
 
@@ -184,7 +184,7 @@ impl Place {
             .env(ENV_POSTGRES_DATA_ROOT, &self.data_root)
             // The Convex fronts' journal directories go to the temp dir.
             .env("TMPDIR", &self.tmp)
-            .env("RUST_LOG", "khala_parity::backend::postgres=debug")
+            .env("RUST_LOG", "khala_parity::play::backend::postgres=debug")
             .env_remove("KHALA_PARITY_REQUIRE_CONTAINERS")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -7,9 +7,9 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
-use khala_parity::driver::Backends;
+use khala_parity::plan::scenario::Scenario;
+use khala_parity::play::driver::Backends;
 use khala_parity::run::{self, RunSettings};
-use khala_parity::scenario::Scenario;
 use khala_runtime::Profile;
 use std::path::Path;
 

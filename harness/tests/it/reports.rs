@@ -5,14 +5,14 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
-use khala_parity::case::{CASE_SCHEMA, Case, IdStyle, RunEventType, Start, Step};
-use khala_parity::driver::{self, Backends, CaseResult, StepTrace};
-use khala_parity::engine::{self, EngineSettings, Finding, ScenarioRun};
-use khala_parity::gate::{CheckOutcome, GateThresholds, is_known_reason_class};
-use khala_parity::invariants::{Severity, Violation};
-use khala_parity::observation::Observation;
+use khala_parity::check::gate::{CheckOutcome, GateThresholds, is_known_reason_class};
+use khala_parity::check::invariants::{Severity, Violation};
+use khala_parity::model::case::{CASE_SCHEMA, Case, IdStyle, RunEventType, Start, Step};
+use khala_parity::model::observation::Observation;
+use khala_parity::plan::scenario::Scenario;
+use khala_parity::play::driver::{self, Backends, CaseResult, StepTrace};
+use khala_parity::play::engine::{self, EngineSettings, Finding, ScenarioRun};
 use khala_parity::report::{self, Decision, Report, drill, load, prometheus};
-use khala_parity::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -258,7 +258,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
         oracle.apply(&step);
         let mut observation = Observation::default();
         if index >= 1 {
-            let entity = khala_parity::case::EntityRef::Run(0);
+            let entity = khala_parity::model::case::EntityRef::Run(0);
             observation.convex.insert(
                 oracle.document_id(entity),
                 oracle.expected_document(entity).expect("exists"),
@@ -344,7 +344,7 @@ fn a_mismatch_report_has_evidence_diff_first_step_and_prose() {
 
 #[test]
 fn the_drill_checklist_fails_rollback_only_for_findings_seen_after_one() {
-    use khala_parity::case::RollbackSwitch;
+    use khala_parity::model::case::RollbackSwitch;
     let verdict_of_rollback = |rollback_at: usize| {
         let (mut case, mut result) = traced_partial_fanout();
         let rollback = Step::Rollback {

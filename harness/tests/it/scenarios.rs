@@ -4,7 +4,7 @@
 //! itself; the CLI lists the library with descriptions and still lists the
 //! good files when one is bad.
 
-use khala_parity::scenario::{self, Scenario};
+use khala_parity::plan::scenario::{self, Scenario};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 
 use std::sync::Once;
 
-use khala_parity::backend::postgres::{BackendChoice, PostgresBackend, PostgresConfig};
+use khala_parity::play::backend::postgres::{BackendChoice, PostgresBackend, PostgresConfig};
 
 /// The multi-thread runtime the blocking engine tests drive backends on.
 pub fn tokio() -> tokio::runtime::Runtime {

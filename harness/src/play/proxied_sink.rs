@@ -11,7 +11,7 @@
 //! it when it resumes; a delayed one has run it). Only the waiting is left
 //! out, and with it any dependence of a case's outcome on how long it was.
 
-use crate::proxy::ProxyLink;
+use crate::play::proxy::ProxyLink;
 use khala_runtime::ProjectionKind;
 use khala_runtime::sink::{
     ConvexHttpSink, DEFAULT_TIMEOUT_MS, ProjectionSink, SinkContext, SinkError,

@@ -2,15 +2,14 @@
 //! ARCHITECTURE.md) and the checks. Checks return every divergence they see
 //! rather than stopping at the first; a divergence is a result, not an error.
 
-use crate::observation::{Observation, document_seq};
+use crate::model::observation::{Observation, document_seq};
 use crate::oracle::{Oracle, semantic_part};
 use khala_runtime::sink::convex_value::int_precision_lost;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-mod clients;
-pub use clients::{REASON_CLASSES as CLIENT_REASON_CLASSES, check_clients};
+pub use super::clients::{REASON_CLASSES as CLIENT_REASON_CLASSES, check_clients};
 
 /// How bad a violation is for the cutover gate.
 #[derive(
@@ -295,14 +294,14 @@ pub struct Violation {
     pub checkpoint: Option<Value>,
 }
 
-struct Recorder<'a> {
+pub(super) struct Recorder<'a> {
     step_index: usize,
     observation: &'a Observation,
-    found: Vec<Violation>,
+    pub(super) found: Vec<Violation>,
 }
 
 impl<'a> Recorder<'a> {
-    fn new(step_index: usize, observation: &'a Observation) -> Self {
+    pub(super) fn new(step_index: usize, observation: &'a Observation) -> Self {
         Recorder {
             step_index,
             observation,
@@ -310,7 +309,7 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn record(
+    pub(super) fn record(
         &mut self,
         id: &'static str,
         reason_class: &str,
@@ -581,7 +580,7 @@ fn key_set_difference(document: &Value) -> Option<String> {
 /// and every store the sink mode writes were already current.
 pub fn check_redelivery(
     oracle: &Oracle,
-    entity: crate::case::EntityRef,
+    entity: crate::model::case::EntityRef,
     previous: &Observation,
     current: &Observation,
     step_index: usize,
@@ -924,8 +923,8 @@ mod tests {
     //! passes them all.
 
     use super::*;
-    use crate::case::{EntityRef, IdStyle, RunEventType, Step};
-    use crate::observation::{CheckpointView, JournalEntry};
+    use crate::model::case::{EntityRef, IdStyle, RunEventType, Step};
+    use crate::model::observation::{CheckpointView, JournalEntry};
     use khala_runtime::SinkMode;
 
     const KEY: &str = "runtime/run_summary:run_0";

@@ -3,7 +3,7 @@
 //! latency with many subscribed clients. They report figures; they never
 //! assert on time.
 
-use crate::backend::postgres::{BackendError, PostgresBackend};
+use crate::play::backend::postgres::{BackendError, PostgresBackend};
 use futures::{SinkExt, StreamExt};
 use khala_runtime::clock::{Clock, SystemClock};
 use khala_runtime::hashing::payload_hash;

@@ -1432,7 +1432,7 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mute
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
+    use crate::play::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
 
     #[test]
     fn the_udf_failure_status_is_200_or_560_and_anything_else_is_refused_naming_it() {

@@ -4,9 +4,9 @@
 //! column, the key, and what would have been allowed. The format is
 //! documented with examples in `scenarios/README.md`.
 
-use crate::case::{ActionKind, Flags, RolloutStage, Start};
-use crate::coverage::{self, FlagState, StageState};
-use crate::gate::{GateErrorKind, GateThresholds};
+use crate::check::gate::{GateErrorKind, GateThresholds};
+use crate::model::case::{ActionKind, Flags, RolloutStage, Start};
+use crate::plan::coverage::{self, FlagState, StageState};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -139,7 +139,7 @@ impl InvariantSelection {
 
     /// Whether every invariant of the catalogue is checked.
     pub fn checks_all(&self) -> bool {
-        crate::invariants::CATALOGUE
+        crate::check::invariants::CATALOGUE
             .iter()
             .all(|invariant| self.checks(invariant.id))
     }
@@ -482,7 +482,7 @@ impl Scenario {
 
     fn validate_invariants(&self) -> Result<(), Problem> {
         let known = || {
-            crate::invariants::CATALOGUE
+            crate::check::invariants::CATALOGUE
                 .iter()
                 .map(|invariant| invariant.id)
                 .collect::<Vec<_>>()
@@ -495,7 +495,7 @@ impl Scenario {
             for (index, id) in list.iter().enumerate() {
                 let mut at = key(&["invariants", list_name]);
                 at.push(Segment::Index(index));
-                if crate::invariants::invariant(id).is_none() {
+                if crate::check::invariants::invariant(id).is_none() {
                     return Err(Problem {
                         key: at,
                         kind: InvalidKind::UnknownInvariant {
@@ -512,7 +512,7 @@ impl Scenario {
                 }
             }
         }
-        if !crate::invariants::CATALOGUE
+        if !crate::check::invariants::CATALOGUE
             .iter()
             .any(|invariant| self.invariants.checks(invariant.id))
         {

@@ -4,11 +4,11 @@
 //! client catch-ups. The gate's evidence and the Prometheus file come from
 //! here.
 
-use crate::case::{Case, RollbackSwitch, Step, Surface};
-use crate::delivery::LaneSource;
-use crate::driver::StepTrace;
-use crate::gate::Evidence;
+use crate::check::gate::Evidence;
+use crate::model::case::{Case, RollbackSwitch, Step, Surface};
 use crate::oracle::ClientUser;
+use crate::play::delivery::LaneSource;
+use crate::play::driver::StepTrace;
 use khala_runtime::SinkMode;
 use khala_runtime::auditor::{CycleStatus, CycleSummary};
 use serde::{Deserialize, Serialize};
@@ -372,7 +372,7 @@ impl RunMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observation::Observation;
+    use crate::model::observation::Observation;
 
     fn summary(
         sampled: u64,
@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn cycles_are_split_by_fault_quiescence_and_rollback() {
-        use crate::case::RollbackSwitch;
+        use crate::model::case::RollbackSwitch;
         let mut metrics = RunMetrics::default();
         metrics.observe_case(&trace(vec![
             (Step::BreakKhala, None),
@@ -483,7 +483,7 @@ mod tests {
 
     #[test]
     fn cycles_without_khala_written_are_no_steady_state() {
-        use crate::case::{CASE_SCHEMA, IdStyle, RollbackSwitch, Start};
+        use crate::model::case::{CASE_SCHEMA, IdStyle, RollbackSwitch, Start};
         let trace = trace(vec![
             (Step::AuditorCycle, Some(summary(2, 2, 2, 2, 1))),
             (
@@ -532,8 +532,8 @@ mod tests {
         on_khala: bool,
         delivered: &[i64],
         stale: bool,
-    ) -> crate::delivery::LaneObservation {
-        use crate::delivery::{DeliveryRun, LaneObservation, SubscribeAttempt};
+    ) -> crate::play::delivery::LaneObservation {
+        use crate::play::delivery::{DeliveryRun, LaneObservation, SubscribeAttempt};
         LaneObservation {
             surface,
             user: ClientUser::Internal,
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn lanes_give_live_updates_fallbacks_recoveries_and_stale_cursors() {
-        use crate::delivery::ClientsObservation;
+        use crate::play::delivery::ClientsObservation;
         let clients = |on_khala: bool, delivered: &[i64], stale: bool| {
             Some(ClientsObservation {
                 lanes: vec![lane(Surface::Web, on_khala, delivered, stale)],

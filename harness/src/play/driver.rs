@@ -4,15 +4,15 @@
 //! database in the template's state (a reused one, reset) and an emptied
 //! Convex backend.
 
-use crate::backend::convex::ConvexBackend;
-use crate::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
-use crate::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
-use crate::delivery::{ClientsObservation, Delivery};
-use crate::invariants::{self, Violation};
-use crate::observation::{CheckpointView, JournalEntry, Observation};
+use crate::check::invariants::{self, Violation};
+use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::oracle::{self, Oracle, projection_version_name};
-use crate::proxied_sink::ProxiedConvexSink;
-use crate::proxy::{ProxyMode, TcpProxy, upstream_addr};
+use crate::play::backend::convex::ConvexBackend;
+use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
+use crate::play::delivery::{ClientsObservation, Delivery};
+use crate::play::proxied_sink::ProxiedConvexSink;
+use crate::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
 use khala_runtime::auditor::{AuditorConfig, CycleSummary, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};

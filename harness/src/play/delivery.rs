@@ -20,10 +20,10 @@
 //! played here). Settling a lane awaits the journal head, which every
 //! subscribed lane reaches, so nothing waits on time.
 
-use crate::case::{Start, Step, Surface};
-use crate::driver::DriverError;
-use crate::observation::{Observation, document_seq};
+use crate::model::case::{Start, Step, Surface};
+use crate::model::observation::{Observation, document_seq};
 use crate::oracle::{ClientUser, Oracle};
+use crate::play::driver::DriverError;
 use chrono::{NaiveDateTime, TimeDelta};
 use khala_clients::lane::WORKER_TOPIC;
 use khala_clients::{

@@ -5,13 +5,13 @@
 //! the scenario selects count, and every generated case's steps are counted
 //! for coverage.
 
-use crate::case::{Case, Origin};
-use crate::coverage::{Coverage, ScenarioCoverage};
-use crate::driver::{self, Backends, DriverError, StepTrace};
-use crate::generate;
-use crate::invariants::Violation;
-use crate::report::metrics::RunMetrics;
-use crate::scenario::Scenario;
+use crate::check::invariants::Violation;
+use crate::check::metrics::RunMetrics;
+use crate::model::case::{Case, Origin};
+use crate::plan::coverage::{Coverage, ScenarioCoverage};
+use crate::plan::generate;
+use crate::plan::scenario::Scenario;
+use crate::play::driver::{self, Backends, DriverError, StepTrace};
 use khala_runtime::Profile;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -209,7 +209,7 @@ pub fn run_scenario_with_progress(
         {
             break;
         }
-        if crate::interrupt::requested() {
+        if crate::play::interrupt::requested() {
             run.interrupted = true;
             break;
         }
@@ -407,7 +407,7 @@ fn shrink(
     // On a signal the smallest failing case so far is the finding.
     while plays < settings.max_shrink_iters
         && started.elapsed() < settings.max_shrink_time
-        && !crate::interrupt::requested()
+        && !crate::play::interrupt::requested()
     {
         let candidate = tree.current();
         let result = player.play(&candidate, stop_at_first)?;
@@ -488,7 +488,7 @@ impl<'a> Player<'a> {
             let step_index = result.steps_run.saturating_sub(1);
             result.violations.push(Violation {
                 invariant: "X1",
-                severity: crate::invariants::Severity::Critical,
+                severity: crate::check::invariants::Severity::Critical,
                 reason_class: PLANTED_FLAKY_REASON.to_owned(),
                 document_id: None,
                 step_index,
@@ -532,7 +532,7 @@ pub fn replay_stored(
     let player = Player::new(tokio, backends, None);
     let played = cases.chunks(backends.lanes()).flat_map(|batch| {
         // After a signal no batch plays, which ends the loop below.
-        if crate::interrupt::requested() {
+        if crate::play::interrupt::requested() {
             return Vec::new();
         }
         player.side_by_side(batch.iter().map(|(_, case)| case), false)

@@ -2,11 +2,11 @@
 //! cases. A few entities per case so that steps collide on them; entities
 //! are created on first use, so proptest's shrinking may drop any step.
 
-use crate::case::{
+use crate::model::case::{
     ActionKind, CASE_SCHEMA, Case, ConvexFault, EntityRef, IdStyle, Outage, RollbackSwitch,
     RolloutStage, RunEventType, Step, StopPath, Surface, TerminalStatus, WorkerEventType,
 };
-use crate::scenario::Scenario;
+use crate::plan::scenario::Scenario;
 use khala_runtime::{Profile, SinkMode};
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, NewTree, Union, ValueTree};
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_cases() {
-        let scenario = crate::scenario::Scenario::parse(
+        let scenario = crate::plan::scenario::Scenario::parse(
             std::path::Path::new("t.toml"),
             "name='t'\ndescription='d'\ncases=1\nmax_steps=20\n[weights]\nrun_event=1\nsink_mode=1\nfault_khala=1\n",
         )

@@ -1,7 +1,7 @@
 //! Benchmarks of the models on real backends. They report rates; they never
 //! assert on time (machines are shared and noisy).
 
-use crate::backend::postgres::{BackendError, PostgresBackend};
+use crate::play::backend::postgres::{BackendError, PostgresBackend};
 use khala_runtime::authority::{self, AuthorityError, NewRun};
 use khala_runtime::projector::ProjectionError;
 use khala_runtime::{Profile, ProjectionKind, Runtime, RuntimeConfig, SinkMode};
@@ -138,7 +138,7 @@ pub struct SinkRate {
 /// emptied before each measurement. Documents are spread over a small id set
 /// because the Convex front scans tables on lookup (see ENVIRONMENT.md).
 pub async fn convex_sink(
-    convex: &crate::backend::convex::ConvexBackend,
+    convex: &crate::play::backend::convex::ConvexBackend,
     mutations: usize,
     documents: usize,
     concurrency: &[u32],
@@ -239,14 +239,14 @@ pub struct EngineRates {
 /// they find (0: none).
 pub fn engine(
     tokio: &tokio::runtime::Runtime,
-    backends: &crate::driver::Backends,
-    scenario: &crate::scenario::Scenario,
+    backends: &crate::play::driver::Backends,
+    scenario: &crate::plan::scenario::Scenario,
     cases: u32,
     legacy_cases: u32,
     steps_per_case: u32,
 ) -> EngineRates {
-    use crate::engine::{EngineSettings, run_scenario};
-    let scenario = crate::scenario::Scenario {
+    use crate::play::engine::{EngineSettings, run_scenario};
+    let scenario = crate::plan::scenario::Scenario {
         min_steps: steps_per_case,
         max_steps: steps_per_case,
         ..scenario.clone()

@@ -3,7 +3,7 @@
 //! (allow | block | unknown) with its reasons and one check per threshold.
 //! Pure: it judges counts and rates the report has already gathered.
 
-use crate::invariants::{self, Severity};
+use crate::check::invariants::{self, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -728,10 +728,7 @@ mod tests {
     #[test]
     fn every_literal_reason_class_of_the_checks_is_known() {
         let mut seen = 0;
-        let sources = [
-            include_str!("invariants.rs"),
-            include_str!("invariants/clients.rs"),
-        ];
+        let sources = [include_str!("invariants.rs"), include_str!("clients.rs")];
         for (source, (at, _)) in sources.iter().flat_map(|source| {
             source
                 .match_indices("record(")

@@ -3,9 +3,9 @@
 //! which minimums the scenario's own weights could never reach. The state
 //! before each step is the oracle's, so counting needs no backend.
 
-use crate::case::{ActionKind, Case, RolloutStage, Start, Step, Surface};
+use crate::model::case::{ActionKind, Case, RolloutStage, Start, Step, Surface};
 use crate::oracle::{ClientUser, Oracle};
-use crate::scenario::{CellMinimum, CoverageSpec, Scenario};
+use crate::plan::scenario::{CellMinimum, CoverageSpec, Scenario};
 use khala_runtime::SinkMode;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -383,7 +383,7 @@ pub fn sample_steps(kinds: &[ActionKind]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut runner = TestRunner::deterministic();
     for kind in kinds {
-        let strategy = crate::generate::steps_of(*kind);
+        let strategy = crate::plan::generate::steps_of(*kind);
         for _ in 0..SAMPLES_PER_KIND {
             let Ok(tree) = strategy.new_tree(&mut runner) else {
                 break;
@@ -413,7 +413,7 @@ pub fn reachable_states(
     max_steps: u32,
 ) -> BTreeMap<State, u32> {
     let steps = sample_steps(kinds);
-    let oracle = Oracle::at_start(crate::case::IdStyle::Plain, start);
+    let oracle = Oracle::at_start(crate::model::case::IdStyle::Plain, start);
     let mut seen: BTreeSet<ConfigKey> = BTreeSet::new();
     let mut reachable: BTreeMap<State, u32> = BTreeMap::new();
     let mut queue = VecDeque::from([(oracle, 0u32)]);
@@ -467,7 +467,7 @@ impl ConfigKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::{CASE_SCHEMA, IdStyle, RollbackSwitch};
+    use crate::model::case::{CASE_SCHEMA, IdStyle, RollbackSwitch};
     use khala_runtime::Profile;
 
     #[test]

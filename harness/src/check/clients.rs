@@ -2,10 +2,10 @@
 //! observation after a step: what each lane shows and received, what each
 //! subscribe was answered, and what a retention run did.
 
-use super::{Recorder, Violation, differing_keys};
-use crate::delivery::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
-use crate::observation::{Observation, document_seq};
+use super::invariants::{Recorder, Violation, differing_keys};
+use crate::model::observation::{Observation, document_seq};
 use crate::oracle::{Oracle, semantic_part};
+use crate::play::delivery::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Every reason class these checks record (the gate must know each).
@@ -333,11 +333,11 @@ mod tests {
     //! observation passes them all.
 
     use super::*;
-    use crate::case::{Step, Surface, WorkerEventType};
-    use crate::delivery::{
+    use crate::model::case::{Step, Surface, WorkerEventType};
+    use crate::oracle::ClientUser;
+    use crate::play::delivery::{
         CachedDocument, DeliveryRun, JournalStamp, SubscribeAttempt, TopicTruth,
     };
-    use crate::oracle::ClientUser;
     use chrono::{DateTime, NaiveDateTime};
     use khala_runtime::SinkMode;
     use serde_json::Value;
@@ -346,7 +346,7 @@ mod tests {
     const TOPIC: &str = "runtime.codex_worker_summaries";
 
     fn oracle(events: usize) -> Oracle {
-        let mut oracle = Oracle::new(crate::case::IdStyle::Plain, SinkMode::KhalaOnly);
+        let mut oracle = Oracle::new(crate::model::case::IdStyle::Plain, SinkMode::KhalaOnly);
         for _ in 0..events {
             oracle.apply(&Step::AppendWorkerEvent {
                 worker: 0,
@@ -424,7 +424,7 @@ mod tests {
     fn client_reason_classes_are_not_listed_twice() {
         for class in REASON_CLASSES {
             assert!(
-                !crate::gate::KNOWN_REASON_CLASSES.contains(class),
+                !crate::check::gate::KNOWN_REASON_CLASSES.contains(class),
                 "{class} is listed in gate::KNOWN_REASON_CLASSES too"
             );
         }

@@ -1,0 +1,6 @@
+//! Plain data every other layer shares: cases and their steps, what the
+//! stores held after a step, the invariant catalogue. No I/O, no logic
+//! beyond constructors and lookups.
+
+pub mod case;
+pub mod observation;
