@@ -365,7 +365,7 @@ pub enum Step {
 
 /// What a scenario weighs: each kind of step the generator draws. Its TOML
 /// name (in `[weights]`, `[swarm]` and `[coverage]`) is `name()`; its steps
-/// are `generate::steps_of`; `Step::kind` says which kind a step is. Every
+/// are `plan::steps::steps_of`; `Step::kind` says which kind a step is. Every
 /// one of those is an exhaustive `match`, so a new kind is a compile error
 /// everywhere it must be handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -3,4 +3,6 @@
 
 pub mod coverage;
 pub mod generate;
+pub mod reach;
 pub mod scenario;
+pub mod steps;

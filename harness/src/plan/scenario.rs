@@ -6,7 +6,7 @@
 
 use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start};
-use crate::plan::coverage::{self, FlagState, StageState};
+use crate::plan::reach::{self, FlagState, StageState, State};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -533,7 +533,7 @@ impl Scenario {
         }
         let steps_at_most = u64::from(self.cases) * u64::from(self.max_steps);
         let weighted = self.weighted_kinds();
-        let counted = coverage::counted_kinds(&weighted);
+        let counted = reach::counted_kinds(&weighted);
         let kind_problem = |at: Vec<Segment>, name: &str, min: u64| {
             let Some(kind) = ActionKind::from_name(name) else {
                 return Some(Problem {
@@ -544,7 +544,7 @@ impl Scenario {
             let reason = if !weighted.contains(&kind) && !counted.contains(&kind) {
                 format!("`{kind}` has weight 0, so it is never generated")
             } else if !counted.contains(&kind) {
-                let counted_as: Vec<&str> = coverage::counted_kinds(&[kind])
+                let counted_as: Vec<&str> = reach::counted_kinds(&[kind])
                     .into_iter()
                     .map(ActionKind::name)
                     .collect();
@@ -575,7 +575,7 @@ impl Scenario {
         if self.coverage.cell.is_empty() {
             return Ok(());
         }
-        let reachable = coverage::reachable_states(&self.start(), &weighted, self.max_steps);
+        let reachable = reach::reachable_states(&self.start(), &weighted, self.max_steps);
         for (index, minimum) in self.coverage.cell.iter().enumerate() {
             let mut at = key(&["coverage", "cell"]);
             at.push(Segment::Index(index));
@@ -605,7 +605,36 @@ impl Scenario {
     }
 }
 
-fn describe_states<'a>(states: impl Iterator<Item = &'a coverage::State>) -> String {
+impl CellMinimum {
+    /// Whether a step fired in `state` counts for this minimum (dimensions
+    /// the minimum leaves out match anything).
+    pub fn matches(&self, state: &State) -> bool {
+        self.flags.is_none_or(|flags| flags == state.flags)
+            && self
+                .sink_mode
+                .is_none_or(|mode| mode.as_str() == state.sink_mode)
+            && self
+                .rollout_stage
+                .is_none_or(|stage| stage == state.rollout_stage)
+    }
+
+    /// `rollback × flags=none`: the kind and the dimensions it fixes.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![self.kind.clone()];
+        if let Some(flags) = self.flags {
+            parts.push(format!("flags={flags}"));
+        }
+        if let Some(mode) = self.sink_mode {
+            parts.push(format!("sink_mode={}", mode.as_str()));
+        }
+        if let Some(stage) = self.rollout_stage {
+            parts.push(format!("rollout_stage={stage}"));
+        }
+        parts.join(" × ")
+    }
+}
+
+fn describe_states<'a>(states: impl Iterator<Item = &'a reach::State>) -> String {
     states
         .map(|state| {
             format!(

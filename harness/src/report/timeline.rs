@@ -5,9 +5,8 @@
 //! the report as data, and drawn as SVG so a reader sees where the stores
 //! diverge.
 
-use super::explain::short_label;
 use crate::check::invariants::differing_keys;
-use crate::model::case::{Case, EntityRef, Step};
+use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step};
 use crate::model::observation::document_seq;
 use crate::oracle::{Oracle, semantic_part};
 use crate::play::driver::StepTrace;
@@ -532,6 +531,61 @@ impl Timeline {
         );
         svg.push_str("</svg>\n");
         svg
+    }
+}
+
+/// A step in a few characters, for a timeline column.
+pub fn short_label(step: &Step) -> String {
+    let entity = |entity: EntityRef| match entity {
+        EntityRef::Run(index) => format!("r{index}"),
+        EntityRef::Worker(index) => format!("w{index}"),
+    };
+    match step {
+        Step::AppendRunEvent { run, event_type } => {
+            let event = event_type.as_str().trim_start_matches("run.");
+            format!("r{run} {event}")
+        }
+        Step::FinishRun { run, status } => format!("r{run} {}", status.as_str()),
+        Step::AppendWorkerEvent { worker, event_type } => {
+            let event = event_type.as_str().trim_start_matches("worker.");
+            format!("w{worker} {event}")
+        }
+        Step::StopWorker { worker, .. } => format!("w{worker} stop"),
+        Step::DuplicateDelivery { entity: target } => format!("dup {}", entity(*target)),
+        Step::SwitchSinkMode { mode } => format!("sink {mode}"),
+        Step::Reproject {
+            entity: Some(target),
+        } => format!("reproj {}", entity(*target)),
+        Step::Reproject { entity: None } => "reproj all".to_owned(),
+        Step::BumpProjectionVersion => "version+1".to_owned(),
+        Step::BreakConvex { fault } => match fault {
+            ConvexFault::Reset => "convex reset".to_owned(),
+            ConvexFault::Timeout => "convex hang".to_owned(),
+            ConvexFault::Delay => "convex slow".to_owned(),
+        },
+        Step::BreakKhala => "khala down".to_owned(),
+        Step::ConvexOutage { outage } => match outage {
+            Outage::Pause => "convex pause".to_owned(),
+            Outage::Stop => "convex stop".to_owned(),
+        },
+        Step::SetClientFlag { surface, enabled } => format!(
+            "{} {}",
+            surface.as_str(),
+            if *enabled { "on" } else { "off" }
+        ),
+        Step::SetRolloutStage { stage } => format!("stage {}", stage.as_str()),
+        Step::Rollback { switch } => match switch {
+            RollbackSwitch::ClientFlags => "rb flags".to_owned(),
+            RollbackSwitch::RuntimeConvexOnly => "rb convex".to_owned(),
+            RollbackSwitch::DisableAuditor => "rb auditor".to_owned(),
+        },
+        Step::AuditorCycle => "audit".to_owned(),
+        Step::RunRetention => "retention".to_owned(),
+        Step::DisconnectClient { surface } => format!("{} drop", surface.as_str()),
+        Step::ReconnectClient { surface } => format!("{} resume", surface.as_str()),
+        Step::RestartSyncServer => "sync restart".to_owned(),
+        Step::Heal => "heal".to_owned(),
+        Step::Quiesce => "quiesce".to_owned(),
     }
 }
 

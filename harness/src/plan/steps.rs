@@ -1,0 +1,93 @@
+//! The steps each action kind draws: one proptest strategy per kind, over
+//! a few entities per case so that steps collide on them.
+
+use crate::model::case::{
+    ActionKind, ConvexFault, EntityRef, Outage, RollbackSwitch, RolloutStage, RunEventType, Step,
+    StopPath, Surface, TerminalStatus, WorkerEventType,
+};
+use khala_runtime::SinkMode;
+use proptest::prelude::*;
+
+/// Entities per kind a case may touch.
+pub const ENTITIES_PER_KIND: u8 = 3;
+
+fn run() -> impl Strategy<Value = u8> {
+    0..ENTITIES_PER_KIND
+}
+
+fn entity() -> impl Strategy<Value = EntityRef> {
+    prop_oneof![
+        run().prop_map(EntityRef::Run),
+        run().prop_map(EntityRef::Worker)
+    ]
+}
+
+fn sink_mode() -> impl Strategy<Value = SinkMode> {
+    prop::sample::select(SinkMode::ALL.to_vec())
+}
+
+fn surface() -> impl Strategy<Value = Surface> {
+    prop::sample::select(Surface::ALL.to_vec())
+}
+
+/// The steps of one action kind.
+pub fn steps_of(kind: ActionKind) -> BoxedStrategy<Step> {
+    match kind {
+        ActionKind::RunEvent => prop_oneof![
+            4 => (run(), prop::sample::select(vec![RunEventType::Started, RunEventType::Delta, RunEventType::CancelRequested]))
+                .prop_map(|(run, event_type)| Step::AppendRunEvent { run, event_type }),
+            1 => (run(), prop::sample::select(vec![TerminalStatus::Succeeded, TerminalStatus::Failed, TerminalStatus::Canceled]))
+                .prop_map(|(run, status)| Step::FinishRun { run, status }),
+        ]
+        .boxed(),
+        ActionKind::WorkerEvent => prop_oneof![
+            4 => (run(), prop::sample::select(vec![
+                WorkerEventType::Heartbeat,
+                WorkerEventType::RequestReceived,
+                WorkerEventType::Response,
+                WorkerEventType::Error,
+            ]))
+                .prop_map(|(worker, event_type)| Step::AppendWorkerEvent { worker, event_type }),
+            1 => (run(), prop::sample::select(vec![StopPath::Stop, StopPath::Ingest]))
+                .prop_map(|(worker, path)| Step::StopWorker { worker, path }),
+        ]
+        .boxed(),
+        ActionKind::DuplicateDelivery => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
+        ActionKind::SinkMode => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
+        ActionKind::ClientFlag => (surface(), any::<bool>())
+            .prop_map(|(surface, enabled)| Step::SetClientFlag { surface, enabled })
+            .boxed(),
+        ActionKind::RolloutStage => prop::sample::select(RolloutStage::ALL.to_vec())
+            .prop_map(|stage| Step::SetRolloutStage { stage })
+            .boxed(),
+        ActionKind::Rollback => prop::sample::select(vec![
+            RollbackSwitch::ClientFlags,
+            RollbackSwitch::RuntimeConvexOnly,
+            RollbackSwitch::DisableAuditor,
+        ])
+        .prop_map(|switch| Step::Rollback { switch })
+        .boxed(),
+        ActionKind::AuditorCycle => Just(Step::AuditorCycle).boxed(),
+        ActionKind::Retention => Just(Step::RunRetention).boxed(),
+        ActionKind::ClientReconnect => prop_oneof![
+            surface().prop_map(|surface| Step::DisconnectClient { surface }),
+            surface().prop_map(|surface| Step::ReconnectClient { surface }),
+        ]
+        .boxed(),
+        ActionKind::RestartSyncServer => Just(Step::RestartSyncServer).boxed(),
+        // Seconds of wall clock each (a container stop and start): a kind
+        // of its own, so that fast scenarios can leave it out.
+        ActionKind::RestartConvex => Just(Step::ConvexOutage { outage: Outage::Stop }).boxed(),
+        ActionKind::Reproject => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
+        ActionKind::ProjectionVersionBump => Just(Step::BumpProjectionVersion).boxed(),
+        ActionKind::FaultConvex => prop_oneof![
+            4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout, ConvexFault::Delay])
+                .prop_map(|fault| Step::BreakConvex { fault }),
+            1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
+        ]
+        .boxed(),
+        // A Khala failure is also what fails the second sink of the fanout.
+        ActionKind::FaultKhala | ActionKind::FaultPartialFanout => Just(Step::BreakKhala).boxed(),
+        ActionKind::Quiesce => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),
+    }
+}
