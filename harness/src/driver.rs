@@ -327,16 +327,7 @@ async fn play_on(
     let postgres = &backends.postgres;
     let lane = &backends.lanes[lane % backends.lanes.len()];
     let reset_started = Instant::now();
-    // Every case heals its lane as it ends; this covers one that ended in
-    // a backend failure before it could.
-    lane.heal(0).await?;
-    // The two stores are independent: reset both at once.
-    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
-    let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
-    if let Err(error) = convex_reset {
-        postgres.recycle(db);
-        return Err(DriverError::convex(0, error));
-    }
+    let db = reset(postgres, lane).await?;
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
@@ -368,6 +359,68 @@ async fn play_on(
             let _already_failing = db.drop_database().await;
             Err(error)
         }
+    }
+}
+
+/// Puts a lane and a case database in the state every case starts from:
+/// the lane healed (no fault, nothing in flight through its proxy), Convex
+/// emptied, the database reset to the template.
+async fn reset(postgres: &PostgresBackend, lane: &Lane) -> Result<CaseDatabase, DriverError> {
+    // Every case heals its lane as it ends; this covers one that ended in
+    // a backend failure before it could.
+    lane.heal(0).await?;
+    // The two stores are independent: reset both at once.
+    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
+    let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
+    if let Err(error) = convex_reset {
+        postgres.recycle(db);
+        return Err(DriverError::convex(0, error));
+    }
+    Ok(db)
+}
+
+/// What a reset left of the cases played before it: all empty, or cases
+/// are not independent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Residue {
+    /// Tables and sequences of the case database not in the template's state.
+    pub tables_off_template: Vec<String>,
+    /// Documents Convex holds.
+    pub convex_documents: Vec<String>,
+    /// Connections the lane's fault proxy still holds.
+    pub proxy_connections: u64,
+    /// Requests handed to Convex through the proxy and not yet answered.
+    pub proxy_in_flight: u64,
+    /// Sync servers (with their client lanes) still up in this process.
+    pub sync_servers: usize,
+}
+
+impl Backends {
+    /// Resets lane `lane` and a case database exactly as a case starts, and
+    /// reports what is left in them (the database is then kept for the
+    /// next case).
+    pub async fn residue(&self, lane: usize) -> Result<Residue, DriverError> {
+        let lane = &self.lanes[lane % self.lanes.len()];
+        let db = reset(&self.postgres, lane).await?;
+        let tables = self.postgres.off_template(&db).await;
+        let convex = observe(lane, &db, 0, None).await;
+        self.postgres.recycle(db);
+        Ok(Residue {
+            tables_off_template: tables.map_err(|error| DriverError::postgres(0, error))?,
+            convex_documents: convex?.convex.into_keys().collect(),
+            proxy_connections: lane.proxy.open_connections(),
+            proxy_in_flight: lane.proxy.in_flight(),
+            sync_servers: crate::delivery::live_sync_servers(),
+        })
+    }
+
+    /// Stops lane `lane`'s Convex backend and starts it again (it replays
+    /// its journal of committed mutations): after a reset it must come back
+    /// empty.
+    pub async fn restart_convex(&self, lane: usize) -> Result<(), DriverError> {
+        let lane = &self.lanes[lane % self.lanes.len()];
+        lane.begin_outage(Outage::Stop, 0).await?;
+        lane.heal(0).await
     }
 }
 
