@@ -205,6 +205,34 @@ struct Running {
     retention: Option<RetentionRun>,
     /// Holds the mobile lanes' watermark files.
     _stores: tempfile::TempDir,
+    _live: Live,
+}
+
+/// The sync servers (each with its case's client lanes) started in this
+/// process and not yet stopped and dropped.
+static LIVE_SYNC_SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many cases' sync servers and client lanes are still up in this
+/// process: 0 between cases, or one of them outlived its case.
+pub fn live_sync_servers() -> usize {
+    LIVE_SYNC_SERVERS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Counts one `Running` in `LIVE_SYNC_SERVERS` for as long as it exists.
+#[derive(Debug)]
+struct Live;
+
+impl Live {
+    fn new() -> Self {
+        LIVE_SYNC_SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE_SYNC_SERVERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -449,6 +477,7 @@ impl Delivery {
             woken_head: 0,
             retention: None,
             _stores: stores,
+            _live: Live::new(),
         };
         running.woken_head = running.worker_truth().allocated_head;
         for surface in VIEW_SURFACES {

@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 const OBSERVE_CONVEX_FUNCTION: &str = "runtime:listAllSummaries";
 /// Reading Convex back is not under test: generous, unlike the sink's timeout.
 const OBSERVE_TIMEOUT_MS: i64 = 5_000;
+/// How long a healed backend may take to answer what it was handed during
+/// a fault (a resumed front runs its queue in milliseconds; a restarted one
+/// first replays its journal).
+const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A backend failed: the case's result is unknown, never a pass.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +162,22 @@ impl Lane {
         self.proxy.set_upstream_frozen(outage == Outage::Pause);
         self.set_outage(Some(outage));
         Ok(())
+    }
+
+    /// Ends every Convex fault (proxy and outage), then waits until the
+    /// backend has answered every request it was handed through the proxy:
+    /// a paused backend runs what it queued when it resumes, so only after
+    /// this has every write of the case landed, and none can land later
+    /// (in the next case, after its reset, or after the observation that
+    /// follows a heal). A backend that does not answer in time is a
+    /// harness fault, never ignored.
+    async fn heal(&self, step: usize) -> Result<(), DriverError> {
+        self.proxy.set_mode(ProxyMode::Pass);
+        self.end_outage(step).await?;
+        self.proxy
+            .settle(UPSTREAM_SETTLE_TIMEOUT)
+            .await
+            .map_err(|error| DriverError::convex(step, error))
     }
 
     /// Brings the Convex backend back; nothing if it is up.
@@ -307,21 +327,16 @@ async fn play_on(
     let postgres = &backends.postgres;
     let lane = &backends.lanes[lane % backends.lanes.len()];
     let reset_started = Instant::now();
-    lane.proxy.set_mode(ProxyMode::Pass);
-    // The two stores are independent: reset both at once.
-    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
-    let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
-    if let Err(error) = convex_reset {
-        postgres.recycle(db);
-        return Err(DriverError::convex(0, error));
-    }
+    let db = reset(postgres, lane).await?;
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
     let played = play_in(lane, case, &db, stop_at_first, &mut result).await;
-    lane.proxy.set_mode(ProxyMode::Pass);
-    let played = match (played, lane.end_outage(result.steps_run).await) {
+    // A case that stopped at its first violation may end with a fault in
+    // force and writes queued in a paused backend: they land now, not
+    // after the next case's reset.
+    let played = match (played, lane.heal(result.steps_run).await) {
         (Ok(()), ended) => ended,
         (Err(error), _) => Err(error),
     };
@@ -347,6 +362,68 @@ async fn play_on(
     }
 }
 
+/// Puts a lane and a case database in the state every case starts from:
+/// the lane healed (no fault, nothing in flight through its proxy), Convex
+/// emptied, the database reset to the template.
+async fn reset(postgres: &PostgresBackend, lane: &Lane) -> Result<CaseDatabase, DriverError> {
+    // Every case heals its lane as it ends; this covers one that ended in
+    // a backend failure before it could.
+    lane.heal(0).await?;
+    // The two stores are independent: reset both at once.
+    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
+    let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
+    if let Err(error) = convex_reset {
+        postgres.recycle(db);
+        return Err(DriverError::convex(0, error));
+    }
+    Ok(db)
+}
+
+/// What a reset left of the cases played before it: all empty, or cases
+/// are not independent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Residue {
+    /// Tables and sequences of the case database not in the template's state.
+    pub tables_off_template: Vec<String>,
+    /// Documents Convex holds.
+    pub convex_documents: Vec<String>,
+    /// Connections the lane's fault proxy still holds.
+    pub proxy_connections: u64,
+    /// Requests handed to Convex through the proxy and not yet answered.
+    pub proxy_in_flight: u64,
+    /// Sync servers (with their client lanes) still up in this process.
+    pub sync_servers: usize,
+}
+
+impl Backends {
+    /// Resets lane `lane` and a case database exactly as a case starts, and
+    /// reports what is left in them (the database is then kept for the
+    /// next case).
+    pub async fn residue(&self, lane: usize) -> Result<Residue, DriverError> {
+        let lane = &self.lanes[lane % self.lanes.len()];
+        let db = reset(&self.postgres, lane).await?;
+        let tables = self.postgres.off_template(&db).await;
+        let convex = observe(lane, &db, 0, None).await;
+        self.postgres.recycle(db);
+        Ok(Residue {
+            tables_off_template: tables.map_err(|error| DriverError::postgres(0, error))?,
+            convex_documents: convex?.convex.into_keys().collect(),
+            proxy_connections: lane.proxy.open_connections(),
+            proxy_in_flight: lane.proxy.in_flight(),
+            sync_servers: crate::play::delivery::live_sync_servers(),
+        })
+    }
+
+    /// Stops lane `lane`'s Convex backend and starts it again (it replays
+    /// its journal of committed mutations): after a reset it must come back
+    /// empty.
+    pub async fn restart_convex(&self, lane: usize) -> Result<(), DriverError> {
+        let lane = &self.lanes[lane % self.lanes.len()];
+        lane.begin_outage(Outage::Stop, 0).await?;
+        lane.heal(0).await
+    }
+}
+
 async fn play_in(
     lane: &Lane,
     case: &Case,
@@ -355,6 +432,21 @@ async fn play_in(
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
     let mut state = start_case(lane, case, db)?;
+    let played = play_steps(lane, case, db, stop_at_first, result, &mut state).await;
+    // The sync server and client lanes stop with the case, however it
+    // ended: none of its tasks may outlive it into the next case.
+    state.delivery.finish().await;
+    played
+}
+
+async fn play_steps(
+    lane: &Lane,
+    case: &Case,
+    db: &CaseDatabase,
+    stop_at_first: bool,
+    result: &mut CaseResult,
+    state: &mut CaseState,
+) -> Result<(), DriverError> {
     let mut previous = observe(lane, db, 0, None).await?;
     let mut previous_clients: Option<ClientsObservation> = None;
     let convex_link = lane.proxy.link();
@@ -363,7 +455,7 @@ async fn play_in(
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        apply(lane, db, &mut state, step, index).await?;
+        apply(lane, db, state, step, index).await?;
         state.oracle.apply(step);
         // Only the runtime's sink writes Convex, through the proxy, which
         // counts every request that reached it whole. A step that sent none
@@ -444,7 +536,6 @@ async fn play_in(
         previous = current;
         previous_clients = clients;
     }
-    state.delivery.finish().await;
     Ok(())
 }
 
@@ -686,8 +777,7 @@ async fn apply(
             }
         }
         Step::Heal | Step::Quiesce => {
-            lane.proxy.set_mode(ProxyMode::Pass);
-            lane.end_outage(index).await?;
+            lane.heal(index).await?;
             if state.khala_broken {
                 set_khala_broken(&db.pool, false)
                     .await

@@ -7,6 +7,15 @@
 //! whose fate is sealed with no answer to come before the fault heals (a
 //! black hole or a frozen backend took them; a delayed answer came back), so
 //! that a client can stop waiting right then: see [`ProxyLink`].
+//!
+//! A request handed to the backend is the backend's to run, whatever
+//! happens to the client afterwards: a paused backend runs what it queued
+//! when it resumes, even on a connection the client gave up on. So the proxy
+//! never lets go of a backend connection that owes an answer (a cut or a
+//! client leaving only drops the client's side), counts those requests as
+//! in flight, and [`TcpProxy::settle`] waits until there are none: after
+//! it, every write that went through the proxy has landed, and nothing
+//! that went through it can land later (a reset after it is final).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +75,28 @@ struct Shared {
     /// by a black hole or taken by a frozen backend on arrival, or run by
     /// the backend with the answer held back.
     stranded: watch::Sender<u64>,
+    /// Whole requests written to the backend with no byte of its answer
+    /// back yet, on connections it has not closed: the backend may still
+    /// run them.
+    in_flight: watch::Sender<u64>,
+    /// Connections accepted and not yet finished (client side open, or a
+    /// backend connection still owed an answer).
+    open: watch::Sender<u64>,
+    /// Set when the proxy is dropped: connections still waiting on the
+    /// backend give up.
+    closed: watch::Sender<bool>,
+}
+
+/// The proxy still holds connections after the wait `TcpProxy::settle`
+/// allows: the backend may still run what it was handed, at any moment.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the fault proxy still holds {open_connections} connection(s), with {in_flight} request(s) the backend has not answered, after {waited:?}"
+)]
+pub struct Unsettled {
+    pub open_connections: u64,
+    pub in_flight: u64,
+    pub waited: std::time::Duration,
 }
 
 /// A running proxy; dropping it stops it.
@@ -87,6 +118,9 @@ impl TcpProxy {
             generation: watch::channel(0).0,
             arrived: watch::channel(0).0,
             stranded: watch::channel(0).0,
+            in_flight: watch::channel(0).0,
+            open: watch::channel(0).0,
+            closed: watch::channel(false).0,
         });
         let task = tokio::spawn(accept_loop(listener, upstream, shared.clone()));
         Ok(TcpProxy {
@@ -119,6 +153,35 @@ impl TcpProxy {
         self.shared.upstream_frozen.store(frozen, Ordering::SeqCst);
     }
 
+    /// Requests the backend has been handed and not yet answered.
+    pub fn in_flight(&self) -> u64 {
+        *self.shared.in_flight.borrow()
+    }
+
+    /// Connections the proxy still holds (a client's, or a backend's that
+    /// owes an answer).
+    pub fn open_connections(&self) -> u64 {
+        *self.shared.open.borrow()
+    }
+
+    /// Waits, at most `timeout`, until the proxy holds no connection: every
+    /// client has left or been cut, and the backend has answered every
+    /// request handed to it (or closed the connection it came on). Call it
+    /// with the backend running and the mode healed: a frozen backend
+    /// answers nothing until it resumes, and a black hole holds its client.
+    pub async fn settle(&self, timeout: std::time::Duration) -> Result<(), Unsettled> {
+        let mut open = self.shared.open.subscribe();
+        match tokio::time::timeout(timeout, open.wait_for(|now| *now == 0)).await {
+            // The sender lives in `self`; the wait cannot fail otherwise.
+            Ok(_) => Ok(()),
+            Err(_) => Err(Unsettled {
+                open_connections: *self.shared.open.borrow(),
+                in_flight: *self.shared.in_flight.borrow(),
+                waited: timeout,
+            }),
+        }
+    }
+
     /// A handle for the clients that go through this proxy.
     pub fn link(&self) -> ProxyLink {
         ProxyLink {
@@ -130,6 +193,7 @@ impl TcpProxy {
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.task.abort();
+        self.shared.closed.send_replace(true);
         self.shared
             .generation
             .send_modify(|generation| *generation += 1);
@@ -184,62 +248,138 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
-        let mut changed = shared.generation.subscribe();
+        let changed = shared.generation.subscribe();
         // Small requests and answers pass as they come: without this, Nagle
         // can hold a write back until the last one is acknowledged.
         let _ = client.set_nodelay(true);
         let shared = shared.clone();
         let mode = ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst));
-        match mode {
-            ProxyMode::Reset => drop(client),
-            ProxyMode::Blackhole => {
-                tokio::spawn(async move {
-                    let (reading, _held) = client.into_split();
-                    let unanswered = AtomicU64::new(0);
-                    tokio::select! {
-                        _ = forward_requests(reading, tokio::io::sink(), &shared, &unanswered) => {}
-                        _ = changed.changed() => {}
-                    }
-                });
+        if mode == ProxyMode::Reset {
+            drop(client);
+            continue;
+        }
+        shared.open.send_modify(|open| *open += 1);
+        tokio::spawn(async move {
+            match mode {
+                ProxyMode::Blackhole => swallow(client, &shared, changed).await,
+                _ => relay(client, upstream, mode, &shared, changed).await,
             }
-            ProxyMode::Pass | ProxyMode::Delay => {
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = server.set_nodelay(true);
-                    let (client_reading, mut client_writing) = client.into_split();
-                    let (mut server_reading, server_writing) = server.into_split();
-                    let unanswered = AtomicU64::new(0);
-                    let requests =
-                        forward_requests(client_reading, server_writing, &shared, &unanswered);
-                    let answers = async {
-                        if mode == ProxyMode::Delay {
-                            hold_answers(&mut server_reading, &shared, &unanswered).await
-                        } else {
-                            tokio::io::copy(&mut server_reading, &mut client_writing)
-                                .await
-                                .map(drop)
-                        }
-                    };
-                    tokio::select! {
-                        _ = async { tokio::join!(requests, answers) } => {}
-                        _ = changed.changed() => {}
-                    }
-                });
-            }
+            shared.open.send_modify(|open| *open -= 1);
+        });
+    }
+}
+
+/// A black hole: reads the client's requests and answers none, until the
+/// client leaves or the mode changes. Nothing reaches the backend.
+async fn swallow(client: TcpStream, shared: &Shared, mut changed: watch::Receiver<u64>) {
+    let (mut reading, _held) = client.into_split();
+    let unanswered = AtomicU64::new(0);
+    let mut nowhere = tokio::io::sink();
+    tokio::select! {
+        _ = forward_requests(&mut reading, &mut nowhere, shared, &unanswered) => {}
+        _ = changed.changed() => {}
+    }
+}
+
+/// Pass and delay: the client's requests go to the backend; its answers go
+/// back to the client (pass) or are read and held back (delay). When the
+/// client leaves or the mode changes, the client's side is dropped at once,
+/// but the backend connection is kept, and read, until the backend has
+/// answered every whole request it was handed: closing it earlier would
+/// not stop the backend from running them (a paused one runs its queue
+/// when it resumes), only hide from the proxy when it did.
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mode: ProxyMode,
+    shared: &Shared,
+    mut changed: watch::Receiver<u64>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let _ = server.set_nodelay(true);
+    let (mut client_reading, mut client_writing) = client.into_split();
+    let (mut server_reading, mut server_writing) = server.into_split();
+    let unanswered = AtomicU64::new(0);
+    let answers_to = match mode {
+        ProxyMode::Delay => Answers::Held,
+        _ => Answers::Client(&mut client_writing),
+    };
+    let ended = tokio::select! {
+        _ = forward_requests(&mut client_reading, &mut server_writing, shared, &unanswered) => {
+            Ended::ClientDone
+        }
+        _ = relay_answers(&mut server_reading, answers_to, shared, &unanswered, false) => {
+            Ended::BackendClosed
+        }
+        _ = changed.changed() => Ended::Cut,
+    };
+    drop(client_reading);
+    if ended != Ended::BackendClosed && unanswered.load(Ordering::SeqCst) > 0 {
+        // What the backend still owes: relayed to a client that only
+        // finished sending, held back under a delay, dropped after a cut;
+        // the connection is closed once it is all in.
+        let to_client = mode != ProxyMode::Delay && ended == Ended::ClientDone;
+        let mut closed = shared.closed.subscribe();
+        tokio::select! {
+            _ = async {
+                let answers_to = match (mode, ended) {
+                    (ProxyMode::Delay, _) => Answers::Held,
+                    (_, Ended::Cut) => Answers::Dropped,
+                    _ => Answers::Client(&mut client_writing),
+                };
+                let owed = relay_answers(&mut server_reading, answers_to, shared, &unanswered, true).await;
+                if owed.is_ok() && to_client {
+                    // Nothing is owed any more: the client's end of stream
+                    // can reach the backend, and the rest of the answer
+                    // the client.
+                    let _ = server_writing.shutdown().await;
+                    let rest = Answers::Client(&mut client_writing);
+                    let _ = relay_answers(&mut server_reading, rest, shared, &unanswered, false).await;
+                }
+            } => {}
+            _ = closed.wait_for(|closed| *closed) => {}
         }
     }
+    // Whatever is still unanswered now never will be: the backend closed
+    // the connection, or the proxy itself is gone.
+    let left = unanswered.swap(0, Ordering::SeqCst);
+    if left > 0 {
+        shared.in_flight.send_modify(|in_flight| *in_flight -= left);
+    }
+}
+
+/// Why a relayed connection stopped passing requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// The client finished sending, or its side failed.
+    ClientDone,
+    /// The backend closed the connection, or its side failed.
+    BackendClosed,
+    /// The mode changed: the client's side is cut.
+    Cut,
+}
+
+/// Where the backend's answers go.
+enum Answers<'a> {
+    Client(&'a mut tokio::net::tcp::OwnedWriteHalf),
+    /// Delay: read and kept from the client, each counted as stranded.
+    Held,
+    /// Nobody takes them (the client was cut or is gone): read and dropped.
+    Dropped,
 }
 
 /// Copies a client's bytes to `to` and counts each request that has passed
 /// whole: as arrived, and as stranded too where nothing will answer it (a
 /// black hole, a frozen backend); else as `unanswered` on this connection.
-/// At the client's end of stream, `to` is shut down for writing (the answer
-/// may still come back).
+/// Requests written to the backend are in flight until answered. Returns at
+/// the client's end of stream, without shutting `to` down: a backend told
+/// the client has gone may still run what it was sent, so the backend
+/// connection stays open until it has answered.
 async fn forward_requests(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: impl tokio::io::AsyncWrite + Unpin,
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
     shared: &Shared,
     unanswered: &AtomicU64,
 ) -> std::io::Result<()> {
@@ -248,7 +388,7 @@ async fn forward_requests(
     loop {
         let read = from.read(&mut buffer).await?;
         if read == 0 {
-            return to.shutdown().await;
+            return Ok(());
         }
         to.write_all(&buffer[..read]).await?;
         let whole = scanner.feed(&buffer[..read]);
@@ -257,32 +397,61 @@ async fn forward_requests(
         }
         shared.arrived.send_modify(|arrived| *arrived += whole);
         let mode = ProxyMode::from_u8(shared.mode.load(Ordering::SeqCst));
-        if mode == ProxyMode::Blackhole || shared.upstream_frozen.load(Ordering::SeqCst) {
+        if mode == ProxyMode::Blackhole {
             shared.stranded.send_modify(|stranded| *stranded += whole);
-        } else {
-            unanswered.fetch_add(whole, Ordering::SeqCst);
+            continue;
+        }
+        // Counted before the backend can answer: the answer's first byte
+        // is read only after this.
+        unanswered.fetch_add(whole, Ordering::SeqCst);
+        shared
+            .in_flight
+            .send_modify(|in_flight| *in_flight += whole);
+        if shared.upstream_frozen.load(Ordering::SeqCst) {
+            shared.stranded.send_modify(|stranded| *stranded += whole);
         }
     }
 }
 
-/// Reads the backend's answers and keeps them from the client. The first
-/// bytes back after a request mean the backend has run it: the request is
-/// stranded from then on (clients send one request at a time).
-async fn hold_answers(
+/// Reads the backend's answers and sends them where `to` says, until the
+/// backend closes the connection or, with `until_owed_nothing`, until it
+/// has answered everything it was handed. The first bytes back after a
+/// request mean the backend has run it (clients send one request at a
+/// time): it is no longer in flight, and, held back by a delay, stranded
+/// from then on.
+async fn relay_answers(
     from: &mut tokio::net::tcp::OwnedReadHalf,
+    mut to: Answers<'_>,
     shared: &Shared,
     unanswered: &AtomicU64,
+    until_owed_nothing: bool,
 ) -> std::io::Result<()> {
     let mut buffer = vec![0u8; 16 * 1024];
-    while from.read(&mut buffer).await? > 0 {
+    loop {
+        let read = from.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(());
+        }
         let answered = unanswered.swap(0, Ordering::SeqCst);
         if answered > 0 {
             shared
-                .stranded
-                .send_modify(|stranded| *stranded += answered);
+                .in_flight
+                .send_modify(|in_flight| *in_flight -= answered);
+            if matches!(to, Answers::Held) {
+                shared
+                    .stranded
+                    .send_modify(|stranded| *stranded += answered);
+            }
+        }
+        if let Answers::Client(client) = &mut to
+            && client.write_all(&buffer[..read]).await.is_err()
+        {
+            to = Answers::Dropped;
+        }
+        if until_owed_nothing && unanswered.load(Ordering::SeqCst) == 0 {
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// Finds where HTTP/1.1 requests end in a client's byte stream: a header

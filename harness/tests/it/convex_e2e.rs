@@ -13,6 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
+use std::time::Duration;
 
 const RUN: ProjectionKind = ProjectionKind::RunSummary;
 const WORKER: ProjectionKind = ProjectionKind::CodexWorkerSummary;
@@ -563,8 +564,75 @@ async fn through_the_proxy_a_stranded_request_times_out_and_the_store_shows_its_
     assert!(timed_out(&queued), "{queued:?}");
     ok(convex.unpause().await);
     proxy.set_upstream_frozen(false);
-    ok(send("after").await);
+    ok(proxy.settle(Duration::from_secs(10)).await);
     assert!(stored("queued").await, "the queued write ran on resume");
+    ok(send("after").await);
+    drop(proxy);
+    ok(convex.shutdown().await);
+}
+
+/// A write a paused backend queued runs when it resumes, even though its
+/// client gave up and the heal cut the client's connection; the reset that
+/// opens the next case travels on another connection, so only waiting for
+/// the backend's answer orders the two. After `settle` the write has
+/// landed and the proxy holds nothing; a reset then is final. Many rounds:
+/// without the wait, the reset overtakes the queued write only sometimes.
+#[tokio::test]
+async fn a_write_a_paused_backend_queued_lands_before_settle_returns_and_never_after_a_reset() {
+    use khala_parity::play::proxied_sink::{ProxiedConvexSink, TIMED_OUT};
+    use khala_parity::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
+    let convex = convex_backend().await;
+    let upstream = upstream_addr(&convex.base_url()).expect("host:port");
+    let proxy = ok(TcpProxy::start(upstream).await);
+    let sink = ProxiedConvexSink::new(
+        ConvexHttpSink::new(&ConvexSinkConfig {
+            base_url: format!("http://{}", proxy.addr()),
+            ..sink_config(&convex, None)
+        }),
+        proxy.link(),
+    );
+    let stored = async || -> Vec<String> {
+        let listed = ok(reader(&convex).list_all(RUN).await);
+        listed
+            .into_iter()
+            .map(|(document_id, _)| document_id)
+            .collect()
+    };
+    for round in 0..20 {
+        let run = format!("queued{round}");
+        let document_id = format!("runtime/run_summary:{run}");
+        ok(convex.pause().await);
+        proxy.set_upstream_frozen(true);
+        let queued = sink
+            .send(RUN, &document_id, &run_summary(&run, 1, "created"))
+            .await;
+        assert!(
+            matches!(&queued, Err(SinkError::HttpRequestFailed { reason }) if reason == TIMED_OUT),
+            "{queued:?}"
+        );
+        assert_eq!(
+            proxy.in_flight(),
+            1,
+            "round {round}: handed to the frozen backend"
+        );
+        // The heal: the mode change cuts the client's side, then the backend resumes.
+        proxy.set_mode(ProxyMode::Pass);
+        ok(convex.unpause().await);
+        proxy.set_upstream_frozen(false);
+        ok(proxy.settle(Duration::from_secs(10)).await);
+        assert_eq!((proxy.in_flight(), proxy.open_connections()), (0, 0));
+        assert_eq!(
+            stored().await,
+            vec![document_id],
+            "round {round}: landed before settle returned"
+        );
+        ok(convex.reset().await);
+        assert_eq!(
+            stored().await,
+            Vec::<String>::new(),
+            "round {round}: nothing lands after the reset"
+        );
+    }
     drop(proxy);
     ok(convex.shutdown().await);
 }

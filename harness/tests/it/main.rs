@@ -49,6 +49,9 @@ mod convex_e2e;
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 
+// Cases share nothing: the same trace after any other cases, and nothing left after a reset.
+mod independence;
+
 // Client-lane fixtures: lanes of each surface on the embedded server, a runtime read path, worker projections.
 mod clients_fixtures;
 

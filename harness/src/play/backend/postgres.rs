@@ -596,6 +596,20 @@ impl PostgresBackend {
         Ok(())
     }
 
+    /// The tables and sequences of `db` whose contents are not the
+    /// template's (rows compared as text, sequences by value and state):
+    /// what a reset left of the cases before it. Empty right after a reset.
+    pub async fn off_template(&self, db: &CaseDatabase) -> Result<Vec<String>, ContentsError> {
+        let plan = self.reset_plan.get().ok_or(ContentsError::NoPlan)?;
+        let digests = contents(&db.pool, &plan.contents_sql).await?;
+        let differing = digests
+            .into_iter()
+            .filter(|(name, digest)| plan.template_contents.get(name) != Some(digest))
+            .map(|(name, _)| name)
+            .collect();
+        Ok(differing)
+    }
+
     /// Drops the databases this backend created (external), stops the server
     /// (local, containers) and removes its files. On an error the rest is left
     /// to `Drop`.
@@ -782,6 +796,14 @@ WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY schemaname, sequencename
 "#;
 
+/// Every sequence, schema-qualified and quoted.
+const SEQUENCE_NAMES_SQL: &str = r#"
+SELECT format('%I.%I', schemaname, sequencename)
+FROM pg_sequences
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY schemaname, sequencename
+"#;
+
 /// How `case_database` resets a used case database to the template's state:
 /// the template's schema digest, and one script run as one implicit
 /// transaction (the simple query protocol). Rows go back in the template's
@@ -791,6 +813,34 @@ ORDER BY schemaname, sequencename
 struct ResetPlan {
     schema_digest: String,
     script: String,
+    /// One statement giving each table's and sequence's contents digest.
+    contents_sql: String,
+    /// Those digests in the template.
+    template_contents: std::collections::BTreeMap<String, String>,
+}
+
+/// Why the contents of a case database could not be compared with the
+/// template's.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentsError {
+    #[error("no reset plan: the template was not read")]
+    NoPlan,
+    #[error("read the contents digests")]
+    Database(#[from] sqlx::Error),
+}
+
+/// `(name, digest)` of every table and sequence `contents_sql` names.
+async fn contents(
+    pool: &PgPool,
+    contents_sql: &str,
+) -> Result<std::collections::BTreeMap<String, String>, sqlx::Error> {
+    if contents_sql.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(contents_sql))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Why a used case database could not be reset (it is then dropped).
@@ -836,9 +886,34 @@ impl ResetPlan {
             script.push_str(&setval);
             script.push('\n');
         }
+        let sequence_names: Vec<String> = sqlx::query_scalar(SEQUENCE_NAMES_SQL)
+            .fetch_all(template)
+            .await?;
+        // Names from the catalog, quoted by format('%I'); as literals, `'`
+        // doubled.
+        let literal = |name: &str| format!("'{}'", name.replace('\'', "''"));
+        let contents_sql = tables
+            .iter()
+            .map(|table| {
+                format!(
+                    "SELECT {}::text, (SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t)",
+                    literal(table)
+                )
+            })
+            .chain(sequence_names.iter().map(|sequence| {
+                format!(
+                    "SELECT {}::text, (SELECT last_value::text || ' ' || is_called::text FROM {sequence})",
+                    literal(sequence)
+                )
+            }))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let template_contents = contents(template, &contents_sql).await?;
         Ok(ResetPlan {
             schema_digest,
             script,
+            contents_sql,
+            template_contents,
         })
     }
 }
