@@ -12,8 +12,9 @@ use crate::play::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConf
 use crate::play::backend::postgres::{
     BackendChoice, BackendError, PostgresBackend, PostgresConfig,
 };
-use crate::play::driver::{Backends, DriverError};
+use crate::play::driver::Backends;
 use crate::play::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
+use crate::play::error::DriverError;
 use crate::report::{self, Report};
 use khala_runtime::Profile;
 use std::collections::BTreeSet;

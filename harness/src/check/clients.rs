@@ -2,38 +2,12 @@
 //! observation after a step: what each lane shows and received, what each
 //! subscribe was answered, and what a retention run did.
 
-use super::invariants::{Recorder, Violation, differing_keys};
+use super::invariants::{Recorder, differing_keys};
+use crate::model::catalogue::Violation;
 use crate::model::observation::{Observation, document_seq};
+use crate::model::trace::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
 use crate::oracle::{Oracle, semantic_part};
-use crate::play::delivery::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Every reason class these checks record (the gate must know each).
-pub const REASON_CLASSES: &[&str] = &[
-    "khala_lane_missing",
-    "khala_lane_stale",
-    "khala_lane_wrong",
-    "polling_lane_missing",
-    "polling_lane_stale",
-    "polling_lane_wrong",
-    "view_regressed",
-    "view_lost_document",
-    "delivery_gap",
-    "delivery_duplicate",
-    "below_floor_accepted",
-    "no_cursor_after_prune_accepted",
-    "no_cursor_refused",
-    "ahead_of_head_accepted",
-    "refused_in_range",
-    "watermark_regressed",
-    "cache_missing",
-    "cache_stale",
-    "cache_diverged",
-    "old_row_retained",
-    "new_row_deleted",
-    "deleted_count_wrong",
-    "oldest_retained_wrong",
-];
 
 fn lane_name(lane: &LaneObservation) -> String {
     format!(
@@ -333,9 +307,9 @@ mod tests {
     //! observation passes them all.
 
     use super::*;
+    use crate::model::case::ClientUser;
     use crate::model::case::{Step, Surface, WorkerEventType};
-    use crate::oracle::ClientUser;
-    use crate::play::delivery::{
+    use crate::model::trace::{
         CachedDocument, DeliveryRun, JournalStamp, SubscribeAttempt, TopicTruth,
     };
     use chrono::{DateTime, NaiveDateTime};
@@ -422,9 +396,9 @@ mod tests {
 
     #[test]
     fn client_reason_classes_are_not_listed_twice() {
-        for class in REASON_CLASSES {
+        for class in crate::model::catalogue::CLIENT_REASON_CLASSES {
             assert!(
-                !crate::check::gate::KNOWN_REASON_CLASSES.contains(class),
+                !crate::model::catalogue::KNOWN_REASON_CLASSES.contains(class),
                 "{class} is listed in gate::KNOWN_REASON_CLASSES too"
             );
         }

@@ -3,65 +3,9 @@
 //! (allow | block | unknown) with its reasons and one check per threshold.
 //! Pure: it judges counts and rates the report has already gathered.
 
-use crate::check::invariants::{self, Severity};
+use crate::model::catalogue::{Severity, is_known_reason_class, known_reason_classes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Reason classes the gate knows besides the client checks' own
-/// (`invariants::CLIENT_REASON_CLASSES`): those the other invariant checks
-/// record and those the parity auditor of §8 reports. A severity override naming any
-/// other class is refused, because a typo would otherwise silently leave
-/// the real class at its default severity.
-pub const KNOWN_REASON_CLASSES: &[&str] = &[
-    // Invariant checks (harness/src/invariants.rs).
-    "document_id_mismatch",
-    "sequence_fields_inconsistent",
-    "checkpoint_regressed",
-    "journal_gap",
-    "journal_version_regressed",
-    "khala_regressed",
-    "convex_regressed",
-    "khala_missing",
-    "convex_missing",
-    "convex_ahead_of_khala",
-    "khala_stale",
-    "convex_stale",
-    "khala_wrong",
-    "convex_wrong",
-    "stores_differ",
-    "convex_int_precision_lost",
-    "checkpoint_missing",
-    "checkpoint_lag",
-    "khala_hash_mismatch",
-    "convex_hash_mismatch",
-    "checkpoint_ahead_of_khala",
-    "checkpoint_ahead_of_convex",
-    "key_set_wrong",
-    "redelivery_not_idempotent",
-    "lag_drift_after_catch_up",
-    // The parity auditor's comparison table (§8).
-    "summary_hash_mismatch",
-    "hash_and_lag_drift",
-    "lag_drift",
-    "unsupported_projection",
-    "convex_lag_drift",
-    // X5: the auditor against the ground truth.
-    "auditor_missed_drift",
-    "auditor_false_alarm",
-];
-
-/// Whether the gate knows `class` (see `KNOWN_REASON_CLASSES`).
-pub fn is_known_reason_class(class: &str) -> bool {
-    known_reason_classes().any(|known| known == class)
-}
-
-/// Every reason class the gate knows, the client checks' last.
-pub fn known_reason_classes() -> impl Iterator<Item = &'static str> {
-    KNOWN_REASON_CLASSES
-        .iter()
-        .chain(invariants::CLIENT_REASON_CLASSES)
-        .copied()
-}
 
 /// The stale-cursor rate the gate tolerates by default. §9.5 leaves it to
 /// "the cohort's incident threshold" without a number; 5 % of subscriptions
@@ -155,11 +99,11 @@ impl GateThresholds {
             }
         }
         for id in self.invariant_severity.keys() {
-            if invariants::invariant(id).is_none() {
+            if crate::model::catalogue::invariant(id).is_none() {
                 return Err(GateError {
                     key: format!("invariant_severity.{id}"),
                     kind: GateErrorKind::UnknownInvariant {
-                        known: invariants::CATALOGUE
+                        known: crate::model::catalogue::CATALOGUE
                             .iter()
                             .map(|entry| entry.id)
                             .collect::<Vec<_>>()
@@ -248,7 +192,7 @@ impl GateThresholds {
             .get(reason_class)
             .or_else(|| self.invariant_severity.get(invariant))
             .copied()
-            .or_else(|| invariants::invariant(invariant).map(|entry| entry.severity))
+            .or_else(|| crate::model::catalogue::invariant(invariant).map(|entry| entry.severity))
             .unwrap_or(Severity::Critical)
     }
 }

@@ -5,10 +5,10 @@
 //! here.
 
 use crate::check::gate::Evidence;
+use crate::model::case::ClientUser;
 use crate::model::case::{Case, RollbackSwitch, Step, Surface};
-use crate::oracle::ClientUser;
-use crate::play::delivery::LaneSource;
-use crate::play::driver::StepTrace;
+use crate::model::trace::LaneSource;
+use crate::model::trace::StepTrace;
 use khala_runtime::SinkMode;
 use khala_runtime::auditor::{CycleStatus, CycleSummary};
 use serde::{Deserialize, Serialize};
@@ -532,8 +532,8 @@ mod tests {
         on_khala: bool,
         delivered: &[i64],
         stale: bool,
-    ) -> crate::play::delivery::LaneObservation {
-        use crate::play::delivery::{DeliveryRun, LaneObservation, SubscribeAttempt};
+    ) -> crate::model::trace::LaneObservation {
+        use crate::model::trace::{DeliveryRun, LaneObservation, SubscribeAttempt};
         LaneObservation {
             surface,
             user: ClientUser::Internal,
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn lanes_give_live_updates_fallbacks_recoveries_and_stale_cursors() {
-        use crate::play::delivery::ClientsObservation;
+        use crate::model::trace::ClientsObservation;
         let clients = |on_khala: bool, delivered: &[i64], stale: bool| {
             Some(ClientsObservation {
                 lanes: vec![lane(Surface::Web, on_khala, delivered, stale)],

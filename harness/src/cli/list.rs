@@ -4,8 +4,8 @@ use super::error::CliResult;
 use super::output::Format;
 use super::run::load_scenarios;
 use clap::ValueEnum;
-use khala_parity::check::invariants;
 use khala_parity::exit;
+use khala_parity::model::catalogue;
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
@@ -26,10 +26,10 @@ pub fn execute(args: ListArgs) -> CliResult {
         ListWhat::Invariants => {
             match args.format {
                 Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(invariants::CATALOGUE)?)
+                    println!("{}", serde_json::to_string_pretty(catalogue::CATALOGUE)?)
                 }
                 Format::Human => {
-                    for invariant in invariants::CATALOGUE {
+                    for invariant in catalogue::CATALOGUE {
                         println!(
                             "{:<4} {:<9?} {}",
                             invariant.id, invariant.severity, invariant.statement

@@ -363,6 +363,55 @@ pub enum Step {
     Quiesce,
 }
 
+/// The users of every surface: operators inside the company and three
+/// external users at fixed cohort percentiles. A rollout stage turns on the
+/// flags of the users inside its cohort (spec §9.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientUser {
+    Internal,
+    /// Percentile 5: inside stage B's 5–10 % cohort.
+    Early,
+    /// Percentile 40: inside stage C's 25–50 % cohort.
+    Broad,
+    /// Percentile 90: only at stage D.
+    Rest,
+}
+
+impl ClientUser {
+    pub const ALL: [ClientUser; 4] = [
+        ClientUser::Internal,
+        ClientUser::Early,
+        ClientUser::Broad,
+        ClientUser::Rest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientUser::Internal => "internal",
+            ClientUser::Early => "early",
+            ClientUser::Broad => "broad",
+            ClientUser::Rest => "rest",
+        }
+    }
+
+    /// Whether stage `stage` turns this user's flags on.
+    pub fn in_stage(self, stage: RolloutStage) -> bool {
+        let cohort_percent = match stage {
+            RolloutStage::A => 0,
+            RolloutStage::B => 10,
+            RolloutStage::C => 50,
+            RolloutStage::D => 100,
+        };
+        match self {
+            ClientUser::Internal => true,
+            ClientUser::Early => 5 < cohort_percent,
+            ClientUser::Broad => 40 < cohort_percent,
+            ClientUser::Rest => 90 < cohort_percent,
+        }
+    }
+}
+
 /// What a scenario weighs: each kind of step the generator draws. Its TOML
 /// name (in `[weights]`, `[swarm]` and `[coverage]`) is `name()`; its steps
 /// are `plan::steps::steps_of`; `Step::kind` says which kind a step is. Every

@@ -3,4 +3,6 @@
 //! beyond constructors and lookups.
 
 pub mod case;
+pub mod catalogue;
 pub mod observation;
+pub mod trace;

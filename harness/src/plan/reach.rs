@@ -4,8 +4,9 @@
 //! number of steps. Scenario validation uses it to refuse minimums no run
 //! could reach; coverage counts in its states.
 
+use crate::model::case::ClientUser;
 use crate::model::case::{ActionKind, RolloutStage, Start, Step, Surface};
-use crate::oracle::{ClientUser, Oracle};
+use crate::oracle::Oracle;
 use crate::plan::steps::steps_of;
 use khala_runtime::SinkMode;
 use proptest::strategy::{Strategy, ValueTree};

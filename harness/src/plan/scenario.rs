@@ -139,7 +139,7 @@ impl InvariantSelection {
 
     /// Whether every invariant of the catalogue is checked.
     pub fn checks_all(&self) -> bool {
-        crate::check::invariants::CATALOGUE
+        crate::model::catalogue::CATALOGUE
             .iter()
             .all(|invariant| self.checks(invariant.id))
     }
@@ -482,7 +482,7 @@ impl Scenario {
 
     fn validate_invariants(&self) -> Result<(), Problem> {
         let known = || {
-            crate::check::invariants::CATALOGUE
+            crate::model::catalogue::CATALOGUE
                 .iter()
                 .map(|invariant| invariant.id)
                 .collect::<Vec<_>>()
@@ -495,7 +495,7 @@ impl Scenario {
             for (index, id) in list.iter().enumerate() {
                 let mut at = key(&["invariants", list_name]);
                 at.push(Segment::Index(index));
-                if crate::check::invariants::invariant(id).is_none() {
+                if crate::model::catalogue::invariant(id).is_none() {
                     return Err(Problem {
                         key: at,
                         kind: InvalidKind::UnknownInvariant {
@@ -512,7 +512,7 @@ impl Scenario {
                 }
             }
         }
-        if !crate::check::invariants::CATALOGUE
+        if !crate::model::catalogue::CATALOGUE
             .iter()
             .any(|invariant| self.invariants.checks(invariant.id))
         {

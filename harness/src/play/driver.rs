@@ -4,17 +4,20 @@
 //! database in the template's state (a reused one, reset) and an emptied
 //! Convex backend.
 
-use crate::check::invariants::{self, Violation};
+use crate::check::invariants;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
+use crate::model::trace::ClientsObservation;
+use crate::model::trace::{CaseResult, StepTrace};
 use crate::oracle::{self, Oracle, projection_version_name};
 use crate::play::backend::convex::ConvexBackend;
 use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
-use crate::play::delivery::{ClientsObservation, Delivery};
+use crate::play::delivery::Delivery;
+use crate::play::error::DriverError;
 use crate::play::proxied_sink::ProxiedConvexSink;
 use crate::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
-use khala_runtime::auditor::{AuditorConfig, CycleSummary, ParityAuditor, RunOptions};
+use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::runtime::RuntimeError;
@@ -39,55 +42,6 @@ const OBSERVE_TIMEOUT_MS: i64 = 5_000;
 /// a fault (a resumed front runs its queue in milliseconds; a restarted one
 /// first replays its journal).
 const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A backend failed: the case's result is unknown, never a pass.
-#[derive(Debug, thiserror::Error)]
-pub enum DriverError {
-    #[error("postgres backend at step {step}: {source}")]
-    Postgres {
-        step: usize,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("convex backend at step {step}: {source}")]
-    Convex {
-        step: usize,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    #[error("harness proxy: {0}")]
-    Proxy(std::io::Error),
-    /// The sync server or a client lane failed where the models never
-    /// should (a lane waited past its frame timeout, a bind failed).
-    #[error("sync server or client lane at step {step}: {source}")]
-    Delivery {
-        step: usize,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-}
-
-impl DriverError {
-    fn postgres(step: usize, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        DriverError::Postgres {
-            step,
-            source: Box::new(source),
-        }
-    }
-
-    fn convex(step: usize, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        DriverError::Convex {
-            step,
-            source: Box::new(source),
-        }
-    }
-
-    /// Which backend failed, for reports.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            DriverError::Postgres { .. } => "postgres",
-            DriverError::Convex { .. } | DriverError::Proxy(_) => "convex",
-            DriverError::Delivery { .. } => "sync",
-        }
-    }
-}
 
 /// The backends one harness process plays cases against: one PostgreSQL
 /// server (each case gets a database of its own) and one or more lanes,
@@ -237,33 +191,6 @@ impl Backends {
             .map_err(|error| error.to_string());
         outcome.and(postgres)
     }
-}
-
-/// What playing one case produced.
-#[derive(Clone, Debug, Default)]
-pub struct CaseResult {
-    pub steps_run: usize,
-    pub violations: Vec<Violation>,
-    /// Wall-clock time spent resetting backends before the case.
-    pub reset_time: Duration,
-    /// What the stores held after each step played, in order; the last
-    /// entry is the implicit final quiescence.
-    pub trace: Vec<StepTrace>,
-}
-
-/// One played step and what it left behind.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct StepTrace {
-    pub index: usize,
-    pub step: Step,
-    pub observation: Observation,
-    /// The parity auditor's summary, on `auditor_cycle` steps.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub auditor: Option<CycleSummary>,
-    /// Every client lane's view (`doc_key → seq`) and what it received,
-    /// once the case's first delivery step has started them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clients: Option<ClientsObservation>,
 }
 
 /// The fixed start of the models' clock in every case, so reports repeat.
@@ -511,7 +438,7 @@ async fn play_steps(
             }
         }
         if let Some(clients) = &clients {
-            found.extend(invariants::check_clients(
+            found.extend(crate::check::clients::check_clients(
                 &state.oracle,
                 &current,
                 previous_clients.as_ref(),

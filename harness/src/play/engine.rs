@@ -5,13 +5,16 @@
 //! the scenario selects count, and every generated case's steps are counted
 //! for coverage.
 
-use crate::check::invariants::Violation;
 use crate::check::metrics::RunMetrics;
 use crate::model::case::{Case, Origin};
+use crate::model::catalogue::Violation;
+use crate::model::trace::CaseResult;
+use crate::model::trace::StepTrace;
 use crate::plan::coverage::{Coverage, ScenarioCoverage};
 use crate::plan::generate;
 use crate::plan::scenario::Scenario;
-use crate::play::driver::{self, Backends, DriverError, StepTrace};
+use crate::play::driver::{self, Backends};
+use crate::play::error::DriverError;
 use khala_runtime::Profile;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -316,7 +319,7 @@ pub fn run_scenario_with_progress(
 struct Failure<'a> {
     target: Signature,
     case: &'a Case,
-    result: &'a driver::CaseResult,
+    result: &'a CaseResult,
     /// Its index among the scenario's generated cases.
     case_index: u32,
 }
@@ -332,13 +335,12 @@ fn settle(
     settings: &EngineSettings,
     tree: &mut dyn ValueTree<Value = Case>,
     failure: Failure,
-    played: &mut dyn FnMut(&driver::CaseResult),
+    played: &mut dyn FnMut(&CaseResult),
 ) -> Result<Finding, DriverError> {
     let started = Instant::now();
     let (minimal, shrink_steps) =
         shrink(player, scenario, settings, tree, &failure.target, played)?;
-    let shows =
-        |result: &driver::CaseResult| signatures(scenario, result).contains(&failure.target);
+    let shows = |result: &CaseResult| signatures(scenario, result).contains(&failure.target);
     let mut replayed =
         Some((minimal.clone(), player.play(&minimal, false)?)).filter(|(_, result)| shows(result));
     if replayed.is_none() && minimal != *failure.case {
@@ -374,7 +376,7 @@ fn settle(
 
 /// The distinct failure signatures of a played case, counting only the
 /// invariants the scenario selects, in the order the violations were found.
-fn signatures(scenario: &Scenario, result: &driver::CaseResult) -> Vec<Signature> {
+fn signatures(scenario: &Scenario, result: &CaseResult) -> Vec<Signature> {
     let mut seen = BTreeSet::new();
     result
         .violations
@@ -395,7 +397,7 @@ fn shrink(
     settings: &EngineSettings,
     tree: &mut dyn ValueTree<Value = Case>,
     target: &Signature,
-    played: &mut dyn FnMut(&driver::CaseResult),
+    played: &mut dyn FnMut(&CaseResult),
 ) -> Result<(Case, u32), DriverError> {
     let started = Instant::now();
     let stop_at_first = scenario.invariants.checks_all();
@@ -454,7 +456,7 @@ impl<'a> Player<'a> {
         }
     }
 
-    fn play(&self, case: &Case, stop_at_first: bool) -> Result<driver::CaseResult, DriverError> {
+    fn play(&self, case: &Case, stop_at_first: bool) -> Result<CaseResult, DriverError> {
         let result = self
             .tokio
             .block_on(driver::play(self.backends, case, stop_at_first))?;
@@ -466,7 +468,7 @@ impl<'a> Player<'a> {
         &self,
         cases: impl IntoIterator<Item = &'c Case>,
         stop_at_first: bool,
-    ) -> Vec<Result<driver::CaseResult, DriverError>> {
+    ) -> Vec<Result<CaseResult, DriverError>> {
         self.tokio
             .block_on(driver::play_side_by_side(
                 self.backends,
@@ -478,7 +480,7 @@ impl<'a> Player<'a> {
             .collect()
     }
 
-    fn plant(&self, mut result: driver::CaseResult) -> driver::CaseResult {
+    fn plant(&self, mut result: CaseResult) -> CaseResult {
         let Some(planted) = self.planted else {
             return result;
         };
@@ -488,7 +490,7 @@ impl<'a> Player<'a> {
             let step_index = result.steps_run.saturating_sub(1);
             result.violations.push(Violation {
                 invariant: "X1",
-                severity: crate::check::invariants::Severity::Critical,
+                severity: crate::model::catalogue::Severity::Critical,
                 reason_class: PLANTED_FLAKY_REASON.to_owned(),
                 document_id: None,
                 step_index,

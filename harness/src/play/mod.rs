@@ -8,6 +8,7 @@ pub mod bench_sync;
 pub mod delivery;
 pub mod driver;
 pub mod engine;
+pub mod error;
 pub mod interrupt;
 pub mod proxied_sink;
 pub mod proxy;

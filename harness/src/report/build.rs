@@ -8,10 +8,10 @@ use super::model::{
 };
 use super::timeline::Timeline;
 use crate::check::gate::{self, GateThresholds};
-use crate::check::invariants::{Severity, Violation};
 use crate::check::metrics::RunMetrics;
 use crate::model::case::Case;
-use crate::play::driver::{CaseResult, StepTrace};
+use crate::model::catalogue::{Severity, Violation};
+use crate::model::trace::{CaseResult, StepTrace};
 use crate::play::engine::{Finding, ScenarioRun};
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};

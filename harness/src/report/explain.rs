@@ -5,8 +5,8 @@
 
 use super::model::FieldDiff;
 use super::timeline::{CellState, Timeline};
-use crate::check::invariants::{self, Violation};
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::model::catalogue::Violation;
 use crate::oracle::TIMESTAMP_KEYS;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -264,7 +264,7 @@ pub fn explain(case: &Case, violations: &[Violation], timeline: Option<&Timeline
             first.step_index, first.reason_class
         )),
     }
-    let statement = invariants::invariant(first.invariant)
+    let statement = crate::model::catalogue::invariant(first.invariant)
         .map_or("(not in the catalogue)", |entry| entry.statement);
     text.push_str(&format!(
         "This breaks {}: {statement}. Here {}: {}.",

@@ -5,7 +5,7 @@
 
 use super::model::{FieldDiff, Report, ReportedViolation};
 use crate::check::gate::{CheckOutcome, Decision};
-use crate::check::invariants::Severity;
+use crate::model::catalogue::Severity;
 use serde_json::Value;
 use std::fmt::Write as _;
 

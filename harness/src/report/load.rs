@@ -3,7 +3,7 @@
 //! and a failure names the offending key.
 
 use super::model::{REPORT_SCHEMA, Report};
-use crate::check::gate::is_known_reason_class;
+use crate::model::catalogue::is_known_reason_class;
 use std::path::{Path, PathBuf};
 
 /// A report file that cannot be used.

@@ -4,8 +4,8 @@
 
 use super::timeline::Timeline;
 use crate::check::gate::{Gate, GateThresholds};
-use crate::check::invariants::Severity;
 use crate::check::metrics::RunMetrics;
+use crate::model::catalogue::Severity;
 use khala_runtime::Profile;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;

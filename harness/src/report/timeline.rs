@@ -8,8 +8,8 @@
 use crate::check::invariants::differing_keys;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step};
 use crate::model::observation::document_seq;
+use crate::model::trace::StepTrace;
 use crate::oracle::{Oracle, semantic_part};
-use crate::play::driver::StepTrace;
 use khala_runtime::SinkMode;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;

@@ -6,9 +6,10 @@
 use crate::convex_backend::convex_backend;
 use crate::support;
 use khala_parity::model::case::Case;
+use khala_parity::model::trace::CaseResult;
 use khala_parity::plan::generate;
 use khala_parity::plan::scenario::{self, Scenario};
-use khala_parity::play::driver::{self, Backends, CaseResult, Residue};
+use khala_parity::play::driver::{self, Backends, Residue};
 use khala_parity::play::engine::derive_seed;
 use khala_runtime::Profile;
 use proptest::strategy::{Strategy, ValueTree};

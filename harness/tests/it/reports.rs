@@ -5,12 +5,14 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
-use khala_parity::check::gate::{CheckOutcome, GateThresholds, is_known_reason_class};
-use khala_parity::check::invariants::{Severity, Violation};
+use khala_parity::check::gate::{CheckOutcome, GateThresholds};
 use khala_parity::model::case::{CASE_SCHEMA, Case, IdStyle, RunEventType, Start, Step};
+use khala_parity::model::catalogue::is_known_reason_class;
+use khala_parity::model::catalogue::{Severity, Violation};
 use khala_parity::model::observation::Observation;
+use khala_parity::model::trace::{CaseResult, StepTrace};
 use khala_parity::plan::scenario::Scenario;
-use khala_parity::play::driver::{self, Backends, CaseResult, StepTrace};
+use khala_parity::play::driver::{self, Backends};
 use khala_parity::play::engine::{self, EngineSettings, Finding, ScenarioRun};
 use khala_parity::report::{self, Decision, Report, drill, load, prometheus};
 use khala_runtime::{Profile, SinkMode};

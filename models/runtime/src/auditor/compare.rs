@@ -6,7 +6,7 @@ use crate::hashing::summary_hash;
 use crate::summary::ProjectionKind;
 use serde_json::{Value, json};
 
-use super::cycle::{CycleStatus, CycleSummary};
+use super::summary::{CycleStatus, CycleSummary};
 
 /// Why a comparison is (not) a mismatch. The first six are the original's;
 /// the `convex_*` classes exist only with the hardened B2 fix.

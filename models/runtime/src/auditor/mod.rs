@@ -5,6 +5,7 @@
 mod compare;
 mod config;
 mod cycle;
+mod summary;
 mod telemetry;
 
 pub use compare::{
@@ -16,5 +17,6 @@ pub use config::{
     DEFAULT_INTERVAL_MS, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE, MIN_INTERVAL_MS, RawAuditorConfig,
     RunOptions,
 };
-pub use cycle::{AuditError, CycleReport, CycleStatus, CycleSummary, ParityAuditor};
+pub use cycle::{AuditError, CycleReport, ParityAuditor};
+pub use summary::{CycleStatus, CycleSummary};
 pub use telemetry::{MetricKind, MetricSample, TelemetryEvent};

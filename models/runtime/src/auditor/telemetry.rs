@@ -4,7 +4,7 @@
 //! Prometheus text file. Nothing here prints or sends anything.
 
 use super::compare::EntityComparison;
-use super::cycle::CycleSummary;
+use super::summary::CycleSummary;
 use std::collections::BTreeMap;
 
 pub const COMPONENT: &str = "sync_parity_auditor";
