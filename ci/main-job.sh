@@ -2,7 +2,7 @@
 # The README's main job, exactly as written there, as a new user without a
 # Docker engine runs it: DOCKER_HOST points nowhere and no provider is
 # chosen, so `auto` picks the local backend (PostgreSQL from the installed
-# binaries, the Convex front as a node child) with the default lane count.
+# binaries, the Convex front as a node child) with the default slot count.
 # The command is read from README.md, so the README cannot drift from what
 # CI proves. Fails unless the job exits 0 (the gate allows).
 set -euo pipefail

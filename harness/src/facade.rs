@@ -21,7 +21,7 @@ pub struct Harness {
     backend: Option<BackendChoice>,
     cases: Option<u32>,
     seed: u64,
-    lanes: usize,
+    slots: usize,
     time_budget: Option<Duration>,
     regressions: Option<PathBuf>,
 }
@@ -53,7 +53,7 @@ impl Default for Harness {
 
 impl Harness {
     /// No scenario yet; each scenario's own profile and cases, seed 1, the
-    /// provider the environment names, one lane.
+    /// provider the environment names, one slot.
     pub fn new() -> Self {
         Self {
             scenarios: Vec::new(),
@@ -61,7 +61,7 @@ impl Harness {
             backend: None,
             cases: None,
             seed: 1,
-            lanes: 1,
+            slots: 1,
             time_budget: None,
             regressions: None,
         }
@@ -101,8 +101,8 @@ impl Harness {
     }
 
     /// Cases played at once, each on a Convex backend of its own.
-    pub fn lanes(mut self, lanes: usize) -> Self {
-        self.lanes = lanes.max(1);
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots.max(1);
         self
     }
 
@@ -156,7 +156,7 @@ impl Harness {
             .enable_all()
             .build()
             .map_err(HarnessError::Runtime)?;
-        let backends = tokio.block_on(run::start_backends(self.backend, self.lanes))?;
+        let backends = tokio.block_on(run::start_backends(self.backend, self.slots))?;
         let settings = RunSettings {
             profile: self.profile,
             cases: self.cases,

@@ -14,7 +14,8 @@ pub mod prometheus;
 pub mod timeline;
 
 pub use crate::check::gate::{Decision, Gate};
-pub use build::{CODE_VERSION, build, build_gated, for_case, regate, regression_path, reported};
+pub use crate::model::case::CODE_VERSION;
+pub use build::{build, build_gated, for_case, regate, regression_path, reported};
 pub use model::{
     FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,
     ScenarioSummary, Stats,

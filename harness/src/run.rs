@@ -146,10 +146,10 @@ pub enum StartError {
     Proxy(#[source] DriverError),
 }
 
-/// The lanes a run plays on when none are asked for: two per CPU, at most
-/// 4 (a lane mostly waits on round trips; more only adds Convex backends
+/// The slots a run plays on when none are asked for: two per CPU, at most
+/// 4 (a slot mostly waits on round trips; more only adds Convex backends
 /// to start).
-pub fn default_lanes() -> usize {
+pub fn default_slots() -> usize {
     std::thread::available_parallelism().map_or(1, |cpus| (2 * cpus.get()).min(4))
 }
 
@@ -169,15 +169,15 @@ pub fn backend_configs(
     Ok((postgres, convex))
 }
 
-/// PostgreSQL and `lanes` Convex backends (each behind its fault proxy),
+/// PostgreSQL and `slots` Convex backends (each behind its fault proxy),
 /// all started at once. What started is stopped again when a part fails.
 pub async fn start_backends(
     choice: Option<BackendChoice>,
-    lanes: usize,
+    slots: usize,
 ) -> Result<Backends, StartError> {
     let (postgres_config, convex_config) = backend_configs(choice)?;
     let convex =
-        futures::future::join_all((0..lanes.max(1)).map(|_| ConvexBackend::start(&convex_config)));
+        futures::future::join_all((0..slots.max(1)).map(|_| ConvexBackend::start(&convex_config)));
     let (postgres, convex) = tokio::join!(PostgresBackend::start(&postgres_config), convex);
     let mut convex = convex
         .into_iter()
@@ -186,13 +186,13 @@ pub async fn start_backends(
         .into_iter();
     let postgres = postgres.map_err(StartError::Postgres)?;
     let Some(first) = convex.next() else {
-        return Err(StartError::Settings("no lane to play on".to_owned()));
+        return Err(StartError::Settings("no slot to play on".to_owned()));
     };
     let mut backends = Backends::new(postgres, first)
         .await
         .map_err(StartError::Proxy)?;
     for convex in convex {
-        backends.add_lane(convex).await.map_err(StartError::Proxy)?;
+        backends.add_slot(convex).await.map_err(StartError::Proxy)?;
     }
     Ok(backends)
 }

@@ -23,17 +23,17 @@ pub async fn start_convex(choice: Option<BackendChoice>) -> Result<ConvexBackend
         .context("start the Convex backend")?)
 }
 
-/// The lanes asked for, else the library's default.
-pub fn lanes_or_default(lanes: Option<u32>) -> usize {
-    lanes.map_or_else(run::default_lanes, |lanes| lanes as usize)
+/// The slots asked for, else the library's default.
+pub fn slots_or_default(slots: Option<u32>) -> usize {
+    slots.map_or_else(run::default_slots, |slots| slots as usize)
 }
 
-/// PostgreSQL and `lanes` Convex backends, all started at once.
+/// PostgreSQL and `slots` Convex backends, all started at once.
 pub async fn start_backends(
     choice: Option<BackendChoice>,
-    lanes: usize,
+    slots: usize,
 ) -> Result<Backends, CliError> {
-    run::start_backends(choice, lanes)
+    run::start_backends(choice, slots)
         .await
         .map_err(|error| match error {
             StartError::Settings(_) => CliError::input(error),

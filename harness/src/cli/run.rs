@@ -1,7 +1,7 @@
 //! `khala-parity run`: stored regressions first, then every scenario's
 //! generated cases, findings shrunk and stored, and the gate.
 
-use super::backends::{lanes_or_default, shut_down, start_backends, stop_on_signals};
+use super::backends::{shut_down, slots_or_default, start_backends, stop_on_signals};
 use super::error::{CliError, CliResult};
 use super::output::{ProgressBars, ReportFormat, emit};
 use khala_parity::exit;
@@ -30,10 +30,14 @@ pub struct RunArgs {
     /// Start no new case after this many seconds.
     #[arg(long, value_name = "SECS")]
     time_budget: Option<u64>,
-    /// Cases played at once, each on a Convex backend of its own
-    /// (default: two per CPU here, at most 4). The report is the same
-    /// whatever the number.
+    /// Cases played at once, each on a backend slot of its own (a Convex
+    /// backend behind its fault proxy; default: two per CPU here, at most
+    /// 4). The report is the same whatever the number. `--lanes` is its
+    /// old name, still accepted.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    slots: Option<u32>,
+    /// The old name of `--slots` (deprecated; refused together with it).
+    #[arg(long, hide = true, conflicts_with = "slots", value_parser = clap::value_parser!(u32).range(1..=16))]
     lanes: Option<u32>,
     /// Backend provider (default: KHALA_PARITY_BACKEND, else auto).
     #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
@@ -68,7 +72,10 @@ pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
         time_budget: args.time_budget.map(Duration::from_secs),
         regressions: args.regressions,
     };
-    let backends = tokio.block_on(start_backends(args.backend, lanes_or_default(args.lanes)))?;
+    let backends = tokio.block_on(start_backends(
+        args.backend,
+        slots_or_default(args.slots.or(args.lanes)),
+    ))?;
     let bars = ProgressBars::default();
     let outcome = run::run_scenarios(
         tokio,

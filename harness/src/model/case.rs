@@ -9,6 +9,14 @@ use serde::{Deserialize, Serialize};
 /// The case file format's name; bumped on incompatible changes.
 pub const CASE_SCHEMA: &str = "khala-parity.case.v1";
 
+/// The code a report or a stored case came from: the git commit the
+/// harness was built from when known, else the crate version; redacted in
+/// snapshots.
+pub const CODE_VERSION: &str = match option_env!("KHALA_PARITY_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Case {

@@ -44,16 +44,16 @@ const OBSERVE_TIMEOUT_MS: i64 = 5_000;
 const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The backends one harness process plays cases against: one PostgreSQL
-/// server (each case gets a database of its own) and one or more lanes,
+/// server (each case gets a database of its own) and one or more slots,
 /// each a Convex backend with its own fault proxy, that play cases side by
 /// side.
 pub struct Backends {
     postgres: PostgresBackend,
-    lanes: Vec<Lane>,
+    slots: Vec<Slot>,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
-struct Lane {
+struct Slot {
     convex: ConvexBackend,
     proxy: TcpProxy,
     /// Reads Convex after every step, straight to the backend (not through
@@ -64,7 +64,7 @@ struct Lane {
     convex_outage: std::sync::Mutex<Option<Outage>>,
 }
 
-impl Lane {
+impl Slot {
     async fn new(convex: ConvexBackend) -> Result<Self, DriverError> {
         let upstream: SocketAddr = upstream_addr(&convex.base_url()).ok_or_else(|| {
             DriverError::Proxy(std::io::Error::other(format!(
@@ -80,7 +80,7 @@ impl Lane {
             convex.admin_key().unwrap_or_default(),
             OBSERVE_TIMEOUT_MS,
         );
-        Ok(Lane {
+        Ok(Slot {
             convex,
             proxy,
             observer,
@@ -151,33 +151,33 @@ impl Lane {
 }
 
 impl Backends {
-    /// One lane on `convex`.
+    /// One slot on `convex`.
     pub async fn new(
         postgres: PostgresBackend,
         convex: ConvexBackend,
     ) -> Result<Self, DriverError> {
         Ok(Backends {
             postgres,
-            lanes: vec![Lane::new(convex).await?],
+            slots: vec![Slot::new(convex).await?],
         })
     }
 
-    /// Another lane: one more case plays at a time.
-    pub async fn add_lane(&mut self, convex: ConvexBackend) -> Result<(), DriverError> {
-        self.lanes.push(Lane::new(convex).await?);
+    /// Another slot: one more case plays at a time.
+    pub async fn add_slot(&mut self, convex: ConvexBackend) -> Result<(), DriverError> {
+        self.slots.push(Slot::new(convex).await?);
         Ok(())
     }
 
     /// How many cases can play at once.
-    pub fn lanes(&self) -> usize {
-        self.lanes.len()
+    pub fn slots(&self) -> usize {
+        self.slots.len()
     }
 
     pub async fn shutdown(self) -> Result<(), String> {
         let mut outcome = Ok(());
-        for lane in self.lanes {
-            drop(lane.proxy);
-            let convex = lane
+        for slot in self.slots {
+            drop(slot.proxy);
+            let convex = slot
                 .convex
                 .shutdown()
                 .await
@@ -215,7 +215,7 @@ struct CaseState {
     delivery: Delivery,
 }
 
-/// Plays `case` under its profile on the first lane. Stops at the first
+/// Plays `case` under its profile on the first slot. Stops at the first
 /// step with a violation when `stop_at_first` (shrinking only needs to know
 /// it fails).
 pub async fn play(
@@ -226,8 +226,8 @@ pub async fn play(
     play_on(backends, 0, case, stop_at_first).await
 }
 
-/// Plays `cases` at once, the first on lane 0, the next on lane 1 and so
-/// on (no more cases than lanes); the results in the cases' order.
+/// Plays `cases` at once, the first on slot 0, the next on slot 1 and so
+/// on (no more cases than slots); the results in the cases' order.
 pub async fn play_side_by_side<'a>(
     backends: &Backends,
     cases: impl IntoIterator<Item = &'a Case>,
@@ -237,33 +237,33 @@ pub async fn play_side_by_side<'a>(
         cases
             .into_iter()
             .enumerate()
-            .map(|(lane, case)| play_on(backends, lane, case, stop_at_first)),
+            .map(|(slot, case)| play_on(backends, slot, case, stop_at_first)),
     )
     .await
 }
 
-/// `play` on lane `lane` (taken modulo the lanes there are). Cases on
-/// different lanes share nothing but the PostgreSQL server, so they may
+/// `play` on slot `slot` (taken modulo the slots there are). Cases on
+/// different slots share nothing but the PostgreSQL server, so they may
 /// play at the same time.
 async fn play_on(
     backends: &Backends,
-    lane: usize,
+    slot: usize,
     case: &Case,
     stop_at_first: bool,
 ) -> Result<CaseResult, DriverError> {
     let postgres = &backends.postgres;
-    let lane = &backends.lanes[lane % backends.lanes.len()];
+    let slot = &backends.slots[slot % backends.slots.len()];
     let reset_started = Instant::now();
-    let db = reset(postgres, lane).await?;
+    let db = reset(postgres, slot).await?;
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let played = play_in(lane, case, &db, stop_at_first, &mut result).await;
+    let played = play_in(slot, case, &db, stop_at_first, &mut result).await;
     // A case that stopped at its first violation may end with a fault in
     // force and writes queued in a paused backend: they land now, not
     // after the next case's reset.
-    let played = match (played, lane.heal(result.steps_run).await) {
+    let played = match (played, slot.heal(result.steps_run).await) {
         (Ok(()), ended) => ended,
         (Err(error), _) => Err(error),
     };
@@ -289,15 +289,15 @@ async fn play_on(
     }
 }
 
-/// Puts a lane and a case database in the state every case starts from:
-/// the lane healed (no fault, nothing in flight through its proxy), Convex
+/// Puts a slot and a case database in the state every case starts from:
+/// the slot healed (no fault, nothing in flight through its proxy), Convex
 /// emptied, the database reset to the template.
-async fn reset(postgres: &PostgresBackend, lane: &Lane) -> Result<CaseDatabase, DriverError> {
-    // Every case heals its lane as it ends; this covers one that ended in
+async fn reset(postgres: &PostgresBackend, slot: &Slot) -> Result<CaseDatabase, DriverError> {
+    // Every case heals its slot as it ends; this covers one that ended in
     // a backend failure before it could.
-    lane.heal(0).await?;
+    slot.heal(0).await?;
     // The two stores are independent: reset both at once.
-    let (convex_reset, db) = tokio::join!(lane.convex.reset(), postgres.case_database());
+    let (convex_reset, db) = tokio::join!(slot.convex.reset(), postgres.case_database());
     let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
     if let Err(error) = convex_reset {
         postgres.recycle(db);
@@ -314,7 +314,7 @@ pub struct Residue {
     pub tables_off_template: Vec<String>,
     /// Documents Convex holds.
     pub convex_documents: Vec<String>,
-    /// Connections the lane's fault proxy still holds.
+    /// Connections the slot's fault proxy still holds.
     pub proxy_connections: u64,
     /// Requests handed to Convex through the proxy and not yet answered.
     pub proxy_in_flight: u64,
@@ -323,43 +323,43 @@ pub struct Residue {
 }
 
 impl Backends {
-    /// Resets lane `lane` and a case database exactly as a case starts, and
+    /// Resets slot `slot` and a case database exactly as a case starts, and
     /// reports what is left in them (the database is then kept for the
     /// next case).
-    pub async fn residue(&self, lane: usize) -> Result<Residue, DriverError> {
-        let lane = &self.lanes[lane % self.lanes.len()];
-        let db = reset(&self.postgres, lane).await?;
+    pub async fn residue(&self, slot: usize) -> Result<Residue, DriverError> {
+        let slot = &self.slots[slot % self.slots.len()];
+        let db = reset(&self.postgres, slot).await?;
         let tables = self.postgres.off_template(&db).await;
-        let convex = observe(lane, &db, 0, None).await;
+        let convex = observe(slot, &db, 0, None).await;
         self.postgres.recycle(db);
         Ok(Residue {
             tables_off_template: tables.map_err(|error| DriverError::postgres(0, error))?,
             convex_documents: convex?.convex.into_keys().collect(),
-            proxy_connections: lane.proxy.open_connections(),
-            proxy_in_flight: lane.proxy.in_flight(),
+            proxy_connections: slot.proxy.open_connections(),
+            proxy_in_flight: slot.proxy.in_flight(),
             sync_servers: crate::play::delivery::live_sync_servers(),
         })
     }
 
-    /// Stops lane `lane`'s Convex backend and starts it again (it replays
+    /// Stops slot `slot`'s Convex backend and starts it again (it replays
     /// its journal of committed mutations): after a reset it must come back
     /// empty.
-    pub async fn restart_convex(&self, lane: usize) -> Result<(), DriverError> {
-        let lane = &self.lanes[lane % self.lanes.len()];
-        lane.begin_outage(Outage::Stop, 0).await?;
-        lane.heal(0).await
+    pub async fn restart_convex(&self, slot: usize) -> Result<(), DriverError> {
+        let slot = &self.slots[slot % self.slots.len()];
+        slot.begin_outage(Outage::Stop, 0).await?;
+        slot.heal(0).await
     }
 }
 
 async fn play_in(
-    lane: &Lane,
+    slot: &Slot,
     case: &Case,
     db: &CaseDatabase,
     stop_at_first: bool,
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
-    let mut state = start_case(lane, case, db)?;
-    let played = play_steps(lane, case, db, stop_at_first, result, &mut state).await;
+    let mut state = start_case(slot, case, db)?;
+    let played = play_steps(slot, case, db, stop_at_first, result, &mut state).await;
     // The sync server and client lanes stop with the case, however it
     // ended: none of its tasks may outlive it into the next case.
     state.delivery.finish().await;
@@ -367,33 +367,33 @@ async fn play_in(
 }
 
 async fn play_steps(
-    lane: &Lane,
+    slot: &Slot,
     case: &Case,
     db: &CaseDatabase,
     stop_at_first: bool,
     result: &mut CaseResult,
     state: &mut CaseState,
 ) -> Result<(), DriverError> {
-    let mut previous = observe(lane, db, 0, None).await?;
+    let mut previous = observe(slot, db, 0, None).await?;
     let mut previous_clients: Option<ClientsObservation> = None;
-    let convex_link = lane.proxy.link();
+    let convex_link = slot.proxy.link();
     let mut convex_requests = convex_link.arrived();
     // The steps, then an implicit final quiescence.
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        apply(lane, db, state, step, index).await?;
+        apply(slot, db, state, step, index).await?;
         state.oracle.apply(step);
         // Only the runtime's sink writes Convex, through the proxy, which
         // counts every request that reached it whole. A step that sent none
         // left Convex as it was, and so does a step with the backend down;
         // only healing lets queued writes land. Convex is read otherwise.
         let requests = convex_link.arrived();
-        let convex_unchanged = lane.outage().is_some()
+        let convex_unchanged = slot.outage().is_some()
             || (requests == convex_requests && !matches!(step, Step::Heal | Step::Quiesce));
         convex_requests = requests;
         let unchanged_convex = convex_unchanged.then_some(&previous.convex);
-        let current = observe(lane, db, index, unchanged_convex).await?;
+        let current = observe(slot, db, index, unchanged_convex).await?;
         let clients = state
             .delivery
             .settle(step, index, &state.oracle, &current)
@@ -466,7 +466,7 @@ async fn play_steps(
     Ok(())
 }
 
-fn start_case(lane: &Lane, case: &Case, db: &CaseDatabase) -> Result<CaseState, DriverError> {
+fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     let config = RuntimeConfig {
@@ -474,20 +474,20 @@ fn start_case(lane: &Lane, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         clock,
         ..RuntimeConfig::new(case.profile)
     };
-    let admin_key = lane.convex.admin_key().unwrap_or_default().to_owned();
-    let proxied = format!("http://{}", lane.proxy.addr());
+    let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
+    let proxied = format!("http://{}", slot.proxy.addr());
     // The original timeout: no case waits it out (see `ProxiedConvexSink`).
     let sink = ConvexHttpSink::new(&ConvexSinkConfig {
         base_url: proxied.clone(),
         admin_key: admin_key.clone(),
         ..ConvexSinkConfig::default()
     });
-    let sink = ProxiedConvexSink::new(sink, lane.proxy.link());
+    let sink = ProxiedConvexSink::new(sink, slot.proxy.link());
     let runtime = Runtime::new(db.pool.clone(), config)
         .with_convex_sink(Arc::new(sink), case.start.sink_mode)
         .map_err(|error| DriverError::postgres(0, error))?;
     // The reader bypasses the proxy: observing must work during faults.
-    let reader = ConvexReader::new(&lane.convex.base_url(), &admin_key, 5_000);
+    let reader = ConvexReader::new(&slot.convex.base_url(), &admin_key, 5_000);
     let auditor_config = AuditorConfig {
         enabled: true,
         ..AuditorConfig::default()
@@ -564,7 +564,7 @@ fn authority_write(
 }
 
 async fn apply(
-    lane: &Lane,
+    slot: &Slot,
     db: &CaseDatabase,
     state: &mut CaseState,
     step: &Step,
@@ -675,10 +675,10 @@ async fn apply(
         } => {}
         Step::AuditorCycle => {
             let enabled = state.oracle.auditor_enabled();
-            let convex_down = lane.outage().is_some();
+            let convex_down = slot.outage().is_some();
             audit(db, state, index, enabled, convex_down).await?;
         }
-        Step::ConvexOutage { outage } => lane.begin_outage(*outage, index).await?,
+        Step::ConvexOutage { outage } => slot.begin_outage(*outage, index).await?,
         Step::SetClientFlag { .. }
         | Step::SetRolloutStage { .. }
         | Step::Rollback {
@@ -690,7 +690,7 @@ async fn apply(
         | Step::RestartSyncServer => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
-        Step::BreakConvex { fault } => lane.proxy.set_mode(match fault {
+        Step::BreakConvex { fault } => slot.proxy.set_mode(match fault {
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
             ConvexFault::Delay => ProxyMode::Delay,
@@ -704,7 +704,7 @@ async fn apply(
             }
         }
         Step::Heal | Step::Quiesce => {
-            lane.heal(index).await?;
+            slot.heal(index).await?;
             if state.khala_broken {
                 set_khala_broken(&db.pool, false)
                     .await
@@ -829,7 +829,7 @@ type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 /// What the stores hold now; Convex is taken as `unchanged_convex` instead
 /// of read when given (the backend is down).
 async fn observe(
-    lane: &Lane,
+    slot: &Slot,
     db: &CaseDatabase,
     step: usize,
     unchanged_convex: Option<&BTreeMap<String, Value>>,
@@ -842,7 +842,7 @@ async fn observe(
     let convex = async {
         match unchanged_convex {
             Some(_) => Ok(None),
-            None => lane
+            None => slot
                 .observer
                 .call(
                     Endpoint::Query,

@@ -171,10 +171,10 @@ pub struct Progress {
 /// `run_scenario`, telling `progress` after every played case.
 ///
 /// Cases are drawn from one RNG stream in order and played a batch at a
-/// time, one case per lane; their results are then taken in order, exactly
+/// time, one case per slot; their results are then taken in order, exactly
 /// as if they had played one by one (cases share no state), so the report
-/// is the same whatever the number of lanes. Every new failure signature a
-/// case shows is shrunk on the first lane before the next result is taken,
+/// is the same whatever the number of slots. Every new failure signature a
+/// case shows is shrunk on the first slot before the next result is taken,
 /// and becomes a finding whether or not a replay shows it again: a
 /// violation observed once is never dropped.
 pub fn run_scenario_with_progress(
@@ -216,7 +216,7 @@ pub fn run_scenario_with_progress(
             run.interrupted = true;
             break;
         }
-        let batch = (settings.cases - run.cases).min(backends.lanes() as u32);
+        let batch = (settings.cases - run.cases).min(backends.slots() as u32);
         // Each tree with the RNG state it was drawn from, so that a case
         // with several new failures can be drawn again to shrink each.
         let mut drawn = Vec::new();
@@ -354,7 +354,7 @@ fn settle(
     case.origin = Some(Origin {
         scenario: scenario.name.clone(),
         seed: settings.seed,
-        code_version: env!("CARGO_PKG_VERSION").to_owned(),
+        code_version: crate::model::case::CODE_VERSION.to_owned(),
         invariant: invariant.to_owned(),
         reason_class: reason_class.clone(),
         case_index: Some(failure.case_index),
@@ -463,7 +463,7 @@ impl<'a> Player<'a> {
         Ok(self.plant(result))
     }
 
-    /// One case per lane at once; the results in the cases' order.
+    /// One case per slot at once; the results in the cases' order.
     fn side_by_side<'c>(
         &self,
         cases: impl IntoIterator<Item = &'c Case>,
@@ -530,9 +530,9 @@ pub fn replay_stored(
             (path, case)
         })
         .collect();
-    // A batch at a time, one case per lane, results taken in order.
+    // A batch at a time, one case per slot, results taken in order.
     let player = Player::new(tokio, backends, None);
-    let played = cases.chunks(backends.lanes()).flat_map(|batch| {
+    let played = cases.chunks(backends.slots()).flat_map(|batch| {
         // After a signal no batch plays, which ends the loop below.
         if crate::play::interrupt::requested() {
             return Vec::new();

@@ -9,15 +9,13 @@ use super::model::{
 use super::timeline::Timeline;
 use crate::check::gate::{self, GateThresholds};
 use crate::check::metrics::RunMetrics;
+use crate::model::case::CODE_VERSION;
 use crate::model::case::Case;
 use crate::model::catalogue::{Severity, Violation};
 use crate::model::trace::{CaseResult, StepTrace};
 use crate::play::engine::{Finding, ScenarioRun};
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};
-
-/// The version stamped on reports; redacted in snapshots.
-pub const CODE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Where a finding's minimal case is stored: one file per scenario,
 /// invariant and reason class, so a rerun updates it instead of piling up.

@@ -44,8 +44,8 @@ fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_sh
     let scenario = fanout_scenario();
     let first = engine::run_scenario(&tokio, &backends, &scenario, &settings(7));
     // The second run plays two cases at a time: the report must not change.
-    tokio.block_on(async { support::ok(backends.add_lane(convex_backend().await).await) });
-    assert_eq!(backends.lanes(), 2);
+    tokio.block_on(async { support::ok(backends.add_slot(convex_backend().await).await) });
+    assert_eq!(backends.slots(), 2);
     let second = engine::run_scenario(&tokio, &backends, &scenario, &settings(7));
     tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
 

@@ -171,7 +171,7 @@ impl Place {
         command
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .args(["run", "--scenario", "smoke", "--profile", "hardened"])
-            .args(["--cases", cases, "--lanes", lanes])
+            .args(["--cases", cases, "--slots", lanes])
             .arg("--backend")
             .arg(if use_containers() {
                 "containers"

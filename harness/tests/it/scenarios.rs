@@ -207,15 +207,19 @@ fn a_malformed_file_is_reported_and_the_rest_still_listed() {
 }
 
 #[test]
-fn a_lane_count_of_zero_or_above_the_maximum_exits_64_naming_lanes() {
-    for lanes in ["0", "17"] {
-        let output = khala_parity(
-            &manifest_dir().join(".."),
-            &["run", "--scenario", "smoke", "--lanes", lanes],
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(64), "{lanes}: {stderr}");
-        assert!(stderr.contains("--lanes"), "{stderr}");
+fn a_slot_count_of_zero_or_above_the_maximum_exits_64_naming_the_flag() {
+    // `--lanes` is the deprecated name of `--slots`: each error names the
+    // flag the user wrote.
+    for flag in ["--slots", "--lanes"] {
+        for count in ["0", "17"] {
+            let output = khala_parity(
+                &manifest_dir().join(".."),
+                &["run", "--scenario", "smoke", flag, count],
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(64), "{flag} {count}: {stderr}");
+            assert!(stderr.contains(flag), "{stderr}");
+        }
     }
 }
 
