@@ -23,9 +23,27 @@ pub async fn start_convex(choice: Option<BackendChoice>) -> Result<ConvexBackend
         .context("start the Convex backend")?)
 }
 
-/// The slots asked for, else the library's default.
-pub fn slots_or_default(slots: Option<u32>) -> usize {
-    slots.map_or_else(run::default_slots, |slots| slots as usize)
+/// How many cases play at once.
+#[derive(Debug, clap::Args)]
+pub struct SlotArgs {
+    /// Cases played at once, each on a backend slot of its own (a Convex
+    /// backend behind its fault proxy; default: two per CPU here, at most
+    /// 4). The report is the same whatever the number. `--lanes` is its
+    /// old name, still accepted.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    slots: Option<u32>,
+    /// The old name of `--slots` (deprecated; refused together with it).
+    #[arg(long, hide = true, conflicts_with = "slots", value_parser = clap::value_parser!(u32).range(1..=16))]
+    lanes: Option<u32>,
+}
+
+impl SlotArgs {
+    /// The slots asked for, else the library's default.
+    pub fn count(&self) -> usize {
+        self.slots
+            .or(self.lanes)
+            .map_or_else(run::default_slots, |slots| slots as usize)
+    }
 }
 
 /// PostgreSQL and `slots` Convex backends, all started at once.

@@ -1,7 +1,7 @@
 //! `khala-parity bench`: rates of the models on real backends, printed as
 //! tables or JSON; nothing is asserted on time.
 
-use super::backends::{shut_down, slots_or_default, start_backends, start_convex, start_postgres};
+use super::backends::{SlotArgs, shut_down, start_backends, start_convex, start_postgres};
 use super::error::{CliError, CliResult};
 use super::output::{Format, print_table};
 use super::run::load_scenarios;
@@ -60,15 +60,8 @@ pub enum BenchCommand {
         /// Steps in every generated case (shrunk cases get shorter).
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=200))]
         steps: u32,
-        /// Cases played at once, each on a backend slot of its own (a
-        /// Convex backend behind its fault proxy; default: two per CPU
-        /// here, at most 4). The report is the same whatever the number.
-        /// `--lanes` is its old name, still accepted.
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
-        slots: Option<u32>,
-        /// The old name of `--slots` (deprecated; refused together with it).
-        #[arg(long, hide = true, conflicts_with = "slots", value_parser = clap::value_parser!(u32).range(1..=16))]
-        lanes: Option<u32>,
+        #[command(flatten)]
+        slots: SlotArgs,
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
         backend: Option<BackendChoice>,
         #[arg(long, value_enum, default_value = "human")]
@@ -188,7 +181,6 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
             legacy_cases,
             steps,
             slots,
-            lanes,
             backend,
             format,
         } => {
@@ -197,8 +189,7 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                 return Err(CliError::input(error));
             }
             let (_, scenario) = loaded.remove(0);
-            let backends =
-                tokio.block_on(start_backends(backend, slots_or_default(slots.or(lanes))))?;
+            let backends = tokio.block_on(start_backends(backend, slots.count()))?;
             let rates = bench::engine(tokio, &backends, &scenario, cases, legacy_cases, steps);
             shut_down(tokio, backends)?;
             print_rates(format, &rates, || {
@@ -210,7 +201,7 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         "engine on {} ({} steps per case, {} slot(s))",
                         scenario.name,
                         rates.steps_per_case,
-                        slots_or_default(slots.or(lanes))
+                        slots.count()
                     ),
                     &[
                         "profile",

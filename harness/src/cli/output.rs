@@ -8,7 +8,7 @@ use khala_parity::play::engine::Progress;
 use khala_parity::report::{self, Report};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How `list` and `bench` print.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -30,9 +30,27 @@ pub enum ReportFormat {
     Prometheus,
 }
 
+/// How a command that ends in a report prints it and where it writes it.
+#[derive(Debug, clap::Args)]
+pub struct OutputArgs {
+    #[arg(long, value_enum, default_value = "human")]
+    format: ReportFormat,
+    /// Write the artifacts here: report.json, report.txt, metrics.prom,
+    /// drill.md and one timeline-N.svg per finding.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Prints the report, writes its artifacts, returns the gate's code.
+    pub fn emit(&self, report: &Report) -> CliResult {
+        emit(report, self.format, self.out.as_deref())
+    }
+}
+
 /// Prints the report in `format`, writes the artifacts to `out`, and
 /// returns the gate's exit code.
-pub fn emit(report: &Report, format: ReportFormat, out: Option<&Path>) -> CliResult {
+fn emit(report: &Report, format: ReportFormat, out: Option<&Path>) -> CliResult {
     if let Some(dir) = out {
         report::artifacts::write(report, dir)?;
     }

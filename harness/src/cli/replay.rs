@@ -3,7 +3,7 @@
 
 use super::backends::{shut_down, start_backends, stop_on_signals};
 use super::error::{CliError, CliResult};
-use super::output::{ReportFormat, emit};
+use super::output::OutputArgs;
 use super::report::GateArgs;
 use anyhow::Context;
 use khala_parity::play::backend::postgres::BackendChoice;
@@ -16,11 +16,8 @@ pub struct ReplayArgs {
     file: PathBuf,
     #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
     backend: Option<BackendChoice>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: ReportFormat,
-    /// Write the artifacts here (as `run --out`).
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     gate: GateArgs,
 }
@@ -36,5 +33,5 @@ pub fn execute(args: ReplayArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
     stopped?;
     let file_name = args.file.display().to_string();
     let report = report::for_case(&case, Some(file_name), &result, &thresholds);
-    emit(&report, args.format, args.out.as_deref())
+    args.output.emit(&report)
 }

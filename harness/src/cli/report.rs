@@ -2,7 +2,7 @@
 //! thresholds given, gated anew.
 
 use super::error::{CliError, CliResult};
-use super::output::{ReportFormat, emit};
+use super::output::OutputArgs;
 use khala_parity::check::gate::GateThresholds;
 use khala_parity::report;
 use std::path::PathBuf;
@@ -10,11 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     file: PathBuf,
-    #[arg(long, value_enum, default_value = "human")]
-    format: ReportFormat,
-    /// Write the artifacts here (as `run --out`).
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     #[command(flatten)]
     gate: GateArgs,
 }
@@ -58,5 +55,5 @@ pub fn execute(args: ReportArgs) -> CliResult {
     if args.gate.given() {
         report::regate(&mut report, &args.gate.thresholds()?);
     }
-    emit(&report, args.format, args.out.as_deref())
+    args.output.emit(&report)
 }

@@ -1,9 +1,9 @@
 //! `khala-parity run`: stored regressions first, then every scenario's
 //! generated cases, findings shrunk and stored, and the gate.
 
-use super::backends::{shut_down, slots_or_default, start_backends, stop_on_signals};
+use super::backends::{SlotArgs, shut_down, start_backends, stop_on_signals};
 use super::error::{CliError, CliResult};
-use super::output::{ProgressBars, ReportFormat, emit};
+use super::output::{OutputArgs, ProgressBars};
 use khala_parity::exit;
 use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::backend::postgres::BackendChoice;
@@ -30,24 +30,13 @@ pub struct RunArgs {
     /// Start no new case after this many seconds.
     #[arg(long, value_name = "SECS")]
     time_budget: Option<u64>,
-    /// Cases played at once, each on a backend slot of its own (a Convex
-    /// backend behind its fault proxy; default: two per CPU here, at most
-    /// 4). The report is the same whatever the number. `--lanes` is its
-    /// old name, still accepted.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
-    slots: Option<u32>,
-    /// The old name of `--slots` (deprecated; refused together with it).
-    #[arg(long, hide = true, conflicts_with = "slots", value_parser = clap::value_parser!(u32).range(1..=16))]
-    lanes: Option<u32>,
+    #[command(flatten)]
+    slots: SlotArgs,
     /// Backend provider (default: KHALA_PARITY_BACKEND, else auto).
     #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
     backend: Option<BackendChoice>,
-    #[arg(long, value_enum, default_value = "human")]
-    format: ReportFormat,
-    /// Write the artifacts here: report.json, report.txt, metrics.prom,
-    /// drill.md and one timeline-N.svg per finding.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// Where shrunk failures are stored and replayed from.
     #[arg(long, value_name = "DIR", default_value = REGRESSION_DIR)]
     regressions: PathBuf,
@@ -72,10 +61,7 @@ pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
         time_budget: args.time_budget.map(Duration::from_secs),
         regressions: args.regressions,
     };
-    let backends = tokio.block_on(start_backends(
-        args.backend,
-        slots_or_default(args.slots.or(args.lanes)),
-    ))?;
+    let backends = tokio.block_on(start_backends(args.backend, args.slots.count()))?;
     let bars = ProgressBars::default();
     let outcome = run::run_scenarios(
         tokio,
@@ -93,7 +79,7 @@ pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
     for error in &outcome.invalid_cases {
         eprintln!("error: {error}");
     }
-    let code = emit(&outcome.report, args.format, args.out.as_deref())?;
+    let code = args.output.emit(&outcome.report)?;
     // A file that did not load was not run: never an `allow`.
     let skipped_input = !invalid.is_empty() || !outcome.invalid_cases.is_empty();
     Ok(if code == exit::ALLOW && skipped_input {
