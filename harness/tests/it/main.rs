@@ -52,6 +52,10 @@ mod engine_runs;
 // Cases share nothing: the same trace after any other cases, and nothing left after a reset.
 mod independence;
 
+// Every stored regression replayed several times, side by side on several slots:
+// the same violations each time, the recorded one among them.
+mod regressions_deterministic;
+
 // Client-lane fixtures: lanes of each surface on the embedded server, a runtime read path, worker projections.
 mod clients_fixtures;
 
