@@ -417,7 +417,7 @@ impl ShippedLane {
     /// so it returns at once: whether it converges later is for the
     /// caller's liveness bound to judge.
     pub async fn await_watermark(&mut self, topic: &str, target: i64) -> Result<(), ClientError> {
-        while self.is_live() && self.cache.watermark(topic).is_none_or(|at| at < target) {
+        while self.is_live() && self.cache.watermark(topic).unwrap_or(0) < target {
             if !self
                 .listen_once("await a watermark", self.config.frame_timeout)
                 .await?
