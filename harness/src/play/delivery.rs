@@ -212,7 +212,11 @@ impl LaneModel {
                     Ok(())
                 }
                 Op::AwaitWatermark(target) => {
-                    if lane.watermark(WORKER_TOPIC).unwrap_or(0) < target {
+                    // A channel the server stopped (a legacy lane that
+                    // never heartbeats) gets no push: nothing to await;
+                    // L1 judges whether it comes back in time.
+                    let stopped = lane.is_connected() && !lane.is_live();
+                    if !stopped && lane.watermark(WORKER_TOPIC).unwrap_or(0) < target {
                         lane.await_watermark(WORKER_TOPIC, target).await?;
                     }
                     Ok(())
@@ -630,6 +634,11 @@ async fn settle_lane(
             lane.polled_head = Some(truth.allocated_head);
         }
     } else if resume && flag {
+        lane.run(Op::Reconnect, truth).await?;
+    } else if flag && lane.lane.kind() == LaneKind::Today && !lane.lane.is_connected() {
+        // The server closed the socket as time passed (legacy lanes never
+        // heartbeat): today's lane reconnects as the TS client does, at
+        // once; the shipped lane waits for its backoff.
         lane.run(Op::Reconnect, truth).await?;
     }
     if lane.lane.flag() {
