@@ -616,8 +616,10 @@ mod tests {
                 .into_iter()
                 .collect();
             if !cached {
-                // The quiescent cache check sees the same hole.
+                // The quiescent cache check sees the same hole, and the lane
+                // is at the head, so nothing will ever bring it (L1).
                 expected.push(("D7", "cache_missing".to_owned()));
+                expected.push(("L1", "never_converges".to_owned()));
             }
             assert_eq!(
                 check(
@@ -642,6 +644,40 @@ mod tests {
         });
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![lane])),
+            [
+                ("D7", "cache_missing".to_owned()),
+                ("L1", "never_converges".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn l1_catches_a_lane_not_live_after_the_bound_and_one_stranded_at_the_head() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let mut stopped = lane(&document, 2);
+        stopped.live = false;
+        stopped.kind = LaneKind::Shipped;
+        let mut found = clients(vec![stopped]);
+        found.liveness_wait_seconds = Some(300);
+        assert_eq!(
+            check(&oracle, &observation, None, &found),
+            [("L1", "not_live_within_bound".to_owned())]
+        );
+        // Live but short of the journal head: late, left to D7.
+        let mut behind = lane(&document, 2);
+        behind.cache.clear();
+        let mut found = clients(vec![behind]);
+        found.topics.insert(
+            WORKER_TOPIC.to_owned(),
+            TopicTruth {
+                allocated_head: 5,
+                journal_head: 5,
+                pruned_through: 0,
+            },
+        );
+        assert_eq!(
+            check(&oracle, &observation, None, &found),
             [("D7", "cache_missing".to_owned())]
         );
     }
@@ -654,7 +690,10 @@ mod tests {
         uncached.cache.clear();
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![uncached])),
-            [("D7", "cache_missing".into())]
+            [
+                ("D7", "cache_missing".into()),
+                ("L1", "never_converges".into())
+            ]
         );
         let before = clients(vec![lane(&document, 3)]);
         assert_eq!(
