@@ -95,8 +95,10 @@ struct Running {
     /// The worker topic's allocated head the server was last woken for.
     woken_head: i64,
     retention: Option<RetentionRun>,
-    /// When the server's next heartbeat tick is due on the case clock.
-    next_tick_at: chrono::DateTime<chrono::Utc>,
+    /// When the server's next heartbeat tick is due on the case clock; set
+    /// by the first advance (reading the manual clock moves it a tick, so
+    /// cases that never advance time must not read it here).
+    next_tick_at: Option<chrono::DateTime<chrono::Utc>>,
     liveness_wait_seconds: Option<i64>,
     /// Holds the mobile lanes' watermark files.
     _stores: tempfile::TempDir,
@@ -487,7 +489,6 @@ impl Delivery {
         )));
         let stores = tempfile::tempdir().map_err(|error| failed(index, error))?;
         let truth = read_truth(&self.pool, &BTreeMap::new(), index).await?;
-        let config_for_tick = config.clone();
         let mut running = Running {
             config,
             server: Some(server),
@@ -499,7 +500,7 @@ impl Delivery {
             truth,
             woken_head: 0,
             retention: None,
-            next_tick_at: self.clock.now() + heartbeat_period(&config_for_tick),
+            next_tick_at: None,
             liveness_wait_seconds: None,
             _stores: stores,
             _live: Live::new(),
@@ -937,9 +938,11 @@ impl Running {
         let period = heartbeat_period(&self.config);
         // Ticks that fell due during a jump (retention) are not replayed:
         // the first tick after it times out what they would have.
-        while self.next_tick_at <= began {
-            self.next_tick_at += period;
+        let mut next_tick_at = self.next_tick_at.unwrap_or(began + period);
+        while next_tick_at <= began {
+            next_tick_at += period;
         }
+        self.next_tick_at = Some(next_tick_at);
         while !stop(self) {
             let now = clock.now();
             if now >= end {
@@ -954,7 +957,7 @@ impl Running {
                 })
                 .filter(|due| *due > now)
                 .min();
-            let next = [Some(self.next_tick_at), reconnect_due, Some(end)]
+            let next = [self.next_tick_at, reconnect_due, Some(end)]
                 .into_iter()
                 .flatten()
                 .min()
@@ -966,8 +969,10 @@ impl Running {
                     std::io::Error::other("the sync server is not running"),
                 )
             })?;
-            if next >= self.next_tick_at {
-                self.next_tick_at += period;
+            if let Some(due) = self.next_tick_at
+                && next >= due
+            {
+                self.next_tick_at = Some(due + period);
                 server.tick_heartbeats().await;
                 self.run_on_lanes(Op::TickFrame, None, |_| true, index)
                     .await?;
