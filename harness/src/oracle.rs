@@ -203,6 +203,7 @@ impl Oracle {
             | Step::DisconnectClient { .. }
             | Step::ReconnectClient { .. }
             | Step::RestartSyncServer
+            | Step::AdvanceTime { .. }
             | Step::Heal
             | Step::Quiesce => {}
         }

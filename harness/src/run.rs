@@ -63,6 +63,12 @@ pub enum CaseFileError {
     },
     #[error("parse case {}: key `schema`: expected \"{CASE_SCHEMA}\", found {found:?}", path.display())]
     Schema { path: PathBuf, found: String },
+    #[error("check case {}: {source}", path.display())]
+    Step {
+        path: PathBuf,
+        #[source]
+        source: crate::model::case::InvalidStep,
+    },
 }
 
 /// Why a run could not go on.
@@ -215,6 +221,10 @@ pub fn load_case(path: &Path) -> Result<Case, CaseFileError> {
             found: case.schema,
         });
     }
+    case.validate().map_err(|source| CaseFileError::Step {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(case)
 }
 

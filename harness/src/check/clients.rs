@@ -5,13 +5,19 @@
 use super::invariants::{Recorder, differing_keys};
 use crate::model::catalogue::Violation;
 use crate::model::observation::{Observation, document_seq};
-use crate::model::trace::{ClientsObservation, LaneObservation, LaneSource, RetentionRun};
+use crate::model::trace::{
+    ClientsObservation, LaneKind, LaneObservation, LaneSource, RetentionRun,
+};
 use crate::oracle::{Oracle, semantic_part};
 use std::collections::{BTreeMap, BTreeSet};
 
 fn lane_name(lane: &LaneObservation) -> String {
+    let kind = match lane.kind {
+        LaneKind::Today => "",
+        LaneKind::Shipped => "shipped-client ",
+    };
     format!(
-        "{} lane of user {}",
+        "{} {kind}lane of user {}",
         lane.surface.as_str(),
         lane.user.as_str()
     )
@@ -30,7 +36,8 @@ pub fn check_clients(
 ) -> Vec<Violation> {
     let mut recorder = Recorder::new(step_index, current);
     for lane in &clients.lanes {
-        let before = previous.and_then(|previous| previous.lane(lane.surface, lane.user));
+        let before =
+            previous.and_then(|previous| previous.lane_of(lane.surface, lane.user, lane.kind));
         if let Some(before) = before {
             check_view_monotone(&mut recorder, before, lane);
             check_watermark_monotone(&mut recorder, before, lane);
@@ -41,6 +48,7 @@ pub fn check_clients(
             check_view_converged(&mut recorder, oracle, current, lane);
             if lane.source == LaneSource::Khala {
                 check_cache_converged(&mut recorder, current, lane);
+                check_liveness(&mut recorder, current, clients, lane);
             }
         }
     }
@@ -254,6 +262,54 @@ fn check_cache_converged(
     }
 }
 
+/// L1 (at quiescence, after the bounded wait the harness let pass): a
+/// Khala lane whose channel is still not live missed the bound; one that is
+/// live and has reached the journal head will receive nothing more until
+/// documents change, so any read-model row its cache lacks (or holds at an
+/// older version) is one it never converges to. A live lane short of the
+/// head is left to D7: it is late, not stranded.
+fn check_liveness(
+    recorder: &mut Recorder<'_>,
+    current: &Observation,
+    clients: &ClientsObservation,
+    lane: &LaneObservation,
+) {
+    let waited = clients.liveness_wait_seconds.unwrap_or(0);
+    if !lane.live {
+        let detail = format!(
+            "the {} has no live channel after {waited} s of advanced time",
+            lane_name(lane)
+        );
+        recorder.record("L1", "not_live_within_bound", None, detail, None);
+        return;
+    }
+    let journal_head = clients
+        .topics
+        .get(WORKER_TOPIC)
+        .map_or(0, |truth| truth.journal_head);
+    if lane.watermark.unwrap_or(0) < journal_head {
+        return;
+    }
+    for (key, (version, _)) in current
+        .khala
+        .iter()
+        .filter(|(key, _)| key.starts_with("runtime/codex_worker_summary:"))
+    {
+        let cached = lane.cache.get(key).map(|cached| cached.doc_version);
+        if cached.is_some_and(|cached| cached >= *version) {
+            continue;
+        }
+        let detail = format!(
+            "the {} is live at the journal head {journal_head} but caches {cached:?} where the read model holds version {version}",
+            lane_name(lane)
+        );
+        recorder.record("L1", "never_converges", Some(key), detail, None);
+    }
+}
+
+/// The topic every lane subscribes to.
+const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
+
 /// R1: the retention run's postcondition, from the journal before and
 /// after it.
 fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTreeSet<&String>) {
@@ -351,6 +407,8 @@ mod tests {
         LaneObservation {
             surface: Surface::Web,
             user: ClientUser::Internal,
+            kind: LaneKind::Today,
+            live: true,
             source: LaneSource::Khala,
             online: true,
             watermark: Some(watermark),
@@ -371,6 +429,7 @@ mod tests {
 
     fn clients(lanes: Vec<LaneObservation>) -> ClientsObservation {
         ClientsObservation {
+            liveness_wait_seconds: None,
             lanes,
             desktop: BTreeMap::new(),
             topics: [(TOPIC.to_owned(), TopicTruth::default())].into(),
@@ -557,8 +616,10 @@ mod tests {
                 .into_iter()
                 .collect();
             if !cached {
-                // The quiescent cache check sees the same hole.
+                // The quiescent cache check sees the same hole, and the lane
+                // is at the head, so nothing will ever bring it (L1).
                 expected.push(("D7", "cache_missing".to_owned()));
+                expected.push(("L1", "never_converges".to_owned()));
             }
             assert_eq!(
                 check(
@@ -583,6 +644,40 @@ mod tests {
         });
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![lane])),
+            [
+                ("D7", "cache_missing".to_owned()),
+                ("L1", "never_converges".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn l1_catches_a_lane_not_live_after_the_bound_and_one_stranded_at_the_head() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let mut stopped = lane(&document, 2);
+        stopped.live = false;
+        stopped.kind = LaneKind::Shipped;
+        let mut found = clients(vec![stopped]);
+        found.liveness_wait_seconds = Some(300);
+        assert_eq!(
+            check(&oracle, &observation, None, &found),
+            [("L1", "not_live_within_bound".to_owned())]
+        );
+        // Live but short of the journal head: late, left to D7.
+        let mut behind = lane(&document, 2);
+        behind.cache.clear();
+        let mut found = clients(vec![behind]);
+        found.topics.insert(
+            WORKER_TOPIC.to_owned(),
+            TopicTruth {
+                allocated_head: 5,
+                journal_head: 5,
+                pruned_through: 0,
+            },
+        );
+        assert_eq!(
+            check(&oracle, &observation, None, &found),
             [("D7", "cache_missing".to_owned())]
         );
     }
@@ -595,7 +690,10 @@ mod tests {
         uncached.cache.clear();
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![uncached])),
-            [("D7", "cache_missing".into())]
+            [
+                ("D7", "cache_missing".into()),
+                ("L1", "never_converges".into())
+            ]
         );
         let before = clients(vec![lane(&document, 3)]);
         assert_eq!(

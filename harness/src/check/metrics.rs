@@ -533,10 +533,12 @@ mod tests {
         delivered: &[i64],
         stale: bool,
     ) -> crate::model::trace::LaneObservation {
-        use crate::model::trace::{DeliveryRun, LaneObservation, SubscribeAttempt};
+        use crate::model::trace::{DeliveryRun, LaneKind, LaneObservation, SubscribeAttempt};
         LaneObservation {
             surface,
             user: ClientUser::Internal,
+            kind: LaneKind::Today,
+            live: true,
             source: if on_khala {
                 LaneSource::Khala
             } else {
@@ -566,6 +568,7 @@ mod tests {
         use crate::model::trace::ClientsObservation;
         let clients = |on_khala: bool, delivered: &[i64], stale: bool| {
             Some(ClientsObservation {
+                liveness_wait_seconds: None,
                 lanes: vec![lane(Surface::Web, on_khala, delivered, stale)],
                 desktop: BTreeMap::from([(
                     ClientUser::Internal,

@@ -42,6 +42,10 @@ pub struct Start {
     /// The rollout stage reached, if the rollout has begun.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_stage: Option<RolloutStage>,
+    /// Surfaces whose users each also run the shipped `KhalaSyncClient`
+    /// (facts §2) beside today's lane model (none unless given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shipped_clients: Vec<Surface>,
 }
 
 impl Start {
@@ -50,7 +54,43 @@ impl Start {
             sink_mode,
             flags: Flags::default(),
             rollout_stage: None,
+            shipped_clients: Vec::new(),
         }
+    }
+}
+
+/// The longest time one `advance_time` step may pass: a day covers every
+/// timer of the system (heartbeats, channel and socket timeouts, backoff)
+/// many times over; more is a typo, and would be played tick by tick.
+pub const ADVANCE_TIME_SECONDS_MAX: i64 = 86_400;
+
+/// A stored case's step that cannot be played.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("step {index} (`{action}`): {reason}")]
+pub struct InvalidStep {
+    pub index: usize,
+    pub action: &'static str,
+    pub reason: String,
+}
+
+impl Case {
+    /// Refuses steps serde accepts but the driver cannot play: an
+    /// `advance_time` with a negative, zero or absurd duration.
+    pub fn validate(&self) -> Result<(), InvalidStep> {
+        for (index, step) in self.steps.iter().enumerate() {
+            if let Step::AdvanceTime { seconds } = step
+                && !(1..=ADVANCE_TIME_SECONDS_MAX).contains(seconds)
+            {
+                return Err(InvalidStep {
+                    index,
+                    action: "advance_time",
+                    reason: format!(
+                        "seconds = {seconds} is outside 1..={ADVANCE_TIME_SECONDS_MAX}"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -365,6 +405,13 @@ pub enum Step {
     },
     /// The sync server restarts; every socket drops.
     RestartSyncServer,
+    /// Time passes for the sync server and every client: heartbeat ticks,
+    /// channel timeouts, idle sockets closing and reconnect backoff run as
+    /// they fall due. Signed so that a stored case with a negative value
+    /// is refused by `Case::validate`, naming the step.
+    AdvanceTime {
+        seconds: i64,
+    },
     /// Ends every fault.
     Heal,
     /// Heals, runs the system's own catch-up, and checks convergence.
@@ -445,11 +492,12 @@ pub enum ActionKind {
     RestartSyncServer,
     RestartConvex,
     Quiesce,
+    AdvanceTime,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 18] = [
+    pub const ALL: [ActionKind; 19] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -468,6 +516,7 @@ impl ActionKind {
         ActionKind::RestartSyncServer,
         ActionKind::RestartConvex,
         ActionKind::Quiesce,
+        ActionKind::AdvanceTime,
     ];
 
     /// The name scenario files use.
@@ -491,6 +540,7 @@ impl ActionKind {
             ActionKind::RestartSyncServer => "restart_sync_server",
             ActionKind::RestartConvex => "restart_convex",
             ActionKind::Quiesce => "quiesce",
+            ActionKind::AdvanceTime => "advance_time",
         }
     }
 
@@ -539,6 +589,7 @@ impl Step {
             }
             Step::RestartSyncServer => ActionKind::RestartSyncServer,
             Step::Heal | Step::Quiesce => ActionKind::Quiesce,
+            Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
         }
     }
 }
@@ -580,6 +631,28 @@ mod tests {
         );
         let extra = r#"{"action":"append_run_event","run":1,"event_type":"run.delta","extra":1}"#;
         assert!(serde_json::from_str::<Step>(extra).is_err());
+    }
+
+    #[test]
+    fn advance_time_with_a_negative_or_absurd_duration_is_refused_naming_the_step() {
+        let case = |seconds| Case {
+            schema: CASE_SCHEMA.into(),
+            profile: Profile::Hardened,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps: vec![Step::Heal, Step::AdvanceTime { seconds }],
+            origin: None,
+        };
+        assert_eq!(case(90).validate(), Ok(()));
+        for seconds in [-5, 0, ADVANCE_TIME_SECONDS_MAX + 1] {
+            let error = case(seconds).validate().expect_err("refused");
+            assert_eq!(error.index, 1);
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("step 1 (`advance_time`): seconds")
+            );
+        }
     }
 
     #[test]

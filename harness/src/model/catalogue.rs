@@ -167,6 +167,13 @@ pub const CATALOGUE: &[Invariant] = &[
         checked_by: None,
     },
     Invariant {
+        id: "L1",
+        statement: "after quiescence every online subscribed lane of either kind (today's model and the shipped client) holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges",
+        severity: Severity::Critical,
+        phase: Phase::Quiescence,
+        checked_by: None,
+    },
+    Invariant {
         id: "R1",
         statement: "after a retention run no journal row inserted before its cutoff remains, every newer one does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
         severity: Severity::Critical,
@@ -365,6 +372,8 @@ pub const CLIENT_REASON_CLASSES: &[&str] = &[
     "cache_missing",
     "cache_stale",
     "cache_diverged",
+    "not_live_within_bound",
+    "never_converges",
     "old_row_retained",
     "new_row_deleted",
     "deleted_count_wrong",

@@ -58,6 +58,24 @@ impl LaneSource {
     }
 }
 
+/// Which client model a lane runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneKind {
+    /// Today's lane model (`khala_clients::ClientLane`): the surface's UI
+    /// merge, HTTP re-hydration, and with the B12 fix its own heartbeats.
+    #[default]
+    Today,
+    /// The shipped `KhalaSyncClient` as it is (facts §2).
+    Shipped,
+}
+
+impl LaneKind {
+    pub fn is_today(&self) -> bool {
+        *self == LaneKind::Today
+    }
+}
+
 /// One subscribe a lane sent, with what the harness knew of the topic at
 /// that moment (independently of the server's own stale rule).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -97,9 +115,17 @@ pub struct CachedDocument {
 pub struct LaneObservation {
     pub surface: Surface,
     pub user: ClientUser,
+    /// Left out for today's lanes, so reports of cases without shipped
+    /// lanes read as before.
+    #[serde(skip_serializing_if = "LaneKind::is_today")]
+    pub kind: LaneKind,
     pub source: LaneSource,
     /// False between `DisconnectClient` and its reconnect or heal.
     pub online: bool,
+    /// Connected with a channel the server still runs, so pushes reach
+    /// it (a Khala lane; false for polling lanes).
+    #[serde(skip)]
+    pub live: bool,
     /// The lane's worker-topic watermark.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<i64>,
@@ -158,12 +184,26 @@ pub struct ClientsObservation {
     pub topics: BTreeMap<String, TopicTruth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionRun>,
+    /// At quiescence: the time the harness let pass so that every lane's
+    /// channel came back (0 when all were live), bounded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_wait_seconds: Option<i64>,
 }
 
 impl ClientsObservation {
+    /// Today's lane of a surface and user.
     pub fn lane(&self, surface: Surface, user: ClientUser) -> Option<&LaneObservation> {
+        self.lane_of(surface, user, LaneKind::Today)
+    }
+
+    pub fn lane_of(
+        &self,
+        surface: Surface,
+        user: ClientUser,
+        kind: LaneKind,
+    ) -> Option<&LaneObservation> {
         self.lanes
             .iter()
-            .find(|lane| lane.surface == surface && lane.user == user)
+            .find(|lane| lane.surface == surface && lane.user == user && lane.kind == kind)
     }
 }

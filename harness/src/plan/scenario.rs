@@ -5,7 +5,7 @@
 //! documented with examples in `scenarios/README.md`.
 
 use crate::check::gate::{GateErrorKind, GateThresholds};
-use crate::model::case::{ActionKind, Flags, RolloutStage, Start};
+use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
 use crate::plan::reach::{self, FlagState, StageState, State};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
@@ -68,6 +68,9 @@ pub struct StartSpec {
     /// The rollout stage already reached; it decides every flag.
     #[serde(default)]
     pub rollout_stage: Option<RolloutStage>,
+    /// Surfaces whose users also run the shipped client lane.
+    #[serde(default)]
+    pub shipped_clients: Vec<Surface>,
 }
 
 impl Default for StartSpec {
@@ -76,6 +79,7 @@ impl Default for StartSpec {
             sink_mode: default_sink_mode(),
             flags: Flags::default(),
             rollout_stage: None,
+            shipped_clients: Vec::new(),
         }
     }
 }
@@ -85,6 +89,7 @@ impl StartSpec {
         Start {
             flags: self.flags,
             rollout_stage: self.rollout_stage,
+            shipped_clients: self.shipped_clients.clone(),
             ..Start::new(self.sink_mode)
         }
     }
@@ -259,6 +264,8 @@ pub enum InvalidKind {
     Toml { message: String },
     #[error("must not be empty")]
     Empty,
+    #[error("`{value}` is listed twice")]
+    Duplicate { value: String },
     #[error("{value} is outside {allowed}")]
     OutOfRange { value: String, allowed: String },
     #[error("unknown action kind (allowed: {})", ActionKind::names())]
@@ -436,6 +443,29 @@ impl Scenario {
         self.validate_weights()?;
         if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
             return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
+        }
+        for (index, surface) in self.start.shipped_clients.iter().enumerate() {
+            let mut at = key(&["start", "shipped_clients"]);
+            at.push(Segment::Index(index));
+            // The desktop has no Khala subscription at the modelled commit
+            // (spec §9.1): there is no shipped client on it to run.
+            if *surface == Surface::Desktop {
+                return problem(
+                    at,
+                    InvalidKind::OutOfRange {
+                        value: "\"desktop\"".into(),
+                        allowed: "\"web\", \"mobile\" (the desktop has no subscription)".into(),
+                    },
+                );
+            }
+            if self.start.shipped_clients[..index].contains(surface) {
+                return problem(
+                    at,
+                    InvalidKind::Duplicate {
+                        value: surface.as_str().to_owned(),
+                    },
+                );
+            }
         }
         for (index, kind) in self.swarm.always_on.iter().enumerate() {
             let mut at = key(&["swarm", "always_on"]);
@@ -886,6 +916,18 @@ quiesce = 1
             4,
             "cases",
             "1 or more",
+        );
+        check(
+            &format!("{GOOD}[start]\nshipped_clients = [\"web\",\n  \"desktop\"]\n"),
+            11,
+            "start.shipped_clients[1]",
+            "the desktop has no subscription",
+        );
+        check(
+            &format!("{GOOD}[start]\nshipped_clients = [\"web\", \"web\"]\n"),
+            10,
+            "start.shipped_clients[1]",
+            "listed twice",
         );
         check(
             &format!("{GOOD}[invariants]\nexclude = [\"P1\",\n  \"Q7\"]\n"),

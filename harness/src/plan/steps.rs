@@ -89,5 +89,11 @@ pub fn steps_of(kind: ActionKind) -> BoxedStrategy<Step> {
         // A Khala failure is also what fails the second sink of the fanout.
         ActionKind::FaultKhala | ActionKind::FaultPartialFanout => Just(Step::BreakKhala).boxed(),
         ActionKind::Quiesce => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),
+        // Below and above the heartbeat period (15 s), the channel timeout
+        // (60 s + a tick) and the socket idle timeout (60 s after the last
+        // frame), so listening clients cross each of them.
+        ActionKind::AdvanceTime => prop::sample::select(vec![5i64, 15, 30, 61, 90, 150, 300])
+            .prop_map(|seconds| Step::AdvanceTime { seconds })
+            .boxed(),
     }
 }

@@ -24,16 +24,18 @@ use crate::model::case::ClientUser;
 use crate::model::case::{Start, Step, Surface};
 use crate::model::observation::{Observation, document_seq};
 use crate::model::trace::{
-    CachedDocument, ClientsObservation, DeliveryRun, JournalStamp, LaneObservation, LaneSource,
-    RetentionRun, SubscribeAttempt, TopicTruth,
+    CachedDocument, ClientsObservation, DeliveryRun, JournalStamp, LaneKind, LaneObservation,
+    LaneSource, RetentionRun, SubscribeAttempt, TopicTruth,
 };
 use crate::oracle::Oracle;
 use crate::play::error::DriverError;
 use chrono::{NaiveDateTime, TimeDelta};
+use khala_clients::apply::{CachedDoc, ViewRow};
 use khala_clients::lane::WORKER_TOPIC;
 use khala_clients::{
-    ClientError, ClientLane, ClientSwitches, HydrationReadPath, LaneConfig, LegacyReadPath,
-    MemoryWatermarkStore, PersistedWatermarkStore, TokenSource, WatermarkStore,
+    ClientError, ClientLane, ClientSwitches, HydrationReadPath, LaneConfig, LaneStats,
+    LegacyReadPath, MemoryWatermarkStore, PersistedWatermarkStore, ShippedConfig, ShippedLane,
+    TokenSource, WatermarkStore,
 };
 use khala_runtime::Profile;
 use khala_runtime::clock::{Clock, ManualClock};
@@ -53,6 +55,19 @@ const LANE_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The surfaces with a document view (the desktop has none, spec §9.1).
 const VIEW_SURFACES: [Surface; 2] = [Surface::Web, Surface::Mobile];
 
+/// How long, after an idle sweep closed sockets it cannot attribute, a
+/// lane reads before deciding its socket was not among them. The server
+/// answers the sweep only once each closed socket's close frame is
+/// written, so on loopback it is already in the lane's buffer: this only
+/// bounds the reactor's wake-up, it waits for nothing to happen.
+const IDLE_DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// How much time a quiescence may let pass so that every lane's channel
+/// comes back: the channel timeout (60 s plus a 15 s tick), the socket idle
+/// timeout (60 s) and the longest reconnect delay (30 s), with room to
+/// spare. A lane not live after it fails L1.
+pub const LIVENESS_BOUND_SECONDS: i64 = 300;
+
 /// The sync server and clients of one case.
 #[derive(Debug)]
 pub struct Delivery {
@@ -61,6 +76,8 @@ pub struct Delivery {
     eager: bool,
     pool: PgPool,
     clock: Arc<ManualClock>,
+    /// Surfaces whose users also run the shipped client.
+    shipped_clients: Vec<Surface>,
     running: Option<Running>,
 }
 
@@ -78,6 +95,11 @@ struct Running {
     /// The worker topic's allocated head the server was last woken for.
     woken_head: i64,
     retention: Option<RetentionRun>,
+    /// When the server's next heartbeat tick is due on the case clock; set
+    /// by the first advance (reading the manual clock moves it a tick, so
+    /// cases that never advance time must not read it here).
+    next_tick_at: Option<chrono::DateTime<chrono::Utc>>,
+    liveness_wait_seconds: Option<i64>,
     /// Holds the mobile lanes' watermark files.
     _stores: tempfile::TempDir,
     _live: Live,
@@ -110,11 +132,129 @@ impl Drop for Live {
     }
 }
 
+/// One of the two client models a lane runs.
+#[derive(Debug)]
+enum LaneModel {
+    Today(ClientLane),
+    Shipped(ShippedLane),
+}
+
+impl LaneModel {
+    fn kind(&self) -> LaneKind {
+        match self {
+            LaneModel::Today(_) => LaneKind::Today,
+            LaneModel::Shipped(_) => LaneKind::Shipped,
+        }
+    }
+
+    fn surface(&self) -> Surface {
+        match self {
+            LaneModel::Today(lane) => lane.surface(),
+            LaneModel::Shipped(lane) => lane.surface(),
+        }
+    }
+
+    fn flag(&self) -> bool {
+        match self {
+            LaneModel::Today(lane) => lane.flag(),
+            LaneModel::Shipped(lane) => lane.flag(),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            LaneModel::Today(lane) => lane.is_connected(),
+            LaneModel::Shipped(lane) => lane.is_connected(),
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        match self {
+            LaneModel::Today(lane) => lane.is_live(),
+            LaneModel::Shipped(lane) => lane.is_live(),
+        }
+    }
+
+    fn stats(&self) -> &LaneStats {
+        match self {
+            LaneModel::Today(lane) => lane.stats(),
+            LaneModel::Shipped(lane) => lane.stats(),
+        }
+    }
+
+    fn watermark(&self, topic: &str) -> Option<i64> {
+        match self {
+            LaneModel::Today(lane) => lane.watermark(topic),
+            LaneModel::Shipped(lane) => lane.watermark(topic),
+        }
+    }
+
+    fn rows(&self) -> BTreeMap<String, ViewRow> {
+        match self {
+            LaneModel::Today(lane) => lane.rows().clone(),
+            LaneModel::Shipped(lane) => lane.rows(),
+        }
+    }
+
+    fn cached(&self, doc_key: &str) -> Option<&CachedDoc> {
+        match self {
+            LaneModel::Today(lane) => lane.cached(doc_key),
+            LaneModel::Shipped(lane) => lane.cached(doc_key),
+        }
+    }
+
+    async fn run(&mut self, op: Op) -> Result<(), ClientError> {
+        match self {
+            LaneModel::Today(lane) => match op {
+                Op::Start => lane.start().await,
+                Op::SetFlag(on) => lane.set_flag(on).await,
+                Op::Reconnect => lane.reconnect().await,
+                Op::Disconnect => {
+                    lane.disconnect().await;
+                    Ok(())
+                }
+                Op::AwaitWatermark(target) => {
+                    // A channel the server stopped (a legacy lane that
+                    // never heartbeats) gets no push: nothing to await;
+                    // L1 judges whether it comes back in time.
+                    let stopped = lane.is_connected() && !lane.is_live();
+                    if !stopped && lane.watermark(WORKER_TOPIC).unwrap_or(0) < target {
+                        lane.await_watermark(WORKER_TOPIC, target).await?;
+                    }
+                    Ok(())
+                }
+                Op::Poll => lane.poll().await.map(|_| ()),
+                Op::Tick => lane.tick().await,
+                Op::TickFrame => lane.await_tick_frame().await,
+                Op::Drain(quiet) => lane.drain(quiet).await,
+            },
+            LaneModel::Shipped(lane) => match op {
+                Op::Start => lane.start().await,
+                Op::SetFlag(on) => lane.set_flag(on).await,
+                Op::Reconnect => lane.connect().await,
+                Op::Disconnect => {
+                    lane.disconnect().await;
+                    Ok(())
+                }
+                Op::AwaitWatermark(target) => lane.await_watermark(WORKER_TOPIC, target).await,
+                // No legacy read path and no runtime-API refresh: the
+                // shipped client is only the socket.
+                Op::Poll => Ok(()),
+                // Its only timer is the reconnect backoff; it never
+                // heartbeats.
+                Op::Tick => lane.reconnect_if_due().await,
+                Op::TickFrame => lane.await_tick_frame().await,
+                Op::Drain(quiet) => lane.drain(quiet).await,
+            },
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Lane {
     surface: Surface,
     user: ClientUser,
-    lane: ClientLane,
+    lane: LaneModel,
     store: Arc<dyn WatermarkStore>,
     /// Reconnect (Khala) or poll (legacy) at the next settle.
     resume: bool,
@@ -133,7 +273,14 @@ enum Op {
     Disconnect,
     AwaitWatermark(i64),
     Poll,
+    /// The surface's own timers: today's lanes heartbeat (hardened) or
+    /// reconnect a dropped socket; the shipped client reconnects when its
+    /// backoff is due.
     Tick,
+    /// Read the frame a server heartbeat tick pushed, if the channel lives.
+    TickFrame,
+    /// Read what arrived until quiet or closed.
+    Drain(Duration),
 }
 
 impl Lane {
@@ -145,21 +292,7 @@ impl Lane {
             kind: error.into(),
         })?;
         let before = self.lane.stats().clone();
-        match op {
-            Op::Start => self.lane.start().await?,
-            Op::SetFlag(on) => self.lane.set_flag(on).await?,
-            Op::Reconnect => self.lane.reconnect().await?,
-            Op::Disconnect => self.lane.disconnect().await,
-            Op::AwaitWatermark(target) => {
-                if self.lane.watermark(WORKER_TOPIC).unwrap_or(0) < target {
-                    self.lane.await_watermark(WORKER_TOPIC, target).await?;
-                }
-            }
-            Op::Poll => {
-                self.lane.poll().await?;
-            }
-            Op::Tick => self.lane.tick().await?,
-        }
+        self.lane.run(op).await?;
         let after = self.lane.stats();
         if after.joins > before.joins {
             self.subscribes.push(SubscribeAttempt {
@@ -189,7 +322,12 @@ impl Lane {
     }
 
     fn observe(&mut self, online: bool, read_model: &Observation) -> LaneObservation {
+        // A shipped lane with its flag off is not in use: the surface reads
+        // through its legacy path, which today's lane of the same user
+        // models.
+        let online = online && (self.lane.kind() == LaneKind::Today || self.lane.flag());
         let rows = self.lane.rows();
+        let rows = &rows;
         let view = rows
             .iter()
             .map(|(doc_key, row)| {
@@ -216,6 +354,8 @@ impl Lane {
         LaneObservation {
             surface: self.surface,
             user: self.user,
+            kind: self.lane.kind(),
+            live: self.lane.is_live(),
             source: if self.lane.flag() {
                 LaneSource::Khala
             } else {
@@ -224,7 +364,10 @@ impl Lane {
             online,
             watermark: self.lane.watermark(WORKER_TOPIC),
             view,
-            documents: self.lane.view(),
+            documents: rows
+                .iter()
+                .map(|(doc_key, row)| (doc_key.clone(), row.payload.clone()))
+                .collect(),
             cache,
             deliveries: std::mem::take(&mut self.deliveries),
             subscribes: std::mem::take(&mut self.subscribes),
@@ -267,6 +410,7 @@ impl Delivery {
             eager: !start.flags.all_off() || start.rollout_stage.is_some(),
             pool,
             clock,
+            shipped_clients: start.shipped_clients.clone(),
             running: None,
         }
     }
@@ -314,6 +458,11 @@ impl Delivery {
                 }
             }
             Step::RestartSyncServer => running.restart(&pool, &clock, index).await?,
+            Step::AdvanceTime { seconds } => {
+                running
+                    .advance_time(&clock, TimeDelta::seconds(*seconds), index, |_| false)
+                    .await?;
+            }
             _ => {}
         }
         Ok(())
@@ -351,6 +500,8 @@ impl Delivery {
             truth,
             woken_head: 0,
             retention: None,
+            next_tick_at: None,
+            liveness_wait_seconds: None,
             _stores: stores,
             _live: Live::new(),
         };
@@ -367,6 +518,18 @@ impl Delivery {
                 )?;
                 lane.polled_head =
                     (!lane.lane.flag()).then_some(running.worker_truth().allocated_head);
+                running.lanes.push(lane);
+            }
+        }
+        for surface in self.shipped_clients.clone() {
+            for user in ClientUser::ALL {
+                let lane = running.new_shipped_lane(
+                    surface,
+                    user,
+                    oracle.flag(surface, user),
+                    &self.clock,
+                    index,
+                )?;
                 running.lanes.push(lane);
             }
         }
@@ -439,6 +602,10 @@ impl Delivery {
         futures::future::try_join_all(settling)
             .await
             .map_err(|error| failed(index, error))?;
+        if matches!(step, Step::Quiesce) {
+            let clock = self.clock.clone();
+            running.await_liveness(&clock, index).await?;
+        }
         Ok(Some(running.observe(oracle, current)))
     }
 
@@ -446,7 +613,7 @@ impl Delivery {
     pub async fn finish(&mut self) {
         if let Some(mut running) = self.running.take() {
             for lane in &mut running.lanes {
-                lane.lane.disconnect().await;
+                let _disconnecting_never_fails = lane.lane.run(Op::Disconnect).await;
             }
             if let Some(server) = running.server.take() {
                 let _stopped_with_the_case = server.shutdown().await;
@@ -468,6 +635,11 @@ async fn settle_lane(
             lane.polled_head = Some(truth.allocated_head);
         }
     } else if resume && flag {
+        lane.run(Op::Reconnect, truth).await?;
+    } else if flag && lane.lane.kind() == LaneKind::Today && !lane.lane.is_connected() {
+        // The server closed the socket as time passed (legacy lanes never
+        // heartbeat): today's lane reconnects as the TS client does, at
+        // once; the shipped lane waits for its backoff.
         lane.run(Op::Reconnect, truth).await?;
     }
     if lane.lane.flag() {
@@ -541,14 +713,71 @@ impl Running {
         Ok(Lane {
             surface,
             user,
-            lane: ClientLane::with_http_client(
+            lane: LaneModel::Today(ClientLane::with_http_client(
                 config,
                 flag,
                 tokens,
                 store.clone(),
                 legacy,
                 self.http.clone(),
-            ),
+            )),
+            store,
+            resume: false,
+            polled_head: None,
+            deliveries: Vec::new(),
+            subscribes: Vec::new(),
+        })
+    }
+
+    fn new_shipped_lane(
+        &self,
+        surface: Surface,
+        user: ClientUser,
+        flag: bool,
+        clock: &Arc<ManualClock>,
+        index: usize,
+    ) -> Result<Lane, DriverError> {
+        let server = self.server.as_ref().ok_or_else(|| {
+            failed(
+                index,
+                std::io::Error::other("the sync server is not running"),
+            )
+        })?;
+        let websocket_url = server.http_url(WEBSOCKET_PATH).replace("http://", "ws://");
+        let issuer = self.issuer.clone();
+        let token_clock = clock.clone();
+        let id = user_id(user);
+        let tokens: Arc<dyn TokenSource> = Arc::new(move || {
+            issuer
+                .issue(id, &[WORKER_TOPIC.to_owned()], token_clock.now())
+                .map(|issued| issued.token)
+                .map_err(|error| error.to_string())
+        });
+        // The same stores as the surface's own: in memory on the web,
+        // persisted on mobile (a directory of its own).
+        let store: Arc<dyn WatermarkStore> = match surface {
+            Surface::Mobile | Surface::Desktop => {
+                let directory = self._stores.path().join(format!(
+                    "shipped-{}-{}",
+                    surface.as_str(),
+                    user.as_str()
+                ));
+                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
+                Arc::new(PersistedWatermarkStore::new(&directory))
+            }
+            Surface::Web => Arc::new(MemoryWatermarkStore::new()),
+        };
+        let config = ShippedConfig {
+            surface,
+            websocket_url,
+            topics: vec![WORKER_TOPIC.to_owned()],
+            frame_timeout: LANE_FRAME_TIMEOUT,
+        };
+        let clock: Arc<dyn Clock> = clock.clone();
+        Ok(Lane {
+            surface,
+            user,
+            lane: LaneModel::Shipped(ShippedLane::new(config, flag, tokens, store.clone(), clock)),
             store,
             resume: false,
             polled_head: None,
@@ -646,12 +875,164 @@ impl Running {
         .await
         .map_err(|error| failed(index, error))?;
         self.server = Some(server);
+        let truth = self.worker_truth();
+        let mut noticing = Vec::new();
         for lane in &mut self.lanes {
-            if lane.lane.flag() {
-                lane.resume = true;
+            match lane.lane.kind() {
+                LaneKind::Today if lane.lane.flag() => lane.resume = true,
+                // The shipped client notices its socket closed and
+                // reconnects on its own backoff, as time passes.
+                LaneKind::Shipped if lane.lane.is_connected() => {
+                    noticing.push(lane.run(Op::Drain(LANE_FRAME_TIMEOUT), truth));
+                }
+                _ => {}
             }
         }
+        futures::future::try_join_all(noticing)
+            .await
+            .map_err(|error| failed(index, error))?;
         Ok(())
+    }
+
+    /// Runs `op` on every online lane with its flag on of the given kind
+    /// (any kind when `None`) for which `pick` holds, concurrently.
+    async fn run_on_lanes(
+        &mut self,
+        op: Op,
+        kind: Option<LaneKind>,
+        pick: impl Fn(&Lane) -> bool,
+        index: usize,
+    ) -> Result<(), DriverError> {
+        let truth = self.worker_truth();
+        let offline = &self.offline;
+        let running = self
+            .lanes
+            .iter_mut()
+            .filter(|lane| {
+                !offline.contains(&lane.surface)
+                    && lane.lane.flag()
+                    && kind.is_none_or(|kind| lane.lane.kind() == kind)
+                    && pick(lane)
+            })
+            .map(|lane| lane.run(op, truth));
+        futures::future::try_join_all(running)
+            .await
+            .map_err(|error| failed(index, error))?;
+        Ok(())
+    }
+
+    /// Time passes by `total` on the case clock, or until `stop` holds:
+    /// the server's heartbeat ticks every period (today's surfaces' timers
+    /// fire with them), its idle sweep after every event, and each shipped
+    /// client's reconnect when its backoff falls due, in clock order.
+    /// Returns the time that passed.
+    async fn advance_time(
+        &mut self,
+        clock: &Arc<ManualClock>,
+        total: TimeDelta,
+        index: usize,
+        stop: impl Fn(&Running) -> bool,
+    ) -> Result<TimeDelta, DriverError> {
+        let began = clock.now();
+        let end = began + total;
+        let period = heartbeat_period(&self.config);
+        // Ticks that fell due during a jump (retention) are not replayed:
+        // the first tick after it times out what they would have.
+        let mut next_tick_at = self.next_tick_at.unwrap_or(began + period);
+        while next_tick_at <= began {
+            next_tick_at += period;
+        }
+        self.next_tick_at = Some(next_tick_at);
+        while !stop(self) {
+            let now = clock.now();
+            if now >= end {
+                break;
+            }
+            let reconnect_due = self
+                .lanes
+                .iter()
+                .filter_map(|lane| match &lane.lane {
+                    LaneModel::Shipped(shipped) => shipped.reconnect_due_at(),
+                    LaneModel::Today(_) => None,
+                })
+                .filter(|due| *due > now)
+                .min();
+            let next = [self.next_tick_at, reconnect_due, Some(end)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end);
+            clock.advance(next - now);
+            let server = self.server.as_ref().ok_or_else(|| {
+                failed(
+                    index,
+                    std::io::Error::other("the sync server is not running"),
+                )
+            })?;
+            if let Some(due) = self.next_tick_at
+                && next >= due
+            {
+                self.next_tick_at = Some(due + period);
+                server.tick_heartbeats().await;
+                self.run_on_lanes(Op::TickFrame, None, |_| true, index)
+                    .await?;
+                self.run_on_lanes(Op::Tick, Some(LaneKind::Today), |_| true, index)
+                    .await?;
+            }
+            let server = self.server.as_ref().ok_or_else(|| {
+                failed(
+                    index,
+                    std::io::Error::other("the sync server is not running"),
+                )
+            })?;
+            let closed = server.close_idle_sockets().await;
+            if closed > 0 {
+                // Only a socket whose channel stopped can be idle: every
+                // live channel was pushed a frame by the tick.
+                let candidates = |lane: &Lane| lane.lane.is_connected() && !lane.lane.is_live();
+                let count = self.lanes.iter().filter(|lane| candidates(lane)).count();
+                let quiet = if closed >= count {
+                    LANE_FRAME_TIMEOUT
+                } else {
+                    IDLE_DRAIN_QUIET
+                };
+                self.run_on_lanes(Op::Drain(quiet), None, candidates, index)
+                    .await?;
+            }
+            self.run_on_lanes(Op::Tick, Some(LaneKind::Shipped), |_| true, index)
+                .await?;
+        }
+        Ok(clock.now() - began)
+    }
+
+    /// At quiescence: lets time pass, up to `LIVENESS_BOUND_SECONDS`,
+    /// until every online lane with its flag on has a live channel, then
+    /// brings each to the journal head. What is still not live is L1's.
+    async fn await_liveness(
+        &mut self,
+        clock: &Arc<ManualClock>,
+        index: usize,
+    ) -> Result<(), DriverError> {
+        let all_live = |running: &Running| {
+            running.lanes.iter().all(|lane| {
+                running.offline.contains(&lane.surface) || !lane.lane.flag() || lane.lane.is_live()
+            })
+        };
+        if all_live(self) {
+            return Ok(());
+        }
+        let waited = self
+            .advance_time(
+                clock,
+                TimeDelta::seconds(LIVENESS_BOUND_SECONDS),
+                index,
+                all_live,
+            )
+            .await?;
+        self.liveness_wait_seconds = Some(waited.num_seconds());
+        let head = self.worker_truth().journal_head;
+        self.run_on_lanes(Op::AwaitWatermark(head), None, |_| true, index)
+            .await
     }
 
     fn observe(&mut self, oracle: &Oracle, current: &Observation) -> ClientsObservation {
@@ -680,8 +1061,14 @@ impl Running {
             desktop,
             topics: self.truth.clone(),
             retention: self.retention.take(),
+            liveness_wait_seconds: self.liveness_wait_seconds.take(),
         }
     }
+}
+
+/// The server's heartbeat period as a clock step.
+fn heartbeat_period(config: &SyncConfig) -> TimeDelta {
+    TimeDelta::from_std(config.heartbeat_interval()).unwrap_or(TimeDelta::seconds(15))
 }
 
 /// Every topic's allocated and journal heads, keeping the pruned-through

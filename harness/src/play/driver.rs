@@ -687,7 +687,8 @@ async fn apply(
         | Step::RunRetention
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
-        | Step::RestartSyncServer => {
+        | Step::RestartSyncServer
+        | Step::AdvanceTime { .. } => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
         Step::BreakConvex { fault } => slot.proxy.set_mode(match fault {

@@ -89,6 +89,9 @@ pub fn describe_step(step: &Step) -> String {
             format!("the {} clients reconnect and resume", surface.as_str())
         }
         Step::RestartSyncServer => "the sync server restarts".to_owned(),
+        Step::AdvanceTime { seconds } => {
+            format!("{seconds} s pass for the sync server and the clients")
+        }
         Step::Heal => "every fault ends".to_owned(),
         Step::Quiesce => "everything heals and the system catches up (quiesce)".to_owned(),
     }
@@ -224,6 +227,8 @@ fn reason_meaning(reason_class: &str) -> String {
         "checkpoint_lag" => "the checkpoint is behind the runtime and nothing will move it".into(),
         "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
         "convex_hash_mismatch" => "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else".into(),
+        "not_live_within_bound" => "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing".into(),
+        "never_converges" => "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again".into(),
         "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
         "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),
         other => format!("the check classed it `{other}`"),

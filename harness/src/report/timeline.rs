@@ -118,7 +118,8 @@ fn marker_of(step: &Step) -> Option<Marker> {
         Step::RunRetention
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
-        | Step::RestartSyncServer => Marker::Delivery,
+        | Step::RestartSyncServer
+        | Step::AdvanceTime { .. } => Marker::Delivery,
         _ => return None,
     })
 }
@@ -584,6 +585,7 @@ pub fn short_label(step: &Step) -> String {
         Step::DisconnectClient { surface } => format!("{} drop", surface.as_str()),
         Step::ReconnectClient { surface } => format!("{} resume", surface.as_str()),
         Step::RestartSyncServer => "sync restart".to_owned(),
+        Step::AdvanceTime { seconds } => format!("+{seconds}s"),
         Step::Heal => "heal".to_owned(),
         Step::Quiesce => "quiesce".to_owned(),
     }

@@ -222,6 +222,8 @@ pub struct LaneStats {
     pub stale_cursors: usize,
     pub batches: usize,
     pub heartbeats_sent: usize,
+    /// `sync:heartbeat` pushes received from the server.
+    pub heartbeats_seen: usize,
     pub channel_closes_seen: usize,
     /// Every `(topic, watermark)` of a journal row received in an update
     /// batch, in order (snapshot rows are not journal rows: not listed).
@@ -252,18 +254,21 @@ struct Socket {
     join_ref: String,
     /// What the lane believes; legacy (B12) never learns of a `phx_close`.
     channel_open: bool,
+    /// The server stopped the channel (`phx_close` seen since the last
+    /// join), whatever the lane believes: no push will come on it.
+    channel_stopped: bool,
 }
 
 /// A frame `[join_ref, ref, topic, event, payload]`.
-struct Frame {
-    reference: Option<String>,
-    topic: String,
-    event: String,
-    payload: Value,
+pub(crate) struct Frame {
+    pub(crate) reference: Option<String>,
+    pub(crate) topic: String,
+    pub(crate) event: String,
+    pub(crate) payload: Value,
 }
 
 impl Frame {
-    fn parse(text: &str) -> Option<Frame> {
+    pub(crate) fn parse(text: &str) -> Option<Frame> {
         let Value::Array(mut parts) = serde_json::from_str(text).ok()? else {
             return None;
         };
@@ -470,6 +475,7 @@ impl ClientLane {
             next_ref: 0,
             join_ref: String::new(),
             channel_open: false,
+            channel_stopped: false,
         });
         self.stats.connects += 1;
         self.join_and_subscribe().await
@@ -500,6 +506,7 @@ impl ClientLane {
         }
         if let Some(socket) = self.socket.as_mut() {
             socket.channel_open = true;
+            socket.channel_stopped = false;
         }
         self.stats.joins += 1;
         for _ in 0..STALE_CURSOR_ROUNDS_MAX {
@@ -700,6 +707,53 @@ impl ClientLane {
         Ok(())
     }
 
+    /// Connected with a channel the server still runs: pushes reach it.
+    pub fn is_live(&self) -> bool {
+        self.socket
+            .as_ref()
+            .is_some_and(|socket| !socket.channel_stopped)
+    }
+
+    /// After a server heartbeat tick: a live channel got exactly one
+    /// `sync:heartbeat` or `phx_close`; reads up to it. A closed socket is
+    /// noticed (the next `tick` reconnects), not an error.
+    pub async fn await_tick_frame(&mut self) -> Result<(), ClientError> {
+        let before = (self.stats.channel_closes_seen, self.stats.heartbeats_seen);
+        while self.is_live()
+            && (self.stats.channel_closes_seen, self.stats.heartbeats_seen) == before
+        {
+            match self.next_event().await {
+                Ok(_) => {}
+                Err(error) if matches!(error.kind, ClientErrorKind::Closed) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what has arrived until `quiet` passes without a frame or the
+    /// socket closes (after an idle sweep that closed sockets).
+    pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
+        let timeout = std::mem::replace(&mut self.config.frame_timeout, quiet);
+        let mut result = Ok(());
+        while self.socket.is_some() {
+            match self.next_event().await {
+                Ok(_) => {}
+                Err(error) => {
+                    if !matches!(
+                        error.kind,
+                        ClientErrorKind::Closed | ClientErrorKind::TimedOut(_)
+                    ) {
+                        result = Err(error);
+                    }
+                    break;
+                }
+            }
+        }
+        self.config.frame_timeout = timeout;
+        result
+    }
+
     /// What the surface does on each of its timer ticks. Hardened (B12
     /// fixed): rejoin a channel the server closed, or send `sync:heartbeat`
     /// and await its reply. Legacy: nothing at all. Both reconnect a socket
@@ -735,7 +789,10 @@ impl ClientLane {
     async fn handle_frame(&mut self, frame: Frame) -> Result<LaneEvent, ClientError> {
         match (frame.topic.as_str(), frame.event.as_str()) {
             (CHANNEL_TOPIC, "sync:update_batch") => self.apply_batch(&frame.payload).await,
-            (CHANNEL_TOPIC, "sync:heartbeat") => Ok(LaneEvent::Heartbeat),
+            (CHANNEL_TOPIC, "sync:heartbeat") => {
+                self.stats.heartbeats_seen += 1;
+                Ok(LaneEvent::Heartbeat)
+            }
             (CHANNEL_TOPIC, "sync:error") => {
                 let stale = stale_topics(&frame.payload);
                 self.stats.stale_cursors += 1;
@@ -746,6 +803,9 @@ impl ClientLane {
             }
             (CHANNEL_TOPIC, "phx_close") => {
                 self.stats.channel_closes_seen += 1;
+                if let Some(socket) = self.socket.as_mut() {
+                    socket.channel_stopped = true;
+                }
                 // The TS client ignores `phx_close` (B12); the hardened lane
                 // notes it and rejoins on its next tick.
                 if !self.config.switches.b12_no_client_heartbeat
@@ -812,7 +872,7 @@ impl ClientLane {
 }
 
 /// The topics of a `stale_cursor` payload.
-fn stale_topics(payload: &Value) -> Vec<String> {
+pub(crate) fn stale_topics(payload: &Value) -> Vec<String> {
     payload
         .get("stale_topics")
         .and_then(Value::as_array)

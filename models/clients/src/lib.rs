@@ -9,6 +9,7 @@ pub mod apply;
 pub mod error;
 pub mod flags;
 pub mod lane;
+pub mod shipped;
 pub mod switches;
 pub mod watermark_store;
 
@@ -19,5 +20,6 @@ pub use lane::{
     ClientLane, ConvexReadPath, HydrationReadPath, LaneConfig, LaneEvent, LaneStats,
     LegacyReadPath, TokenSource,
 };
+pub use shipped::{ShippedConfig, ShippedLane};
 pub use switches::ClientSwitches;
 pub use watermark_store::{MemoryWatermarkStore, PersistedWatermarkStore, WatermarkStore};
