@@ -660,6 +660,52 @@ impl Running {
         self.truth.get(WORKER_TOPIC).copied().unwrap_or_default()
     }
 
+    /// The running sync server the lanes connect to.
+    fn server(&self, index: usize) -> Result<&SyncServerHandle, DriverError> {
+        self.server.as_ref().ok_or_else(|| {
+            failed(
+                index,
+                std::io::Error::other("the sync server is not running"),
+            )
+        })
+    }
+
+    /// Tokens for `user` on the worker topic, issued on the case clock.
+    fn tokens(&self, user: ClientUser, clock: &Arc<ManualClock>) -> Arc<dyn TokenSource> {
+        let issuer = self.issuer.clone();
+        let token_clock = clock.clone();
+        let id = user_id(user);
+        Arc::new(move || {
+            issuer
+                .issue(id, &[WORKER_TOPIC.to_owned()], token_clock.now())
+                .map(|issued| issued.token)
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    /// A surface's watermark store: in memory on the web, persisted on
+    /// mobile and desktop in a directory named `<prefix><surface>-<user>`.
+    fn store(
+        &self,
+        surface: Surface,
+        prefix: &str,
+        user: ClientUser,
+        index: usize,
+    ) -> Result<Arc<dyn WatermarkStore>, DriverError> {
+        Ok(match surface {
+            Surface::Mobile | Surface::Desktop => {
+                let directory = self._stores.path().join(format!(
+                    "{prefix}{}-{}",
+                    surface.as_str(),
+                    user.as_str()
+                ));
+                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
+                Arc::new(PersistedWatermarkStore::new(&directory))
+            }
+            Surface::Web => Arc::new(MemoryWatermarkStore::new()),
+        })
+    }
+
     fn new_lane(
         &self,
         surface: Surface,
@@ -669,40 +715,17 @@ impl Running {
         clock: &Arc<ManualClock>,
         index: usize,
     ) -> Result<Lane, DriverError> {
-        let server = self.server.as_ref().ok_or_else(|| {
-            failed(
-                index,
-                std::io::Error::other("the sync server is not running"),
-            )
-        })?;
+        let server = self.server(index)?;
         let websocket_url = server.http_url(WEBSOCKET_PATH).replace("http://", "ws://");
         let http_base = server.http_url("");
-        let issuer = self.issuer.clone();
-        let token_clock = clock.clone();
-        let id = user_id(user);
-        let tokens: Arc<dyn TokenSource> = Arc::new(move || {
-            issuer
-                .issue(id, &[WORKER_TOPIC.to_owned()], token_clock.now())
-                .map(|issued| issued.token)
-                .map_err(|error| error.to_string())
-        });
+        let tokens = self.tokens(user, clock);
         let legacy: Arc<dyn LegacyReadPath> = Arc::new(HydrationReadPath::with_http_client(
             &http_base,
             WORKER_TOPIC,
             tokens.clone(),
             self.http.clone(),
         ));
-        let store: Arc<dyn WatermarkStore> = match surface {
-            Surface::Mobile | Surface::Desktop => {
-                let directory =
-                    self._stores
-                        .path()
-                        .join(format!("{}-{}", surface.as_str(), user.as_str()));
-                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
-                Arc::new(PersistedWatermarkStore::new(&directory))
-            }
-            Surface::Web => Arc::new(MemoryWatermarkStore::new()),
-        };
+        let store = self.store(surface, "", user, index)?;
         let mut config = LaneConfig::new(
             surface,
             ClientSwitches::new(profile),
@@ -737,36 +760,14 @@ impl Running {
         clock: &Arc<ManualClock>,
         index: usize,
     ) -> Result<Lane, DriverError> {
-        let server = self.server.as_ref().ok_or_else(|| {
-            failed(
-                index,
-                std::io::Error::other("the sync server is not running"),
-            )
-        })?;
-        let websocket_url = server.http_url(WEBSOCKET_PATH).replace("http://", "ws://");
-        let issuer = self.issuer.clone();
-        let token_clock = clock.clone();
-        let id = user_id(user);
-        let tokens: Arc<dyn TokenSource> = Arc::new(move || {
-            issuer
-                .issue(id, &[WORKER_TOPIC.to_owned()], token_clock.now())
-                .map(|issued| issued.token)
-                .map_err(|error| error.to_string())
-        });
+        let websocket_url = self
+            .server(index)?
+            .http_url(WEBSOCKET_PATH)
+            .replace("http://", "ws://");
+        let tokens = self.tokens(user, clock);
         // The same stores as the surface's own: in memory on the web,
         // persisted on mobile (a directory of its own).
-        let store: Arc<dyn WatermarkStore> = match surface {
-            Surface::Mobile | Surface::Desktop => {
-                let directory = self._stores.path().join(format!(
-                    "shipped-{}-{}",
-                    surface.as_str(),
-                    user.as_str()
-                ));
-                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
-                Arc::new(PersistedWatermarkStore::new(&directory))
-            }
-            Surface::Web => Arc::new(MemoryWatermarkStore::new()),
-        };
+        let store = self.store(surface, "shipped-", user, index)?;
         let config = ShippedConfig {
             surface,
             websocket_url,
