@@ -285,7 +285,12 @@ pub fn check_regressions_writable(dir: &Path) -> Result<(), RunError> {
 /// or, when that file exists, with the first free `-2`, `-3`, … suffix: a
 /// stored case is a user's evidence and is never replaced.
 pub fn store_finding(dir: &Path, scenario: &str, finding: &Finding) -> Result<PathBuf, RunError> {
-    let base = report::regression_path(dir, scenario, finding.invariant, &finding.reason_class);
+    let base = report::regression_path(
+        dir,
+        scenario,
+        finding.invariant,
+        finding.reason_class.name(),
+    );
     let text = serde_json::to_string_pretty(&finding.case)
         .map_err(io::Error::other)
         .map_err(|source| RunError::StoreFinding {
@@ -338,7 +343,7 @@ fn known_signatures(stored: &ScenarioRun, scenario: &str) -> BTreeSet<Signature>
                 .is_some_and(|origin| origin.scenario == scenario)
         })
         .flat_map(|finding| &finding.violations)
-        .map(|violation| (violation.invariant, violation.reason_class.clone()))
+        .map(|violation| (violation.invariant, violation.reason_class))
         .collect()
 }
 
@@ -420,11 +425,12 @@ pub fn run_scenarios(
 mod tests {
     use super::*;
     use crate::model::case::{IdStyle, Origin, Start};
+    use crate::model::reason::StoreClass;
 
     fn finding(case_index: u32) -> Finding {
         Finding {
             invariant: "X1",
-            reason_class: "khala_missing".to_owned(),
+            reason_class: StoreClass::KhalaMissing.into(),
             case: Case {
                 schema: CASE_SCHEMA.to_owned(),
                 profile: Profile::Legacy,
@@ -436,7 +442,7 @@ mod tests {
                     seed: 1,
                     code_version: "test".to_owned(),
                     invariant: "X1".to_owned(),
-                    reason_class: "khala_missing".to_owned(),
+                    reason_class: StoreClass::KhalaMissing.into(),
                     case_index: Some(case_index),
                     reproduced: true,
                 }),

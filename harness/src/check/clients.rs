@@ -3,11 +3,12 @@
 //! subscribe was answered, and what a retention run did.
 
 use super::invariants::{Recorder, differing_keys};
-use crate::model::catalogue::Violation;
 use crate::model::observation::{Observation, document_seq};
+use crate::model::reason::{DeliveryClass, JournalClass, LaneClass};
 use crate::model::trace::{
     ClientsObservation, LaneKind, LaneObservation, LaneSource, RetentionRun,
 };
+use crate::model::violation::Violation;
 use crate::oracle::{Oracle, semantic_part};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -69,14 +70,14 @@ fn check_view_monotone(
         match lane.view.get(key) {
             None => {
                 let detail = format!("the {} no longer shows it", lane_name(lane));
-                recorder.record("X4", "view_lost_document", Some(key), detail, None);
+                recorder.record(LaneClass::ViewLostDocument, Some(key), detail, None);
             }
             Some(seq) if seq < seq_before => {
                 let detail = format!(
                     "the {} went from seq {seq_before} to {seq}",
                     lane_name(lane)
                 );
-                recorder.record("X4", "view_regressed", Some(key), detail, None);
+                recorder.record(LaneClass::ViewRegressed, Some(key), detail, None);
             }
             Some(_) => {}
         }
@@ -99,7 +100,7 @@ fn check_watermark_monotone(
             lane_name(lane),
             lane.watermark
         );
-        recorder.record("D7", "watermark_regressed", None, detail, None);
+        recorder.record(DeliveryClass::WatermarkRegressed, None, detail, None);
     }
 }
 
@@ -111,8 +112,8 @@ fn check_deliveries(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
         let mut reached = if run.rehydrated { None } else { run.from };
         for watermark in &run.watermarks {
             let class = match reached {
-                Some(reached) if *watermark <= reached => Some("delivery_duplicate"),
-                Some(reached) if *watermark > reached + 1 => Some("delivery_gap"),
+                Some(reached) if *watermark <= reached => Some(DeliveryClass::DeliveryDuplicate),
+                Some(reached) if *watermark > reached + 1 => Some(DeliveryClass::DeliveryGap),
                 _ => None,
             };
             if let Some(class) = class {
@@ -122,7 +123,7 @@ fn check_deliveries(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
                     run.from,
                     run.watermarks
                 );
-                recorder.record("D2", class, None, detail, None);
+                recorder.record(class, None, detail, None);
                 break;
             }
             reached = Some(reached.map_or(*watermark, |reached| reached.max(*watermark)));
@@ -156,14 +157,14 @@ fn check_subscribes(recorder: &mut Recorder<'_>, current: &Observation, lane: &L
                 .collect::<Vec<String>>()
         };
         let (class, missed) = match (attempt.stale, attempt.cursor) {
-            (false, Some(_)) if below => ("below_floor_accepted", Vec::new()),
-            (false, _) if ahead => ("ahead_of_head_accepted", Vec::new()),
+            (false, Some(_)) if below => (DeliveryClass::BelowFloorAccepted, Vec::new()),
+            (false, _) if ahead => (DeliveryClass::AheadOfHeadAccepted, Vec::new()),
             (false, None) if attempt.floor > 0 => match missing() {
                 missed if missed.is_empty() => continue,
-                missed => ("no_cursor_after_prune_accepted", missed),
+                missed => (DeliveryClass::NoCursorAfterPruneAccepted, missed),
             },
-            (true, None) => ("no_cursor_refused", Vec::new()),
-            (true, Some(_)) if !below && !ahead => ("refused_in_range", Vec::new()),
+            (true, None) => (DeliveryClass::NoCursorRefused, Vec::new()),
+            (true, Some(_)) if !below && !ahead => (DeliveryClass::RefusedInRange, Vec::new()),
             _ => continue,
         };
         let detail = format!(
@@ -183,7 +184,15 @@ fn check_subscribes(recorder: &mut Recorder<'_>, current: &Observation, lane: &L
                 format!(", and its cache lacks {}", missed.join(", "))
             }
         );
-        recorder.record("D3", class, None, detail, None);
+        recorder.record(class, None, detail, None);
+    }
+}
+
+/// The X3 class of a lane reading `source`.
+fn lane_class(source: LaneSource, khala: LaneClass, polling: LaneClass) -> LaneClass {
+    match source {
+        LaneSource::Khala => khala,
+        LaneSource::Polling => polling,
     }
 }
 
@@ -199,7 +208,6 @@ fn check_view_converged(
     if !oracle.sink_mode().writes_khala() {
         return;
     }
-    let source = lane.source.as_str();
     for (key, expected) in oracle.client_documents() {
         let source_right = current.khala.get(&key).is_some_and(|(_, payload)| {
             differing_keys(&expected, &semantic_part(payload)).is_empty()
@@ -209,7 +217,11 @@ fn check_view_converged(
         }
         let shown = lane.documents.get(&key);
         let class = match shown {
-            None => format!("{source}_lane_missing"),
+            None => lane_class(
+                lane.source,
+                LaneClass::KhalaLaneMissing,
+                LaneClass::PollingLaneMissing,
+            ),
             Some(document) => {
                 let differing = differing_keys(&expected, &semantic_part(document));
                 if differing.is_empty() {
@@ -217,9 +229,17 @@ fn check_view_converged(
                 }
                 let expected_seq = document_seq(&expected);
                 if document_seq(document) < expected_seq {
-                    format!("{source}_lane_stale")
+                    lane_class(
+                        lane.source,
+                        LaneClass::KhalaLaneStale,
+                        LaneClass::PollingLaneStale,
+                    )
                 } else {
-                    format!("{source}_lane_wrong")
+                    lane_class(
+                        lane.source,
+                        LaneClass::KhalaLaneWrong,
+                        LaneClass::PollingLaneWrong,
+                    )
                 }
             }
         };
@@ -229,7 +249,7 @@ fn check_view_converged(
             shown.and_then(document_seq),
             document_seq(&expected)
         );
-        recorder.record("X3", &class, Some(&key), detail, Some(expected));
+        recorder.record(class, Some(&key), detail, Some(expected));
     }
 }
 
@@ -247,10 +267,12 @@ fn check_cache_converged(
         .collect();
     for (key, (version, payload)) in rows {
         let class = match lane.cache.get(key) {
-            None => "cache_missing",
-            Some(cached) if cached.doc_version < *version => "cache_stale",
-            Some(cached) if cached.doc_version > *version => "cache_diverged",
-            Some(cached) if cached.payload.as_ref() != Some(payload) => "cache_diverged",
+            None => DeliveryClass::CacheMissing,
+            Some(cached) if cached.doc_version < *version => DeliveryClass::CacheStale,
+            Some(cached) if cached.doc_version > *version => DeliveryClass::CacheDiverged,
+            Some(cached) if cached.payload.as_ref() != Some(payload) => {
+                DeliveryClass::CacheDiverged
+            }
             Some(_) => continue,
         };
         let detail = format!(
@@ -258,7 +280,7 @@ fn check_cache_converged(
             lane_name(lane),
             lane.cache.get(key).map(|cached| cached.doc_version)
         );
-        recorder.record("D7", class, Some(key), detail, None);
+        recorder.record(class, Some(key), detail, None);
     }
 }
 
@@ -280,7 +302,7 @@ fn check_liveness(
             "the {} has no live channel after {waited} s of advanced time",
             lane_name(lane)
         );
-        recorder.record("L1", "not_live_within_bound", None, detail, None);
+        recorder.record(DeliveryClass::NotLiveWithinBound, None, detail, None);
         return;
     }
     let journal_head = clients
@@ -303,7 +325,7 @@ fn check_liveness(
             "the {} is live at the journal head {journal_head} but caches {cached:?} where the read model holds version {version}",
             lane_name(lane)
         );
-        recorder.record("L1", "never_converges", Some(key), detail, None);
+        recorder.record(DeliveryClass::NeverConverges, Some(key), detail, None);
     }
 }
 
@@ -324,19 +346,19 @@ fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTr
         let old = stamp.inserted_at < run.cutoff;
         removed += u64::from(!kept);
         let class = match (old, kept) {
-            (true, true) => "old_row_retained",
-            (false, false) => "new_row_deleted",
+            (true, true) => JournalClass::OldRowRetained,
+            (false, false) => JournalClass::NewRowDeleted,
             _ => continue,
         };
         let detail = format!(
             "topic {} watermark {} inserted at {} with cutoff {}",
             stamp.topic, stamp.watermark, stamp.inserted_at, run.cutoff
         );
-        recorder.record("R1", class, None, detail, None);
+        recorder.record(class, None, detail, None);
     }
     if removed != run.deleted {
         let detail = format!("the job reported {} deleted, {removed} were", run.deleted);
-        recorder.record("R1", "deleted_count_wrong", None, detail, None);
+        recorder.record(JournalClass::DeletedCountWrong, None, detail, None);
     }
     let mut oldest: BTreeMap<&str, i64> = BTreeMap::new();
     for stamp in &run.after {
@@ -352,7 +374,7 @@ fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTr
             let detail = format!(
                 "topic {topic}: the job reported oldest {reported:?}, the journal holds {actual:?}"
             );
-            recorder.record("R1", "oldest_retained_wrong", None, detail, None);
+            recorder.record(JournalClass::OldestRetainedWrong, None, detail, None);
         }
     }
 }
@@ -440,7 +462,12 @@ mod tests {
     fn ids(found: &[Violation]) -> Vec<(&'static str, String)> {
         found
             .iter()
-            .map(|violation| (violation.invariant, violation.reason_class.clone()))
+            .map(|violation| {
+                (
+                    violation.invariant,
+                    violation.reason_class.name().to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -451,16 +478,6 @@ mod tests {
         clients: &ClientsObservation,
     ) -> Vec<(&'static str, String)> {
         ids(&check_clients(oracle, current, previous, clients, 4, true))
-    }
-
-    #[test]
-    fn client_reason_classes_are_not_listed_twice() {
-        for class in crate::model::catalogue::CLIENT_REASON_CLASSES {
-            assert!(
-                !crate::model::catalogue::KNOWN_REASON_CLASSES.contains(class),
-                "{class} is listed in gate::KNOWN_REASON_CLASSES too"
-            );
-        }
     }
 
     #[test]

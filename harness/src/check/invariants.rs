@@ -8,7 +8,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
-use crate::model::catalogue::{Severity, Violation, invariant};
+use crate::model::reason::{
+    AuditClass, CheckpointClass, JournalClass, ProjectionClass, ReasonClass, Store, StoreClass,
+};
+use crate::model::violation::Violation;
 
 pub(super) struct Recorder<'a> {
     step_index: usize,
@@ -25,15 +28,16 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Records a violation of the invariant `class` breaks, counted with
+    /// the class's severity.
     pub(super) fn record(
         &mut self,
-        id: &'static str,
-        reason_class: &str,
+        class: impl Into<ReasonClass>,
         document_id: Option<&str>,
         detail: String,
         expected: Option<Value>,
     ) {
-        let severity = invariant(id).map_or(Severity::Critical, |entry| entry.severity);
+        let reason_class = class.into();
         let khala = document_id
             .and_then(|key| self.observation.khala.get(key))
             .map(|(_, payload)| payload.clone());
@@ -44,9 +48,9 @@ impl<'a> Recorder<'a> {
             .and_then(|key| self.observation.checkpoints.get(key))
             .and_then(|checkpoint| serde_json::to_value(checkpoint).ok());
         self.found.push(Violation {
-            invariant: id,
-            severity,
-            reason_class: reason_class.to_owned(),
+            invariant: reason_class.invariant(),
+            severity: reason_class.severity(),
+            reason_class,
             document_id: document_id.map(str::to_owned),
             step_index: self.step_index,
             detail,
@@ -74,16 +78,16 @@ pub fn check_step(
         .map(|entity| (oracle.document_id(entity), oracle.latest_seq(entity)))
         .collect();
 
-    let stores: [(&str, Vec<(&String, &Value)>); 2] = [
+    let stores: [(Store, Vec<(&String, &Value)>); 2] = [
         (
-            "khala",
+            Store::Khala,
             current
                 .khala
                 .iter()
                 .map(|(key, (_, payload))| (key, payload))
                 .collect(),
         ),
-        ("convex", current.convex.iter().collect()),
+        (Store::Convex, current.convex.iter().collect()),
     ];
     for (store, documents) in &stores {
         for (key, document) in documents {
@@ -93,7 +97,7 @@ pub fn check_step(
                 let detail = format!(
                     "{store} holds key {key:?} with document_id {stated_id:?}; known to the runtime: {known}"
                 );
-                recorder.record("P1", "document_id_mismatch", Some(key), detail, None);
+                recorder.record(ProjectionClass::DocumentIdMismatch, Some(key), detail, None);
             }
             let seq = document_seq(document);
             let latest = document.get("latest_seq").and_then(Value::as_i64);
@@ -108,25 +112,24 @@ pub fn check_step(
                     "{store}: runtime_source.seq {seq:?}, latest_seq {latest:?}, event_count {count:?}, runtime seq {runtime}"
                 );
                 recorder.record(
-                    "P2",
-                    "sequence_fields_inconsistent",
+                    ProjectionClass::SequenceFieldsInconsistent,
                     Some(key),
                     detail,
                     None,
                 );
             }
-            let before = match *store {
-                "khala" => previous
+            let before = match store {
+                Store::Khala => previous
                     .khala
                     .get(key.as_str())
                     .and_then(|(_, payload)| document_seq(payload)),
-                _ => previous.convex.get(key.as_str()).and_then(document_seq),
+                Store::Convex => previous.convex.get(key.as_str()).and_then(document_seq),
             };
             if let (Some(before), Some(now)) = (before, seq)
                 && now < before
             {
                 let detail = format!("{store} went from seq {before} to {now}");
-                recorder.record("X7", &format!("{store}_regressed"), Some(key), detail, None);
+                recorder.record(store.regressed(), Some(key), detail, None);
             }
         }
     }
@@ -135,7 +138,7 @@ pub fn check_step(
         for (key, document) in documents {
             if let Some(extra_or_missing) = key_set_difference(document) {
                 let detail = format!("{store}: {extra_or_missing}");
-                recorder.record("P3", "key_set_wrong", Some(key), detail, None);
+                recorder.record(ProjectionClass::KeySetWrong, Some(key), detail, None);
             }
         }
     }
@@ -147,24 +150,18 @@ pub fn check_step(
         }
         for (store, written, held) in [
             (
-                "khala",
+                Store::Khala,
                 mode.writes_khala(),
                 current.khala.get(key).map(|(_, payload)| payload),
             ),
-            ("convex", mode.writes_convex(), current.convex.get(key)),
+            (Store::Convex, mode.writes_convex(), current.convex.get(key)),
         ] {
             if written && held.map(parity_hash).as_ref() != Some(&checkpoint.summary_hash) {
                 let detail = format!(
                     "the checkpoint moved to seq {} but {store} does not hold its document",
                     checkpoint.last_runtime_seq
                 );
-                recorder.record(
-                    "C2",
-                    &format!("checkpoint_ahead_of_{store}"),
-                    Some(key),
-                    detail,
-                    None,
-                );
+                recorder.record(store.checkpoint_ahead(), Some(key), detail, None);
             }
         }
     }
@@ -178,7 +175,12 @@ pub fn check_step(
                 "checkpoint went from {} to {}",
                 before.last_runtime_seq, checkpoint.last_runtime_seq
             );
-            recorder.record("C3", "checkpoint_regressed", Some(key), detail, None);
+            recorder.record(
+                CheckpointClass::CheckpointRegressed,
+                Some(key),
+                detail,
+                None,
+            );
         }
     }
 
@@ -196,7 +198,7 @@ pub fn check_step(
                     entry.watermark,
                     index + 1
                 );
-                recorder.record("W2", "journal_gap", Some(&entry.doc_key), detail, None);
+                recorder.record(JournalClass::JournalGap, Some(&entry.doc_key), detail, None);
                 break;
             }
         }
@@ -211,8 +213,7 @@ pub fn check_step(
                     before.unwrap_or_default()
                 );
                 recorder.record(
-                    "W3",
-                    "journal_version_regressed",
+                    JournalClass::JournalVersionRegressed,
                     Some(&entry.doc_key),
                     detail,
                     None,
@@ -341,7 +342,12 @@ pub fn check_redelivery(
             "a redelivery of a current entity changed {}",
             changed.join(", ")
         );
-        recorder.record("P4", "redelivery_not_idempotent", Some(&key), detail, None);
+        recorder.record(
+            ProjectionClass::RedeliveryNotIdempotent,
+            Some(&key),
+            detail,
+            None,
+        );
     }
     recorder.found
 }
@@ -371,8 +377,7 @@ pub fn check_catch_up(
                 comparison.khala_lag_drift
             );
             recorder.record(
-                "X6",
-                "lag_drift_after_catch_up",
+                AuditClass::LagDriftAfterCatchUp,
                 Some(&comparison.document_id),
                 detail,
                 None,
@@ -405,20 +410,18 @@ pub fn check_quiescence(
                 .is_none_or(|seq| seq < convex_seq)
         });
         for (store, written, held) in [
-            ("khala", mode.writes_khala(), khala),
-            ("convex", mode.writes_convex(), convex),
+            (Store::Khala, mode.writes_khala(), khala),
+            (Store::Convex, mode.writes_convex(), convex),
         ] {
             if !written {
                 continue;
             }
             let ahead_class =
-                (store == "khala" && convex_ahead).then(|| "convex_ahead_of_khala".to_owned());
+                (store == Store::Khala && convex_ahead).then_some(StoreClass::ConvexAheadOfKhala);
             match held {
                 None => {
-                    let class = ahead_class.unwrap_or_else(|| format!("{store}_missing"));
                     recorder.record(
-                        "X1",
-                        &class,
+                        ahead_class.unwrap_or(store.missing()),
                         Some(&key),
                         format!("{store} has no document"),
                         Some(expected.clone()),
@@ -434,18 +437,18 @@ pub fn check_quiescence(
                         // above 2^53 comes back as its nearest float, a loss
                         // of Convex's types rather than a wrong write.
                         let precision_lost =
-                            store == "convex" && int_precision_lost(&expected, &semantic);
+                            store == Store::Convex && int_precision_lost(&expected, &semantic);
                         let class = match (ahead_class, behind) {
                             (Some(class), _) => class,
-                            (None, _) if precision_lost => "convex_int_precision_lost".to_owned(),
-                            (None, true) => format!("{store}_stale"),
-                            (None, false) => format!("{store}_wrong"),
+                            (None, _) if precision_lost => StoreClass::ConvexIntPrecisionLost,
+                            (None, true) => store.stale(),
+                            (None, false) => store.wrong(),
                         };
                         let detail = format!(
                             "{store} differs from the oracle in {}",
                             differing.join(", ")
                         );
-                        recorder.record("X1", &class, Some(&key), detail, Some(expected.clone()));
+                        recorder.record(class, Some(&key), detail, Some(expected.clone()));
                     }
                 }
             }
@@ -458,19 +461,18 @@ pub fn check_quiescence(
             if !differing.is_empty() {
                 let detail = format!("khala and convex differ in {}", differing.join(", "));
                 let class = if int_precision_lost(&khala, &convex) {
-                    "convex_int_precision_lost"
+                    StoreClass::ConvexIntPrecisionLost
                 } else {
-                    "stores_differ"
+                    StoreClass::StoresDiffer
                 };
-                recorder.record("X1", class, Some(&key), detail, Some(expected.clone()));
+                recorder.record(class, Some(&key), detail, Some(expected.clone()));
             }
         }
         let runtime_seq = oracle.latest_seq(entity);
         match current.checkpoints.get(&key) {
             None => {
                 recorder.record(
-                    "X2",
-                    "checkpoint_missing",
+                    CheckpointClass::CheckpointMissing,
                     Some(&key),
                     format!("no checkpoint; runtime at {runtime_seq}"),
                     None,
@@ -482,23 +484,17 @@ pub fn check_quiescence(
                         "checkpoint at {}, runtime at {runtime_seq}",
                         checkpoint.last_runtime_seq
                     );
-                    recorder.record("X2", "checkpoint_lag", Some(&key), detail, None);
+                    recorder.record(CheckpointClass::CheckpointLag, Some(&key), detail, None);
                 }
                 for (store, written, held) in [
-                    ("khala", mode.writes_khala(), khala),
-                    ("convex", mode.writes_convex(), convex),
+                    (Store::Khala, mode.writes_khala(), khala),
+                    (Store::Convex, mode.writes_convex(), convex),
                 ] {
                     if let (true, Some(document)) = (written, held)
                         && parity_hash(document) != checkpoint.summary_hash
                     {
                         let detail = format!("checkpoint hash does not match the {store} document");
-                        recorder.record(
-                            "X2",
-                            &format!("{store}_hash_mismatch"),
-                            Some(&key),
-                            detail,
-                            None,
-                        );
+                        recorder.record(store.hash_mismatch(), Some(&key), detail, None);
                     }
                 }
             }
@@ -546,7 +542,7 @@ pub fn check_audit(
         let (class, detail) = if truth {
             let store = if khala_disagrees { "khala" } else { "convex" };
             (
-                "auditor_missed_drift",
+                AuditClass::AuditorMissedDrift,
                 format!(
                     "the auditor reports `{}` but {store} disagrees with the checkpoint",
                     comparison.reason_class.as_str()
@@ -554,14 +550,14 @@ pub fn check_audit(
             )
         } else {
             (
-                "auditor_false_alarm",
+                AuditClass::AuditorFalseAlarm,
                 format!(
                     "the auditor reports `{}` but every store agrees with the checkpoint",
                     comparison.reason_class.as_str()
                 ),
             )
         };
-        recorder.record("X5", class, Some(key), detail, None);
+        recorder.record(class, Some(key), detail, None);
     }
     recorder.found
 }
@@ -692,7 +688,12 @@ mod tests {
     fn ids(found: &[Violation]) -> Vec<(&'static str, String)> {
         found
             .iter()
-            .map(|violation| (violation.invariant, violation.reason_class.clone()))
+            .map(|violation| {
+                (
+                    violation.invariant,
+                    violation.reason_class.name().to_owned(),
+                )
+            })
             .collect()
     }
 

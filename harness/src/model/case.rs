@@ -3,6 +3,7 @@
 //! so that any subsequence of a case is a valid case (shrinking drops steps
 //! freely).
 
+use crate::model::reason::ReasonClass;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +194,7 @@ pub struct Origin {
     pub code_version: String,
     /// The invariant the case violates, and how.
     pub invariant: String,
-    pub reason_class: String,
+    pub reason_class: ReasonClass,
     /// Which of the scenario's generated cases showed the failure first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub case_index: Option<u32>,

@@ -1,8 +1,11 @@
 //! Plain data every other layer shares: cases and their steps, what the
-//! stores held after a step, the invariant catalogue. No I/O, no logic
-//! beyond constructors and lookups.
+//! stores held after a step, the invariant catalogue, its reason classes
+//! and the violations the checks record. No I/O, no logic beyond
+//! constructors and lookups.
 
 pub mod case;
 pub mod catalogue;
 pub mod observation;
+pub mod reason;
 pub mod trace;
+pub mod violation;

@@ -4,8 +4,8 @@
 //! `check`, drawn by `report`.
 
 use crate::model::case::{ClientUser, Step, Surface};
-use crate::model::catalogue::Violation;
 use crate::model::observation::Observation;
+use crate::model::violation::Violation;
 use chrono::NaiveDateTime;
 use khala_runtime::auditor::CycleSummary;
 use serde_json::Value;

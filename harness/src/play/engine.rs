@@ -7,9 +7,10 @@
 
 use crate::check::metrics::RunMetrics;
 use crate::model::case::{Case, Origin};
-use crate::model::catalogue::Violation;
+use crate::model::reason::{HarnessClass, ReasonClass};
 use crate::model::trace::CaseResult;
 use crate::model::trace::StepTrace;
+use crate::model::violation::Violation;
 use crate::plan::coverage::{Coverage, ScenarioCoverage};
 use crate::plan::generate;
 use crate::plan::scenario::Scenario;
@@ -69,13 +70,13 @@ pub struct PlantedFlakiness {
 }
 
 /// The reason class of the planted flaky check's violations.
-pub const PLANTED_FLAKY_REASON: &str = "planted_flaky";
+pub const PLANTED_FLAKY_REASON: ReasonClass = ReasonClass::Harness(HarnessClass::PlantedFlaky);
 
 /// A failure, shrunk.
 #[derive(Clone, Debug)]
 pub struct Finding {
     pub invariant: &'static str,
-    pub reason_class: String,
+    pub reason_class: ReasonClass,
     /// The minimal case, with its origin filled in.
     pub case: Case,
     /// Every violation the minimal case shows when played in full; for a
@@ -142,7 +143,7 @@ fn rng_for(seed: u64) -> TestRng {
 }
 
 /// The failure signature shrinking preserves: invariant and reason class.
-pub type Signature = (&'static str, String);
+pub type Signature = (&'static str, ReasonClass);
 
 /// Plays generated cases of `scenario` until `settings.cases` ran, every
 /// failure shrunk on the way. Already-found signatures count as passes, so
@@ -254,7 +255,7 @@ pub fn run_scenario_with_progress(
             run.timing.reset_seconds += result.reset_time.as_secs_f64();
             let mut tree = Some(tree);
             for target in signatures(scenario, &result) {
-                if !found.insert(target.clone()) {
+                if !found.insert(target) {
                     continue;
                 }
                 // The first new failure shrinks the tree as drawn; a later
@@ -356,7 +357,7 @@ fn settle(
         seed: settings.seed,
         code_version: crate::model::case::CODE_VERSION.to_owned(),
         invariant: invariant.to_owned(),
-        reason_class: reason_class.clone(),
+        reason_class,
         case_index: Some(failure.case_index),
         reproduced,
     });
@@ -382,8 +383,8 @@ fn signatures(scenario: &Scenario, result: &CaseResult) -> Vec<Signature> {
         .violations
         .iter()
         .filter(|violation| scenario.invariants.checks(violation.invariant))
-        .map(|violation| (violation.invariant, violation.reason_class.clone()))
-        .filter(|signature| seen.insert(signature.clone()))
+        .map(|violation| (violation.invariant, violation.reason_class))
+        .filter(|signature| seen.insert(*signature))
         .collect()
 }
 
@@ -489,9 +490,9 @@ impl<'a> Player<'a> {
         if play.is_multiple_of(planted.period.max(1)) {
             let step_index = result.steps_run.saturating_sub(1);
             result.violations.push(Violation {
-                invariant: "X1",
-                severity: crate::model::catalogue::Severity::Critical,
-                reason_class: PLANTED_FLAKY_REASON.to_owned(),
+                invariant: PLANTED_FLAKY_REASON.invariant(),
+                severity: PLANTED_FLAKY_REASON.severity(),
+                reason_class: PLANTED_FLAKY_REASON,
                 document_id: None,
                 step_index,
                 detail: format!("the planted flaky check failed play {play}"),
@@ -548,7 +549,7 @@ pub fn replay_stored(
                 if let Some(first) = result.violations.first() {
                     run.findings.push(Finding {
                         invariant: first.invariant,
-                        reason_class: first.reason_class.clone(),
+                        reason_class: first.reason_class,
                         case: case.clone(),
                         violations: result.violations.clone(),
                         shrink_steps: 0,

@@ -11,8 +11,9 @@ use crate::check::gate::{self, GateThresholds};
 use crate::check::metrics::RunMetrics;
 use crate::model::case::CODE_VERSION;
 use crate::model::case::Case;
-use crate::model::catalogue::{Severity, Violation};
+use crate::model::catalogue::Severity;
 use crate::model::trace::{CaseResult, StepTrace};
+use crate::model::violation::Violation;
 use crate::play::engine::{Finding, ScenarioRun};
 use khala_runtime::Profile;
 use std::path::{Path, PathBuf};
@@ -182,7 +183,7 @@ pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
         scenario.thresholds = thresholds.clone();
     }
     for violation in &mut report.violations {
-        violation.severity = thresholds.severity(&violation.invariant, &violation.reason_class);
+        violation.severity = thresholds.severity(violation.reason_class);
     }
     report.gate = decide(
         &report.scenarios,
@@ -274,9 +275,7 @@ impl Builder {
             }
             for violation in finding.violations {
                 let mut reported = reported(violation, &summary.name, finding.case_file.clone());
-                reported.severity = summary
-                    .thresholds
-                    .severity(violation.invariant, &violation.reason_class);
+                reported.severity = summary.thresholds.severity(violation.reason_class);
                 reported.first_step = timeline
                     .as_ref()
                     .and_then(|timeline| first_step(violation, timeline));
@@ -284,8 +283,8 @@ impl Builder {
                 self.violations.push(reported);
             }
             let (invariant, reason_class) = finding.case.origin.as_ref().map_or_else(
-                || (first.invariant.to_owned(), first.reason_class.clone()),
-                |origin| (origin.invariant.clone(), origin.reason_class.clone()),
+                || (first.invariant.to_owned(), first.reason_class),
+                |origin| (origin.invariant.clone(), origin.reason_class),
             );
             self.findings.push(FindingReport {
                 scenario: summary.name.clone(),
@@ -334,7 +333,7 @@ pub fn reported(
     ReportedViolation {
         invariant: violation.invariant.to_owned(),
         severity: violation.severity,
-        reason_class: violation.reason_class.clone(),
+        reason_class: violation.reason_class,
         document_id: violation.document_id.clone(),
         scenario: scenario.to_owned(),
         step_index: violation.step_index,
@@ -358,12 +357,13 @@ pub fn reported(
 mod tests {
     use super::*;
     use crate::check::gate::Decision;
+    use crate::model::reason::StoreClass;
 
     fn violation(severity: Severity) -> Violation {
         Violation {
             invariant: "X1",
             severity,
-            reason_class: "khala_missing".into(),
+            reason_class: StoreClass::KhalaMissing.into(),
             document_id: None,
             step_index: 0,
             detail: String::new(),
@@ -393,7 +393,7 @@ mod tests {
             unknown: unknown.map(str::to_owned),
             findings: vec![Finding {
                 invariant: "X1",
-                reason_class: "khala_missing".into(),
+                reason_class: StoreClass::KhalaMissing.into(),
                 case,
                 violations,
                 shrink_steps: 0,

@@ -77,7 +77,7 @@ pub fn checklist(report: &Report) -> Vec<(&'static str, Verdict, String)> {
             .violations
             .iter()
             .filter(|violation| {
-                violation.reason_class.contains(name) || violation.detail.contains(name)
+                violation.reason_class.name().contains(name) || violation.detail.contains(name)
             })
             .count();
         let measured = metrics.delivery.surfaces.get(name).and_then(evidence);

@@ -6,7 +6,8 @@
 use super::model::FieldDiff;
 use super::timeline::{CellState, Timeline};
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
-use crate::model::catalogue::Violation;
+use crate::model::reason::{CheckpointClass, ReasonClass, StoreClass};
+use crate::model::violation::Violation;
 use crate::oracle::TIMESTAMP_KEYS;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -167,15 +168,27 @@ fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// The stores a reason class is about, as timeline rows; `None` when the
 /// violation is a single-step event (seen the step it happened).
-pub fn stores_of(reason_class: &str) -> Option<&'static [&'static str]> {
+pub fn stores_of(reason_class: ReasonClass) -> Option<&'static [&'static str]> {
     Some(match reason_class {
-        "convex_ahead_of_khala" => &["khala"],
-        "stores_differ" | "convex_int_precision_lost" => &["khala", "convex"],
-        "khala_missing" | "khala_stale" | "khala_wrong" => &["khala"],
-        "convex_missing" | "convex_stale" | "convex_wrong" => &["convex"],
-        "checkpoint_missing" | "checkpoint_lag" => &["checkpoint"],
-        "khala_hash_mismatch" => &["checkpoint", "khala"],
-        "convex_hash_mismatch" => &["checkpoint", "convex"],
+        ReasonClass::Store(class) => match class {
+            StoreClass::ConvexAheadOfKhala => &["khala"],
+            StoreClass::StoresDiffer | StoreClass::ConvexIntPrecisionLost => &["khala", "convex"],
+            StoreClass::KhalaMissing | StoreClass::KhalaStale | StoreClass::KhalaWrong => {
+                &["khala"]
+            }
+            StoreClass::ConvexMissing | StoreClass::ConvexStale | StoreClass::ConvexWrong => {
+                &["convex"]
+            }
+            StoreClass::KhalaRegressed | StoreClass::ConvexRegressed => return None,
+        },
+        ReasonClass::Checkpoint(class) => match class {
+            CheckpointClass::CheckpointMissing | CheckpointClass::CheckpointLag => &["checkpoint"],
+            CheckpointClass::KhalaHashMismatch => &["checkpoint", "khala"],
+            CheckpointClass::ConvexHashMismatch => &["checkpoint", "convex"],
+            CheckpointClass::CheckpointAheadOfKhala
+            | CheckpointClass::CheckpointAheadOfConvex
+            | CheckpointClass::CheckpointRegressed => return None,
+        },
         _ => return None,
     })
 }
@@ -184,7 +197,7 @@ pub fn stores_of(reason_class: &str) -> Option<&'static [&'static str]> {
 /// seen, in which some store it is about disagreed with the oracle. A
 /// quiescence check sees a divergence late; this says when it began.
 pub fn first_step(violation: &Violation, timeline: &Timeline) -> Option<usize> {
-    let stores = stores_of(&violation.reason_class)?;
+    let stores = stores_of(violation.reason_class)?;
     let track = timeline
         .documents
         .iter()
@@ -209,30 +222,6 @@ pub fn first_step(violation: &Violation, timeline: &Timeline) -> Option<usize> {
         first = Some(timeline.steps[position].index);
     }
     first.or(Some(violation.step_index))
-}
-
-/// What a reason class means, in one sentence.
-fn reason_meaning(reason_class: &str) -> String {
-    match reason_class {
-        "khala_missing" => "Khala has no document for an entity the runtime has events for".into(),
-        "convex_missing" => "Convex has no document for an entity the runtime has events for".into(),
-        "khala_stale" => "Khala shows an older state of the entity than the runtime's".into(),
-        "convex_stale" => "Convex shows an older state of the entity than the runtime's".into(),
-        "khala_wrong" => "Khala is at the runtime's seq but shows other values than the runtime's truth".into(),
-        "convex_wrong" => "Convex is at the runtime's seq but shows other values than the runtime's truth".into(),
-        "convex_ahead_of_khala" => "Convex got a write that Khala never got (a partial dual publish)".into(),
-        "stores_differ" => "Khala and Convex show different documents for the same entity".into(),
-        "convex_int_precision_lost" => "Convex holds an integer above 2^53 as its nearest Float64, so it shows another number than the runtime sent".into(),
-        "checkpoint_missing" => "no checkpoint records what was projected, so nothing will ever re-check it".into(),
-        "checkpoint_lag" => "the checkpoint is behind the runtime and nothing will move it".into(),
-        "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
-        "convex_hash_mismatch" => "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else".into(),
-        "not_live_within_bound" => "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing".into(),
-        "never_converges" => "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again".into(),
-        "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
-        "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),
-        other => format!("the check classed it `{other}`"),
-    }
 }
 
 /// The prose of a finding: the steps in order, where the stores began to
@@ -274,7 +263,7 @@ pub fn explain(case: &Case, violations: &[Violation], timeline: Option<&Timeline
     text.push_str(&format!(
         "This breaks {}: {statement}. Here {}: {}.",
         first.invariant,
-        reason_meaning(&first.reason_class),
+        first.reason_class.meaning(),
         first.detail
     ));
     if violations.len() > 1 {
@@ -297,6 +286,7 @@ fn capitalise(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::reason::JournalClass;
     use serde_json::json;
 
     #[test]
@@ -346,27 +336,14 @@ mod tests {
 
     #[test]
     fn stores_of_covers_every_convergence_class() {
-        for class in [
-            "khala_missing",
-            "convex_missing",
-            "khala_stale",
-            "convex_stale",
-            "khala_wrong",
-            "convex_wrong",
-            "convex_ahead_of_khala",
-            "stores_differ",
-            "convex_int_precision_lost",
-            "checkpoint_missing",
-            "checkpoint_lag",
-            "khala_hash_mismatch",
-            "convex_hash_mismatch",
-        ] {
-            assert!(stores_of(class).is_some(), "{class}");
-            assert!(
-                !reason_meaning(class).starts_with("the check classed"),
-                "{class}"
-            );
+        let convergence = StoreClass::ALL
+            .iter()
+            .map(|class| ReasonClass::from(*class))
+            .chain(CheckpointClass::ALL.iter().map(|class| (*class).into()));
+        for class in convergence {
+            let at_quiescence = matches!(class.invariant(), "X1" | "X2");
+            assert_eq!(stores_of(class).is_some(), at_quiescence, "{class}");
         }
-        assert_eq!(stores_of("journal_gap"), None);
+        assert_eq!(stores_of(JournalClass::JournalGap.into()), None);
     }
 }

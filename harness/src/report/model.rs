@@ -6,6 +6,7 @@ use super::timeline::Timeline;
 use crate::check::gate::{Gate, GateThresholds};
 use crate::check::metrics::RunMetrics;
 use crate::model::catalogue::Severity;
+use crate::model::reason::ReasonClass;
 use khala_runtime::Profile;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -72,7 +73,7 @@ pub struct ReportedViolation {
     pub invariant: String,
     /// The severity it counts with under its scenario's thresholds.
     pub severity: Severity,
-    pub reason_class: String,
+    pub reason_class: ReasonClass,
     pub document_id: Option<String>,
     pub scenario: String,
     /// The step after which the check saw it.
@@ -145,7 +146,7 @@ pub struct FieldDiff {
 pub struct FindingReport {
     pub scenario: String,
     pub invariant: String,
-    pub reason_class: String,
+    pub reason_class: ReasonClass,
     pub profile: Profile,
     pub case_file: Option<String>,
     /// What the minimal case does, in order, and why that breaks the

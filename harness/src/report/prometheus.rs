@@ -287,7 +287,7 @@ pub fn render(report: &Report) -> String {
         *violations
             .entry((
                 violation.invariant.clone(),
-                violation.reason_class.clone(),
+                violation.reason_class.name().to_owned(),
                 severity,
             ))
             .or_default() += 1;

@@ -57,12 +57,12 @@ fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_sh
     let b1 = first
         .findings
         .iter()
-        .find(|finding| finding.reason_class == "convex_ahead_of_khala")
+        .find(|finding| finding.reason_class.name() == "convex_ahead_of_khala")
         .unwrap_or_else(|| {
             let found: Vec<_> = first
                 .findings
                 .iter()
-                .map(|finding| (finding.invariant, finding.reason_class.as_str()))
+                .map(|finding| (finding.invariant, finding.reason_class.name()))
                 .collect();
             panic!("legacy dual publish with Khala failing shows Convex ahead of Khala; found {found:?}")
         });

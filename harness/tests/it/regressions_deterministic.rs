@@ -18,6 +18,7 @@
 
 use crate::support;
 use khala_parity::model::case::Case;
+use khala_parity::model::reason::ReasonClass;
 use khala_parity::play::driver::{self, Backends};
 use khala_parity::run;
 use std::collections::BTreeSet;
@@ -70,7 +71,7 @@ impl Drop for Busy {
 
 /// What a replay is compared by: the (invariant, reason class) pairs it
 /// showed, as the engine keys its findings.
-type Signatures = BTreeSet<(String, String)>;
+type Signatures = BTreeSet<(String, ReasonClass)>;
 
 /// Every stored regression, read with the run's own loader; an unreadable
 /// file or an empty folder fails here rather than shrinking the check.
@@ -112,10 +113,7 @@ fn every_stored_regression_shows_the_same_violations_on_every_replay_under_load(
                             .violations
                             .iter()
                             .map(|violation| {
-                                (
-                                    violation.invariant.to_owned(),
-                                    violation.reason_class.clone(),
-                                )
+                                (violation.invariant.to_owned(), violation.reason_class)
                             })
                             .collect()
                     })
@@ -140,7 +138,7 @@ fn every_stored_regression_shows_the_same_violations_on_every_replay_under_load(
             continue;
         }
         let origin = case.origin.as_ref().expect("a stored case has its origin");
-        let recorded = (origin.invariant.clone(), origin.reason_class.clone());
+        let recorded = (origin.invariant.clone(), origin.reason_class);
         match first {
             Err(error) => divergences.push(format!("{name}: every replay failed: {error}")),
             // A case stored as not reproduced showed its failure once and

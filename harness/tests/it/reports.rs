@@ -7,10 +7,11 @@ use crate::convex_backend::convex_backend;
 use crate::support;
 use khala_parity::check::gate::{CheckOutcome, GateThresholds};
 use khala_parity::model::case::{CASE_SCHEMA, Case, IdStyle, RunEventType, Start, Step};
-use khala_parity::model::catalogue::is_known_reason_class;
-use khala_parity::model::catalogue::{Severity, Violation};
+use khala_parity::model::catalogue::Severity;
 use khala_parity::model::observation::Observation;
+use khala_parity::model::reason::{ReasonClass, StoreClass};
 use khala_parity::model::trace::{CaseResult, StepTrace};
+use khala_parity::model::violation::Violation;
 use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::driver::{self, Backends};
 use khala_parity::play::engine::{self, EngineSettings, Finding, ScenarioRun};
@@ -101,13 +102,6 @@ fn each_stored_legacy_finding_reports_as_its_snapshot() {
                 origin.invariant,
                 origin.reason_class
             );
-            for violation in &report.violations {
-                assert!(
-                    is_known_reason_class(&violation.reason_class),
-                    "{name}: reason class {:?} is not in gate::KNOWN_REASON_CLASSES",
-                    violation.reason_class
-                );
-            }
             assert_eq!(report.gate.decision, Decision::Block, "{name}");
             // What the snapshot holds must read back as a report.
             let text = serde_json::to_string(&report).expect("serialises");
@@ -190,11 +184,12 @@ fn case(steps: Vec<Step>) -> Case {
     }
 }
 
-fn violation(reason_class: &str, step_index: usize) -> Violation {
+fn violation(reason_class: StoreClass, step_index: usize) -> Violation {
+    let reason_class = ReasonClass::from(reason_class);
     Violation {
-        invariant: "X1",
+        invariant: reason_class.invariant(),
         severity: Severity::Critical,
-        reason_class: reason_class.to_owned(),
+        reason_class,
         document_id: Some("runtime/run_summary:run_0".to_owned()),
         step_index,
         detail: "khala has no document".to_owned(),
@@ -214,7 +209,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
         unknown: unknown.map(str::to_owned),
         findings: vec![Finding {
             invariant: "X1",
-            reason_class: "khala_missing".into(),
+            reason_class: StoreClass::KhalaMissing.into(),
             case: case(vec![
                 Step::BreakKhala,
                 Step::AppendRunEvent {
@@ -222,7 +217,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
                     event_type: RunEventType::Started,
                 },
             ]),
-            violations: vec![violation("khala_missing", 2)],
+            violations: vec![violation(StoreClass::KhalaMissing, 2)],
             shrink_steps: 4,
             shrink_time: Duration::ZERO,
             reproduced: true,
@@ -276,7 +271,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
     }
     let result = CaseResult {
         steps_run: trace.len(),
-        violations: vec![violation("khala_missing", 3)],
+        violations: vec![violation(StoreClass::KhalaMissing, 3)],
         trace,
         ..CaseResult::default()
     };

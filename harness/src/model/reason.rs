@@ -1,0 +1,465 @@
+//! Reason classes: why a check says an invariant is broken. One enum per
+//! family of invariants, each class in one table row with the invariant it
+//! breaks, the severity it counts with by default, its name in reports and
+//! scenario files, and what it means in one sentence. A check records a
+//! class, never a string, so searching a class's variant reaches every
+//! place that produces, explains or counts it, and a new class is a new row
+//! the compiler then walks you through.
+
+use crate::model::catalogue::Severity;
+
+/// One row of a family's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassRow {
+    /// The catalogue ID of the invariant the class breaks.
+    pub invariant: &'static str,
+    pub severity: Severity,
+    /// The name in reports, stored cases and `[gate.reason_severity]`.
+    pub name: &'static str,
+    /// What the class means, one sentence without a final period.
+    pub meaning: &'static str,
+}
+
+/// Declares one family: its enum, its table and its place in `ReasonClass`.
+macro_rules! reason_family {
+    (
+        $(#[$doc:meta])*
+        $family:ident as ReasonClass::$wrapper:ident {
+            $( $variant:ident => $invariant:literal, $severity:ident, $name:literal, $meaning:literal; )+
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $family {
+            $( $variant, )+
+        }
+
+        impl $family {
+            pub const ALL: &'static [$family] = &[ $( $family::$variant, )+ ];
+
+            pub const fn row(self) -> ClassRow {
+                match self {
+                    $( $family::$variant => ClassRow {
+                        invariant: $invariant,
+                        severity: Severity::$severity,
+                        name: $name,
+                        meaning: $meaning,
+                    }, )+
+                }
+            }
+        }
+
+        impl From<$family> for ReasonClass {
+            fn from(class: $family) -> Self {
+                ReasonClass::$wrapper(class)
+            }
+        }
+    };
+}
+
+reason_family! {
+    /// P1–P4: the shape of one stored document.
+    ProjectionClass as ReasonClass::Projection {
+        DocumentIdMismatch => "P1", Critical, "document_id_mismatch",
+            "a store holds a document under a key other than its document_id, or one the runtime has no entity for";
+        SequenceFieldsInconsistent => "P2", Critical, "sequence_fields_inconsistent",
+            "the document's runtime_source.seq, latest_seq and event_count disagree, or run ahead of the runtime";
+        KeySetWrong => "P3", Critical, "key_set_wrong",
+            "the document lacks keys of its projection or carries others";
+        RedeliveryNotIdempotent => "P4", Warning, "redelivery_not_idempotent",
+            "redelivering an entity whose stores and checkpoint were current changed something";
+    }
+}
+
+reason_family! {
+    /// X1 and X7: what each store holds against the oracle and the other.
+    StoreClass as ReasonClass::Store {
+        KhalaMissing => "X1", Critical, "khala_missing",
+            "Khala has no document for an entity the runtime has events for";
+        ConvexMissing => "X1", Critical, "convex_missing",
+            "Convex has no document for an entity the runtime has events for";
+        KhalaStale => "X1", Critical, "khala_stale",
+            "Khala shows an older state of the entity than the runtime's";
+        ConvexStale => "X1", Critical, "convex_stale",
+            "Convex shows an older state of the entity than the runtime's";
+        KhalaWrong => "X1", Critical, "khala_wrong",
+            "Khala is at the runtime's seq but shows other values than the runtime's truth";
+        ConvexWrong => "X1", Critical, "convex_wrong",
+            "Convex is at the runtime's seq but shows other values than the runtime's truth";
+        ConvexAheadOfKhala => "X1", Critical, "convex_ahead_of_khala",
+            "Convex got a write that Khala never got (a partial dual publish)";
+        StoresDiffer => "X1", Critical, "stores_differ",
+            "Khala and Convex show different documents for the same entity";
+        ConvexIntPrecisionLost => "X1", Critical, "convex_int_precision_lost",
+            "Convex holds an integer above 2^53 as its nearest Float64, so it shows another number than the runtime sent";
+        KhalaRegressed => "X7", Critical, "khala_regressed",
+            "Khala's document moved back to an older seq";
+        ConvexRegressed => "X7", Critical, "convex_regressed",
+            "Convex's document moved back to an older seq";
+    }
+}
+
+reason_family! {
+    /// C2, C3 and X2: checkpoints against the runtime and the stores.
+    CheckpointClass as ReasonClass::Checkpoint {
+        CheckpointAheadOfKhala => "C2", Critical, "checkpoint_ahead_of_khala",
+            "the checkpoint moved to a state Khala does not hold";
+        CheckpointAheadOfConvex => "C2", Critical, "checkpoint_ahead_of_convex",
+            "the checkpoint moved to a state Convex does not hold";
+        CheckpointRegressed => "C3", Critical, "checkpoint_regressed",
+            "the checkpoint's last_runtime_seq went down without a reprojection";
+        CheckpointMissing => "X2", Critical, "checkpoint_missing",
+            "no checkpoint records what was projected, so nothing will ever re-check it";
+        CheckpointLag => "X2", Critical, "checkpoint_lag",
+            "the checkpoint is behind the runtime and nothing will move it";
+        KhalaHashMismatch => "X2", Critical, "khala_hash_mismatch",
+            "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else";
+        ConvexHashMismatch => "X2", Critical, "convex_hash_mismatch",
+            "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else";
+    }
+}
+
+reason_family! {
+    /// The parity auditor's own comparison classes (spec §8) that no check
+    /// records under these names: a checkpoint against a store, as the
+    /// auditor sees it.
+    AuditorReportClass as ReasonClass::AuditorReport {
+        SummaryHashMismatch => "X2", Critical, "summary_hash_mismatch",
+            "the auditor found the Khala row at the checkpoint's version but with another hash";
+        HashAndLagDrift => "X2", Critical, "hash_and_lag_drift",
+            "the auditor found the Khala row at another version than the checkpoint's, with another hash";
+        LagDrift => "X2", Critical, "lag_drift",
+            "the auditor found the Khala row's version away from the checkpoint's";
+        UnsupportedProjection => "X2", Critical, "unsupported_projection",
+            "the auditor met a checkpoint of a projection it cannot compare";
+        ConvexLagDrift => "X2", Critical, "convex_lag_drift",
+            "the auditor found the Convex document's seq away from the checkpoint's";
+    }
+}
+
+reason_family! {
+    /// W2, W3 and R1: the sync journal and its retention.
+    JournalClass as ReasonClass::Journal {
+        JournalGap => "W2", Critical, "journal_gap",
+            "a topic's journal watermarks are not one contiguous range";
+        JournalVersionRegressed => "W3", Critical, "journal_version_regressed",
+            "a document's doc_version went down in watermark order";
+        OldRowRetained => "R1", Critical, "old_row_retained",
+            "retention kept a journal row inserted before its cutoff";
+        NewRowDeleted => "R1", Critical, "new_row_deleted",
+            "retention deleted a journal row inserted at or after its cutoff";
+        DeletedCountWrong => "R1", Critical, "deleted_count_wrong",
+            "the retention job reported another number of deleted rows than it deleted";
+        OldestRetainedWrong => "R1", Critical, "oldest_retained_wrong",
+            "the retention job reported another oldest retained watermark than the journal holds";
+    }
+}
+
+reason_family! {
+    /// X5 and X6: the parity auditor against the ground truth.
+    AuditClass as ReasonClass::Audit {
+        AuditorMissedDrift => "X5", Critical, "auditor_missed_drift",
+            "the auditor reported agreement where the stores disagree";
+        AuditorFalseAlarm => "X5", Critical, "auditor_false_alarm",
+            "the auditor reported a mismatch where every store agrees";
+        LagDriftAfterCatchUp => "X6", Critical, "lag_drift_after_catch_up",
+            "after the catch-up procedure the auditor still reports lag drift";
+    }
+}
+
+reason_family! {
+    /// X3 and X4: what a client lane shows.
+    LaneClass as ReasonClass::Lane {
+        KhalaLaneMissing => "X3", Critical, "khala_lane_missing",
+            "a lane reading Khala does not show a document its source holds";
+        KhalaLaneStale => "X3", Critical, "khala_lane_stale",
+            "a lane reading Khala shows an older state of a document than its source holds";
+        KhalaLaneWrong => "X3", Critical, "khala_lane_wrong",
+            "a lane reading Khala shows other values than its source holds";
+        PollingLaneMissing => "X3", Critical, "polling_lane_missing",
+            "a polling lane does not show a document its source holds";
+        PollingLaneStale => "X3", Critical, "polling_lane_stale",
+            "a polling lane shows an older state of a document than its source holds";
+        PollingLaneWrong => "X3", Critical, "polling_lane_wrong",
+            "a polling lane shows other values than its source holds";
+        ViewRegressed => "X4", Critical, "view_regressed",
+            "a lane's view of a document moved back to an older seq";
+        ViewLostDocument => "X4", Critical, "view_lost_document",
+            "a lane's view lost a document it showed";
+    }
+}
+
+reason_family! {
+    /// D2, D3, D7 and L1: what the sync server delivers to a lane.
+    DeliveryClass as ReasonClass::Delivery {
+        DeliveryGap => "D2", Critical, "delivery_gap",
+            "a lane received a watermark past the next one, skipping journal rows";
+        DeliveryDuplicate => "D2", Critical, "delivery_duplicate",
+            "a lane received a watermark it had already reached";
+        BelowFloorAccepted => "D3", Critical, "below_floor_accepted",
+            "the server resumed a cursor below the retention floor, so the lane silently misses pruned rows";
+        NoCursorAfterPruneAccepted => "D3", Critical, "no_cursor_after_prune_accepted",
+            "the server answered a subscribe without a cursor on a pruned topic with only the retained journal, so the lane lacks documents";
+        NoCursorRefused => "D3", Critical, "no_cursor_refused",
+            "the server refused a subscribe without a cursor, which strands the shipped client for good";
+        AheadOfHeadAccepted => "D3", Critical, "ahead_of_head_accepted",
+            "the server resumed a cursor above every watermark it ever allocated";
+        RefusedInRange => "D3", Critical, "refused_in_range",
+            "the server refused a cursor it could resume";
+        WatermarkRegressed => "D7", Critical, "watermark_regressed",
+            "a lane's stored watermark moved back";
+        CacheMissing => "D7", Critical, "cache_missing",
+            "a settled lane's doc cache lacks a read-model row";
+        CacheStale => "D7", Critical, "cache_stale",
+            "a settled lane's doc cache holds an older version of a read-model row";
+        CacheDiverged => "D7", Critical, "cache_diverged",
+            "a settled lane's doc cache holds another version or payload than the read model";
+        NotLiveWithinBound => "L1", Critical, "not_live_within_bound",
+            "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing";
+        NeverConverges => "L1", Critical, "never_converges",
+            "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again";
+    }
+}
+
+reason_family! {
+    /// Classes the harness plants in its own tests.
+    HarnessClass as ReasonClass::Harness {
+        PlantedFlaky => "X1", Critical, "planted_flaky",
+            "a check planted by the engine's tests failed on purpose";
+    }
+}
+
+/// Why a check says an invariant is broken: a class of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReasonClass {
+    Projection(ProjectionClass),
+    Store(StoreClass),
+    Checkpoint(CheckpointClass),
+    AuditorReport(AuditorReportClass),
+    Journal(JournalClass),
+    Audit(AuditClass),
+    Lane(LaneClass),
+    Delivery(DeliveryClass),
+    Harness(HarnessClass),
+}
+
+impl ReasonClass {
+    pub const fn row(self) -> ClassRow {
+        match self {
+            ReasonClass::Projection(class) => class.row(),
+            ReasonClass::Store(class) => class.row(),
+            ReasonClass::Checkpoint(class) => class.row(),
+            ReasonClass::AuditorReport(class) => class.row(),
+            ReasonClass::Journal(class) => class.row(),
+            ReasonClass::Audit(class) => class.row(),
+            ReasonClass::Lane(class) => class.row(),
+            ReasonClass::Delivery(class) => class.row(),
+            ReasonClass::Harness(class) => class.row(),
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.row().name
+    }
+
+    pub const fn invariant(self) -> &'static str {
+        self.row().invariant
+    }
+
+    pub const fn severity(self) -> Severity {
+        self.row().severity
+    }
+
+    pub const fn meaning(self) -> &'static str {
+        self.row().meaning
+    }
+
+    /// Every class, family by family in the order above.
+    pub fn all() -> impl Iterator<Item = ReasonClass> {
+        let families: [Vec<ReasonClass>; 9] = [
+            family(ProjectionClass::ALL),
+            family(StoreClass::ALL),
+            family(CheckpointClass::ALL),
+            family(AuditorReportClass::ALL),
+            family(JournalClass::ALL),
+            family(AuditClass::ALL),
+            family(LaneClass::ALL),
+            family(DeliveryClass::ALL),
+            family(HarnessClass::ALL),
+        ];
+        families.into_iter().flatten()
+    }
+
+    /// The class named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<ReasonClass> {
+        ReasonClass::all().find(|class| class.name() == name)
+    }
+}
+
+fn family<T: Copy + Into<ReasonClass>>(classes: &[T]) -> Vec<ReasonClass> {
+    classes.iter().map(|class| (*class).into()).collect()
+}
+
+impl std::fmt::Display for ReasonClass {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for ReasonClass {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReasonClass {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ReasonClass::from_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown reason class {name:?}")))
+    }
+}
+
+/// The store a per-store class is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Khala,
+    Convex,
+}
+
+impl Store {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Store::Khala => "khala",
+            Store::Convex => "convex",
+        }
+    }
+
+    /// Both stores, Khala first.
+    pub const BOTH: [Store; 2] = [Store::Khala, Store::Convex];
+
+    /// X1: no document where the oracle expects one.
+    pub const fn missing(self) -> StoreClass {
+        match self {
+            Store::Khala => StoreClass::KhalaMissing,
+            Store::Convex => StoreClass::ConvexMissing,
+        }
+    }
+
+    /// X1: an older state than the runtime's.
+    pub const fn stale(self) -> StoreClass {
+        match self {
+            Store::Khala => StoreClass::KhalaStale,
+            Store::Convex => StoreClass::ConvexStale,
+        }
+    }
+
+    /// X1: the runtime's seq with other values.
+    pub const fn wrong(self) -> StoreClass {
+        match self {
+            Store::Khala => StoreClass::KhalaWrong,
+            Store::Convex => StoreClass::ConvexWrong,
+        }
+    }
+
+    /// X7: the document moved back.
+    pub const fn regressed(self) -> StoreClass {
+        match self {
+            Store::Khala => StoreClass::KhalaRegressed,
+            Store::Convex => StoreClass::ConvexRegressed,
+        }
+    }
+
+    /// C2: the checkpoint moved past what the store holds.
+    pub const fn checkpoint_ahead(self) -> CheckpointClass {
+        match self {
+            Store::Khala => CheckpointClass::CheckpointAheadOfKhala,
+            Store::Convex => CheckpointClass::CheckpointAheadOfConvex,
+        }
+    }
+
+    /// X2: the checkpoint's hash is not the store's document's.
+    pub const fn hash_mismatch(self) -> CheckpointClass {
+        match self {
+            Store::Khala => CheckpointClass::KhalaHashMismatch,
+            Store::Convex => CheckpointClass::ConvexHashMismatch,
+        }
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::catalogue::{CATALOGUE, Phase, invariant};
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn names_are_unique_and_read_back() {
+        let mut names = BTreeSet::new();
+        for class in ReasonClass::all() {
+            assert!(
+                names.insert(class.name()),
+                "{} is named twice",
+                class.name()
+            );
+            assert_eq!(ReasonClass::from_name(class.name()), Some(class));
+            let json = serde_json::to_value(class).unwrap();
+            assert_eq!(json, serde_json::json!(class.name()));
+            assert_eq!(serde_json::from_value::<ReasonClass>(json).unwrap(), class);
+        }
+        assert!(names.len() >= 50, "only {} classes", names.len());
+        let error = serde_json::from_value::<ReasonClass>(serde_json::json!("khala_mising"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown reason class \"khala_mising\""),
+            "{error}"
+        );
+    }
+
+    /// Every class breaks a catalogued invariant, and each invariant
+    /// checked in cases counts with the most severe of its classes.
+    #[test]
+    fn classes_belong_to_the_catalogue_and_agree_on_severity() {
+        for class in ReasonClass::all() {
+            assert!(
+                invariant(class.invariant()).is_some(),
+                "{class} names {} which is not catalogued",
+                class.invariant()
+            );
+            assert!(!class.meaning().ends_with('.'), "{class}");
+        }
+        for entry in CATALOGUE
+            .iter()
+            .filter(|entry| entry.phase != Phase::Models)
+        {
+            let most_severe = ReasonClass::all()
+                .filter(|class| class.invariant() == entry.id)
+                .map(ReasonClass::severity)
+                .max();
+            assert_eq!(most_severe, Some(entry.severity), "{}", entry.id);
+        }
+    }
+
+    #[test]
+    fn store_helpers_pick_the_store_named_class() {
+        for store in Store::BOTH {
+            for class in [
+                ReasonClass::from(store.missing()),
+                store.stale().into(),
+                store.wrong().into(),
+                store.regressed().into(),
+                store.checkpoint_ahead().into(),
+                store.hash_mismatch().into(),
+            ] {
+                assert!(class.name().contains(store.as_str()), "{class}");
+            }
+        }
+    }
+}
