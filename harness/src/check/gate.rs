@@ -30,6 +30,11 @@ pub struct GateThresholds {
     /// The rate of subscriptions answered `stale_cursor` must stay strictly
     /// below this (§9.5 gate 5). Within `(0, 1]`.
     pub max_stale_cursor_rate: f64,
+    /// The longest explained Khala/Convex divergence window allowed, in
+    /// steps (X8); unbounded when absent. Unexplained windows are critical
+    /// violations whatever this says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_explained_window_steps: Option<u64>,
     /// Any critical violation blocks (§11.2: `block_on_critical`).
     pub block_on_critical: bool,
     /// Warnings allowed before the gate blocks (§11.2: `max_warning_count`).
@@ -50,6 +55,7 @@ impl Default for GateThresholds {
             max_khala_missing: 0,
             max_lag_drift_p95: 0,
             max_stale_cursor_rate: DEFAULT_MAX_STALE_CURSOR_RATE,
+            max_explained_window_steps: None,
             block_on_critical: true,
             max_warnings: 0,
             require_auditor_metrics: false,
@@ -260,6 +266,8 @@ pub struct Evidence {
     pub lag_drift_p95: Option<f64>,
     /// Client catch-ups answered `stale_cursor`, over all catch-ups.
     pub stale_cursor_rate: Option<f64>,
+    /// The longest explained Khala/Convex divergence window, in steps.
+    pub longest_explained_window: Option<u64>,
     /// Findings whose failure no replay showed again: observed once, they
     /// block like any other (a race in the system under test is a defect).
     pub not_reproduced: u64,
@@ -333,6 +341,17 @@ pub fn decide(thresholds: &GateThresholds, evidence: &Evidence) -> Gate {
         format!("< {}", thresholds.max_stale_cursor_rate),
         below(evidence.stale_cursor_rate, thresholds.max_stale_cursor_rate),
     ));
+    // Shown only when bounded: most scenarios leave explained windows
+    // (a fault, a one-store sink mode) as long as the system needs.
+    if let Some(limit) = thresholds.max_explained_window_steps {
+        let longest = evidence.longest_explained_window.map(|steps| steps as f64);
+        checks.push(check(
+            "explained_window_steps",
+            longest,
+            format!("<= {limit}"),
+            at_most(longest, limit as f64),
+        ));
+    }
 
     if let Some(message) = &evidence.unknown {
         return Gate {
@@ -599,6 +618,34 @@ mod tests {
             ..evidence()
         };
         assert_eq!(decision(&thresholds, &below).0, Decision::Allow);
+    }
+
+    #[test]
+    fn explained_windows_block_only_past_their_bound() {
+        let long_window = Evidence {
+            longest_explained_window: Some(5),
+            ..evidence()
+        };
+        assert_eq!(
+            decision(&GateThresholds::default(), &long_window),
+            (Decision::Allow, vec![]),
+            "unbounded by default"
+        );
+        let bounded = |steps| GateThresholds {
+            max_explained_window_steps: Some(steps),
+            ..GateThresholds::default()
+        };
+        assert_eq!(
+            decision(&bounded(4), &long_window),
+            (Decision::Block, vec!["explained_window_steps".to_owned()])
+        );
+        assert_eq!(decision(&bounded(5), &long_window).0, Decision::Allow);
+        assert_eq!(
+            parse("max_explained_window_steps = 3")
+                .unwrap()
+                .max_explained_window_steps,
+            Some(3)
+        );
     }
 
     #[test]

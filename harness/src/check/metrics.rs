@@ -5,6 +5,7 @@
 //! here.
 
 use crate::check::gate::Evidence;
+use crate::check::windows::{ParityWindows, WindowMetrics};
 use crate::model::case::ClientUser;
 use crate::model::case::{Case, RollbackSwitch, Step, Surface};
 use crate::model::trace::LaneSource;
@@ -24,6 +25,9 @@ pub struct RunMetrics {
     pub auditor: AuditorMetrics,
     pub delivery: DeliveryMetrics,
     pub rollback: RollbackEvidence,
+    /// X8's Khala/Convex divergence windows.
+    #[serde(default)]
+    pub windows: WindowMetrics,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -188,8 +192,12 @@ impl RunMetrics {
         // Each lane's source at the previous step: on Khala or not.
         let mut lane_sources: BTreeMap<(Surface, ClientUser), bool> = BTreeMap::new();
         let mut rolled_back = false;
+        let mut windows = ParityWindows::new(start_mode);
         for entry in trace {
             let step = &entry.step;
+            // Violations were recorded as the case played; here only the
+            // windows' lengths count.
+            let _ = windows.observe(entry.index, step, &entry.observation);
             *self
                 .steps_by_kind
                 .entry(step.kind().name().to_owned())
@@ -276,6 +284,8 @@ impl RunMetrics {
                 self.observe_cycle(summary, steady, steady && quiescent, rolled_back);
             }
         }
+        let last_step = trace.last().map_or(0, |entry| entry.index);
+        self.windows.merge(&windows.finish(last_step));
     }
 
     fn observe_cycle(
@@ -353,6 +363,7 @@ impl RunMetrics {
         self.rollback.cases += other.rollback.cases;
         self.rollback.before.merge(&other.rollback.before);
         self.rollback.after.merge(&other.rollback.after);
+        self.windows.merge(&other.windows);
     }
 
     /// The gate's measured evidence (violation counts are added by the caller).
@@ -364,6 +375,8 @@ impl RunMetrics {
             khala_missing: (steady.cycles > 0).then_some(steady.missing_documents),
             lag_drift_p95: p95(&self.auditor.quiescent_abs_lag_drift).map(|value| value as f64),
             stale_cursor_rate: self.delivery.stale_cursor_rate(),
+            longest_explained_window: (self.windows.explained > 0)
+                .then_some(self.windows.longest_explained_steps),
             ..Evidence::default()
         }
     }

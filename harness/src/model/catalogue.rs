@@ -130,6 +130,13 @@ pub const CATALOGUE: &[Invariant] = &[
         checked_by: None,
     },
     Invariant {
+        id: "X8",
+        statement: "after every step Khala and Convex hold each document alike, except in a window every change of which a Convex fault since the last quiescence, or a sink mode writing one store or none, explains; explained windows are measured and the gate can bound their length",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
         id: "X3",
         statement: "at quiescence every online client lane shows each worker document as the oracle predicts (semantic part) wherever its source holds it so; checked while the sink mode writes Khala, the source of every lane (the socket, and the runtime API the polling lanes read, modelled by the read model's hydration list): a Khala lane while the runtime is Convex-only is a runbook-order hazard, not a lane defect, and a wrong source is X1's",
         severity: Severity::Critical,

@@ -222,6 +222,14 @@ reason_family! {
 }
 
 reason_family! {
+    /// X8: Khala and Convex after every step.
+    WindowClass as ReasonClass::Window {
+        DivergenceUnexplained => "X8", Critical, "divergence_unexplained",
+            "Khala and Convex came to hold a document differently in a step with no Convex fault since the last quiescence while the sink mode wrote both, so nothing but a defect explains it (for example a partial dual publish)";
+    }
+}
+
+reason_family! {
     /// Classes the harness plants in its own tests.
     HarnessClass as ReasonClass::Harness {
         PlantedFlaky => "X1", Critical, "planted_flaky",
@@ -240,6 +248,7 @@ pub enum ReasonClass {
     Audit(AuditClass),
     Lane(LaneClass),
     Delivery(DeliveryClass),
+    Window(WindowClass),
     Harness(HarnessClass),
 }
 
@@ -254,6 +263,7 @@ impl ReasonClass {
             ReasonClass::Audit(class) => class.row(),
             ReasonClass::Lane(class) => class.row(),
             ReasonClass::Delivery(class) => class.row(),
+            ReasonClass::Window(class) => class.row(),
             ReasonClass::Harness(class) => class.row(),
         }
     }
@@ -276,7 +286,7 @@ impl ReasonClass {
 
     /// Every class, family by family in the order above.
     pub fn all() -> impl Iterator<Item = ReasonClass> {
-        let families: [Vec<ReasonClass>; 9] = [
+        let families: [Vec<ReasonClass>; 10] = [
             family(ProjectionClass::ALL),
             family(StoreClass::ALL),
             family(CheckpointClass::ALL),
@@ -285,6 +295,7 @@ impl ReasonClass {
             family(AuditClass::ALL),
             family(LaneClass::ALL),
             family(DeliveryClass::ALL),
+            family(WindowClass::ALL),
             family(HarnessClass::ALL),
         ];
         families.into_iter().flatten()

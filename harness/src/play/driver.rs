@@ -5,6 +5,7 @@
 //! Convex backend.
 
 use crate::check::invariants;
+use crate::check::windows::ParityWindows;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::model::trace::ClientsObservation;
@@ -213,6 +214,8 @@ struct CaseState {
     /// The summary of the auditor cycle the current step ran, if any.
     audited: Option<khala_runtime::auditor::CycleReport>,
     delivery: Delivery,
+    /// X8's divergence windows so far.
+    windows: ParityWindows,
 }
 
 /// Plays `case` under its profile on the first slot. Stops at the first
@@ -409,6 +412,7 @@ async fn play_steps(
         );
         let mut found =
             invariants::check_step(&state.oracle, &previous, &current, index, reprojected);
+        found.extend(state.windows.observe(index, step, &current));
         if let Some(report) = &state.audited {
             found.extend(invariants::check_audit(
                 &state.oracle,
@@ -503,6 +507,7 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
         audited: None,
         delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
+        windows: ParityWindows::new(case.start.sink_mode),
     })
 }
 
