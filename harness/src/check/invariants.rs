@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 use crate::model::reason::{
-    AuditClass, CheckpointClass, JournalClass, ProjectionClass, ReasonClass, Store, StoreClass,
+    AuditClass, CheckpointClass, JournalClass, ProjectionClass, ReasonClass, SinkClass, Store,
+    StoreClass,
 };
 use crate::model::violation::Violation;
 
@@ -181,6 +182,27 @@ pub fn check_step(
                 detail,
                 None,
             );
+        }
+    }
+
+    // S2 and S3: the Khala sink writes doc_version = seq, inside the
+    // projector's transaction, which writes the checkpoint too; a Khala row
+    // past its checkpoint is a write that escaped a failed transaction.
+    for (key, (version, payload)) in &current.khala {
+        let seq = document_seq(payload);
+        if seq != Some(*version) {
+            let detail =
+                format!("khala row at doc_version {version} holds runtime_source.seq {seq:?}");
+            recorder.record(SinkClass::KhalaVersionNotSeq, Some(key), detail, None);
+        }
+        if let Some(checkpoint) = current.checkpoints.get(key)
+            && *version > checkpoint.last_runtime_seq
+        {
+            let detail = format!(
+                "khala row at doc_version {version}, its checkpoint at {}",
+                checkpoint.last_runtime_seq
+            );
+            recorder.record(SinkClass::KhalaAheadOfCheckpoint, Some(key), detail, None);
         }
     }
 
@@ -904,11 +926,29 @@ mod tests {
         let before = consistent(&oracle);
         let mut after = before.clone();
         after.checkpoints.get_mut(KEY).unwrap().last_runtime_seq = 1;
+        // The Khala row stays at 2, past the checkpoint: S3 whatever moved it.
         assert_eq!(
             ids(&check_step(&oracle, &before, &after, 3, false)),
-            [("C3", "checkpoint_regressed".into())]
+            [
+                ("C3", "checkpoint_regressed".into()),
+                ("S3", "khala_ahead_of_checkpoint".into())
+            ]
         );
-        assert_eq!(ids(&check_step(&oracle, &before, &after, 3, true)), []);
+        assert_eq!(
+            ids(&check_step(&oracle, &before, &after, 3, true)),
+            [("S3", "khala_ahead_of_checkpoint".into())]
+        );
+    }
+
+    #[test]
+    fn s2_catches_a_khala_version_other_than_the_seq() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        observation.khala.get_mut(KEY).unwrap().0 = 1;
+        assert_eq!(
+            ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            [("S2", "khala_version_not_seq".into())]
+        );
     }
 
     #[test]

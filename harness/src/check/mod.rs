@@ -4,6 +4,7 @@
 //! drawn from traces, and the gate's thresholds and decision.
 
 pub mod clients;
+pub mod cycle;
 pub mod gate;
 pub mod invariants;
 pub mod metrics;

@@ -20,8 +20,9 @@ pub enum Phase {
     EveryStep,
     /// After `Quiesce` and at the end of a case (convergence).
     Quiescence,
-    /// A property of one model component, checked by that component's own
-    /// tests against real backends (the `checked_by` file), not per step.
+    /// A property of one model component that no case can observe (the
+    /// entry's `not_in_cases` says why), checked by that component's own
+    /// tests against real backends (the `checked_by` file).
     Models,
 }
 
@@ -32,9 +33,13 @@ pub struct Invariant {
     pub statement: &'static str,
     pub severity: Severity,
     pub phase: Phase,
-    /// For `Phase::Models`: where the planted-defect tests are.
+    /// Where the model's own planted-defect tests are, if it has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checked_by: Option<&'static str>,
+    /// What of the statement cases cannot observe, and why: required for
+    /// `Phase::Models`, where it is all of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_in_cases: Option<&'static str>,
 }
 
 pub const CATALOGUE: &[Invariant] = &[
@@ -44,6 +49,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "P2",
@@ -51,6 +57,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "C3",
@@ -58,6 +65,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "W2",
@@ -65,6 +73,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "W3",
@@ -72,6 +81,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X1",
@@ -79,6 +89,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X2",
@@ -86,6 +97,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X5",
@@ -93,6 +105,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X6",
@@ -100,6 +113,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "P3",
@@ -107,6 +121,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "P4",
@@ -114,6 +129,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Warning,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "C2",
@@ -121,6 +137,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X7",
@@ -128,6 +145,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X8",
@@ -135,6 +153,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X3",
@@ -142,6 +161,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "X4",
@@ -149,6 +169,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "D2",
@@ -156,6 +177,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "D3",
@@ -163,6 +185,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "D7",
@@ -170,6 +193,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "L1",
@@ -177,6 +201,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "R1",
@@ -184,6 +209,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
+        not_in_cases: None,
     },
     Invariant {
         id: "C1",
@@ -191,6 +217,9 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("models/runtime/src/checkpoint.rs"),
+        not_in_cases: Some(
+            "the decision (skip, project, lag, drift) is internal to the projector, and a case reaches only the combinations its history makes; C2, C3, P4 and X2 judge its effect on the stores in every case",
+        ),
     },
     Invariant {
         id: "C4",
@@ -198,6 +227,9 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/tests/it/projection.rs"),
+        not_in_cases: Some(
+            "a runtime write failing because of a sink ends the case as an error of the system under test rather than an observation; the projection tests plant it directly",
+        ),
     },
     Invariant {
         id: "S1",
@@ -205,20 +237,29 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/tests/it/projection.rs"),
+        not_in_cases: Some(
+            "the order of sink calls and the failing sink's name are inside the fanout; cases see their effect on the stores (X8 at every step, X1 at quiescence)",
+        ),
     },
     Invariant {
         id: "S2",
         statement: "the Khala sink writes doc_version = seq, the summary as payload, its 32-byte payload hash and exactly one journal row (pointer mode: no journal payload)",
         severity: Severity::Critical,
-        phase: Phase::Models,
+        phase: Phase::EveryStep,
         checked_by: Some("harness/tests/it/projection.rs"),
+        not_in_cases: Some(
+            "cases check doc_version = seq on every Khala row (khala_version_not_seq); the payload hash and the journal row count per write are the projection tests', since an observation holds neither the stored hash nor which write appended a journal row",
+        ),
     },
     Invariant {
         id: "S3",
         statement: "inside one transaction a failing later sink leaves no Khala row, no journal row and no consumed watermark",
         severity: Severity::Critical,
-        phase: Phase::Models,
+        phase: Phase::EveryStep,
         checked_by: Some("harness/tests/it/projection.rs"),
+        not_in_cases: Some(
+            "cases check that no Khala row is past its checkpoint (khala_ahead_of_checkpoint), and a consumed watermark without its row shows as W2 journal_gap; a failing later sink is planted by the projection tests",
+        ),
     },
     Invariant {
         id: "S4",
@@ -226,6 +267,9 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/tests/it/convex_stub.rs"),
+        not_in_cases: Some(
+            "the request body, headers and response mapping are on the wire between the sink and Convex, which an observation of the stores does not hold",
+        ),
     },
     Invariant {
         id: "W1",
@@ -233,13 +277,19 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/tests/it/projection.rs"),
+        not_in_cases: Some(
+            "concurrent allocators and rolled-back allocations need parallel writers inside one transaction, which a case (one writer, step by step) does not play; W2 checks the journal they leave in every case",
+        ),
     },
     Invariant {
         id: "A1",
         statement: "the auditor's reason-class truth table and cycle summary arithmetic are exact",
         severity: Severity::Critical,
-        phase: Phase::Models,
+        phase: Phase::EveryStep,
         checked_by: Some("harness/tests/it/auditor.rs"),
+        not_in_cases: Some(
+            "cases check every cycle's summary against its comparisons (cycle_arithmetic_wrong) and X5 each comparison against the stores; the rows of the truth table no history reaches are the model tests'",
+        ),
     },
     Invariant {
         id: "A2",
@@ -247,13 +297,17 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/tests/it/auditor.rs"),
+        not_in_cases: Some(
+            "it is X5's special case (every store agrees, so any mismatch is auditor_false_alarm), which cases check at every auditor cycle",
+        ),
     },
     Invariant {
         id: "A3",
         statement: "a disabled auditor returns a zeroed summary with status disabled and emits nothing",
         severity: Severity::Critical,
-        phase: Phase::Models,
+        phase: Phase::EveryStep,
         checked_by: Some("harness/tests/it/auditor.rs"),
+        not_in_cases: None,
     },
     Invariant {
         id: "H1",
@@ -261,6 +315,9 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("models/runtime/src/hashing.rs"),
+        not_in_cases: Some(
+            "the five hash vectors are fixed inputs of the spec, not states a case reaches",
+        ),
     },
     Invariant {
         id: "H2",
@@ -268,6 +325,9 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("models/runtime/src/hashing.rs"),
+        not_in_cases: Some(
+            "a property over every key permutation of one value; cases compare the hashes of the documents they produce (X2), not permutations of them",
+        ),
     },
     Invariant {
         id: "G1",
@@ -275,6 +335,7 @@ pub const CATALOGUE: &[Invariant] = &[
         severity: Severity::Critical,
         phase: Phase::Models,
         checked_by: Some("harness/src/report/build.rs"),
+        not_in_cases: Some("a property of the harness's own gate, not of the system under test"),
     },
 ];
 

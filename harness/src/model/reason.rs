@@ -72,6 +72,16 @@ reason_family! {
 }
 
 reason_family! {
+    /// S2 and S3: what the Khala sink writes, seen in the stores.
+    SinkClass as ReasonClass::Sink {
+        KhalaVersionNotSeq => "S2", Critical, "khala_version_not_seq",
+            "a Khala row's doc_version is not the seq of the summary it holds";
+        KhalaAheadOfCheckpoint => "S3", Critical, "khala_ahead_of_checkpoint",
+            "a Khala row is past its checkpoint, written by a projection whose transaction did not commit the checkpoint";
+    }
+}
+
+reason_family! {
     /// X1 and X7: what each store holds against the oracle and the other.
     StoreClass as ReasonClass::Store {
         KhalaMissing => "X1", Critical, "khala_missing",
@@ -156,7 +166,8 @@ reason_family! {
 }
 
 reason_family! {
-    /// X5 and X6: the parity auditor against the ground truth.
+    /// X5, X6, A1 and A3: the parity auditor against the ground truth and
+    /// spec §8.
     AuditClass as ReasonClass::Audit {
         AuditorMissedDrift => "X5", Critical, "auditor_missed_drift",
             "the auditor reported agreement where the stores disagree";
@@ -164,6 +175,10 @@ reason_family! {
             "the auditor reported a mismatch where every store agrees";
         LagDriftAfterCatchUp => "X6", Critical, "lag_drift_after_catch_up",
             "after the catch-up procedure the auditor still reports lag drift";
+        CycleArithmeticWrong => "A1", Critical, "cycle_arithmetic_wrong",
+            "an auditor cycle's summary is not spec §8's arithmetic over its own comparisons";
+        DisabledCycleNotEmpty => "A3", Critical, "disabled_cycle_not_empty",
+            "a disabled auditor cycle reported something other than a zeroed summary, or compared or emitted something";
     }
 }
 
@@ -241,6 +256,7 @@ reason_family! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ReasonClass {
     Projection(ProjectionClass),
+    Sink(SinkClass),
     Store(StoreClass),
     Checkpoint(CheckpointClass),
     AuditorReport(AuditorReportClass),
@@ -256,6 +272,7 @@ impl ReasonClass {
     pub const fn row(self) -> ClassRow {
         match self {
             ReasonClass::Projection(class) => class.row(),
+            ReasonClass::Sink(class) => class.row(),
             ReasonClass::Store(class) => class.row(),
             ReasonClass::Checkpoint(class) => class.row(),
             ReasonClass::AuditorReport(class) => class.row(),
@@ -286,8 +303,9 @@ impl ReasonClass {
 
     /// Every class, family by family in the order above.
     pub fn all() -> impl Iterator<Item = ReasonClass> {
-        let families: [Vec<ReasonClass>; 10] = [
+        let families: [Vec<ReasonClass>; 11] = [
             family(ProjectionClass::ALL),
+            family(SinkClass::ALL),
             family(StoreClass::ALL),
             family(CheckpointClass::ALL),
             family(AuditorReportClass::ALL),
@@ -455,6 +473,23 @@ mod tests {
                 .map(ReasonClass::severity)
                 .max();
             assert_eq!(most_severe, Some(entry.severity), "{}", entry.id);
+        }
+    }
+
+    /// An invariant left to the model tests says why no case observes it;
+    /// every other one has classes a check in cases records.
+    #[test]
+    fn only_what_cases_cannot_observe_is_left_to_the_model_tests() {
+        for entry in CATALOGUE {
+            let has_class = ReasonClass::all().any(|class| class.invariant() == entry.id);
+            match entry.phase {
+                Phase::Models => {
+                    assert!(entry.not_in_cases.is_some(), "{} says not why", entry.id);
+                    assert!(entry.checked_by.is_some(), "{} names no test", entry.id);
+                    assert!(!has_class, "{} has classes but is left to models", entry.id);
+                }
+                Phase::EveryStep | Phase::Quiescence => assert!(has_class, "{}", entry.id),
+            }
         }
     }
 

@@ -4,6 +4,7 @@
 //! database in the template's state (a reused one, reset) and an emptied
 //! Convex backend.
 
+use crate::check::cycle::check_cycle;
 use crate::check::invariants;
 use crate::check::windows::ParityWindows;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
@@ -213,6 +214,8 @@ struct CaseState {
     auditor_reads_convex: bool,
     /// The summary of the auditor cycle the current step ran, if any.
     audited: Option<khala_runtime::auditor::CycleReport>,
+    /// Whether that cycle ran enabled (A3 checks a disabled one).
+    audited_enabled: bool,
     delivery: Delivery,
     /// X8's divergence windows so far.
     windows: ParityWindows,
@@ -414,6 +417,7 @@ async fn play_steps(
             invariants::check_step(&state.oracle, &previous, &current, index, reprojected);
         found.extend(state.windows.observe(index, step, &current));
         if let Some(report) = &state.audited {
+            found.extend(check_cycle(state.audited_enabled, report, &current, index));
             found.extend(invariants::check_audit(
                 &state.oracle,
                 &current,
@@ -506,6 +510,7 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         auditor: ParityAuditor::new(auditor_config, case.profile.switches()),
         auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
         audited: None,
+        audited_enabled: false,
         delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
         windows: ParityWindows::new(case.start.sink_mode),
     })
@@ -763,6 +768,7 @@ async fn audit(
         .await
         .map_err(|error| DriverError::postgres(index, error))?;
     state.audited = Some(report);
+    state.audited_enabled = enabled;
     Ok(())
 }
 
