@@ -228,6 +228,7 @@ impl RunMetrics {
                 | Step::FinishRun { .. }
                 | Step::AppendWorkerEvent { .. }
                 | Step::StopWorker { .. }
+                | Step::ReportWorkerMetadata { .. }
                 | Step::DuplicateDelivery { .. }
                 | Step::Reproject { .. }
                 | Step::BumpProjectionVersion => quiescent = false,
@@ -419,6 +420,7 @@ mod tests {
                 observation: Observation::default(),
                 auditor,
                 clients: None,
+                refused: Vec::new(),
             })
             .collect()
     }

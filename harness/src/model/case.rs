@@ -6,6 +6,8 @@
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::values::ValueKind;
+
 /// The case file format's name; bumped on incompatible changes.
 pub const CASE_SCHEMA: &str = "khala-parity.case.v1";
 
@@ -352,6 +354,14 @@ pub enum Step {
         worker: u8,
         path: StopPath,
     },
+    /// A worker reports new metadata with a heartbeat: variant `variant`
+    /// of `value` (`model::values`) is stored, then the heartbeat event
+    /// is appended and projected.
+    ReportWorkerMetadata {
+        worker: u8,
+        value: ValueKind,
+        variant: u8,
+    },
     /// The same trigger delivered again: the entity is projected once more.
     DuplicateDelivery {
         entity: EntityRef,
@@ -493,11 +503,12 @@ pub enum ActionKind {
     RestartConvex,
     Quiesce,
     AdvanceTime,
+    WorkerMetadata,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 19] = [
+    pub const ALL: [ActionKind; 20] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -517,6 +528,7 @@ impl ActionKind {
         ActionKind::RestartConvex,
         ActionKind::Quiesce,
         ActionKind::AdvanceTime,
+        ActionKind::WorkerMetadata,
     ];
 
     /// The name scenario files use.
@@ -541,6 +553,7 @@ impl ActionKind {
             ActionKind::RestartConvex => "restart_convex",
             ActionKind::Quiesce => "quiesce",
             ActionKind::AdvanceTime => "advance_time",
+            ActionKind::WorkerMetadata => "worker_metadata",
         }
     }
 
@@ -590,6 +603,7 @@ impl Step {
             Step::RestartSyncServer => ActionKind::RestartSyncServer,
             Step::Heal | Step::Quiesce => ActionKind::Quiesce,
             Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
+            Step::ReportWorkerMetadata { .. } => ActionKind::WorkerMetadata,
         }
     }
 }

@@ -125,6 +125,13 @@ pub const CATALOGUE: &[Invariant] = &[
         checked_by: None,
     },
     Invariant {
+        id: "V1",
+        statement: "a summary Convex cannot hold exactly (real-systems §1.1: field names, limits, integers beyond ±2^53) is refused by its projection with a typed error before any store is written, no store ever holds one, and a summary Convex can hold is never refused",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
         id: "X7",
         statement: "no stored document ever moves backwards in seq",
         severity: Severity::Critical,
@@ -317,6 +324,9 @@ pub const KNOWN_REASON_CLASSES: &[&str] = &[
     "convex_wrong",
     "stores_differ",
     "convex_int_precision_lost",
+    "convex_unholdable_stored",
+    "convex_refusal_missing",
+    "convex_refusal_unexpected",
     "checkpoint_missing",
     "checkpoint_lag",
     "khala_hash_mismatch",

@@ -6,3 +6,4 @@ pub mod case;
 pub mod catalogue;
 pub mod observation;
 pub mod trace;
+pub mod values;

@@ -33,6 +33,13 @@ pub fn describe_step(step: &Step) -> String {
                 event_type.as_str()
             )
         }
+        Step::ReportWorkerMetadata {
+            worker,
+            value,
+            variant,
+        } => format!(
+            "worker {worker} reports `{value}` metadata (variant {variant}) with a heartbeat"
+        ),
         Step::StopWorker { worker, path } => match path {
             StopPath::Stop => format!("worker {worker} is stopped (`stop_worker`)"),
             StopPath::Ingest => {
@@ -223,6 +230,9 @@ fn reason_meaning(reason_class: &str) -> String {
         "convex_ahead_of_khala" => "Convex got a write that Khala never got (a partial dual publish)".into(),
         "stores_differ" => "Khala and Convex show different documents for the same entity".into(),
         "convex_int_precision_lost" => "Convex holds an integer above 2^53 as its nearest Float64, so it shows another number than the runtime sent".into(),
+        "convex_unholdable_stored" => "a store holds a summary Convex cannot hold as it is (a field name, a limit, or an integer beyond 2^53), so Khala and Convex cannot agree on it and a rollback to Convex cannot take it".into(),
+        "convex_refusal_missing" => "the projection of a summary Convex cannot hold was not refused before the stores were written".into(),
+        "convex_refusal_unexpected" => "the projection refused a summary Convex can hold, so users never see it".into(),
         "checkpoint_missing" => "no checkpoint records what was projected, so nothing will ever re-check it".into(),
         "checkpoint_lag" => "the checkpoint is behind the runtime and nothing will move it".into(),
         "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
@@ -342,6 +352,33 @@ mod tests {
         let short_label = crate::report::timeline::short_label;
         assert_eq!(short_label(&step), "r1 delta");
         assert_eq!(short_label(&Step::BreakKhala), "khala down");
+    }
+
+    #[test]
+    fn the_value_classes_are_explained() {
+        for class in [
+            "convex_unholdable_stored",
+            "convex_refusal_missing",
+            "convex_refusal_unexpected",
+        ] {
+            assert!(
+                !reason_meaning(class).starts_with("the check classed"),
+                "{class}"
+            );
+        }
+        let step = Step::ReportWorkerMetadata {
+            worker: 2,
+            value: crate::model::case::ValueKind::BigIntegers,
+            variant: 3,
+        };
+        assert_eq!(
+            describe_step(&step),
+            "worker 2 reports `big_integers` metadata (variant 3) with a heartbeat"
+        );
+        assert_eq!(
+            crate::report::timeline::short_label(&step),
+            "w2 meta big_integers/3"
+        );
     }
 
     #[test]
