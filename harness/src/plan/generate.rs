@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn metadata_values_follow_the_value_weights_and_default_to_plain() {
+        let values_of = |text: &str| -> std::collections::BTreeSet<crate::model::case::ValueKind> {
+            draw_cases(&scenario(text), 20)
+                .iter()
+                .flat_map(|case| case.steps.clone())
+                .filter_map(|step| match step {
+                    Step::ReportWorkerMetadata { value, variant, .. } => {
+                        assert!(variant < value.variants());
+                        Some(value)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let base =
+            "name='t'\ndescription='d'\ncases=1\nmax_steps=20\n[weights]\nworker_metadata=1\n";
+        use crate::model::case::ValueKind;
+        assert_eq!(values_of(base), [ValueKind::Plain].into());
+        let weighted = format!("{base}[values]\ndeep=1\nlarge=1\nplain=0\n");
+        assert_eq!(
+            values_of(&weighted),
+            [ValueKind::Deep, ValueKind::Large].into()
+        );
+    }
+
+    #[test]
     fn a_swarm_subset_is_never_empty() {
         let kinds = [(ActionKind::RunEvent, 1), (ActionKind::Quiesce, 2)];
         assert_eq!(

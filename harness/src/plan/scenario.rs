@@ -165,6 +165,9 @@ pub struct CoverageSpec {
     /// Fired steps of one kind in a state, at least.
     #[serde(default)]
     pub cell: Vec<CellMinimum>,
+    /// Fired `worker_metadata` steps per value kind (`[values]`), at least.
+    #[serde(default)]
+    pub min_per_value: BTreeMap<String, u64>,
 }
 
 /// A minimum for one action kind in the states that match the given
@@ -547,6 +550,43 @@ impl Scenario {
         Ok(())
     }
 
+    /// `coverage.min_per_value`: known value kinds the scenario draws.
+    fn validate_value_coverage(&self) -> Result<(), Problem> {
+        let steps_at_most = u64::from(self.cases) * u64::from(self.max_steps);
+        let drawn = self.value_weights();
+        for (name, min) in &self.coverage.min_per_value {
+            let at = key(&["coverage", "min_per_value", name]);
+            let Some(kind) = ValueKind::from_name(name) else {
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::UnknownValueKind,
+                });
+            };
+            let weighted = self.weight(ActionKind::WorkerMetadata) > 0
+                && drawn
+                    .0
+                    .iter()
+                    .any(|(drawn, weight)| *drawn == kind && *weight > 0);
+            let reason = if !weighted {
+                format!(
+                    "`{kind}` values are never drawn (hint: weigh `worker_metadata` and `values.{kind}`)"
+                )
+            } else if *min > steps_at_most {
+                format!(
+                    "the scenario plays at most {steps_at_most} steps ({} cases × {} max_steps)",
+                    self.cases, self.max_steps
+                )
+            } else {
+                continue;
+            };
+            return Err(Problem {
+                key: at,
+                kind: InvalidKind::Unreachable { min: *min, reason },
+            });
+        }
+        Ok(())
+    }
+
     fn validate_weights(&self) -> Result<(), Problem> {
         for kind in self.weights.keys() {
             let at = key(&["weights", kind]);
@@ -614,6 +654,7 @@ impl Scenario {
     /// generated, counts above every step of every case, and cells whose
     /// state the weighted kinds can never bring about from `[start]`.
     fn validate_coverage(&self) -> Result<(), Problem> {
+        self.validate_value_coverage()?;
         if self.coverage.min_per_kind.is_empty() && self.coverage.cell.is_empty() {
             return Ok(());
         }
