@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 /// creates them the same way).
 pub const OWNER_USER_ID: i64 = 7;
 pub const WORKSPACE_REF: &str = "ws_1";
-pub const WORKER_REGION: &str = "us-central1";
+pub use crate::model::values::WORKER_REGION;
 
 /// Keys whose values depend on wall-clock stamps; the oracle does not
 /// predict them (cross-store checks compare them instead).
@@ -42,6 +42,11 @@ struct RunTruth {
 struct WorkerTruth {
     event_types: Vec<&'static str>,
     status: &'static str,
+    /// The metadata as the authority row holds it (Postgres `jsonb`).
+    metadata: Value,
+    /// Every document this worker had to show while Convex could hold it,
+    /// oldest first: what the stores may show while it cannot.
+    holdable: Vec<Value>,
 }
 
 /// The reference state after some prefix of a case.
@@ -172,6 +177,15 @@ impl Oracle {
             Step::AppendWorkerEvent { worker, event_type } => {
                 self.worker(*worker).event_types.push(event_type.as_str());
             }
+            Step::ReportWorkerMetadata {
+                worker,
+                value,
+                variant,
+            } => {
+                let truth = self.worker(*worker);
+                truth.metadata = as_postgres_stores(value.metadata(*variant));
+                truth.event_types.push("worker.heartbeat");
+            }
             Step::StopWorker {
                 worker,
                 path: StopPath::Stop | StopPath::Ingest,
@@ -207,6 +221,42 @@ impl Oracle {
             | Step::Heal
             | Step::Quiesce => {}
         }
+        self.remember_holdable_documents();
+    }
+
+    /// Keeps each worker's document while Convex can hold it.
+    fn remember_holdable_documents(&mut self) {
+        let indices: Vec<u8> = self.workers.keys().copied().collect();
+        for index in indices {
+            let document = self.truth_document(EntityRef::Worker(index));
+            let Some(document) = document.filter(|document| convex_refusal(document).is_none())
+            else {
+                continue;
+            };
+            let truth = self.workers.get_mut(&index).expect("listed above");
+            if truth.holdable.last() != Some(&document) {
+                truth.holdable.push(document);
+            }
+        }
+    }
+
+    /// Why Convex cannot hold the entity's document as the runtime's
+    /// truth makes it, if it cannot: its projection must then be refused
+    /// before any store is written, and the stores keep an older document.
+    pub fn convex_refusal(&self, entity: EntityRef) -> Option<String> {
+        convex_refusal(&self.truth_document(entity)?)
+    }
+
+    /// Every document the entity had to show while Convex could hold it: a
+    /// store may show any of them while the entity's truth is refused.
+    pub fn holdable_documents(&self, entity: EntityRef) -> &[Value] {
+        match entity {
+            EntityRef::Worker(index) => self
+                .workers
+                .get(&index)
+                .map_or(&[], |truth| truth.holdable.as_slice()),
+            EntityRef::Run(_) => &[],
+        }
     }
 
     fn run(&mut self, index: u8) -> &mut RunTruth {
@@ -219,6 +269,7 @@ impl Oracle {
     fn worker(&mut self, index: u8) -> &mut WorkerTruth {
         self.workers.entry(index).or_insert_with(|| WorkerTruth {
             status: "running",
+            metadata: json!({"region": WORKER_REGION}),
             ..WorkerTruth::default()
         })
     }
@@ -261,8 +312,19 @@ impl Oracle {
         count as i64
     }
 
-    /// The document users must eventually see, without the timestamp keys.
+    /// The document users must eventually see, without the timestamp keys:
+    /// the truth's, or while Convex cannot hold that, the last one it
+    /// could (none if there never was one).
     pub fn expected_document(&self, entity: EntityRef) -> Option<Value> {
+        let document = self.truth_document(entity)?;
+        if convex_refusal(&document).is_none() {
+            return Some(document);
+        }
+        self.holdable_documents(entity).last().cloned()
+    }
+
+    /// The document of the runtime's truth, without the timestamp keys.
+    fn truth_document(&self, entity: EntityRef) -> Option<Value> {
         let document_id = self.document_id(entity);
         let version = self.projection_version();
         match entity {
@@ -301,7 +363,7 @@ impl Oracle {
                     "workspace_ref": WORKSPACE_REF,
                     "codex_home_ref": null,
                     "adapter": "in_memory",
-                    "metadata": {"region": WORKER_REGION},
+                    "metadata": truth.metadata,
                     "latest_seq": seq,
                     "event_count": seq,
                     "latest_event_type": truth.event_types.last(),
@@ -310,6 +372,83 @@ impl Oracle {
                 }))
             }
         }
+    }
+}
+
+/// A value as a Postgres `jsonb` column gives it back: numbers are
+/// decimals, which have no negative zero (`-0.0` comes back `0.0`).
+pub fn as_postgres_stores(value: Value) -> Value {
+    match value {
+        Value::Number(number) if number.as_f64() == Some(0.0) && number.is_f64() => json!(0.0),
+        Value::Array(items) => Value::Array(items.into_iter().map(as_postgres_stores).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (key, as_postgres_stores(item)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The bytes of the keys the oracle leaves out of a worker document (five
+/// timestamps of at most 27 characters and `projected_at`) and of the
+/// system fields Convex adds (`_id`, `_creationTime`), as Convex counts
+/// them: a bound, so the oracle never calls a document too large by less.
+const UNPREDICTED_BYTES: usize = 6 * (20 + 1 + 29) + (3 + 1 + 34) + (13 + 1 + 9);
+
+/// Why Convex would refuse the summary `document` or hold it as another
+/// value (`../shared/spec/real-systems.md` §1.1), if it would. The
+/// runtime's Convex functions store it as `{document_id, summary}` (spec
+/// §4.3), one level down: a field name that is not printable ASCII or
+/// starts with `$` or is over 1024 characters, an object over 1024 fields,
+/// an array over 8192 elements, an integer beyond ±2^53 (held as its
+/// nearest Float64), a stored document nested over 16 levels or over 1 MiB.
+pub fn convex_refusal(document: &Value) -> Option<String> {
+    // (size in Convex's bytes, nesting) of a value, or the first refusal.
+    fn walk(value: &Value) -> Result<(usize, usize), String> {
+        Ok(match value {
+            Value::Null | Value::Bool(_) => (1, 0),
+            Value::Number(number) => match (number.as_i64(), number.as_u64()) {
+                (Some(integer), _) if integer.unsigned_abs() > 1 << 53 => {
+                    return Err(format!("integer {integer} beyond 2^53"));
+                }
+                (None, Some(integer)) => return Err(format!("integer {integer} beyond 2^53")),
+                _ => (9, 0),
+            },
+            Value::String(text) => (text.len() + 2, 0),
+            Value::Array(items) if items.len() > 8192 => {
+                return Err(format!("array of {} elements", items.len()));
+            }
+            Value::Object(map) if map.len() > 1024 => {
+                return Err(format!("object of {} fields", map.len()));
+            }
+            Value::Array(items) => items.iter().try_fold((2, 1), |(size, depth), item| {
+                let (item_size, item_depth) = walk(item)?;
+                Ok::<_, String>((size + item_size, depth.max(item_depth + 1)))
+            })?,
+            Value::Object(map) => map.iter().try_fold((2, 1), |(size, depth), (key, item)| {
+                let printable = key.chars().all(|c| (' '..='~').contains(&c));
+                if !printable || key.starts_with('$') || key.chars().count() > 1024 {
+                    return Err(format!("field name {key:?}"));
+                }
+                let (item_size, item_depth) = walk(item)?;
+                Ok((size + key.len() + 1 + item_size, depth.max(item_depth + 1)))
+            })?,
+        })
+    }
+    let stored = json!({
+        "document_id": document.get("document_id").cloned().unwrap_or(Value::Null),
+        "summary": {},
+    });
+    let (wrapper_size, _) = walk(&stored).ok()?;
+    match walk(document) {
+        Err(reason) => Some(reason),
+        Ok((_, depth)) if depth + 1 > 16 => Some(format!("stored nested {} levels", depth + 1)),
+        Ok((size, _)) if wrapper_size - 2 + size + UNPREDICTED_BYTES > 1 << 20 => Some(format!(
+            "stored {} bytes",
+            wrapper_size - 2 + size + UNPREDICTED_BYTES
+        )),
+        Ok(_) => None,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The checks of the invariant catalogue (`model::catalogue`). Checks return every divergence they see
 //! rather than stopping at the first; a divergence is a result, not an error.
 
+use crate::model::case::{EntityRef, Step};
 use crate::model::observation::{Observation, document_seq};
-use crate::oracle::{Oracle, semantic_part};
+use crate::oracle::{Oracle, convex_refusal, semantic_part};
 use khala_runtime::sink::convex_value::int_precision_lost;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -10,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::model::reason::{
     AuditClass, CheckpointClass, JournalClass, ProjectionClass, ReasonClass, SinkClass, Store,
-    StoreClass,
+    StoreClass, ValueClass,
 };
 use crate::model::violation::Violation;
 
@@ -246,6 +247,69 @@ pub fn check_step(
     recorder.found
 }
 
+/// V1 after step `step_index`: no store holds a document Convex cannot
+/// hold; a step that projects a worker whose document Convex cannot hold
+/// shows the guard's refusal (`refused`, from the projection's typed
+/// error); and no refusal is shown for a document Convex can hold.
+pub fn check_refusals(
+    oracle: &Oracle,
+    step: &Step,
+    refused: &[String],
+    current: &Observation,
+    step_index: usize,
+) -> Vec<Violation> {
+    let mut recorder = Recorder::new(step_index, current);
+    let khala = current
+        .khala
+        .iter()
+        .map(|(key, (_, payload))| ("khala", key, payload));
+    let convex = current
+        .convex
+        .iter()
+        .map(|(key, document)| ("convex", key, document));
+    for (store, key, document) in khala.chain(convex) {
+        if let Some(reason) = convex_refusal(&semantic_part(document)) {
+            let detail = format!("{store} holds a document Convex cannot hold ({reason})");
+            recorder.record(ValueClass::ConvexUnholdableStored, Some(key), detail, None);
+        }
+    }
+    let projected = match step {
+        Step::ReportWorkerMetadata { worker, .. }
+        | Step::AppendWorkerEvent { worker, .. }
+        | Step::StopWorker { worker, .. } => Some(EntityRef::Worker(*worker)),
+        _ => None,
+    };
+    if let Some(entity) = projected
+        && let Some(reason) = oracle.convex_refusal(entity)
+    {
+        let key = oracle.document_id(entity);
+        if !refused.contains(&key) {
+            let detail = format!(
+                "Convex cannot hold the summary ({reason}) but its projection was not refused"
+            );
+            let expected = oracle.expected_document(entity);
+            recorder.record(
+                ValueClass::ConvexRefusalMissing,
+                Some(&key),
+                detail,
+                expected,
+            );
+        }
+    }
+    for key in refused {
+        let entity = oracle
+            .entities()
+            .into_iter()
+            .find(|entity| oracle.document_id(*entity) == *key);
+        if entity.is_none_or(|entity| oracle.convex_refusal(entity).is_none()) {
+            let detail =
+                "the projection was refused although Convex can hold the summary".to_owned();
+            recorder.record(ValueClass::ConvexRefusalUnexpected, Some(key), detail, None);
+        }
+    }
+    recorder.found
+}
+
 /// The top-level keys of each projection (spec §2.4, §2.5).
 const RUN_SUMMARY_KEYS: [&str; 18] = [
     "document_id",
@@ -419,7 +483,14 @@ pub fn check_quiescence(
     let mode = oracle.sink_mode();
     for entity in oracle.entities() {
         let key = oracle.document_id(entity);
-        let Some(expected) = oracle.expected_document(entity) else {
+        // While Convex cannot hold the entity's truth, its projections are
+        // refused: each store keeps whichever holdable document it last
+        // took, or none (expected `null` when there never was one).
+        let refused = oracle.convex_refusal(entity).is_some();
+        let Some(expected) = oracle
+            .expected_document(entity)
+            .or_else(|| refused.then_some(Value::Null))
+        else {
             continue;
         };
         let khala = current.khala.get(&key).map(|(_, payload)| payload);
@@ -436,6 +507,19 @@ pub fn check_quiescence(
             (Store::Convex, mode.writes_convex(), convex),
         ] {
             if !written {
+                continue;
+            }
+            if refused {
+                let kept = held.is_none_or(|document| {
+                    let semantic = semantic_part(document);
+                    oracle.holdable_documents(entity).contains(&semantic)
+                });
+                if !kept {
+                    let detail = format!(
+                        "{store} holds a document the oracle never expected while Convex can hold it"
+                    );
+                    recorder.record(store.wrong(), Some(&key), detail, Some(expected.clone()));
+                }
                 continue;
             }
             let ahead_class =
@@ -489,6 +573,10 @@ pub fn check_quiescence(
                 };
                 recorder.record(class, Some(&key), detail, Some(expected.clone()));
             }
+        }
+        if refused {
+            // The checkpoint stays with the last document a store took.
+            continue;
         }
         let runtime_seq = oracle.latest_seq(entity);
         match current.checkpoints.get(&key) {
@@ -612,10 +700,46 @@ pub fn differing_keys(left: &Value, right: &Value) -> Vec<String> {
     keys
 }
 
+/// A float as spec §6.1 writes it (Erlang's short form): the shortest
+/// digits that read back as the same float, plainly with at least one
+/// digit after the point, or as `d.ddde±N` (no `+`) when that is shorter.
+fn short_float(value: f64) -> String {
+    let shortest = format!("{value:e}");
+    let (mantissa, exponent) = shortest.split_once('e').unwrap_or((&shortest, "0"));
+    let exponent: i64 = exponent.parse().unwrap_or_default();
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits = mantissa.replace('.', "");
+    let fraction = if digits.len() > 1 { &digits[1..] } else { "0" };
+    let scientific = format!("{sign}{}.{fraction}e{exponent}", &digits[..1]);
+    let point = exponent + 1;
+    let plain = if point <= 0 {
+        format!(
+            "{sign}0.{}{digits}",
+            "0".repeat(point.unsigned_abs() as usize)
+        )
+    } else if point as usize >= digits.len() {
+        format!(
+            "{sign}{digits}{}.0",
+            "0".repeat(point as usize - digits.len())
+        )
+    } else {
+        let (whole, part) = digits.split_at(point as usize);
+        format!("{sign}{whole}.{part}")
+    };
+    if scientific.len() < plain.len() {
+        scientific
+    } else {
+        plain
+    }
+}
+
 /// The checkpoint hash of a document, computed independently of the models:
-/// SHA-256 hex of its sorted, compact JSON without `projected_at`. Matches
-/// the models' definition for the values the harness generates (no floats,
-/// no control characters).
+/// SHA-256 hex of its sorted, compact JSON without `projected_at`, floats
+/// in the short form of spec §6.1. Matches the models' definition for the
+/// values the harness generates (no control characters).
 pub fn parity_hash(document: &Value) -> String {
     fn write(value: &Value, out: &mut String) {
         match value {
@@ -643,6 +767,9 @@ pub fn parity_hash(document: &Value) -> String {
                 }
                 out.push(']');
             }
+            Value::Number(number) if number.is_f64() => {
+                out.push_str(&short_float(number.as_f64().unwrap_or_default()));
+            }
             scalar => out.push_str(&scalar.to_string()),
         }
     }
@@ -657,7 +784,7 @@ mod tests {
     //! passes them all.
 
     use super::*;
-    use crate::model::case::{EntityRef, IdStyle, RunEventType, Step};
+    use crate::model::case::{EntityRef, IdStyle, RunEventType, Step, ValueKind};
     use crate::model::observation::{CheckpointView, JournalEntry};
     use khala_runtime::SinkMode;
 
@@ -1181,6 +1308,184 @@ mod tests {
         assert_eq!(
             parity_hash(&document),
             khala_runtime::hashing::summary_hash(&document)
+        );
+    }
+
+    const WORKER_KEY: &str = "runtime/codex_worker_summary:worker_0";
+
+    /// A worker that reported variant `variant` of `value`, and what a
+    /// store holding its truth (timestamps filled in) holds.
+    fn worker_with(value: ValueKind, variant: u8) -> (Oracle, Value) {
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        oracle.apply(&Step::ReportWorkerMetadata {
+            worker: 0,
+            value,
+            variant,
+        });
+        let mut document = oracle
+            .expected_document(EntityRef::Worker(0))
+            .unwrap_or_else(|| serde_json::json!({"document_id": WORKER_KEY}));
+        document["metadata"] = crate::oracle::as_postgres_stores(value.metadata(variant));
+        for key in crate::oracle::TIMESTAMP_KEYS {
+            if key != "terminal_at" {
+                document[key] = "2026-02-19T20:00:00.000000Z".into();
+            }
+        }
+        (oracle, document)
+    }
+
+    fn every_variant() -> impl Iterator<Item = (ValueKind, u8)> {
+        ValueKind::ALL
+            .into_iter()
+            .flat_map(|kind| (0..kind.variants()).map(move |variant| (kind, variant)))
+    }
+
+    #[test]
+    fn the_oracle_and_the_hardened_guard_agree_on_every_generated_value() {
+        let mut refused = Vec::new();
+        for (kind, variant) in every_variant() {
+            let (oracle, document) = worker_with(kind, variant);
+            let guard = khala_runtime::sink::convex_value::refusal_of(WORKER_KEY, &document);
+            let predicted = oracle.convex_refusal(EntityRef::Worker(0));
+            assert_eq!(
+                guard.is_some(),
+                predicted.is_some(),
+                "{kind}/{variant}: {guard:?} vs {predicted:?}"
+            );
+            if guard.is_some() {
+                refused.push(format!("{kind}/{variant}"));
+            }
+        }
+        // Each limit is met on both sides: the last accepted variant and
+        // the first refused one.
+        assert_eq!(
+            refused,
+            [
+                "unicode_keys/0",
+                "unicode_keys/1",
+                "unicode_keys/2",
+                "big_integers/3",
+                "big_integers/4",
+                "big_integers/5",
+                "deep/3",
+                "wide/2",
+                "wide/3",
+                "long_arrays/2",
+                "long_arrays/3",
+                "large/1",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_parity_hash_agrees_with_the_models_summary_hash_on_every_generated_value() {
+        for (kind, variant) in every_variant() {
+            let (_, document) = worker_with(kind, variant);
+            assert_eq!(
+                parity_hash(&document),
+                khala_runtime::hashing::summary_hash(&document),
+                "{kind}/{variant}"
+            );
+        }
+    }
+
+    /// A dual-publish worker document for every value Convex can hold,
+    /// written as the backend writes it (every number a Float64, text with
+    /// a point), read through the sink's decoder and written as Khala
+    /// holds it: no check finds anything.
+    #[test]
+    fn backend_written_documents_of_every_holdable_value_pass_every_check() {
+        for (kind, variant) in every_variant() {
+            let (oracle, document) = worker_with(kind, variant);
+            if oracle.convex_refusal(EntityRef::Worker(0)).is_some() {
+                continue;
+            }
+            let mut observation = Observation::default();
+            observation
+                .khala
+                .insert(WORKER_KEY.into(), (1, document.clone()));
+            let text = as_the_backend_writes(&document);
+            let decoded = khala_runtime::sink::classify(
+                200,
+                &format!(r#"{{"status":"success","value":{text}}}"#),
+            )
+            .unwrap();
+            let held = khala_runtime::sink::convex_value::as_sent(&decoded, &document);
+            observation.convex.insert(WORKER_KEY.into(), held);
+            observation.checkpoints.insert(
+                WORKER_KEY.into(),
+                CheckpointView {
+                    document_id: WORKER_KEY.into(),
+                    last_runtime_seq: 1,
+                    projection_version: "convex_summary_v1".into(),
+                    summary_hash: khala_runtime::hashing::summary_hash(&document),
+                },
+            );
+            let step = Step::ReportWorkerMetadata {
+                worker: 0,
+                value: kind,
+                variant,
+            };
+            let mut found = ids(&check_step(
+                &oracle,
+                &Observation::default(),
+                &observation,
+                0,
+                false,
+            ));
+            found.extend(ids(&check_quiescence(&oracle, &observation, 0)));
+            found.extend(ids(&check_refusals(&oracle, &step, &[], &observation, 0)));
+            found.retain(|(id, _)| *id != "W2");
+            assert_eq!(found, [], "{kind}/{variant}");
+        }
+    }
+
+    #[test]
+    fn v1_catches_a_stored_unholdable_value_a_missing_and_an_unexpected_refusal() {
+        // Khala took 2^53 + 1 and Convex its nearest Float64: the legacy path.
+        let (oracle, document) = worker_with(ValueKind::BigIntegers, 3);
+        let step = Step::ReportWorkerMetadata {
+            worker: 0,
+            value: ValueKind::BigIntegers,
+            variant: 3,
+        };
+        let mut observation = Observation::default();
+        observation
+            .khala
+            .insert(WORKER_KEY.into(), (1, document.clone()));
+        let mut rounded = document.clone();
+        rounded["metadata"]["count"] = Value::from(9_007_199_254_740_992_i64);
+        observation.convex.insert(WORKER_KEY.into(), rounded);
+        let found = ids(&check_refusals(&oracle, &step, &[], &observation, 0));
+        assert_eq!(
+            found,
+            [
+                ("V1", "convex_unholdable_stored".into()),
+                ("V1", "convex_refusal_missing".into()),
+            ]
+        );
+        let quiescent = ids(&check_quiescence(&oracle, &observation, 0));
+        assert!(
+            quiescent.contains(&("X1", "convex_int_precision_lost".into())),
+            "{quiescent:?}"
+        );
+        // Hardened: refused, nothing stored; refusing 2^53 itself is wrong.
+        let refused = [WORKER_KEY.to_owned()];
+        let empty = Observation::default();
+        assert_eq!(
+            ids(&check_refusals(&oracle, &step, &refused, &empty, 0)),
+            []
+        );
+        assert_eq!(ids(&check_quiescence(&oracle, &empty, 0)), []);
+        let (exact, _) = worker_with(ValueKind::BigIntegers, 1);
+        let step = Step::ReportWorkerMetadata {
+            worker: 0,
+            value: ValueKind::BigIntegers,
+            variant: 1,
+        };
+        assert_eq!(
+            ids(&check_refusals(&exact, &step, &refused, &empty, 0)),
+            [("V1", "convex_refusal_unexpected".into())]
         );
     }
 

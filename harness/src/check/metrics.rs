@@ -236,6 +236,7 @@ impl RunMetrics {
                 | Step::FinishRun { .. }
                 | Step::AppendWorkerEvent { .. }
                 | Step::StopWorker { .. }
+                | Step::ReportWorkerMetadata { .. }
                 | Step::DuplicateDelivery { .. }
                 | Step::Reproject { .. }
                 | Step::BumpProjectionVersion => quiescent = false,
@@ -432,6 +433,7 @@ mod tests {
                 observation: Observation::default(),
                 auditor,
                 clients: None,
+                refused: Vec::new(),
             })
             .collect()
     }

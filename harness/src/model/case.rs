@@ -7,6 +7,8 @@ use crate::model::reason::ReasonClass;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::values::ValueKind;
+
 /// The case file format's name; bumped on incompatible changes.
 pub const CASE_SCHEMA: &str = "khala-parity.case.v1";
 
@@ -353,6 +355,14 @@ pub enum Step {
         worker: u8,
         path: StopPath,
     },
+    /// A worker reports new metadata with a heartbeat: variant `variant`
+    /// of `value` (`model::values`) is stored, then the heartbeat event
+    /// is appended and projected.
+    ReportWorkerMetadata {
+        worker: u8,
+        value: ValueKind,
+        variant: u8,
+    },
     /// The same trigger delivered again: the entity is projected once more.
     DuplicateDelivery {
         entity: EntityRef,
@@ -494,11 +504,12 @@ pub enum ActionKind {
     RestartConvex,
     Quiesce,
     AdvanceTime,
+    WorkerMetadata,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 19] = [
+    pub const ALL: [ActionKind; 20] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -518,6 +529,7 @@ impl ActionKind {
         ActionKind::RestartConvex,
         ActionKind::Quiesce,
         ActionKind::AdvanceTime,
+        ActionKind::WorkerMetadata,
     ];
 
     /// The name scenario files use.
@@ -542,6 +554,7 @@ impl ActionKind {
             ActionKind::RestartConvex => "restart_convex",
             ActionKind::Quiesce => "quiesce",
             ActionKind::AdvanceTime => "advance_time",
+            ActionKind::WorkerMetadata => "worker_metadata",
         }
     }
 
@@ -591,6 +604,7 @@ impl Step {
             Step::RestartSyncServer => ActionKind::RestartSyncServer,
             Step::Heal | Step::Quiesce => ActionKind::Quiesce,
             Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
+            Step::ReportWorkerMetadata { .. } => ActionKind::WorkerMetadata,
         }
     }
 }

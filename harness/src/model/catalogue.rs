@@ -140,6 +140,14 @@ pub const CATALOGUE: &[Invariant] = &[
         not_in_cases: None,
     },
     Invariant {
+        id: "V1",
+        statement: "a summary Convex cannot hold exactly (real-systems §1.1: field names, limits, integers beyond ±2^53) is refused by its projection with a typed error before any store is written, no store ever holds one, and a summary Convex can hold is never refused",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+        not_in_cases: None,
+    },
+    Invariant {
         id: "X7",
         statement: "no stored document ever moves backwards in seq",
         severity: Severity::Critical,

@@ -8,4 +8,5 @@ pub mod catalogue;
 pub mod observation;
 pub mod reason;
 pub mod trace;
+pub mod values;
 pub mod violation;

@@ -82,6 +82,18 @@ reason_family! {
 }
 
 reason_family! {
+    /// V1: summaries against what Convex can hold.
+    ValueClass as ReasonClass::Value {
+        ConvexUnholdableStored => "V1", Critical, "convex_unholdable_stored",
+            "a store holds a summary Convex cannot hold as it is (a field name, a limit, or an integer beyond 2^53), so Khala and Convex cannot agree on it and a rollback to Convex cannot take it";
+        ConvexRefusalMissing => "V1", Critical, "convex_refusal_missing",
+            "the projection of a summary Convex cannot hold was not refused before the stores were written";
+        ConvexRefusalUnexpected => "V1", Critical, "convex_refusal_unexpected",
+            "the projection refused a summary Convex can hold, so users never see it";
+    }
+}
+
+reason_family! {
     /// X1 and X7: what each store holds against the oracle and the other.
     StoreClass as ReasonClass::Store {
         KhalaMissing => "X1", Critical, "khala_missing",
@@ -257,6 +269,7 @@ reason_family! {
 pub enum ReasonClass {
     Projection(ProjectionClass),
     Sink(SinkClass),
+    Value(ValueClass),
     Store(StoreClass),
     Checkpoint(CheckpointClass),
     AuditorReport(AuditorReportClass),
@@ -273,6 +286,7 @@ impl ReasonClass {
         match self {
             ReasonClass::Projection(class) => class.row(),
             ReasonClass::Sink(class) => class.row(),
+            ReasonClass::Value(class) => class.row(),
             ReasonClass::Store(class) => class.row(),
             ReasonClass::Checkpoint(class) => class.row(),
             ReasonClass::AuditorReport(class) => class.row(),
@@ -303,9 +317,10 @@ impl ReasonClass {
 
     /// Every class, family by family in the order above.
     pub fn all() -> impl Iterator<Item = ReasonClass> {
-        let families: [Vec<ReasonClass>; 11] = [
+        let families: [Vec<ReasonClass>; 12] = [
             family(ProjectionClass::ALL),
             family(SinkClass::ALL),
+            family(ValueClass::ALL),
             family(StoreClass::ALL),
             family(CheckpointClass::ALL),
             family(AuditorReportClass::ALL),

@@ -37,6 +37,10 @@ pub struct StepTrace {
     /// once the case's first delivery step has started them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clients: Option<ClientsObservation>,
+    /// The documents whose projection the step saw refused because Convex
+    /// cannot hold them (the hardened guard's typed error), by id.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<String>,
 }
 
 /// How a lane reads at the moment.

@@ -3,7 +3,7 @@
 //! which minimums the scenario's own weights could never reach. The state
 //! before each step is the oracle's, so counting needs no backend.
 
-use crate::model::case::Case;
+use crate::model::case::{Case, Step};
 use crate::oracle::Oracle;
 use crate::plan::reach::{FlagState, StageState, State};
 use crate::plan::scenario::{CellMinimum, CoverageSpec, Scenario};
@@ -23,6 +23,8 @@ pub struct Cell {
 pub struct Coverage {
     per_kind: BTreeMap<&'static str, u64>,
     cells: BTreeMap<Cell, u64>,
+    /// `worker_metadata` steps per value kind.
+    per_value: BTreeMap<&'static str, u64>,
 }
 
 impl Coverage {
@@ -37,6 +39,9 @@ impl Coverage {
             };
             *self.per_kind.entry(cell.kind).or_default() += 1;
             *self.cells.entry(cell).or_default() += 1;
+            if let Step::ReportWorkerMetadata { value, .. } = step {
+                *self.per_value.entry(value.name()).or_default() += 1;
+            }
             oracle.apply(step);
         }
     }
@@ -71,8 +76,15 @@ impl Coverage {
                 count: self.matching_count(minimum),
                 min: minimum.min,
             });
+        let per_value = spec.min_per_value.iter().map(|(value, min)| CoverageGap {
+            key: format!("coverage.min_per_value.{value}"),
+            cell: format!("value kind {value}"),
+            count: self.per_value.get(value.as_str()).copied().unwrap_or(0),
+            min: *min,
+        });
         per_kind
             .chain(cells)
+            .chain(per_value)
             .filter(|gap| gap.count < gap.min)
             .collect()
     }
@@ -95,6 +107,11 @@ impl Coverage {
                 .per_kind
                 .iter()
                 .map(|(kind, count)| ((*kind).to_owned(), *count))
+                .collect(),
+            per_value: self
+                .per_value
+                .iter()
+                .map(|(value, count)| ((*value).to_owned(), *count))
                 .collect(),
             cells: self
                 .cells
@@ -171,6 +188,9 @@ pub struct ScenarioCoverage {
     pub unchecked_reason: Option<String>,
     /// Fired steps per action kind.
     pub per_kind: BTreeMap<String, u64>,
+    /// Fired `worker_metadata` steps per value kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_value: BTreeMap<String, u64>,
     /// Fired steps per action kind and state, sorted.
     pub cells: Vec<CellCount>,
     /// The declared minimums the run fell short of (empty when unchecked).
@@ -195,6 +215,37 @@ mod tests {
     use super::*;
     use crate::model::case::{CASE_SCHEMA, IdStyle, RollbackSwitch, RolloutStage, Start, Step};
     use khala_runtime::Profile;
+
+    #[test]
+    fn metadata_steps_count_per_value_kind_and_short_ones_are_gaps() {
+        let report = |value, variant| Step::ReportWorkerMetadata {
+            worker: 0,
+            value,
+            variant,
+        };
+        let case = Case {
+            schema: CASE_SCHEMA.to_owned(),
+            profile: Profile::Hardened,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps: vec![
+                report(crate::model::case::ValueKind::Deep, 3),
+                report(crate::model::case::ValueKind::Deep, 0),
+                report(crate::model::case::ValueKind::Floats, 1),
+            ],
+            origin: None,
+        };
+        let mut coverage = Coverage::default();
+        coverage.record(&case, 3);
+        let spec = CoverageSpec {
+            min_per_value: [("deep".to_owned(), 2), ("floats".to_owned(), 2)].into(),
+            ..CoverageSpec::default()
+        };
+        let gaps = coverage.gaps(&spec);
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].key, "coverage.min_per_value.floats");
+        assert_eq!(gaps[0].count, 1);
+    }
 
     #[test]
     fn steps_count_in_the_state_before_them() {
@@ -234,6 +285,7 @@ mod tests {
         let spec = CoverageSpec {
             min_per_kind: BTreeMap::from([("rollback".to_owned(), 3)]),
             cell: vec![minimum("web", None)],
+            ..CoverageSpec::default()
         };
         let gaps: Vec<String> = coverage
             .gaps(&spec)

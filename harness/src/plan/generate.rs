@@ -3,6 +3,7 @@
 //! are created on first use, so proptest's shrinking may drop any step.
 
 use crate::model::case::{ActionKind, CASE_SCHEMA, Case, IdStyle, Step};
+use crate::model::values::ValueWeights;
 use crate::plan::scenario::Scenario;
 use crate::plan::steps::steps_of;
 use khala_runtime::Profile;
@@ -12,7 +13,7 @@ use proptest::test_runner::TestRunner;
 
 /// One step, drawn by the scenario's weights.
 pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
-    weighted_step(&weighted_kinds(scenario))
+    weighted_step(&weighted_kinds(scenario), &scenario.value_weights())
 }
 
 /// The kinds with a weight above 0, and their weights.
@@ -24,11 +25,11 @@ fn weighted_kinds(scenario: &Scenario) -> Vec<(ActionKind, u32)> {
         .collect()
 }
 
-fn weighted_step(kinds: &[(ActionKind, u32)]) -> BoxedStrategy<Step> {
+fn weighted_step(kinds: &[(ActionKind, u32)], values: &ValueWeights) -> BoxedStrategy<Step> {
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = kinds
         .iter()
         .filter(|(_, weight)| *weight > 0)
-        .map(|(kind, weight)| (*weight, steps_of(*kind)))
+        .map(|(kind, weight)| (*weight, steps_of(*kind, values)))
         .collect();
     Union::new_weighted(weighted).boxed()
 }
@@ -72,7 +73,8 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     } else {
         Just(weighted).boxed()
     };
-    let steps = kinds.prop_flat_map(move |kinds| steps_between(&kinds, lengths.clone()));
+    let values = scenario.value_weights();
+    let steps = kinds.prop_flat_map(move |kinds| steps_between(&kinds, &values, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {
@@ -91,12 +93,13 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
 /// `Droppable`: shrinking can still go down to the one step a failure needs.
 fn steps_between(
     kinds: &[(ActionKind, u32)],
+    values: &ValueWeights,
     lengths: std::ops::RangeInclusive<usize>,
 ) -> BoxedStrategy<Vec<Step>> {
     if *lengths.start() <= 1 {
-        return prop::collection::vec(weighted_step(kinds), lengths).boxed();
+        return prop::collection::vec(weighted_step(kinds, values), lengths).boxed();
     }
-    prop::collection::vec(Droppable(weighted_step(kinds)), lengths)
+    prop::collection::vec(Droppable(weighted_step(kinds, values)), lengths)
         .prop_map(|steps| steps.into_iter().flatten().collect())
         .boxed()
 }
@@ -175,7 +178,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_strategy_and_steps_report_their_kind() {
         for kind in ActionKind::ALL {
-            let strategy = steps_of(kind);
+            let strategy = steps_of(kind, &ValueWeights::default());
             let mut runner = TestRunner::deterministic();
             let step = strategy.new_tree(&mut runner).unwrap().current();
             let expected = match kind {
@@ -287,6 +290,32 @@ mod tests {
                 .iter()
                 .filter(|case| case.steps.len() >= 30)
                 .all(|case| kinds_of(case).len() == 4)
+        );
+    }
+
+    #[test]
+    fn metadata_values_follow_the_value_weights_and_default_to_plain() {
+        let values_of = |text: &str| -> std::collections::BTreeSet<crate::model::case::ValueKind> {
+            draw_cases(&scenario(text), 20)
+                .iter()
+                .flat_map(|case| case.steps.clone())
+                .filter_map(|step| match step {
+                    Step::ReportWorkerMetadata { value, variant, .. } => {
+                        assert!(variant < value.variants());
+                        Some(value)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let base =
+            "name='t'\ndescription='d'\ncases=1\nmax_steps=20\n[weights]\nworker_metadata=1\n";
+        use crate::model::case::ValueKind;
+        assert_eq!(values_of(base), [ValueKind::Plain].into());
+        let weighted = format!("{base}[values]\ndeep=1\nlarge=1\nplain=0\n");
+        assert_eq!(
+            values_of(&weighted),
+            [ValueKind::Deep, ValueKind::Large].into()
         );
     }
 

@@ -6,6 +6,7 @@
 
 use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
+use crate::model::values::{ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
@@ -41,6 +42,10 @@ pub struct Scenario {
     /// A weight per action kind; 0 or absent: never generated.
     #[serde(deserialize_with = "weight_table")]
     pub weights: BTreeMap<String, u32>,
+    /// A weight per metadata value kind (`model::values`) for the
+    /// `worker_metadata` steps; absent: only `plain`.
+    #[serde(default, deserialize_with = "weight_table")]
+    pub values: BTreeMap<String, u32>,
     #[serde(default)]
     pub swarm: SwarmSpec,
     #[serde(default)]
@@ -160,6 +165,9 @@ pub struct CoverageSpec {
     /// Fired steps of one kind in a state, at least.
     #[serde(default)]
     pub cell: Vec<CellMinimum>,
+    /// Fired `worker_metadata` steps per value kind (`[values]`), at least.
+    #[serde(default)]
+    pub min_per_value: BTreeMap<String, u64>,
 }
 
 /// A minimum for one action kind in the states that match the given
@@ -270,6 +278,16 @@ pub enum InvalidKind {
     OutOfRange { value: String, allowed: String },
     #[error("unknown action kind (allowed: {})", ActionKind::names())]
     UnknownActionKind,
+    #[error("unknown value kind (allowed: {})", ValueKind::names())]
+    UnknownValueKind,
+    #[error(
+        "all value weights are zero: `worker_metadata` steps would have nothing to draw; hint: give at least one value kind a weight above 0, or leave [values] out for plain metadata"
+    )]
+    AllValueWeightsZero,
+    #[error(
+        "[values] is set but `worker_metadata` has no weight, so no value would be drawn; hint: weigh `worker_metadata` in [weights] or drop [values]"
+    )]
+    ValuesWithoutMetadataSteps,
     #[error(
         "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
     )]
@@ -441,6 +459,7 @@ impl Scenario {
             );
         }
         self.validate_weights()?;
+        self.validate_values()?;
         if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
             return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
         }
@@ -489,6 +508,83 @@ impl Scenario {
             return problem(at, InvalidKind::Gate(error.kind));
         }
         self.validate_coverage()
+    }
+
+    /// The metadata value weights (`[values]`), in `ValueKind::ALL` order.
+    pub fn value_weights(&self) -> ValueWeights {
+        if self.values.is_empty() {
+            return ValueWeights::default();
+        }
+        ValueWeights(
+            ValueKind::ALL
+                .into_iter()
+                .filter_map(|kind| Some((kind, *self.values.get(kind.name())?)))
+                .collect(),
+        )
+    }
+
+    fn validate_values(&self) -> Result<(), Problem> {
+        if self.values.is_empty() {
+            return Ok(());
+        }
+        for kind in self.values.keys() {
+            if ValueKind::from_name(kind).is_none() {
+                return Err(Problem {
+                    key: key(&["values", kind]),
+                    kind: InvalidKind::UnknownValueKind,
+                });
+            }
+        }
+        if self.values.values().all(|weight| *weight == 0) {
+            return Err(Problem {
+                key: key(&["values"]),
+                kind: InvalidKind::AllValueWeightsZero,
+            });
+        }
+        if self.weight(ActionKind::WorkerMetadata) == 0 {
+            return Err(Problem {
+                key: key(&["values"]),
+                kind: InvalidKind::ValuesWithoutMetadataSteps,
+            });
+        }
+        Ok(())
+    }
+
+    /// `coverage.min_per_value`: known value kinds the scenario draws.
+    fn validate_value_coverage(&self) -> Result<(), Problem> {
+        let steps_at_most = u64::from(self.cases) * u64::from(self.max_steps);
+        let drawn = self.value_weights();
+        for (name, min) in &self.coverage.min_per_value {
+            let at = key(&["coverage", "min_per_value", name]);
+            let Some(kind) = ValueKind::from_name(name) else {
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::UnknownValueKind,
+                });
+            };
+            let weighted = self.weight(ActionKind::WorkerMetadata) > 0
+                && drawn
+                    .0
+                    .iter()
+                    .any(|(drawn, weight)| *drawn == kind && *weight > 0);
+            let reason = if !weighted {
+                format!(
+                    "`{kind}` values are never drawn (hint: weigh `worker_metadata` and `values.{kind}`)"
+                )
+            } else if *min > steps_at_most {
+                format!(
+                    "the scenario plays at most {steps_at_most} steps ({} cases × {} max_steps)",
+                    self.cases, self.max_steps
+                )
+            } else {
+                continue;
+            };
+            return Err(Problem {
+                key: at,
+                kind: InvalidKind::Unreachable { min: *min, reason },
+            });
+        }
+        Ok(())
     }
 
     fn validate_weights(&self) -> Result<(), Problem> {
@@ -558,6 +654,7 @@ impl Scenario {
     /// generated, counts above every step of every case, and cells whose
     /// state the weighted kinds can never bring about from `[start]`.
     fn validate_coverage(&self) -> Result<(), Problem> {
+        self.validate_value_coverage()?;
         if self.coverage.min_per_kind.is_empty() && self.coverage.cell.is_empty() {
             return Ok(());
         }

@@ -5,6 +5,7 @@ use crate::model::case::{
     ActionKind, ConvexFault, EntityRef, Outage, RollbackSwitch, RolloutStage, RunEventType, Step,
     StopPath, Surface, TerminalStatus, WorkerEventType,
 };
+use crate::model::values::{ValueKind, ValueWeights};
 use khala_runtime::SinkMode;
 use proptest::prelude::*;
 
@@ -30,9 +31,39 @@ fn surface() -> impl Strategy<Value = Surface> {
     prop::sample::select(Surface::ALL.to_vec())
 }
 
-/// The steps of one action kind.
-pub fn steps_of(kind: ActionKind) -> BoxedStrategy<Step> {
+/// A metadata value drawn by the scenario's value weights: a kind, then
+/// one of its variants (shrinking moves toward the first kind and variant).
+fn metadata_value(values: &ValueWeights) -> BoxedStrategy<(ValueKind, u8)> {
+    let weighted: Vec<(u32, BoxedStrategy<(ValueKind, u8)>)> = values
+        .0
+        .iter()
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(kind, weight)| {
+            let kind = *kind;
+            (
+                *weight,
+                (0..kind.variants())
+                    .prop_map(move |variant| (kind, variant))
+                    .boxed(),
+            )
+        })
+        .collect();
+    if weighted.is_empty() {
+        return Just((ValueKind::Plain, 0)).boxed();
+    }
+    proptest::strategy::Union::new_weighted(weighted).boxed()
+}
+
+/// The steps of one action kind; metadata values drawn by `values`.
+pub fn steps_of(kind: ActionKind, values: &ValueWeights) -> BoxedStrategy<Step> {
     match kind {
+        ActionKind::WorkerMetadata => (run(), metadata_value(values))
+            .prop_map(|(worker, (value, variant))| Step::ReportWorkerMetadata {
+                worker,
+                value,
+                variant,
+            })
+            .boxed(),
         ActionKind::RunEvent => prop_oneof![
             4 => (run(), prop::sample::select(vec![RunEventType::Started, RunEventType::Delta, RunEventType::CancelRequested]))
                 .prop_map(|(run, event_type)| Step::AppendRunEvent { run, event_type }),

@@ -22,7 +22,9 @@ use chrono::{DateTime, Utc};
 use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
+use khala_runtime::projector::ProjectionError;
 use khala_runtime::runtime::RuntimeError;
+use khala_runtime::sink::convex_value::as_sent;
 use khala_runtime::sink::{
     ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint,
     PayloadMode, SinkError,
@@ -219,6 +221,9 @@ struct CaseState {
     delivery: Delivery,
     /// X8's divergence windows so far.
     windows: ParityWindows,
+    /// The documents whose projection the current step's appends saw
+    /// refused because Convex cannot hold them (the hardened guard).
+    refused: Vec<String>,
 }
 
 /// Plays `case` under its profile on the first slot. Stops at the first
@@ -388,6 +393,7 @@ async fn play_steps(
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
+        state.refused.clear();
         apply(slot, db, state, step, index).await?;
         state.oracle.apply(step);
         // Only the runtime's sink writes Convex, through the proxy, which
@@ -416,6 +422,13 @@ async fn play_steps(
         let mut found =
             invariants::check_step(&state.oracle, &previous, &current, index, reprojected);
         found.extend(state.windows.observe(index, step, &current));
+        found.extend(invariants::check_refusals(
+            &state.oracle,
+            step,
+            &state.refused,
+            &current,
+            index,
+        ));
         if let Some(report) = &state.audited {
             found.extend(check_cycle(state.audited_enabled, report, &current, index));
             found.extend(invariants::check_audit(
@@ -464,6 +477,7 @@ async fn play_steps(
             observation: current.clone(),
             auditor: state.audited.take().map(|report| report.summary),
             clients: clients.clone(),
+            refused: std::mem::take(&mut state.refused),
         });
         if failed && stop_at_first {
             break;
@@ -513,6 +527,7 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         audited_enabled: false,
         delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
         windows: ParityWindows::new(case.start.sink_mode),
+        refused: Vec::new(),
     })
 }
 
@@ -563,14 +578,21 @@ async fn ensure_created(
 
 /// Projection failures are the system's behaviour under faults, observed
 /// through the stores; only failures of the authority writes themselves
-/// mean the backend is gone.
+/// mean the backend is gone. A projection the hardened guard refused is
+/// noted in `refused`, for the trace.
 fn authority_write(
     result: Result<khala_runtime::runtime::AppendOutcome, RuntimeError>,
     step: usize,
+    refused: &mut Vec<String>,
 ) -> Result<(), DriverError> {
-    result
-        .map(drop)
-        .map_err(|error| DriverError::postgres(step, error))
+    let outcome = result.map_err(|error| DriverError::postgres(step, error))?;
+    if let Err(ProjectionError::ConvexValueRefused {
+        kind, entity_id, ..
+    }) = &outcome.projection
+    {
+        refused.push(kind.document_id(entity_id));
+    }
+    Ok(())
 }
 
 async fn apply(
@@ -596,6 +618,7 @@ async fn apply(
                     )
                     .await,
                 index,
+                &mut state.refused,
             )?;
         }
         Step::FinishRun { run, status } => {
@@ -607,7 +630,8 @@ async fn apply(
                 terminal_reason_class: Some(status.as_str().to_owned()),
                 terminal_reason: None,
             };
-            authority_write(state.runtime.finish_run(&id, &terminal).await, index)?;
+            let finished = state.runtime.finish_run(&id, &terminal).await;
+            authority_write(finished, index, &mut state.refused)?;
         }
         Step::AppendWorkerEvent { worker, event_type } => {
             let entity = EntityRef::Worker(*worker);
@@ -620,7 +644,20 @@ async fn apply(
                     .append_event(kind, &id, event_type.as_str(), &json!({}))
                     .await,
                 index,
+                &mut state.refused,
             )?;
+        }
+        Step::ReportWorkerMetadata {
+            worker,
+            value,
+            variant,
+        } => {
+            let entity = EntityRef::Worker(*worker);
+            ensure_created(state, entity, index).await?;
+            let id = state.oracle.entity_id(entity);
+            let metadata = value.metadata(*variant);
+            let outcome = state.runtime.report_worker_metadata(&id, &metadata).await;
+            authority_write(outcome, index, &mut state.refused)?;
         }
         Step::StopWorker { worker, path } => {
             let entity = EntityRef::Worker(*worker);
@@ -630,7 +667,7 @@ async fn apply(
                 StopPath::Stop => state.runtime.stop_worker(&id).await,
                 StopPath::Ingest => state.runtime.ingest_worker_stopped(&id).await,
             };
-            authority_write(outcome, index)?;
+            authority_write(outcome, index, &mut state.refused)?;
         }
         Step::DuplicateDelivery { entity } => {
             if state.created.contains(entity) {
@@ -913,6 +950,14 @@ async fn observe(
                 }));
             };
             observation.convex.insert(id.to_owned(), summary.clone());
+        }
+    }
+    // Convex holds the runtime's numbers as Float64s: a `0.0` the runtime
+    // sent is read back as the integer 0. Written as Khala holds it where
+    // Convex holds the same number, so only real differences remain.
+    for (key, document) in observation.convex.iter_mut() {
+        if let Some((_, khala)) = observation.khala.get(key) {
+            *document = as_sent(document, khala);
         }
     }
     for (document_id, last_runtime_seq, projection_version, summary_hash) in checkpoints {

@@ -34,6 +34,13 @@ pub fn describe_step(step: &Step) -> String {
                 event_type.as_str()
             )
         }
+        Step::ReportWorkerMetadata {
+            worker,
+            value,
+            variant,
+        } => format!(
+            "worker {worker} reports `{value}` metadata (variant {variant}) with a heartbeat"
+        ),
         Step::StopWorker { worker, path } => match path {
             StopPath::Stop => format!("worker {worker} is stopped (`stop_worker`)"),
             StopPath::Ingest => {
@@ -332,6 +339,23 @@ mod tests {
         let short_label = crate::report::timeline::short_label;
         assert_eq!(short_label(&step), "r1 delta");
         assert_eq!(short_label(&Step::BreakKhala), "khala down");
+    }
+
+    #[test]
+    fn the_value_step_is_described() {
+        let step = Step::ReportWorkerMetadata {
+            worker: 2,
+            value: crate::model::case::ValueKind::BigIntegers,
+            variant: 3,
+        };
+        assert_eq!(
+            describe_step(&step),
+            "worker 2 reports `big_integers` metadata (variant 3) with a heartbeat"
+        );
+        assert_eq!(
+            crate::report::timeline::short_label(&step),
+            "w2 meta big_integers/3"
+        );
     }
 
     #[test]

@@ -552,6 +552,11 @@ pub fn short_label(step: &Step) -> String {
             format!("w{worker} {event}")
         }
         Step::StopWorker { worker, .. } => format!("w{worker} stop"),
+        Step::ReportWorkerMetadata {
+            worker,
+            value,
+            variant,
+        } => format!("w{worker} meta {value}/{variant}"),
         Step::DuplicateDelivery { entity: target } => format!("dup {}", entity(*target)),
         Step::SwitchSinkMode { mode } => format!("sink {mode}"),
         Step::Reproject {
@@ -638,6 +643,7 @@ mod tests {
                 observation,
                 auditor: None,
                 clients: None,
+                refused: Vec::new(),
             });
         }
         (case, trace)

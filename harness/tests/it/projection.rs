@@ -481,3 +481,62 @@ async fn refused_summaries_name_the_field_and_write_nothing() {
     assert_eq!(missing.reason_class(), "run_not_found");
     env.finish().await;
 }
+
+async fn report(
+    runtime: &khala_runtime::Runtime,
+    metadata: serde_json::Value,
+) -> Result<khala_runtime::projector::ProjectionOutcome, ProjectionError> {
+    ok(runtime.report_worker_metadata("w_1", &metadata).await).projection
+}
+
+/// Issue 14: hardened refuses a summary Convex cannot hold exactly before
+/// any store is written, whatever the sink mode (a rollback to Convex must
+/// take every document Khala holds); the original (`convex_values_unguarded`
+/// planted alone) lets Khala take it. Postgres gives a negative zero back
+/// as `0.0`, which Convex can hold: never refused.
+#[tokio::test]
+async fn a_summary_convex_cannot_hold_is_refused_before_any_store_is_written() {
+    let env = Env::new().await;
+    let guarded = fixtures::runtime(env.pool(), Profile::Hardened, SinkMode::KhalaOnly);
+    let mut planted = fixtures::config(Profile::Hardened, SinkMode::KhalaOnly);
+    planted.switches.convex_values_unguarded = true;
+    let unguarded = khala_runtime::Runtime::new(env.pool().clone(), planted);
+    ok(guarded.create_worker(&fixtures::new_worker("w_1")).await);
+    assert!(
+        report(&guarded, json!({"region": "eu", "offset": -0.0}))
+            .await
+            .is_ok()
+    );
+    let held = fixtures::store_counts(env.pool()).await;
+    let document_id = WORKER.document_id("w_1");
+    let (_, before, _) = fixtures::read_model(env.pool(), WORKER, &document_id)
+        .await
+        .expect("projected");
+    assert_eq!(before["metadata"]["offset"], json!(0.0));
+    for metadata in [
+        json!({"region": "eu", "🚀": 1}),
+        json!({"region": "eu", "count": 9_007_199_254_740_993_i64}),
+        json!({"region": "eu", "samples": vec![1; 8193]}),
+    ] {
+        match report(&guarded, metadata.clone()).await {
+            Err(error @ ProjectionError::ConvexValueRefused { .. }) => {
+                assert_eq!(error.reason_class(), "convex_value_refused");
+                assert!(error.to_string().contains("convex cannot hold"), "{error}");
+            }
+            other => panic!("expected a refusal of {metadata}, got {other:?}"),
+        }
+        assert_eq!(fixtures::store_counts(env.pool()).await, held);
+        let (_, after, _) = fixtures::read_model(env.pool(), WORKER, &document_id)
+            .await
+            .expect("still there");
+        assert_eq!(after["metadata"], before["metadata"]);
+    }
+    // Unguarded, Khala takes 2^53 + 1, which Convex would hold as 2^53.
+    let taken = report(&unguarded, json!({"count": 9_007_199_254_740_993_i64})).await;
+    assert!(taken.is_ok(), "{taken:?}");
+    let (_, after, _) = fixtures::read_model(env.pool(), WORKER, &document_id)
+        .await
+        .expect("written");
+    assert_eq!(after["metadata"]["count"], json!(9_007_199_254_740_993_i64));
+    env.finish().await;
+}

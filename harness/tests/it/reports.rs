@@ -267,6 +267,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
             observation,
             auditor: None,
             clients: None,
+            refused: Vec::new(),
         });
     }
     let result = CaseResult {

@@ -253,6 +253,34 @@ pub async fn set_worker_status(
     Ok(())
 }
 
+/// Replaces a worker's `metadata` (a JSON object in a `jsonb` column: Postgres
+/// keeps its numbers as decimals, drops the sign of a negative zero and
+/// refuses `\u0000`).
+pub async fn set_worker_metadata(
+    pool: &PgPool,
+    clock: &dyn Clock,
+    worker_id: &str,
+    metadata: &Value,
+) -> Result<(), AuthorityError> {
+    let now = clock.now().naive_utc();
+    let done = sqlx::query(
+        "UPDATE runtime.codex_workers SET metadata = $2, updated_at = $3 WHERE worker_id = $1",
+    )
+    .bind(worker_id)
+    .bind(metadata)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(database("set worker metadata", worker_id))?;
+    if done.rows_affected() == 0 {
+        return Err(AuthorityError::NotFound {
+            kind: ProjectionKind::CodexWorkerSummary,
+            entity_id: worker_id.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// An entity row with its events, as the projector reads them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EntitySnapshot {

@@ -139,6 +139,13 @@ pub struct Switches {
     /// the auditor sweeps every checkpoint in a stable order, `sample_size`
     /// per cycle, wrapping around.
     pub b18_sampling_most_recent_only: bool,
+    /// Issue 14: the projection hands every summary to the sinks whatever
+    /// its values, so a value Convex refuses (a non-ASCII field name, a
+    /// document past a limit) is written to Khala alone, and an integer
+    /// beyond ±2^53 is held by Convex as another number than Khala holds.
+    /// Fix: the projector refuses a summary Convex cannot hold exactly
+    /// (`ProjectionError::ConvexValueRefused`), before any store is written.
+    pub convex_values_unguarded: bool,
 }
 
 impl Switches {
@@ -159,6 +166,7 @@ impl Switches {
         b21_resume_keys_untrimmed: true,
         b2_auditor_blind_to_convex: true,
         b18_sampling_most_recent_only: true,
+        convex_values_unguarded: true,
     };
 
     pub const HARDENED: Switches = Switches {
@@ -178,6 +186,7 @@ impl Switches {
         b21_resume_keys_untrimmed: false,
         b2_auditor_blind_to_convex: false,
         b18_sampling_most_recent_only: false,
+        convex_values_unguarded: false,
     };
 }
 
@@ -210,6 +219,6 @@ mod tests {
         let legacy = legacy.as_object().unwrap();
         assert!(legacy.values().all(|on| on == true));
         assert!(hardened.as_object().unwrap().values().all(|on| on == false));
-        assert_eq!(legacy.len(), 16);
+        assert_eq!(legacy.len(), 17);
     }
 }

@@ -6,6 +6,7 @@ use crate::checkpoint::{self, Action, DecisionReason, StoreMode};
 use crate::clock::Clock;
 use crate::notifier::Notifier;
 use crate::profile::Switches;
+use crate::sink::convex_value::{ConvexValueRefusal, refusal_of};
 use crate::sink::{ProjectionSink, SinkContext, SinkError};
 use crate::summary::{InvalidSummary, ProjectionKind, SummaryMetadata};
 use serde_json::Value;
@@ -43,6 +44,14 @@ pub enum ProjectionError {
         kind: ProjectionKind,
         entity_id: String,
         source: InvalidSummary,
+    },
+    /// The hardened guard: Convex cannot hold the summary as built, so no
+    /// store is written (issue 14).
+    #[error("project {kind} `{entity_id}`: convex cannot hold the summary: {source}")]
+    ConvexValueRefused {
+        kind: ProjectionKind,
+        entity_id: String,
+        source: ConvexValueRefusal,
     },
     #[error("project {kind} `{entity_id}`: sink write failed: {source}")]
     SinkWriteFailed {
@@ -84,6 +93,7 @@ impl ProjectionError {
             } => "run_not_found".into(),
             ProjectionError::NotFound { .. } => "worker_not_found".into(),
             ProjectionError::InvalidSummary { .. } => "invalid_summary".into(),
+            ProjectionError::ConvexValueRefused { .. } => "convex_value_refused".into(),
             ProjectionError::SinkWriteFailed { source, .. } => source.reason_class(),
             ProjectionError::CheckpointWriteFailed { .. } => "checkpoint_write_failed".into(),
             ProjectionError::Database { .. } | ProjectionError::Authority { .. } => "error".into(),
@@ -291,6 +301,19 @@ impl Projector {
                 source,
             }
         })?;
+        // Hardened: a summary Convex cannot hold exactly is refused before
+        // any store (or the checkpoint) is touched; the transaction rolls
+        // back unused. Whatever the sink mode: a rollback to Convex must
+        // always be able to take every document Khala holds.
+        if !switches.convex_values_unguarded
+            && let Some(source) = refusal_of(&kind.document_id(entity_id), &summary)
+        {
+            return Err(ProjectionError::ConvexValueRefused {
+                kind,
+                entity_id: entity_id.to_owned(),
+                source,
+            });
+        }
         if drop_checkpoint {
             checkpoint::delete(&mut tx, kind, entity_id)
                 .await

@@ -275,6 +275,24 @@ impl Runtime {
         Ok(authority::create_worker(&self.pool, self.clock().as_ref(), worker).await?)
     }
 
+    /// A worker reports new metadata with a heartbeat: the metadata is
+    /// stored, then the `worker.heartbeat` event is appended and projected.
+    pub async fn report_worker_metadata(
+        &self,
+        worker_id: &str,
+        metadata: &Value,
+    ) -> Result<AppendOutcome, RuntimeError> {
+        authority::set_worker_metadata(&self.pool, self.clock().as_ref(), worker_id, metadata)
+            .await?;
+        self.append_event(
+            ProjectionKind::CodexWorkerSummary,
+            worker_id,
+            "worker.heartbeat",
+            &Value::Object(Default::default()),
+        )
+        .await
+    }
+
     /// `RunEvents.append_event` / `Workers.append_event`: the event commits,
     /// then the entity is projected.
     pub async fn append_event(

@@ -8,6 +8,7 @@ use super::summary::CycleSummary;
 use super::telemetry::{self, TelemetryEvent};
 use crate::checkpoint::Checkpoint;
 use crate::profile::Switches;
+use crate::sink::convex_value::as_sent;
 use crate::sink::{ConvexReadError, ConvexReader};
 use crate::summary::ProjectionKind;
 use sqlx::PgPool;
@@ -116,6 +117,14 @@ impl ParityAuditor {
                                 document_id: checkpoint.document_id.clone(),
                                 source,
                             })?;
+                    // Convex holds the runtime's numbers as Float64s (a `0.0`
+                    // sent reads back as the integer 0): read where it holds
+                    // the same number as Khala's row, as that row writes it.
+                    let khala_payload = row.as_ref().and_then(|row| row.payload.as_ref());
+                    let document = match (document, khala_payload) {
+                        (Some(document), Some(payload)) => Some(as_sent(&document, payload)),
+                        (document, _) => document,
+                    };
                     Some(compare::compare_convex(checkpoint, document.as_ref()))
                 }
                 _ => None,

@@ -129,6 +129,194 @@ pub fn int_precision_lost(sent: &Value, convex: &Value) -> bool {
     walk(sent, convex, &mut lost) && lost
 }
 
+/// Convex's write limits (`../shared/spec/real-systems.md` §1.1).
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub const MAX_DOCUMENT_NESTING: usize = 16;
+pub const MAX_VALUE_NESTING: usize = 64;
+pub const MAX_OBJECT_FIELDS: usize = 1024;
+pub const MAX_ARRAY_ELEMENTS: usize = 8192;
+pub const MAX_FIELD_NAME_CHARS: usize = 1024;
+
+/// The bytes the backend adds to every document it stores: `_id` (32
+/// characters) and `_creationTime` (a Float64), counted as Convex counts.
+const SYSTEM_FIELD_BYTES: usize = "_id".len() + 1 + (32 + 2) + "_creationTime".len() + 1 + 9;
+
+/// Why a summary cannot be held by Convex as the runtime built it: Convex
+/// would refuse the write, or would hold another number than the runtime
+/// sent (an integer beyond ±2^53 becomes its nearest Float64).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConvexValueRefusal {
+    #[error(
+        "field name {name:?} at `{path}` is not a Convex field name (printable ASCII, no leading `$`, at most {MAX_FIELD_NAME_CHARS} characters)"
+    )]
+    FieldName { path: String, name: String },
+    #[error("object at `{path}` has {fields} fields (Convex allows {MAX_OBJECT_FIELDS})")]
+    TooManyFields { path: String, fields: usize },
+    #[error("array at `{path}` has {elements} elements (Convex allows {MAX_ARRAY_ELEMENTS})")]
+    ArrayTooLong { path: String, elements: usize },
+    #[error("the document is nested {nesting} levels deep (Convex allows {MAX_DOCUMENT_NESTING})")]
+    TooNested { nesting: usize },
+    #[error(
+        "the document is {bytes} bytes as Convex counts them (Convex allows {MAX_DOCUMENT_BYTES})"
+    )]
+    TooLarge { bytes: usize },
+    #[error("integer {value} at `{path}` is beyond ±2^53: Convex would hold its nearest Float64")]
+    InexactInteger { path: String, value: String },
+}
+
+/// The first reason Convex cannot hold `summary` as the runtime's functions
+/// store it (the document `{document_id, summary}`, spec §4.3), if any:
+/// the hardened projection's guard, run before any store is written.
+pub fn refusal_of(document_id: &str, summary: &Value) -> Option<ConvexValueRefusal> {
+    let measured = match measure(summary, "summary") {
+        Err(refusal) => return Some(refusal),
+        Ok(measured) => measured,
+    };
+    // The stored document is one level above the summary, and adds its
+    // two fields' names and the document id.
+    let nesting = measured.nesting + 1;
+    let bytes = 2
+        + "document_id".len()
+        + 1
+        + document_id.len()
+        + 2
+        + "summary".len()
+        + 1
+        + measured.bytes
+        + SYSTEM_FIELD_BYTES;
+    if nesting > MAX_DOCUMENT_NESTING {
+        Some(ConvexValueRefusal::TooNested { nesting })
+    } else if bytes > MAX_DOCUMENT_BYTES {
+        Some(ConvexValueRefusal::TooLarge { bytes })
+    } else {
+        None
+    }
+}
+
+struct Measured {
+    bytes: usize,
+    nesting: usize,
+}
+
+/// Size and nesting as Convex's `crates/value` counts them (null and
+/// booleans 1, numbers 9, strings their UTF-8 length + 2, containers 2 plus
+/// their parts, a field its name + 1), refusing on the way what no value
+/// may hold.
+fn measure(value: &Value, path: &str) -> Result<Measured, ConvexValueRefusal> {
+    let scalar = |bytes| Ok(Measured { bytes, nesting: 0 });
+    let (bytes, inner) = match value {
+        Value::Null | Value::Bool(_) => return scalar(1),
+        Value::Number(number) => {
+            let exact = number
+                .as_i64()
+                .map(|integer| integer.unsigned_abs() <= MAX_EXACT_F64_INT as u64)
+                .or_else(|| number.as_u64().map(|_| false))
+                .unwrap_or(true);
+            if !exact {
+                return Err(ConvexValueRefusal::InexactInteger {
+                    path: path.to_owned(),
+                    value: number.to_string(),
+                });
+            }
+            return scalar(9);
+        }
+        Value::String(text) => return scalar(text.len() + 2),
+        Value::Array(items) => {
+            if items.len() > MAX_ARRAY_ELEMENTS {
+                return Err(ConvexValueRefusal::ArrayTooLong {
+                    path: path.to_owned(),
+                    elements: items.len(),
+                });
+            }
+            let mut bytes = 2;
+            let mut inner = 0;
+            for (index, item) in items.iter().enumerate() {
+                let measured = measure(item, &format!("{path}[{index}]"))?;
+                bytes += measured.bytes;
+                inner = inner.max(measured.nesting);
+            }
+            (bytes, inner)
+        }
+        Value::Object(map) => {
+            if map.len() > MAX_OBJECT_FIELDS {
+                return Err(ConvexValueRefusal::TooManyFields {
+                    path: path.to_owned(),
+                    fields: map.len(),
+                });
+            }
+            let mut bytes = 2;
+            let mut inner = 0;
+            for (name, item) in map {
+                if !is_field_name(name) {
+                    return Err(ConvexValueRefusal::FieldName {
+                        path: path.to_owned(),
+                        name: name.clone(),
+                    });
+                }
+                let measured = measure(item, &format!("{path}.{name}"))?;
+                bytes += name.len() + 1 + measured.bytes;
+                inner = inner.max(measured.nesting);
+            }
+            (bytes, inner)
+        }
+    };
+    let nesting = inner + 1;
+    if nesting > MAX_VALUE_NESTING {
+        return Err(ConvexValueRefusal::TooNested { nesting });
+    }
+    Ok(Measured { bytes, nesting })
+}
+
+/// Printable ASCII, no leading `$`, at most 1024 characters.
+fn is_field_name(name: &str) -> bool {
+    !name.starts_with('$')
+        && name.len() <= MAX_FIELD_NAME_CHARS
+        && name.bytes().all(|byte| (0x20..0x7f).contains(&byte))
+}
+
+/// `convex` with each number that Convex holds as the same Float64 as the
+/// number at the same place in `reference` written as `reference` writes
+/// it. Convex has no integer/float distinction for the runtime's numbers:
+/// the `0.0` the runtime sent comes back as a Float64 the decoder reads as
+/// the integer 0. An integer beyond ±2^53 in `reference` is never matched
+/// (Convex does not hold it), so a real loss stays visible.
+pub fn as_sent(convex: &Value, reference: &Value) -> Value {
+    match (convex, reference) {
+        (Value::Number(held), Value::Number(sent)) if held != sent => {
+            let sent_exact = sent
+                .as_i64()
+                .is_none_or(|integer| integer.unsigned_abs() <= MAX_EXACT_F64_INT as u64)
+                && !(sent.as_i64().is_none() && sent.as_u64().is_some());
+            if sent_exact && held.as_f64().is_some() && held.as_f64() == sent.as_f64() {
+                reference.clone()
+            } else {
+                convex.clone()
+            }
+        }
+        (Value::Array(held), Value::Array(sent)) => Value::Array(
+            held.iter()
+                .enumerate()
+                .map(|(index, item)| match sent.get(index) {
+                    Some(other) => as_sent(item, other),
+                    None => item.clone(),
+                })
+                .collect(),
+        ),
+        (Value::Object(held), Value::Object(sent)) => Value::Object(
+            held.iter()
+                .map(|(key, item)| {
+                    let item = match sent.get(key) {
+                        Some(other) => as_sent(item, other),
+                        None => item.clone(),
+                    };
+                    (key.clone(), item)
+                })
+                .collect(),
+        ),
+        _ => convex.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +401,77 @@ mod tests {
             &decode(r#"{"n":9007199254740992.0,"s":"y"}"#)
         ));
         assert!(!int_precision_lost(&json!({"n": 3}), &json!({"n": 4})));
+    }
+
+    const ID: &str = "runtime/codex_worker_summary:w";
+
+    #[test]
+    fn the_guard_refuses_what_convex_refuses_or_rounds_and_nothing_else() {
+        let with = |metadata: Value| json!({"document_id": ID, "metadata": metadata, "seq": 1});
+        let refused = |metadata: Value| refusal_of(ID, &with(metadata));
+        assert_eq!(
+            refused(json!({"a": "🚀 e\u{301}", "n": 9007199254740992_i64, "f": 0.5})),
+            None
+        );
+        assert!(matches!(
+            refused(json!({"🚀": 1})),
+            Some(ConvexValueRefusal::FieldName { .. })
+        ));
+        assert!(matches!(
+            refused(json!({"$a": 1})),
+            Some(ConvexValueRefusal::FieldName { .. })
+        ));
+        assert!(matches!(
+            refused(json!({"n": 9007199254740993_i64})),
+            Some(ConvexValueRefusal::InexactInteger { .. })
+        ));
+        assert!(matches!(
+            refused(json!({"n": u64::MAX})),
+            Some(ConvexValueRefusal::InexactInteger { .. })
+        ));
+        let fields =
+            |count: usize| Value::Object((0..count).map(|i| (format!("f{i}"), json!(i))).collect());
+        assert_eq!(refused(fields(1024)), None);
+        assert!(matches!(
+            refused(fields(1025)),
+            Some(ConvexValueRefusal::TooManyFields { fields: 1025, .. })
+        ));
+        assert_eq!(refused(json!(vec![0; 8192])), None);
+        assert!(matches!(
+            refused(json!(vec![0; 8193])),
+            Some(ConvexValueRefusal::ArrayTooLong { .. })
+        ));
+        // Stored as {document_id, summary}: the summary may be nested 15.
+        let nested =
+            |levels: usize| (1..levels).fold(json!({"v": 1}), |inner, _| json!({"v": inner}));
+        assert_eq!(refused(nested(14)), None);
+        assert!(matches!(
+            refused(nested(15)),
+            Some(ConvexValueRefusal::TooNested { nesting: 17 })
+        ));
+        assert_eq!(refused(json!("x".repeat(MAX_DOCUMENT_BYTES - 300))), None);
+        assert!(matches!(
+            refused(json!("x".repeat(MAX_DOCUMENT_BYTES))),
+            Some(ConvexValueRefusal::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn convex_numbers_are_read_as_sent_only_where_convex_holds_the_same_number() {
+        let sent =
+            json!({"z": 0.0, "i": 3, "f": 0.5, "big": 9007199254740993_i64, "a": [1.0, "s"]});
+        let held = decode(r#"{"z":0.0,"i":3.0,"f":0.5,"big":9007199254740992.0,"a":[1.0,"s"]}"#);
+        let read = as_sent(&held, &sent);
+        // 0.0 and 1.0 came back as integers and are read as sent; the
+        // rounded 2^53 + 1 stays what Convex holds.
+        assert_eq!(read["z"], sent["z"]);
+        assert!(read["z"].is_f64() && read["a"][0].is_f64());
+        assert_eq!(read["big"], json!(9007199254740992_i64));
+        assert!(int_precision_lost(&sent, &read));
+        // Another number stays.
+        assert_eq!(
+            as_sent(&json!({"i": 4}), &json!({"i": 4.5})),
+            json!({"i": 4})
+        );
     }
 }
