@@ -267,6 +267,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
             );
         }
         trace.push(StepTrace {
+            namespace: String::new(),
             index,
             step,
             observation,

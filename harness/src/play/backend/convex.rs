@@ -235,11 +235,19 @@ impl ConvexConfig {
                     })?
             }
         };
+        let external_url = get(ENV_CONVEX_URL);
+        if let Some(url) = &external_url {
+            check_deployment_url(url)?;
+        }
+        let external_admin_key = get(ENV_CONVEX_ADMIN_KEY);
+        if let Some(key) = &external_admin_key {
+            check_admin_key(key)?;
+        }
         Ok(Self {
             choice,
             image: get(ENV_CONVEX_IMAGE).unwrap_or(defaults.image),
-            external_url: get(ENV_CONVEX_URL),
-            external_admin_key: get(ENV_CONVEX_ADMIN_KEY),
+            external_url,
+            external_admin_key,
             require_containers,
             package_dir: get(ENV_CONVEX_PACKAGE_DIR).map_or(defaults.package_dir, PathBuf::from),
             node: get(ENV_NODE).map_or(defaults.node, PathBuf::from),
@@ -248,8 +256,70 @@ impl ConvexConfig {
     }
 }
 
+/// Refuses a deployment URL that is not `http://` or `https://` with a
+/// host: anything else would fail later, on the first call, far from the
+/// setting that caused it.
+fn check_deployment_url(url: &str) -> Result<(), ConvexBackendError> {
+    let invalid = |reason: String| ConvexBackendError::InvalidDeploymentUrl {
+        variable: ENV_CONVEX_URL,
+        url: redact_url(url),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme is {:?}, not http or https",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host".to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses an admin key that cannot be one: it is sent as the HTTP header
+/// `Authorization: Convex <key>`, and every key Convex hands out (a cloud
+/// deployment's `prod:name|…`, a self-hosted `convex-self-hosted|…`) is
+/// printable ASCII without spaces. The key itself never appears in the
+/// error: only what is wrong with it and where.
+fn check_admin_key(key: &str) -> Result<(), ConvexBackendError> {
+    let invalid = |reason: String| ConvexBackendError::InvalidAdminKey {
+        variable: ENV_CONVEX_ADMIN_KEY,
+        reason,
+    };
+    if key.starts_with("Convex ") {
+        return Err(invalid(
+            "it starts with \"Convex \": give the key alone, the harness adds the scheme"
+                .to_owned(),
+        ));
+    }
+    match key
+        .chars()
+        .enumerate()
+        .find(|(_, character)| !matches!(character, '\x21'..='\x7e'))
+    {
+        Some((position, character)) => Err(invalid(format!(
+            "character {} is {character:?}: a key is printable ASCII without spaces",
+            position + 1
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConvexBackendError {
+    #[error("read {variable}: {url:?} is not a deployment URL: {reason}")]
+    InvalidDeploymentUrl {
+        variable: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("read {variable}: not an admin key: {reason}")]
+    InvalidAdminKey {
+        variable: &'static str,
+        reason: String,
+    },
     /// Reading the provider settings shared with PostgreSQL, or choosing
     /// the provider (no engine, or a forbidden fallback), failed.
     #[error(transparent)]
@@ -1461,6 +1531,75 @@ mod tests {
             error.to_string().contains(ENV_CONVEX_UDF_FAILURE_STATUS),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_deployment_url_that_is_not_http_or_https_is_refused_naming_it() {
+        let read = |url: &str| {
+            ConvexConfig::from_lookup(|name| (name == ENV_CONVEX_URL).then(|| url.to_owned()))
+        };
+        for good in [
+            "https://happy-animal-123.convex.cloud",
+            "http://127.0.0.1:3210",
+            "http://convex.internal:3210/",
+        ] {
+            assert_eq!(read(good).unwrap().external_url.as_deref(), Some(good));
+        }
+        for (bad, reason) in [
+            ("ftp://example.com", "\"ftp\", not http or https"),
+            (
+                "happy-animal-123.convex.cloud",
+                "relative URL without a base",
+            ),
+            ("postgres://user:hunter2@db:5432/x", "not http or https"),
+            ("http://", "empty host"),
+        ] {
+            let error = read(bad).unwrap_err();
+            assert!(
+                matches!(error, ConvexBackendError::InvalidDeploymentUrl { .. }),
+                "{bad}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(ENV_CONVEX_URL), "{message}");
+            assert!(message.contains(reason), "{bad}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_admin_key_of_the_wrong_shape_is_refused_naming_it_and_not_showing_it() {
+        let read = |key: &str| {
+            ConvexConfig::from_lookup(|name| (name == ENV_CONVEX_ADMIN_KEY).then(|| key.to_owned()))
+        };
+        for good in [
+            "prod:happy-animal-123|01abcdef",
+            "convex-self-hosted|01ff",
+            "khala-parity-00ff",
+        ] {
+            assert_eq!(
+                read(good).unwrap().external_admin_key.as_deref(),
+                Some(good)
+            );
+        }
+        for (bad, reason) in [
+            ("Convex prod:x|01ab", "starts with \"Convex \""),
+            ("prod:x|01 secret", "character 10 is ' '"),
+            ("prod:x|01ab\n", "character 12 is '\\n'"),
+            ("prod:x|ünïcødé", "character 8 is 'ü'"),
+        ] {
+            let error = read(bad).unwrap_err();
+            assert!(
+                matches!(error, ConvexBackendError::InvalidAdminKey { .. }),
+                "{bad}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(ENV_CONVEX_ADMIN_KEY), "{message}");
+            assert!(message.contains(reason), "{bad}: {message}");
+            assert!(
+                !message.contains("01ab") && !message.contains("secret"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
