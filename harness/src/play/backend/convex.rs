@@ -43,6 +43,10 @@ use super::postgres::{
 
 /// The container image as `name:tag`.
 pub const ENV_CONVEX_IMAGE: &str = "KHALA_PARITY_CONVEX_IMAGE";
+/// The provider of the Convex side alone, in place of `KHALA_PARITY_BACKEND`:
+/// `external` with a local PostgreSQL runs against a real deployment
+/// without a PostgreSQL server of one's own.
+pub const ENV_CONVEX_BACKEND: &str = "KHALA_PARITY_CONVEX_BACKEND";
 /// The deployment URL for the external provider.
 pub const ENV_CONVEX_URL: &str = "KHALA_PARITY_CONVEX_URL";
 /// The external deployment's admin key, sent as `Authorization: Convex <key>`.
@@ -217,13 +221,22 @@ impl ConvexConfig {
     /// Reads the configuration through `lookup`, so that tests need not change
     /// the process environment. Empty values count as unset. The provider
     /// choice and `KHALA_PARITY_REQUIRE_CONTAINERS` are the ones PostgreSQL
-    /// reads: both backends of a run come from the same kind of provider.
+    /// reads: both backends of a run come from the same kind of provider,
+    /// unless `KHALA_PARITY_CONVEX_BACKEND` chooses Convex's alone.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConvexBackendError> {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let defaults = Self::default();
-        let (choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
+        let (mut choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
+        if let Some(value) = get(ENV_CONVEX_BACKEND) {
+            choice = value
+                .parse()
+                .map_err(|source| BackendError::InvalidChoice {
+                    variable: ENV_CONVEX_BACKEND,
+                    source,
+                })?;
+        }
         let udf_failure_status = match get(ENV_CONVEX_UDF_FAILURE_STATUS) {
             None => defaults.udf_failure_status,
             Some(value) => {
@@ -1677,6 +1690,20 @@ mod tests {
                 BackendError::InvalidFlag { .. }
             ))
         ));
+        let convex_alone =
+            HashMap::from([(ENV_BACKEND, "local"), (ENV_CONVEX_BACKEND, "external")]);
+        let config =
+            ConvexConfig::from_lookup(|name| convex_alone.get(name).map(|v| v.to_string()))
+                .expect("valid");
+        assert_eq!(config.choice, BackendChoice::External);
+        let bad_convex_choice = ConvexConfig::from_lookup(|name| {
+            (name == ENV_CONVEX_BACKEND).then(|| "cloud".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            bad_convex_choice.to_string().contains(ENV_CONVEX_BACKEND),
+            "{bad_convex_choice}"
+        );
         let bad_choice =
             ConvexConfig::from_lookup(|name| (name == ENV_BACKEND).then(|| "dockr".to_owned()));
         assert!(matches!(
