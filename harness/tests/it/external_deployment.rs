@@ -3,7 +3,9 @@
 //! reset endpoint never called, no fault played on it), behind the external
 //! provider. Hardened runs over the scenarios without Convex faults pass,
 //! twice in a row on the same front: each play's namespace keeps it apart
-//! from everything the front already holds.
+//! from everything the front already holds. A legacy defect is still found
+//! and shrunk there, exactly as on a backend reset before every case, so
+//! the namespaced reads see what the plays wrote.
 
 use crate::convex_backend::{config, start};
 use crate::support;
@@ -12,6 +14,7 @@ use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::backend::convex::ConvexConfig;
 use khala_parity::play::backend::postgres::BackendChoice;
 use khala_parity::play::driver::Backends;
+use khala_parity::play::engine::{self, EngineSettings};
 use khala_parity::run::{self, RunError, RunSettings};
 use khala_runtime::Profile;
 use khala_runtime::sink::{ConvexHttp, Endpoint};
@@ -187,4 +190,75 @@ fn a_scenario_with_convex_faults_is_refused_on_an_external_deployment_before_it_
         "{message}"
     );
     assert!(front.document_ids(&tokio).is_empty(), "nothing played");
+}
+
+#[test]
+fn a_legacy_partial_fanout_is_found_and_shrunk_against_a_front_that_is_never_reset() {
+    let front = HandStartedFront::start();
+    let tokio = support::tokio();
+    let text = "name = 'fanout'\ndescription = 'd'\ncases = 12\nmax_steps = 8\n[weights]\nrun_event = 3\nfault_khala = 2\nquiesce = 1\n";
+    let scenario = support::ok(Scenario::parse(Path::new("fanout.toml"), text));
+    let settings = EngineSettings {
+        max_shrink_iters: 256,
+        // As in `engine_runs`, which finds B1 with these on a reset backend.
+        ..EngineSettings::new(Profile::Legacy, 24, 7)
+    };
+    let run_on = |convex: ConvexConfig| {
+        let backends = tokio.block_on(async {
+            let postgres = support::backend().await;
+            let convex = start(&convex).await;
+            support::ok(Backends::new(postgres, convex).await)
+        });
+        let run = engine::run_scenario(&tokio, &backends, &scenario, &settings);
+        tokio.block_on(async {
+            support::ok(backends.shutdown().await.map_err(std::io::Error::other))
+        });
+        run
+    };
+    let run = run_on(front.as_external());
+    // The same run on a backend reset before every case finds the same.
+    let reset = run_on(config());
+    let found = |run: &engine::ScenarioRun| -> Vec<_> {
+        run.findings
+            .iter()
+            .map(|finding| {
+                (
+                    finding.invariant,
+                    finding.reason_class.clone(),
+                    finding.case.clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(found(&run), found(&reset));
+
+    assert_eq!(run.unknown, None);
+    let b1 = run
+        .findings
+        .iter()
+        .find(|finding| finding.reason_class == "convex_ahead_of_khala")
+        .unwrap_or_else(|| {
+            let found: Vec<_> = run
+                .findings
+                .iter()
+                .map(|finding| (finding.invariant, finding.reason_class.as_str()))
+                .collect();
+            panic!("Khala failing under dual publish shows Convex ahead of Khala; found {found:?}")
+        });
+    assert!(b1.reproduced);
+    assert!(b1.case.steps.len() <= 3, "{:?}", b1.case.steps);
+    // The trace is the namespaced play's, and the violation names its document.
+    let namespace = &b1.trace[0].namespace;
+    assert!(
+        namespace.starts_with("kp") && namespace.ends_with('.'),
+        "{namespace:?}"
+    );
+    assert!(
+        b1.violations
+            .iter()
+            .filter_map(|violation| violation.document_id.as_deref())
+            .all(|id| id.contains(namespace.as_str())),
+        "{:?}",
+        b1.violations
+    );
 }
