@@ -479,45 +479,7 @@ pub fn run_scenarios(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::case::{IdStyle, Origin, Start, Step};
-
-    #[test]
-    fn an_external_run_refuses_convex_faults_naming_the_scenario_or_case_and_the_kind() {
-        let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-        let load = |name: &str| Scenario::load(&library.join(name)).expect(name);
-        let without = [load("terminal-status.toml"), load("version-bump.toml")];
-        assert!(check_external_plays(&without, &[]).is_ok());
-
-        let smoke = load("smoke.toml");
-        let error = check_external_plays(&[without[0].clone(), smoke], &[]).unwrap_err();
-        assert!(
-            matches!(&error, RunError::LocalOnlyScenario { scenario, kind }
-                if scenario == "smoke" && *kind == ActionKind::FaultConvex),
-            "{error}"
-        );
-        assert!(error.is_invalid_input());
-        let message = error.to_string();
-        assert!(
-            message.contains("smoke") && message.contains("`fault_convex`"),
-            "{message}"
-        );
-
-        let mut case = finding(0).case;
-        case.steps = vec![
-            Step::Heal,
-            Step::ConvexOutage {
-                outage: crate::model::case::Outage::Stop,
-            },
-        ];
-        let stored = [("regressions/x.json".to_owned(), case)];
-        let error = check_external_plays(&without, &stored).unwrap_err();
-        assert!(
-            matches!(&error, RunError::LocalOnlyCase { path, step: 1, kind: ActionKind::RestartConvex }
-                if path == "regressions/x.json"),
-            "{error}"
-        );
-        assert!(error.to_string().contains("`restart_convex`"), "{error}");
-    }
+    use crate::model::case::{IdStyle, Origin, Start};
 
     fn finding(case_index: u32) -> Finding {
         Finding {
@@ -607,5 +569,43 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn an_external_run_refuses_convex_faults_naming_the_scenario_or_case_and_the_kind() {
+        let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let load = |name: &str| Scenario::load(&library.join(name)).expect(name);
+        let without = [load("terminal-status.toml"), load("version-bump.toml")];
+        assert!(check_external_plays(&without, &[]).is_ok());
+
+        let smoke = load("smoke.toml");
+        let error = check_external_plays(&[without[0].clone(), smoke], &[]).unwrap_err();
+        assert!(
+            matches!(&error, RunError::LocalOnlyScenario { scenario, kind }
+                if scenario == "smoke" && *kind == ActionKind::FaultConvex),
+            "{error}"
+        );
+        assert!(error.is_invalid_input());
+        let message = error.to_string();
+        assert!(
+            message.contains("smoke") && message.contains("`fault_convex`"),
+            "{message}"
+        );
+
+        let mut case = finding(0).case;
+        case.steps = vec![
+            crate::model::case::Step::Heal,
+            crate::model::case::Step::ConvexOutage {
+                outage: crate::model::case::Outage::Stop,
+            },
+        ];
+        let stored = [("regressions/x.json".to_owned(), case)];
+        let error = check_external_plays(&without, &stored).unwrap_err();
+        assert!(
+            matches!(&error, RunError::LocalOnlyCase { path, step: 1, kind: ActionKind::RestartConvex }
+                if path == "regressions/x.json"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("`restart_convex`"), "{error}");
     }
 }
