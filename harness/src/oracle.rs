@@ -53,6 +53,11 @@ struct WorkerTruth {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Oracle {
     ids: IdStyle,
+    /// Put before every entity id (and so every document id) the case
+    /// writes; empty except against an external Convex deployment, where
+    /// each play writes under a namespace of its own (see
+    /// `play::driver::Namespaces`).
+    namespace: String,
     sink_mode: SinkMode,
     projection_version: u32,
     runs: BTreeMap<u8, RunTruth>,
@@ -78,6 +83,7 @@ impl Oracle {
     pub fn new(ids: IdStyle, sink_mode: SinkMode) -> Self {
         Oracle {
             ids,
+            namespace: String::new(),
             sink_mode,
             projection_version: 1,
             runs: BTreeMap::new(),
@@ -99,6 +105,12 @@ impl Oracle {
             oracle.set_stage(stage);
         }
         oracle
+    }
+
+    /// The same oracle with every entity id under `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        namespace.clone_into(&mut self.namespace);
+        self
     }
 
     pub fn sink_mode(&self) -> SinkMode {
@@ -282,19 +294,19 @@ impl Oracle {
     }
 
     pub fn entity_id(&self, entity: EntityRef) -> String {
-        match entity {
+        let id = match entity {
             EntityRef::Run(index) => self.ids.run_id(index),
             EntityRef::Worker(index) => self.ids.worker_id(index),
-        }
+        };
+        format!("{}{id}", self.namespace)
     }
 
     pub fn document_id(&self, entity: EntityRef) -> String {
-        match entity {
-            EntityRef::Run(index) => format!("runtime/run_summary:{}", self.ids.run_id(index)),
-            EntityRef::Worker(index) => {
-                format!("runtime/codex_worker_summary:{}", self.ids.worker_id(index))
-            }
-        }
+        let prefix = match entity {
+            EntityRef::Run(_) => "runtime/run_summary:",
+            EntityRef::Worker(_) => "runtime/codex_worker_summary:",
+        };
+        format!("{prefix}{}", self.entity_id(entity))
     }
 
     /// The runtime's latest seq of an entity (0 if it does not exist).
@@ -330,7 +342,7 @@ impl Oracle {
         match entity {
             EntityRef::Run(index) => {
                 let truth = self.runs.get(&index)?;
-                let run_id = self.ids.run_id(index);
+                let run_id = self.entity_id(entity);
                 let seq = truth.event_types.len();
                 Some(json!({
                     "document_id": document_id,
@@ -351,7 +363,7 @@ impl Oracle {
             }
             EntityRef::Worker(index) => {
                 let truth = self.workers.get(&index)?;
-                let worker_id = self.ids.worker_id(index);
+                let worker_id = self.entity_id(entity);
                 let seq = truth.event_types.len();
                 Some(json!({
                     "document_id": document_id,
@@ -487,6 +499,62 @@ mod tests {
         assert_eq!(document["latest_event_type"], "run.finished");
         assert_eq!(document["runtime_source"]["seq"], 2);
         assert_eq!(oracle.expected_document(EntityRef::Run(1)), None);
+    }
+
+    #[test]
+    fn a_namespace_prefixes_every_id_and_nothing_else() {
+        let plain = Oracle::new(IdStyle::Long, SinkMode::Dual);
+        let mut spaced = plain.clone().in_namespace("kp1-7.");
+        let mut plain = plain;
+        let steps = [
+            Step::AppendRunEvent {
+                run: 2,
+                event_type: RunEventType::Started,
+            },
+            Step::AppendWorkerEvent {
+                worker: 1,
+                event_type: WorkerEventType::Heartbeat,
+            },
+        ];
+        for step in &steps {
+            plain.apply(step);
+            spaced.apply(step);
+        }
+        let run = EntityRef::Run(2);
+        let worker = EntityRef::Worker(1);
+        assert_eq!(
+            spaced.entity_id(run),
+            format!("kp1-7.{}", plain.entity_id(run))
+        );
+        assert_eq!(
+            spaced.document_id(worker),
+            format!(
+                "runtime/codex_worker_summary:kp1-7.{}",
+                plain.entity_id(worker)
+            )
+        );
+        let mut document = spaced.expected_document(run).unwrap();
+        assert_eq!(document["document_id"], spaced.document_id(run).as_str());
+        assert_eq!(
+            document["runtime_source"]["run_id"],
+            spaced.entity_id(run).as_str()
+        );
+        assert_eq!(
+            document["thread_id"],
+            format!("thread_{}", spaced.entity_id(run)).as_str()
+        );
+        // Without the ids, the documents are the same.
+        let mut expected = plain.expected_document(run).unwrap();
+        for key in ["document_id", "run_id", "thread_id", "runtime_source"] {
+            document[key] = Value::Null;
+            expected[key] = Value::Null;
+        }
+        assert_eq!(document, expected);
+        let worker_document = spaced.expected_document(worker).unwrap();
+        assert_eq!(
+            worker_document["worker_id"],
+            spaced.entity_id(worker).as_str()
+        );
     }
 
     #[test]

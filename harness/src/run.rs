@@ -6,7 +6,7 @@
 //! and line while the others still run.
 
 use crate::check::gate::GateThresholds;
-use crate::model::case::{CASE_SCHEMA, Case};
+use crate::model::case::{ActionKind, CASE_SCHEMA, Case};
 use crate::plan::scenario::{self, Scenario, ScenarioError};
 use crate::play::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConfig};
 use crate::play::backend::postgres::{
@@ -92,6 +92,22 @@ pub enum RunError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "play scenario {scenario} against the external convex deployment: it weighs `{kind}`, \
+         which needs a convex backend the harness runs (it pauses, stops or cuts it off); \
+         choose scenarios without it (--scenario) or the local or containers provider"
+    )]
+    LocalOnlyScenario { scenario: String, kind: ActionKind },
+    #[error(
+        "replay stored case {path} against the external convex deployment: its step {step} is \
+         `{kind}`, which needs a convex backend the harness runs; replay it with the local or \
+         containers provider, or store regressions elsewhere for this run (--regressions)"
+    )]
+    LocalOnlyCase {
+        path: String,
+        step: usize,
+        kind: ActionKind,
+    },
 }
 
 impl RunError {
@@ -100,9 +116,50 @@ impl RunError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Self::RegressionsNotWritable { .. } | Self::ReadRegressions { .. }
+            Self::RegressionsNotWritable { .. }
+                | Self::ReadRegressions { .. }
+                | Self::LocalOnlyScenario { .. }
+                | Self::LocalOnlyCase { .. }
         )
     }
+}
+
+/// Refuses, before anything plays, what an external Convex deployment
+/// cannot take: a scenario that weighs a kind needing a backend the harness
+/// runs (`ActionKind::needs_local_convex`), or a stored case with such a
+/// step. Refused rather than skipped: a scenario or case left out would
+/// read as checked.
+pub fn check_external_plays(
+    scenarios: &[Scenario],
+    stored: &[(String, Case)],
+) -> Result<(), RunError> {
+    for scenario in scenarios {
+        let local_only = scenario
+            .weighted_kinds()
+            .into_iter()
+            .find(|kind| kind.needs_local_convex());
+        if let Some(kind) = local_only {
+            return Err(RunError::LocalOnlyScenario {
+                scenario: scenario.name.clone(),
+                kind,
+            });
+        }
+    }
+    for (path, case) in stored {
+        let local_only = case
+            .steps
+            .iter()
+            .enumerate()
+            .find(|(_, step)| step.kind().needs_local_convex());
+        if let Some((step, found)) = local_only {
+            return Err(RunError::LocalOnlyCase {
+                path: path.clone(),
+                step,
+                kind: found.kind(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Where `run` and `list` find the scenario library, from the working tree.
@@ -370,6 +427,9 @@ pub fn run_scenarios(
         .into_iter()
         .map(|(path, case)| (path.display().to_string(), case))
         .collect();
+    if backends.convex_is_external() {
+        check_external_plays(scenarios, &stored)?;
+    }
     let mut stored_run = ScenarioRun::default();
     if !stored.is_empty() {
         let (run, files) = engine::replay_stored(tokio, backends, &stored, settings.profile);
@@ -515,5 +575,43 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn an_external_run_refuses_convex_faults_naming_the_scenario_or_case_and_the_kind() {
+        let library = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let load = |name: &str| Scenario::load(&library.join(name)).expect(name);
+        let without = [load("terminal-status.toml"), load("version-bump.toml")];
+        assert!(check_external_plays(&without, &[]).is_ok());
+
+        let smoke = load("smoke.toml");
+        let error = check_external_plays(&[without[0].clone(), smoke], &[]).unwrap_err();
+        assert!(
+            matches!(&error, RunError::LocalOnlyScenario { scenario, kind }
+                if scenario == "smoke" && *kind == ActionKind::FaultConvex),
+            "{error}"
+        );
+        assert!(error.is_invalid_input());
+        let message = error.to_string();
+        assert!(
+            message.contains("smoke") && message.contains("`fault_convex`"),
+            "{message}"
+        );
+
+        let mut case = finding(0).case;
+        case.steps = vec![
+            crate::model::case::Step::Heal,
+            crate::model::case::Step::ConvexOutage {
+                outage: crate::model::case::Outage::Stop,
+            },
+        ];
+        let stored = [("regressions/x.json".to_owned(), case)];
+        let error = check_external_plays(&without, &stored).unwrap_err();
+        assert!(
+            matches!(&error, RunError::LocalOnlyCase { path, step: 1, kind: ActionKind::RestartConvex }
+                if path == "regressions/x.json"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("`restart_convex`"), "{error}");
     }
 }

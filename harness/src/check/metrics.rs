@@ -428,6 +428,7 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(index, (step, auditor))| StepTrace {
+                namespace: String::new(),
                 index,
                 step,
                 observation: Observation::default(),

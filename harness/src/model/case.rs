@@ -558,6 +558,13 @@ impl ActionKind {
         }
     }
 
+    /// Whether playing this kind needs a Convex backend the harness runs:
+    /// it pauses or stops the backend, or breaks the connection to it in
+    /// the fault proxy. An external deployment takes none of these.
+    pub fn needs_local_convex(self) -> bool {
+        matches!(self, ActionKind::FaultConvex | ActionKind::RestartConvex)
+    }
+
     /// The kind a scenario file names, if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.name() == name)

@@ -28,6 +28,10 @@ pub struct CaseResult {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StepTrace {
     pub index: usize,
+    /// The prefix of every entity id the play wrote (empty unless it
+    /// played against an external Convex deployment).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     pub step: Step,
     pub observation: Observation,
     /// The parity auditor's summary, on `auditor_cycle` steps.

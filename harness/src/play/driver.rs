@@ -3,6 +3,14 @@
 //! the invariants against the oracle. Each case starts from a PostgreSQL
 //! database in the template's state (a reused one, reset) and an emptied
 //! Convex backend.
+//!
+//! An external Convex deployment cannot be emptied: there each play writes
+//! under a namespace of its own instead (`Namespaces`), a prefix of every
+//! entity id, and so of every Khala `doc_key` and Convex `document_id`; the
+//! oracle predicts the same ids and Convex is read only under the prefix.
+//! Such a slot has no fault proxy either (the sink writes straight to the
+//! deployment, which may be `https`): faults on Convex need a backend the
+//! harness runs, and playing one there is refused.
 
 use crate::check::cycle::check_cycle;
 use crate::check::invariants;
@@ -12,12 +20,12 @@ use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::model::trace::ClientsObservation;
 use crate::model::trace::{CaseResult, StepTrace};
 use crate::oracle::{self, Oracle, projection_version_name};
-use crate::play::backend::convex::ConvexBackend;
-use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
+use crate::play::backend::convex::{ConvexBackend, ConvexBackendError};
+use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend, ProviderKind};
 use crate::play::delivery::Delivery;
 use crate::play::error::DriverError;
 use crate::play::proxied_sink::ProxiedConvexSink;
-use crate::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
+use crate::play::proxy::{ProxyLink, ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
 use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
@@ -36,6 +44,7 @@ use sqlx::types::Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The query that reads both Convex tables for an observation.
@@ -54,12 +63,58 @@ const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Backends {
     postgres: PostgresBackend,
     slots: Vec<Slot>,
+    /// Against an external Convex deployment, which keeps what every
+    /// earlier play wrote: where the next play writes. `None` otherwise.
+    namespaces: Option<Namespaces>,
+}
+
+/// The namespaces of one `Backends` against an external deployment:
+/// `kp<run>-<play>.`, where the run part is unique to this harness process
+/// and `Backends` (the wall clock, the process id and a counter) and the
+/// play part counts every play, shrinking replays included. Two runs, or
+/// two plays of the same case, never share one, so nothing a play reads
+/// was written by another. It ends in `.`, so one namespace is never the
+/// prefix of another, and it is plain ASCII, which both stores order
+/// alike. Only ids carry it: what a case is and does never depends on it.
+#[derive(Debug)]
+pub struct Namespaces {
+    run: String,
+    plays: AtomicU64,
+}
+
+impl Namespaces {
+    fn new() -> Self {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis());
+        let run = format!(
+            "kp{millis:x}-{:x}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        );
+        Namespaces {
+            run,
+            plays: AtomicU64::new(0),
+        }
+    }
+
+    /// A namespace no play of this run has had.
+    fn next(&self) -> String {
+        format!(
+            "{}-{}.",
+            self.run,
+            self.plays.fetch_add(1, Ordering::Relaxed)
+        )
+    }
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
 struct Slot {
     convex: ConvexBackend,
-    proxy: TcpProxy,
+    /// `None` for an external deployment: the sink writes to it directly,
+    /// and no fault is injected there.
+    proxy: Option<TcpProxy>,
     /// Reads Convex after every step, straight to the backend (not through
     /// the proxy); one client for the whole run, so its connection is reused.
     observer: ConvexHttp,
@@ -70,15 +125,21 @@ struct Slot {
 
 impl Slot {
     async fn new(convex: ConvexBackend) -> Result<Self, DriverError> {
-        let upstream: SocketAddr = upstream_addr(&convex.base_url()).ok_or_else(|| {
-            DriverError::Proxy(std::io::Error::other(format!(
-                "cannot parse convex url {}",
-                convex.base_url()
-            )))
-        })?;
-        let proxy = TcpProxy::start(upstream)
-            .await
-            .map_err(DriverError::Proxy)?;
+        let proxy = if convex.provider() == ProviderKind::External {
+            None
+        } else {
+            let upstream: SocketAddr = upstream_addr(&convex.base_url()).ok_or_else(|| {
+                DriverError::Proxy(std::io::Error::other(format!(
+                    "cannot parse convex url {}",
+                    convex.base_url()
+                )))
+            })?;
+            Some(
+                TcpProxy::start(upstream)
+                    .await
+                    .map_err(DriverError::Proxy)?,
+            )
+        };
         let observer = ConvexHttp::new(
             &convex.base_url(),
             convex.admin_key().unwrap_or_default(),
@@ -106,18 +167,33 @@ impl Slot {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
     }
 
+    /// The fault proxy, to inject `action` with; refused for an external
+    /// deployment, which has none.
+    fn fault_proxy(&self, action: &'static str, step: usize) -> Result<&TcpProxy, DriverError> {
+        self.proxy.as_ref().ok_or_else(|| {
+            DriverError::convex(
+                step,
+                ConvexBackendError::FaultUnsupported {
+                    action,
+                    provider: self.convex.provider(),
+                },
+            )
+        })
+    }
+
     /// Takes the Convex backend down the way `outage` says.
     async fn begin_outage(&self, outage: Outage, step: usize) -> Result<(), DriverError> {
         if self.outage().is_some() {
             return Ok(());
         }
+        let proxy = self.fault_proxy("take down", step)?;
         let done = match outage {
             Outage::Pause => self.convex.pause().await,
             Outage::Stop => self.convex.stop().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
         // A stopped backend refuses at once; only a paused one strands.
-        self.proxy.set_upstream_frozen(outage == Outage::Pause);
+        proxy.set_upstream_frozen(outage == Outage::Pause);
         self.set_outage(Some(outage));
         Ok(())
     }
@@ -130,9 +206,13 @@ impl Slot {
     /// follows a heal). A backend that does not answer in time is a
     /// harness fault, never ignored.
     async fn heal(&self, step: usize) -> Result<(), DriverError> {
-        self.proxy.set_mode(ProxyMode::Pass);
+        let Some(proxy) = &self.proxy else {
+            // Nothing was broken: no fault is played on an external deployment.
+            return Ok(());
+        };
+        proxy.set_mode(ProxyMode::Pass);
         self.end_outage(step).await?;
-        self.proxy
+        proxy
             .settle(UPSTREAM_SETTLE_TIMEOUT)
             .await
             .map_err(|error| DriverError::convex(step, error))
@@ -148,7 +228,8 @@ impl Slot {
             Outage::Stop => self.convex.start_again().await,
         };
         done.map_err(|error| DriverError::convex(step, error))?;
-        self.proxy.set_upstream_frozen(false);
+        self.fault_proxy("bring back", step)?
+            .set_upstream_frozen(false);
         self.set_outage(None);
         Ok(())
     }
@@ -160,9 +241,11 @@ impl Backends {
         postgres: PostgresBackend,
         convex: ConvexBackend,
     ) -> Result<Self, DriverError> {
+        let namespaces = (convex.provider() == ProviderKind::External).then(Namespaces::new);
         Ok(Backends {
             postgres,
             slots: vec![Slot::new(convex).await?],
+            namespaces,
         })
     }
 
@@ -205,6 +288,8 @@ pub fn case_start_time() -> DateTime<Utc> {
 }
 
 struct CaseState {
+    /// The prefix of every entity id this play writes (see `Namespaces`).
+    namespace: String,
     runtime: Runtime,
     oracle: Oracle,
     reader: ConvexReader,
@@ -264,13 +349,14 @@ async fn play_on(
 ) -> Result<CaseResult, DriverError> {
     let postgres = &backends.postgres;
     let slot = &backends.slots[slot % backends.slots.len()];
+    let namespace = backends.next_namespace();
     let reset_started = Instant::now();
     let db = reset(postgres, slot).await?;
     let mut result = CaseResult {
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let played = play_in(slot, case, &db, stop_at_first, &mut result).await;
+    let played = play_in(slot, case, &db, &namespace, stop_at_first, &mut result).await;
     // A case that stopped at its first violation may end with a fault in
     // force and writes queued in a paused backend: they land now, not
     // after the next case's reset.
@@ -302,13 +388,20 @@ async fn play_on(
 
 /// Puts a slot and a case database in the state every case starts from:
 /// the slot healed (no fault, nothing in flight through its proxy), Convex
-/// emptied, the database reset to the template.
+/// emptied (an external deployment is left as it is: the case's namespace
+/// is empty there), the database reset to the template.
 async fn reset(postgres: &PostgresBackend, slot: &Slot) -> Result<CaseDatabase, DriverError> {
     // Every case heals its slot as it ends; this covers one that ended in
     // a backend failure before it could.
     slot.heal(0).await?;
+    let convex_reset = async {
+        match slot.convex.provider() {
+            ProviderKind::External => Ok(()),
+            ProviderKind::Containers | ProviderKind::Local => slot.convex.reset().await,
+        }
+    };
     // The two stores are independent: reset both at once.
-    let (convex_reset, db) = tokio::join!(slot.convex.reset(), postgres.case_database());
+    let (convex_reset, db) = tokio::join!(convex_reset, postgres.case_database());
     let db = db.map_err(|error: BackendError| DriverError::postgres(0, error))?;
     if let Err(error) = convex_reset {
         postgres.recycle(db);
@@ -334,20 +427,35 @@ pub struct Residue {
 }
 
 impl Backends {
+    /// Whether cases play against an external Convex deployment, which
+    /// cannot be reset or faulted (each play then has a namespace).
+    pub fn convex_is_external(&self) -> bool {
+        self.namespaces.is_some()
+    }
+
+    /// The namespace of the next play: empty unless Convex is external.
+    fn next_namespace(&self) -> String {
+        self.namespaces
+            .as_ref()
+            .map_or_else(String::new, Namespaces::next)
+    }
+
     /// Resets slot `slot` and a case database exactly as a case starts, and
     /// reports what is left in them (the database is then kept for the
-    /// next case).
+    /// next case); against an external deployment, what the next play's
+    /// namespace holds.
     pub async fn residue(&self, slot: usize) -> Result<Residue, DriverError> {
+        let namespace = self.next_namespace();
         let slot = &self.slots[slot % self.slots.len()];
         let db = reset(&self.postgres, slot).await?;
         let tables = self.postgres.off_template(&db).await;
-        let convex = observe(slot, &db, 0, None).await;
+        let convex = observe(slot, &db, 0, None, &namespace).await;
         self.postgres.recycle(db);
         Ok(Residue {
             tables_off_template: tables.map_err(|error| DriverError::postgres(0, error))?,
             convex_documents: convex?.convex.into_keys().collect(),
-            proxy_connections: slot.proxy.open_connections(),
-            proxy_in_flight: slot.proxy.in_flight(),
+            proxy_connections: slot.proxy.as_ref().map_or(0, TcpProxy::open_connections),
+            proxy_in_flight: slot.proxy.as_ref().map_or(0, TcpProxy::in_flight),
             sync_servers: crate::play::delivery::live_sync_servers(),
         })
     }
@@ -366,10 +474,11 @@ async fn play_in(
     slot: &Slot,
     case: &Case,
     db: &CaseDatabase,
+    namespace: &str,
     stop_at_first: bool,
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
-    let mut state = start_case(slot, case, db)?;
+    let mut state = start_case(slot, case, db, namespace)?;
     let played = play_steps(slot, case, db, stop_at_first, result, &mut state).await;
     // The sync server and client lanes stop with the case, however it
     // ended: none of its tasks may outlive it into the next case.
@@ -385,10 +494,14 @@ async fn play_steps(
     result: &mut CaseResult,
     state: &mut CaseState,
 ) -> Result<(), DriverError> {
-    let mut previous = observe(slot, db, 0, None).await?;
+    let namespace = state.namespace.clone();
+    let mut previous = observe(slot, db, 0, None, &namespace).await?;
     let mut previous_clients: Option<ClientsObservation> = None;
-    let convex_link = slot.proxy.link();
-    let mut convex_requests = convex_link.arrived();
+    // Without a proxy nothing counts the sink's requests: Convex is read
+    // after every step.
+    let convex_link = slot.proxy.as_ref().map(TcpProxy::link);
+    let arrived = || convex_link.as_ref().map(ProxyLink::arrived);
+    let mut convex_requests = arrived();
     // The steps, then an implicit final quiescence.
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
@@ -400,12 +513,14 @@ async fn play_steps(
         // counts every request that reached it whole. A step that sent none
         // left Convex as it was, and so does a step with the backend down;
         // only healing lets queued writes land. Convex is read otherwise.
-        let requests = convex_link.arrived();
+        let requests = arrived();
         let convex_unchanged = slot.outage().is_some()
-            || (requests == convex_requests && !matches!(step, Step::Heal | Step::Quiesce));
+            || (requests.is_some()
+                && requests == convex_requests
+                && !matches!(step, Step::Heal | Step::Quiesce));
         convex_requests = requests;
         let unchanged_convex = convex_unchanged.then_some(&previous.convex);
-        let current = observe(slot, db, index, unchanged_convex).await?;
+        let current = observe(slot, db, index, unchanged_convex, &namespace).await?;
         let clients = state
             .delivery
             .settle(step, index, &state.oracle, &current)
@@ -472,6 +587,7 @@ async fn play_steps(
         let failed = !found.is_empty();
         result.violations.extend(found);
         result.trace.push(StepTrace {
+            namespace: namespace.clone(),
             index,
             step: step.clone(),
             observation: current.clone(),
@@ -488,7 +604,12 @@ async fn play_steps(
     Ok(())
 }
 
-fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, DriverError> {
+fn start_case(
+    slot: &Slot,
+    case: &Case,
+    db: &CaseDatabase,
+    namespace: &str,
+) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     let config = RuntimeConfig {
@@ -497,16 +618,23 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         ..RuntimeConfig::new(case.profile)
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
-    let proxied = format!("http://{}", slot.proxy.addr());
-    // The original timeout: no case waits it out (see `ProxiedConvexSink`).
-    let sink = ConvexHttpSink::new(&ConvexSinkConfig {
-        base_url: proxied.clone(),
-        admin_key: admin_key.clone(),
-        ..ConvexSinkConfig::default()
-    });
-    let sink = ProxiedConvexSink::new(sink, slot.proxy.link());
+    let sink_to = |base_url: String| {
+        ConvexHttpSink::new(&ConvexSinkConfig {
+            base_url,
+            admin_key: admin_key.clone(),
+            ..ConvexSinkConfig::default()
+        })
+    };
+    let sink: Arc<dyn khala_runtime::sink::ProjectionSink> = match &slot.proxy {
+        // The original timeout: no case waits it out (see `ProxiedConvexSink`).
+        Some(proxy) => Arc::new(ProxiedConvexSink::new(
+            sink_to(format!("http://{}", proxy.addr())),
+            proxy.link(),
+        )),
+        None => Arc::new(sink_to(slot.convex.base_url())),
+    };
     let runtime = Runtime::new(db.pool.clone(), config)
-        .with_convex_sink(Arc::new(sink), case.start.sink_mode)
+        .with_convex_sink(sink, case.start.sink_mode)
         .map_err(|error| DriverError::postgres(0, error))?;
     // The reader bypasses the proxy: observing must work during faults.
     let reader = ConvexReader::new(&slot.convex.base_url(), &admin_key, 5_000);
@@ -516,7 +644,8 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
     };
     Ok(CaseState {
         runtime,
-        oracle: Oracle::at_start(case.ids, &case.start),
+        oracle: Oracle::at_start(case.ids, &case.start).in_namespace(namespace),
+        namespace: namespace.to_owned(),
         reader,
         created: Default::default(),
         khala_broken: false,
@@ -738,7 +867,7 @@ async fn apply(
         | Step::AdvanceTime { .. } => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
-        Step::BreakConvex { fault } => slot.proxy.set_mode(match fault {
+        Step::BreakConvex { fault } => slot.fault_proxy("break", index)?.set_mode(match fault {
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
             ConvexFault::Delay => ProxyMode::Delay,
@@ -869,6 +998,16 @@ fn observation_statement() -> String {
     )
 }
 
+/// The arguments of `runtime:listAllSummaries`: the namespace only when
+/// there is one, so that other providers' requests stay as they were.
+fn observe_arguments(namespace: &str) -> Value {
+    if namespace.is_empty() {
+        json!({"limit": OBSERVED_DOCUMENTS_MAX})
+    } else {
+        json!({"limit": OBSERVED_DOCUMENTS_MAX, "namespace": namespace})
+    }
+}
+
 type ReadModelRows = Json<Vec<(String, i64, serde_json::Value)>>;
 type CheckpointRows = Json<Vec<(String, i64, String, String)>>;
 type JournalRows = Json<Vec<(String, i64, String, i64)>>;
@@ -876,12 +1015,14 @@ type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 /// Reads every store after a step: one SQL statement and one Convex query
 /// (it bypasses the proxy: observing must work during faults), both at once.
 /// What the stores hold now; Convex is taken as `unchanged_convex` instead
-/// of read when given (the backend is down).
+/// of read when given (the backend is down). A non-empty `namespace` reads
+/// only the Convex documents under it (the Khala database is the case's own).
 async fn observe(
     slot: &Slot,
     db: &CaseDatabase,
     step: usize,
     unchanged_convex: Option<&BTreeMap<String, Value>>,
+    namespace: &str,
 ) -> Result<Observation, DriverError> {
     let statement = observation_statement();
     let khala = sqlx::query_as::<_, (ReadModelRows, ReadModelRows, CheckpointRows, JournalRows)>(
@@ -896,7 +1037,7 @@ async fn observe(
                 .call(
                     Endpoint::Query,
                     OBSERVE_CONVEX_FUNCTION,
-                    json!({"limit": OBSERVED_DOCUMENTS_MAX}),
+                    observe_arguments(namespace),
                 )
                 .await
                 .map(Some),

@@ -127,7 +127,8 @@ fn marker_of(step: &Step) -> Option<Marker> {
 impl Timeline {
     /// Replays the oracle along the trace and places every store against it.
     pub fn from_trace(case: &Case, trace: &[StepTrace]) -> Timeline {
-        let mut oracle = Oracle::at_start(case.ids, &case.start);
+        let namespace = trace.first().map_or("", |entry| entry.namespace.as_str());
+        let mut oracle = Oracle::at_start(case.ids, &case.start).in_namespace(namespace);
         let mut steps = Vec::new();
         let mut documents: Vec<DocumentTrack> = Vec::new();
         let mut fault_active = false;
@@ -638,6 +639,7 @@ mod tests {
                     .insert(oracle.document_id(entity), document);
             }
             trace.push(StepTrace {
+                namespace: String::new(),
                 index,
                 step,
                 observation,

@@ -49,6 +49,10 @@ mod convex_e2e;
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 
+// Cases against a deployment that is never reset: the Node front started by hand behind
+// the external provider; namespaced plays, and Convex faults refused there.
+mod external_deployment;
+
 // Cases share nothing: the same trace after any other cases, and nothing left after a reset.
 mod independence;
 

@@ -262,6 +262,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
             );
         }
         trace.push(StepTrace {
+            namespace: String::new(),
             index,
             step,
             observation,

@@ -113,17 +113,33 @@ function list(p) {
 // Every document of both projections in one call, for a reader that looks at
 // everything after every step (the harness): one query instead of a paginated
 // listing per table. Bounded by `limit` per table; a larger table fails the
-// query rather than answering with part of it.
+// query rather than answering with part of it. With `namespace`, only the
+// documents whose id after the table's prefix starts with it: the harness
+// plays each case under a namespace of its own against a deployment it cannot
+// empty. A namespace is printable ASCII, so that the index range below holds
+// for the backend's byte order and convex-test's string order alike.
 export const listAllSummaries = queryGeneric({
-  args: { limit: v.number() },
-  handler: async (ctx, { limit }) => {
+  args: { limit: v.number(), namespace: v.optional(v.string()) },
+  handler: async (ctx, { limit, namespace }) => {
     if (!Number.isInteger(limit) || limit < 0) {
       throw new Error(`limit must be an integer >= 0, got ${limit}`);
+    }
+    if (namespace !== undefined && !/^[\x21-\x7e]+$/.test(namespace)) {
+      throw new Error(
+        `namespace must be printable ASCII without spaces, got ${JSON.stringify(namespace)}`,
+      );
     }
     const all = async (p) => {
       const docs = await ctx.db
         .query(p.table)
-        .withIndex("by_document_id")
+        .withIndex("by_document_id", (q) => {
+          if (namespace === undefined) return q;
+          // Every id that starts with prefix + namespace, and only those:
+          // from it up to the same text with its last character one higher.
+          const low = p.prefix + namespace;
+          const high = low.slice(0, -1) + String.fromCharCode(low.charCodeAt(low.length - 1) + 1);
+          return q.gte("document_id", low).lt("document_id", high);
+        })
         .order("asc")
         .take(limit + 1);
       if (docs.length > limit) {

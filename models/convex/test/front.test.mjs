@@ -200,6 +200,25 @@ describe("front without admin key", () => {
     assert.match(bad.json.errorMessage, /limit must be an integer >= 0, got 1\.5/);
   });
 
+  test("listAllSummaries with a namespace lists only the ids under it, and refuses a namespace that is not printable ASCII", async () => {
+    const ids = ["kp1-0.r", "kp1-0.s", "kp1-1.r", "kp1-0", "kp1-0/r", "kp1-00.r", "other"];
+    for (const id of ids) assert.equal((await upsertRun(runSummary(id))).status, 200);
+    for (const id of ["kp1-0.w", "kp1-1.w"]) assert.equal((await upsertWorker(workerSummary(id))).status, 200);
+    const mine = await query("runtime:listAllSummaries", { limit: 2, namespace: "kp1-0." });
+    assert.equal(mine.status, 200);
+    assert.deepEqual(mine.json.value, {
+      run_summaries: ["kp1-0.r", "kp1-0.s"].map((id) => ({ document_id: runId(id), summary: runSummary(id) })),
+      codex_worker_summaries: [{ document_id: workerId("kp1-0.w"), summary: workerSummary("kp1-0.w") }],
+    });
+    const empty = await query("runtime:listAllSummaries", { limit: 0, namespace: "kp2-0." });
+    assert.deepEqual(empty.json.value, { run_summaries: [], codex_worker_summaries: [] });
+    for (const bad of ["", "kp 1.", "kpé."]) {
+      const refused = await query("runtime:listAllSummaries", { limit: 1, namespace: bad });
+      assert.equal(refused.status, UDF_FAILED);
+      assert.match(refused.json.errorMessage, /namespace must be printable ASCII without spaces/);
+    }
+  });
+
   test("a nullable field takes null or its type, and names the path otherwise", async () => {
     const withNull = runSummary("r-n", { latest_event_type: null, owner_user_id: null, owner_guest_scope: "guest" });
     assert.equal((await upsertRun(withNull)).status, 200);

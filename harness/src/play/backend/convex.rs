@@ -43,6 +43,10 @@ use super::postgres::{
 
 /// The container image as `name:tag`.
 pub const ENV_CONVEX_IMAGE: &str = "KHALA_PARITY_CONVEX_IMAGE";
+/// The provider of the Convex side alone, in place of `KHALA_PARITY_BACKEND`:
+/// `external` with a local PostgreSQL runs against a real deployment
+/// without a PostgreSQL server of one's own.
+pub const ENV_CONVEX_BACKEND: &str = "KHALA_PARITY_CONVEX_BACKEND";
 /// The deployment URL for the external provider.
 pub const ENV_CONVEX_URL: &str = "KHALA_PARITY_CONVEX_URL";
 /// The external deployment's admin key, sent as `Authorization: Convex <key>`.
@@ -217,13 +221,22 @@ impl ConvexConfig {
     /// Reads the configuration through `lookup`, so that tests need not change
     /// the process environment. Empty values count as unset. The provider
     /// choice and `KHALA_PARITY_REQUIRE_CONTAINERS` are the ones PostgreSQL
-    /// reads: both backends of a run come from the same kind of provider.
+    /// reads: both backends of a run come from the same kind of provider,
+    /// unless `KHALA_PARITY_CONVEX_BACKEND` chooses Convex's alone.
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConvexBackendError> {
         let get = |name: &str| lookup(name).filter(|value| !value.is_empty());
         let defaults = Self::default();
-        let (choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
+        let (mut choice, require_containers) = read_provider_settings(&get, defaults.choice)?;
+        if let Some(value) = get(ENV_CONVEX_BACKEND) {
+            choice = value
+                .parse()
+                .map_err(|source| BackendError::InvalidChoice {
+                    variable: ENV_CONVEX_BACKEND,
+                    source,
+                })?;
+        }
         let udf_failure_status = match get(ENV_CONVEX_UDF_FAILURE_STATUS) {
             None => defaults.udf_failure_status,
             Some(value) => {
@@ -235,11 +248,19 @@ impl ConvexConfig {
                     })?
             }
         };
+        let external_url = get(ENV_CONVEX_URL);
+        if let Some(url) = &external_url {
+            check_deployment_url(url)?;
+        }
+        let external_admin_key = get(ENV_CONVEX_ADMIN_KEY);
+        if let Some(key) = &external_admin_key {
+            check_admin_key(key)?;
+        }
         Ok(Self {
             choice,
             image: get(ENV_CONVEX_IMAGE).unwrap_or(defaults.image),
-            external_url: get(ENV_CONVEX_URL),
-            external_admin_key: get(ENV_CONVEX_ADMIN_KEY),
+            external_url,
+            external_admin_key,
             require_containers,
             package_dir: get(ENV_CONVEX_PACKAGE_DIR).map_or(defaults.package_dir, PathBuf::from),
             node: get(ENV_NODE).map_or(defaults.node, PathBuf::from),
@@ -248,8 +269,70 @@ impl ConvexConfig {
     }
 }
 
+/// Refuses a deployment URL that is not `http://` or `https://` with a
+/// host: anything else would fail later, on the first call, far from the
+/// setting that caused it.
+fn check_deployment_url(url: &str) -> Result<(), ConvexBackendError> {
+    let invalid = |reason: String| ConvexBackendError::InvalidDeploymentUrl {
+        variable: ENV_CONVEX_URL,
+        url: redact_url(url),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|error| invalid(error.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "the scheme is {:?}, not http or https",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host".to_owned()));
+    }
+    Ok(())
+}
+
+/// Refuses an admin key that cannot be one: it is sent as the HTTP header
+/// `Authorization: Convex <key>`, and every key Convex hands out (a cloud
+/// deployment's `prod:name|…`, a self-hosted `convex-self-hosted|…`) is
+/// printable ASCII without spaces. The key itself never appears in the
+/// error: only what is wrong with it and where.
+fn check_admin_key(key: &str) -> Result<(), ConvexBackendError> {
+    let invalid = |reason: String| ConvexBackendError::InvalidAdminKey {
+        variable: ENV_CONVEX_ADMIN_KEY,
+        reason,
+    };
+    if key.starts_with("Convex ") {
+        return Err(invalid(
+            "it starts with \"Convex \": give the key alone, the harness adds the scheme"
+                .to_owned(),
+        ));
+    }
+    match key
+        .chars()
+        .enumerate()
+        .find(|(_, character)| !matches!(character, '\x21'..='\x7e'))
+    {
+        Some((position, character)) => Err(invalid(format!(
+            "character {} is {character:?}: a key is printable ASCII without spaces",
+            position + 1
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConvexBackendError {
+    #[error("read {variable}: {url:?} is not a deployment URL: {reason}")]
+    InvalidDeploymentUrl {
+        variable: &'static str,
+        url: String,
+        reason: String,
+    },
+    #[error("read {variable}: not an admin key: {reason}")]
+    InvalidAdminKey {
+        variable: &'static str,
+        reason: String,
+    },
     /// Reading the provider settings shared with PostgreSQL, or choosing
     /// the provider (no engine, or a forbidden fallback), failed.
     #[error(transparent)]
@@ -1464,6 +1547,75 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_url_that_is_not_http_or_https_is_refused_naming_it() {
+        let read = |url: &str| {
+            ConvexConfig::from_lookup(|name| (name == ENV_CONVEX_URL).then(|| url.to_owned()))
+        };
+        for good in [
+            "https://happy-animal-123.convex.cloud",
+            "http://127.0.0.1:3210",
+            "http://convex.internal:3210/",
+        ] {
+            assert_eq!(read(good).unwrap().external_url.as_deref(), Some(good));
+        }
+        for (bad, reason) in [
+            ("ftp://example.com", "\"ftp\", not http or https"),
+            (
+                "happy-animal-123.convex.cloud",
+                "relative URL without a base",
+            ),
+            ("postgres://user:hunter2@db:5432/x", "not http or https"),
+            ("http://", "empty host"),
+        ] {
+            let error = read(bad).unwrap_err();
+            assert!(
+                matches!(error, ConvexBackendError::InvalidDeploymentUrl { .. }),
+                "{bad}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(ENV_CONVEX_URL), "{message}");
+            assert!(message.contains(reason), "{bad}: {message}");
+            assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_admin_key_of_the_wrong_shape_is_refused_naming_it_and_not_showing_it() {
+        let read = |key: &str| {
+            ConvexConfig::from_lookup(|name| (name == ENV_CONVEX_ADMIN_KEY).then(|| key.to_owned()))
+        };
+        for good in [
+            "prod:happy-animal-123|01abcdef",
+            "convex-self-hosted|01ff",
+            "khala-parity-00ff",
+        ] {
+            assert_eq!(
+                read(good).unwrap().external_admin_key.as_deref(),
+                Some(good)
+            );
+        }
+        for (bad, reason) in [
+            ("Convex prod:x|01ab", "starts with \"Convex \""),
+            ("prod:x|01 secret", "character 10 is ' '"),
+            ("prod:x|01ab\n", "character 12 is '\\n'"),
+            ("prod:x|ünïcødé", "character 8 is 'ü'"),
+        ] {
+            let error = read(bad).unwrap_err();
+            assert!(
+                matches!(error, ConvexBackendError::InvalidAdminKey { .. }),
+                "{bad}: {error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(ENV_CONVEX_ADMIN_KEY), "{message}");
+            assert!(message.contains(reason), "{bad}: {message}");
+            assert!(
+                !message.contains("01ab") && !message.contains("secret"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
     fn the_package_is_found_in_the_working_tree_before_the_built_one() {
         let tree = tempfile::tempdir().expect("tempdir");
         let package = tree.path().join(CONVEX_PACKAGE_IN_TREE);
@@ -1538,6 +1690,20 @@ mod tests {
                 BackendError::InvalidFlag { .. }
             ))
         ));
+        let convex_alone =
+            HashMap::from([(ENV_BACKEND, "local"), (ENV_CONVEX_BACKEND, "external")]);
+        let config =
+            ConvexConfig::from_lookup(|name| convex_alone.get(name).map(|v| v.to_string()))
+                .expect("valid");
+        assert_eq!(config.choice, BackendChoice::External);
+        let bad_convex_choice = ConvexConfig::from_lookup(|name| {
+            (name == ENV_CONVEX_BACKEND).then(|| "cloud".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            bad_convex_choice.to_string().contains(ENV_CONVEX_BACKEND),
+            "{bad_convex_choice}"
+        );
         let bad_choice =
             ConvexConfig::from_lookup(|name| (name == ENV_BACKEND).then(|| "dockr".to_owned()));
         assert!(matches!(
