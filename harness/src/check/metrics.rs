@@ -549,6 +549,7 @@ mod tests {
             view: BTreeMap::new(),
             documents: BTreeMap::new(),
             cache: BTreeMap::new(),
+            liveness_gap_seconds: None,
             deliveries: vec![DeliveryRun {
                 from: None,
                 rehydrated: false,

@@ -228,6 +228,7 @@ fn reason_meaning(reason_class: &str) -> String {
         "khala_hash_mismatch" => "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else".into(),
         "convex_hash_mismatch" => "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else".into(),
         "not_live_within_bound" => "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing".into(),
+        "liveness_gap" => "a client lane, online with its flag on, went longer than one heartbeat period of advanced time without a live channel: updates written meanwhile reached it late (the original's idle client waits about a minute for its socket to close)".into(),
         "never_converges" => "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again".into(),
         "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
         "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),

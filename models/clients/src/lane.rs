@@ -225,6 +225,9 @@ pub struct LaneStats {
     /// `sync:heartbeat` pushes received from the server.
     pub heartbeats_seen: usize,
     pub channel_closes_seen: usize,
+    /// Connects whose subscribe without cursor was refused as stale, so
+    /// the client gave the connection up (the shipped client only).
+    pub subscribes_refused: usize,
     /// Every `(topic, watermark)` of a journal row received in an update
     /// batch, in order (snapshot rows are not journal rows: not listed).
     pub delivered: Vec<(String, i64)>,
@@ -370,6 +373,14 @@ impl ClientLane {
 
     pub fn is_connected(&self) -> bool {
         self.socket.is_some()
+    }
+
+    /// The local address of the socket (the server's view of the peer),
+    /// so a caller can tell which lanes' sockets a server closed.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket
+            .as_ref()
+            .and_then(|socket| local_addr(&socket.ws))
     }
 
     /// The documents the user sees.
@@ -731,6 +742,20 @@ impl ClientLane {
         Ok(())
     }
 
+    /// Reads the socket to its close, applying what came before it, when
+    /// the server says it closed it; the next `tick` reconnects. No close
+    /// within the frame timeout is an error: the close was promised.
+    pub async fn await_close(&mut self) -> Result<(), ClientError> {
+        while self.socket.is_some() {
+            match self.next_event().await {
+                Ok(_) => {}
+                Err(error) if matches!(error.kind, ClientErrorKind::Closed) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads what has arrived until `quiet` passes without a frame or the
     /// socket closes (after an idle sweep that closed sockets).
     pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
@@ -868,6 +893,17 @@ impl ClientLane {
             updates: updates.len(),
             reloaded,
         })
+    }
+}
+
+/// The local address of a client socket (a plain TCP one; the lanes never
+/// use TLS).
+pub(crate) fn local_addr(
+    ws: &WebSocketStream<MaybeTlsStream<TcpStream>>,
+) -> Option<std::net::SocketAddr> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(stream) => stream.local_addr().ok(),
+        _ => None,
     }
 }
 

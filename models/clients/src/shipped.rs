@@ -32,8 +32,11 @@ pub const RECONNECT_DELAY_FIRST: TimeDelta = TimeDelta::seconds(1);
 /// The reconnect delay doubles up to this.
 pub const RECONNECT_DELAY_MAX: TimeDelta = TimeDelta::seconds(30);
 /// Subscribes one connect may send: the first, and the one without the
-/// cursors a `stale_cursor` cleared (a server that refuses that one too
-/// strands the client, which is what the checks must see, not a loop).
+/// cursors a `stale_cursor` cleared. A server that refuses that one too
+/// (the replaced hardened B10 design) strands the client: the connection
+/// counts as failed, the socket is dropped and the next connect waits for
+/// the backoff, as the shipped client's retry loop does (the issue saw 5
+/// sockets in 7 s, then the backoff's pace).
 const SUBSCRIBE_ROUNDS_MAX: usize = 2;
 
 /// The delay before reconnect attempt `failures + 1`.
@@ -136,6 +139,14 @@ impl ShippedLane {
         self.socket.is_some()
     }
 
+    /// The local address of the socket (the server's view of the peer),
+    /// so a caller can tell which lanes' sockets a server closed.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket
+            .as_ref()
+            .and_then(|socket| crate::lane::local_addr(&socket.ws))
+    }
+
     /// Connected with a channel the server still runs: pushes reach it.
     pub fn is_live(&self) -> bool {
         self.socket
@@ -228,6 +239,12 @@ impl ShippedLane {
                 self.schedule_reconnect();
                 Ok(())
             }
+            Err(error) if matches!(error.kind, ClientErrorKind::StrandedByStaleCursor) => {
+                self.stats.subscribes_refused += 1;
+                self.disconnect().await;
+                self.schedule_reconnect();
+                Ok(())
+            }
             Err(error) => Err(error),
         }
     }
@@ -305,10 +322,7 @@ impl ShippedLane {
             // expects the next subscribe, without one, to be accepted.
             self.forget(&stale_topics(&response))?;
         }
-        Err(self.error(
-            "subscribe",
-            ClientErrorKind::Malformed("a subscribe without cursor was refused as stale".into()),
-        ))
+        Err(self.error("subscribe", ClientErrorKind::StrandedByStaleCursor))
     }
 
     fn forget(&mut self, topics: &[String]) -> Result<(), ClientError> {
@@ -447,6 +461,26 @@ impl ShippedLane {
             {
                 return Err(self.error(
                     "await a heartbeat",
+                    ClientErrorKind::TimedOut(self.config.frame_timeout),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the socket to its close, applying what came before it, when
+    /// the server says it closed it (an idle sweep, a channel timeout with
+    /// B12 fixed, a shutdown); a reconnect is scheduled. No close within
+    /// the frame timeout is an error: the close was promised.
+    pub async fn await_close(&mut self) -> Result<(), ClientError> {
+        while self.socket.is_some() {
+            if !self
+                .listen_once("await the socket's close", self.config.frame_timeout)
+                .await?
+                && self.socket.is_some()
+            {
+                return Err(self.error(
+                    "await the socket's close",
                     ClientErrorKind::TimedOut(self.config.frame_timeout),
                 ));
             }
