@@ -405,6 +405,13 @@ pub enum Step {
     },
     /// The sync server restarts; every socket drops.
     RestartSyncServer,
+    /// Every user of a surface starts the shipped client afresh, with no
+    /// stored watermark, in place of the one it ran: a web page reload
+    /// (its store lives in memory) or a new mobile install. On a pruned
+    /// topic that is the subscribe without a cursor hardened B10 serves.
+    ReloadShippedClient {
+        surface: Surface,
+    },
     /// Time passes for the sync server and every client: heartbeat ticks,
     /// channel timeouts, idle sockets closing and reconnect backoff run as
     /// they fall due. Signed so that a stored case with a negative value
@@ -493,11 +500,12 @@ pub enum ActionKind {
     RestartConvex,
     Quiesce,
     AdvanceTime,
+    ShippedClientReload,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 19] = [
+    pub const ALL: [ActionKind; 20] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -517,6 +525,7 @@ impl ActionKind {
         ActionKind::RestartConvex,
         ActionKind::Quiesce,
         ActionKind::AdvanceTime,
+        ActionKind::ShippedClientReload,
     ];
 
     /// The name scenario files use.
@@ -541,6 +550,7 @@ impl ActionKind {
             ActionKind::RestartConvex => "restart_convex",
             ActionKind::Quiesce => "quiesce",
             ActionKind::AdvanceTime => "advance_time",
+            ActionKind::ShippedClientReload => "shipped_client_reload",
         }
     }
 
@@ -590,6 +600,7 @@ impl Step {
             Step::RestartSyncServer => ActionKind::RestartSyncServer,
             Step::Heal | Step::Quiesce => ActionKind::Quiesce,
             Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
+            Step::ReloadShippedClient { .. } => ActionKind::ShippedClientReload,
         }
     }
 }

@@ -94,6 +94,8 @@ struct Running {
     /// cases that never advance time must not read it here).
     next_tick_at: Option<chrono::DateTime<chrono::Utc>>,
     liveness_wait_seconds: Option<i64>,
+    /// Shipped clients started afresh so far (each gets its own store).
+    reloads: usize,
     /// Holds the mobile lanes' watermark files.
     _stores: tempfile::TempDir,
     _live: Live,
@@ -485,6 +487,11 @@ impl Delivery {
                     .advance_time(&clock, TimeDelta::seconds(*seconds), index, |_| false)
                     .await?;
             }
+            Step::ReloadShippedClient { surface } => {
+                running
+                    .reload_shipped_clients(*surface, oracle, &clock, index)
+                    .await?;
+            }
             _ => {}
         }
         Ok(())
@@ -524,6 +531,7 @@ impl Delivery {
             retention: None,
             next_tick_at: None,
             liveness_wait_seconds: None,
+            reloads: 0,
             _stores: stores,
             _live: Live::new(),
         };
@@ -776,6 +784,51 @@ impl Running {
         })
     }
 
+    /// `ReloadShippedClient`: each user of `surface` gets a brand-new
+    /// shipped client with an empty store in place of the one it ran (or
+    /// beside today's lane, if it ran none); it connects at once unless
+    /// the surface is offline, when it waits for the reconnect.
+    async fn reload_shipped_clients(
+        &mut self,
+        surface: Surface,
+        oracle: &Oracle,
+        clock: &Arc<ManualClock>,
+        index: usize,
+    ) -> Result<(), DriverError> {
+        self.reloads += 1;
+        let truth = self.worker_truth();
+        let online = !self.offline.contains(&surface);
+        for user in ClientUser::ALL {
+            let mut lane =
+                self.new_shipped_lane(surface, user, oracle.flag(surface, user), clock, index)?;
+            let old = self.lanes.iter().position(|lane| {
+                lane.surface == surface
+                    && lane.user == user
+                    && lane.lane.kind() == LaneKind::Shipped
+            });
+            // The old page goes first.
+            if let Some(position) = old {
+                self.lanes[position]
+                    .lane
+                    .run(Op::Disconnect)
+                    .await
+                    .map_err(|error| failed(index, error))?;
+            }
+            if online {
+                lane.run(Op::Start, truth)
+                    .await
+                    .map_err(|error| failed(index, error))?;
+            } else {
+                lane.resume = true;
+            }
+            match old {
+                Some(position) => self.lanes[position] = lane,
+                None => self.lanes.push(lane),
+            }
+        }
+        Ok(())
+    }
+
     fn new_shipped_lane(
         &self,
         surface: Surface,
@@ -791,7 +844,9 @@ impl Running {
         let tokens = self.tokens(user, clock);
         // The same stores as the surface's own: in memory on the web,
         // persisted on mobile (a directory of its own).
-        let store = self.store(surface, "shipped-", user, index)?;
+        // A directory of its own for each reload: a new install has no
+        // stored watermark.
+        let store = self.store(surface, &format!("shipped{}-", self.reloads), user, index)?;
         let config = ShippedConfig {
             surface,
             websocket_url,

@@ -688,7 +688,8 @@ async fn apply(
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer
-        | Step::AdvanceTime { .. } => {
+        | Step::AdvanceTime { .. }
+        | Step::ReloadShippedClient { .. } => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
         Step::BreakConvex { fault } => slot.proxy.set_mode(match fault {
