@@ -787,12 +787,31 @@ impl ClientLane {
         if !self.flag {
             return Ok(());
         }
-        let Some(socket) = self.socket.as_ref() else {
+        if self.socket.is_none() {
             return self.connect().await;
-        };
+        }
         if self.config.switches.b12_no_client_heartbeat {
             return Ok(());
         }
+        match self.heartbeat_or_rejoin().await {
+            // The hardened server closes the socket with the channel: the
+            // rejoin or heartbeat finds it closed, and the lane reconnects.
+            Err(error)
+                if matches!(
+                    error.kind,
+                    ClientErrorKind::Closed | ClientErrorKind::WebSocket(_)
+                ) =>
+            {
+                self.connect().await
+            }
+            result => result,
+        }
+    }
+
+    async fn heartbeat_or_rejoin(&mut self) -> Result<(), ClientError> {
+        let Some(socket) = self.socket.as_ref() else {
+            return self.connect().await;
+        };
         if !socket.channel_open {
             return self.join_and_subscribe().await;
         }
