@@ -45,14 +45,16 @@ fn worker_event(worker: u8) -> Step {
     }
 }
 
-/// Plays each case on one set of backends, in order.
-fn play(cases: &[Case]) -> Vec<CaseResult> {
+/// Plays `steps` under hardened, then under legacy, on one set of
+/// backends.
+fn play_under_both_profiles(steps: Vec<Step>) -> (CaseResult, CaseResult) {
     let tokio = support::tokio();
     let backends: Backends = ok(tokio.block_on(run::start_backends(None, 1)));
-    let results = cases
-        .iter()
-        .map(|case| ok(tokio.block_on(driver::play(&backends, case, false))))
-        .collect();
+    let play = |case: Case| ok(tokio.block_on(driver::play(&backends, &case, false)));
+    let results = (
+        play(case(Profile::Hardened, steps.clone())),
+        play(case(Profile::Legacy, steps)),
+    );
     ok(tokio
         .block_on(backends.shutdown())
         .map_err(std::io::Error::other));
@@ -118,11 +120,7 @@ fn an_idle_shipped_client_keeps_receiving_updates_across_the_channel_and_socket_
         Step::AdvanceTime { seconds: 90 },
         Step::Quiesce,
     ];
-    let results = play(&[
-        case(Profile::Hardened, steps.clone()),
-        case(Profile::Legacy, steps),
-    ]);
-    let (hardened, legacy) = (&results[0], &results[1]);
+    let (hardened, legacy) = &play_under_both_profiles(steps);
 
     // Hardened: the socket closes with the channel, the shipped client is
     // back after its first backoff, every update arrives.
@@ -202,11 +200,7 @@ fn a_brand_new_shipped_client_on_a_pruned_topic_converges_under_hardened() {
         },
         Step::Quiesce,
     ];
-    let results = play(&[
-        case(Profile::Hardened, steps.clone()),
-        case(Profile::Legacy, steps),
-    ]);
-    let (hardened, legacy) = (&results[0], &results[1]);
+    let (hardened, legacy) = &play_under_both_profiles(steps);
 
     assert_eq!(signatures(hardened), [], "{:#?}", hardened.violations);
     let reloaded: Vec<&LaneObservation> = shipped_lanes(hardened)

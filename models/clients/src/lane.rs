@@ -7,16 +7,13 @@
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
+use crate::socket::{PhoenixSocket, Read};
 use crate::switches::ClientSwitches;
 use crate::watermark_store::WatermarkStore;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const CHANNEL_TOPIC: &str = "sync:v1";
 pub const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
@@ -252,8 +249,7 @@ pub enum LaneEvent {
 }
 
 struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_ref: u64,
+    phoenix: PhoenixSocket,
     join_ref: String,
     /// What the lane believes; legacy (B12) never learns of a `phx_close`.
     channel_open: bool,
@@ -380,7 +376,7 @@ impl ClientLane {
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.socket
             .as_ref()
-            .and_then(|socket| local_addr(&socket.ws))
+            .and_then(|socket| socket.phoenix.local_addr())
     }
 
     /// The documents the user sees.
@@ -474,16 +470,11 @@ impl ClientLane {
             .tokens
             .token()
             .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
-        let url = format!(
-            "{}?token={token}&vsn={PROTOCOL_VSN}",
-            self.config.websocket_url
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
+        let phoenix = PhoenixSocket::open(&self.config.websocket_url, &token)
             .await
-            .map_err(|error| self.error("connect to the sync socket", error))?;
+            .map_err(|kind| self.error("connect to the sync socket", kind))?;
         self.socket = Some(Socket {
-            ws,
-            next_ref: 0,
+            phoenix,
             join_ref: String::new(),
             channel_open: false,
             channel_stopped: false,
@@ -494,8 +485,8 @@ impl ClientLane {
 
     /// Drops the socket (the lane's own reconnect path keeps the store).
     pub async fn disconnect(&mut self) {
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.ws.close(None).await;
+        if let Some(socket) = self.socket.take() {
+            socket.phoenix.close().await;
         }
     }
 
@@ -506,11 +497,10 @@ impl ClientLane {
 
     async fn join_and_subscribe(&mut self) -> Result<(), ClientError> {
         let socket = self.socket_mut("join sync:v1")?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         socket.join_ref = reference.clone();
         let frame = json!([reference, reference, CHANNEL_TOPIC, "phx_join", {}]);
-        self.send_text("join sync:v1", frame.to_string()).await?;
+        self.send_frame("join sync:v1", &frame).await?;
         let (status, response) = self.await_reply("join sync:v1", &reference).await?;
         if status != "ok" {
             return Err(self.error("join sync:v1", ClientErrorKind::Refused(response)));
@@ -619,13 +609,13 @@ impl ClientLane {
         })
     }
 
-    async fn send_text(&mut self, step: &str, text: String) -> Result<(), ClientError> {
+    async fn send_frame(&mut self, step: &str, frame: &Value) -> Result<(), ClientError> {
         let socket = self.socket_mut(step)?;
-        match socket.ws.send(Message::text(text)).await {
+        match socket.phoenix.send(frame).await {
             Ok(()) => Ok(()),
-            Err(error) => {
+            Err(kind) => {
                 self.socket = None;
-                Err(self.error(step, error))
+                Err(self.error(step, kind))
             }
         }
     }
@@ -639,10 +629,9 @@ impl ClientLane {
         payload: Value,
     ) -> Result<(String, Value), ClientError> {
         let socket = self.socket_mut(step)?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         let frame = json!([socket.join_ref, reference, CHANNEL_TOPIC, event, payload]);
-        self.send_text(step, frame.to_string()).await?;
+        self.send_frame(step, &frame).await?;
         self.await_reply(step, &reference).await
     }
 
@@ -675,26 +664,13 @@ impl ClientLane {
     /// skipped (no server input makes the lane panic).
     async fn next_frame(&mut self, step: &str) -> Result<Frame, ClientError> {
         let timeout = self.config.frame_timeout;
-        loop {
-            let socket = self.socket_mut(step)?;
-            let message = match tokio::time::timeout(timeout, socket.ws.next()).await {
-                Ok(message) => message,
-                Err(_) => return Err(self.error(step, ClientErrorKind::TimedOut(timeout))),
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => match Frame::parse(text.as_str()) {
-                    Some(frame) => return Ok(frame),
-                    None => continue,
-                },
-                Some(Ok(Message::Close(_))) | None => {
-                    self.socket = None;
-                    return Err(self.error(step, ClientErrorKind::Closed));
-                }
-                Some(Err(error)) => {
-                    self.socket = None;
-                    return Err(self.error(step, error));
-                }
-                Some(Ok(_)) => continue,
+        let socket = self.socket_mut(step)?;
+        match socket.phoenix.read(timeout).await {
+            Read::Frame(frame) => Ok(frame),
+            Read::Quiet => Err(self.error(step, ClientErrorKind::TimedOut(timeout))),
+            Read::Ended(kind) => {
+                self.socket = None;
+                Err(self.error(step, kind))
             }
         }
     }
@@ -912,17 +888,6 @@ impl ClientLane {
             updates: updates.len(),
             reloaded,
         })
-    }
-}
-
-/// The local address of a client socket (a plain TCP one; the lanes never
-/// use TLS).
-pub(crate) fn local_addr(
-    ws: &WebSocketStream<MaybeTlsStream<TcpStream>>,
-) -> Option<std::net::SocketAddr> {
-    match ws.get_ref() {
-        MaybeTlsStream::Plain(stream) => stream.local_addr().ok(),
-        _ => None,
     }
 }
 

@@ -14,18 +14,15 @@
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
-use crate::lane::{CHANNEL_TOPIC, Frame, LaneStats, PROTOCOL_VSN, TokenSource, stale_topics};
+use crate::lane::{CHANNEL_TOPIC, Frame, LaneStats, TokenSource, stale_topics};
+use crate::socket::{PhoenixSocket, Read};
 use crate::watermark_store::WatermarkStore;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::{SinkExt, StreamExt};
 use khala_runtime::clock::Clock;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The first reconnect delay of the shipped client.
 pub const RECONNECT_DELAY_FIRST: TimeDelta = TimeDelta::seconds(1);
@@ -60,8 +57,7 @@ pub struct ShippedConfig {
 }
 
 struct ShippedSocket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_ref: u64,
+    phoenix: PhoenixSocket,
     /// The server stopped the channel (`phx_close`). The client ignores
     /// it, as the shipped one does; the flag only tells a caller that no
     /// push will come on this socket, so waiting for one is pointless.
@@ -144,7 +140,7 @@ impl ShippedLane {
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.socket
             .as_ref()
-            .and_then(|socket| crate::lane::local_addr(&socket.ws))
+            .and_then(|socket| socket.phoenix.local_addr())
     }
 
     /// Connected with a channel the server still runs: pushes reach it.
@@ -217,8 +213,8 @@ impl ShippedLane {
     /// Drops the socket without scheduling a reconnect (the app went
     /// offline or the page closed it).
     pub async fn disconnect(&mut self) {
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.ws.close(None).await;
+        if let Some(socket) = self.socket.take() {
+            socket.phoenix.close().await;
         }
     }
 
@@ -280,16 +276,11 @@ impl ShippedLane {
             .tokens
             .token()
             .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
-        let url = format!(
-            "{}?token={token}&vsn={PROTOCOL_VSN}",
-            self.config.websocket_url
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
+        let phoenix = PhoenixSocket::open(&self.config.websocket_url, &token)
             .await
-            .map_err(|error| self.error("connect to the sync socket", error))?;
+            .map_err(|kind| self.error("connect to the sync socket", kind))?;
         self.socket = Some(ShippedSocket {
-            ws,
-            next_ref: 0,
+            phoenix,
             channel_stopped: false,
         });
         self.stats.connects += 1;
@@ -344,13 +335,11 @@ impl ShippedLane {
         payload: Value,
     ) -> Result<(String, Value), ClientError> {
         let socket = self.socket_mut(step)?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         let frame = json!([Value::Null, reference, CHANNEL_TOPIC, event, payload]);
-        let sent = socket.ws.send(Message::text(frame.to_string())).await;
-        if let Err(error) = sent {
+        if let Err(kind) = socket.phoenix.send(&frame).await {
             self.socket = None;
-            return Err(self.error(step, error));
+            return Err(self.error(step, kind));
         }
         loop {
             let frame = self.next_frame(step, self.config.frame_timeout).await?;
@@ -385,26 +374,13 @@ impl ShippedLane {
         step: &str,
         wait: Duration,
     ) -> Result<Option<Frame>, ClientError> {
-        loop {
-            let socket = self.socket_mut(step)?;
-            let Ok(message) = tokio::time::timeout(wait, socket.ws.next()).await else {
-                return Ok(None);
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(frame) = Frame::parse(text.as_str()) {
-                        return Ok(Some(frame));
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => {
-                    self.socket = None;
-                    return Err(self.error(step, ClientErrorKind::Closed));
-                }
-                Some(Err(error)) => {
-                    self.socket = None;
-                    return Err(self.error(step, error));
-                }
-                Some(Ok(_)) => {}
+        let socket = self.socket_mut(step)?;
+        match socket.phoenix.read(wait).await {
+            Read::Frame(frame) => Ok(Some(frame)),
+            Read::Quiet => Ok(None),
+            Read::Ended(kind) => {
+                self.socket = None;
+                Err(self.error(step, kind))
             }
         }
     }
