@@ -7,7 +7,7 @@
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
-use crate::socket::{PhoenixSocket, Read};
+use crate::socket::{Frame, PhoenixSocket, Read};
 use crate::switches::ClientSwitches;
 use crate::watermark_store::WatermarkStore;
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use std::time::Duration;
 pub const CHANNEL_TOPIC: &str = "sync:v1";
 pub const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
 pub const RUN_TOPIC: &str = "runtime.run_summaries";
-pub const PROTOCOL_VSN: &str = "2.0.0";
+pub use crate::socket::PROTOCOL_VSN;
 /// How long a lane waits for one frame before reporting `TimedOut`: a bound
 /// on failure, never a delay.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -256,35 +256,6 @@ struct Socket {
     /// The server stopped the channel (`phx_close` seen since the last
     /// join), whatever the lane believes: no push will come on it.
     channel_stopped: bool,
-}
-
-/// A frame `[join_ref, ref, topic, event, payload]`.
-pub(crate) struct Frame {
-    pub(crate) reference: Option<String>,
-    pub(crate) topic: String,
-    pub(crate) event: String,
-    pub(crate) payload: Value,
-}
-
-impl Frame {
-    pub(crate) fn parse(text: &str) -> Option<Frame> {
-        let Value::Array(mut parts) = serde_json::from_str(text).ok()? else {
-            return None;
-        };
-        if parts.len() != 5 {
-            return None;
-        }
-        let payload = parts.pop()?;
-        let event = parts.pop()?.as_str()?.to_owned();
-        let topic = parts.pop()?.as_str()?.to_owned();
-        let reference = parts.pop()?.as_str().map(str::to_owned);
-        Some(Frame {
-            reference,
-            topic,
-            event,
-            payload,
-        })
-    }
 }
 
 /// A client lane: one surface's view of the documents.
@@ -909,14 +880,6 @@ pub(crate) fn stale_topics(payload: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_that_are_not_phoenix_v2_are_skipped() {
-        assert!(Frame::parse("[null,null,\"sync:v1\",\"sync:heartbeat\",{}]").is_some());
-        for text in ["", "{}", "[1,2,3]", "[null,null,3,\"e\",{}]", "not json"] {
-            assert!(Frame::parse(text).is_none(), "{text}");
-        }
-    }
 
     struct NoReadPath;
 

@@ -14,8 +14,8 @@
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
-use crate::lane::{CHANNEL_TOPIC, Frame, LaneStats, TokenSource, stale_topics};
-use crate::socket::{PhoenixSocket, Read};
+use crate::lane::{CHANNEL_TOPIC, LaneStats, TokenSource, stale_topics};
+use crate::socket::{Frame, PhoenixSocket, Read};
 use crate::watermark_store::WatermarkStore;
 use chrono::{DateTime, TimeDelta, Utc};
 use khala_runtime::clock::Clock;

@@ -5,7 +5,6 @@
 //! its own channel state around it; only the plumbing is shared.
 
 use crate::error::ClientErrorKind;
-use crate::lane::{Frame, PROTOCOL_VSN};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -13,6 +12,38 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The Phoenix serializer the shipped client asks for (`vsn`).
+pub const PROTOCOL_VSN: &str = "2.0.0";
+
+/// A frame `[join_ref, ref, topic, event, payload]`.
+pub(crate) struct Frame {
+    pub(crate) reference: Option<String>,
+    pub(crate) topic: String,
+    pub(crate) event: String,
+    pub(crate) payload: Value,
+}
+
+impl Frame {
+    pub(crate) fn parse(text: &str) -> Option<Frame> {
+        let Value::Array(mut parts) = serde_json::from_str(text).ok()? else {
+            return None;
+        };
+        if parts.len() != 5 {
+            return None;
+        }
+        let payload = parts.pop()?;
+        let event = parts.pop()?.as_str()?.to_owned();
+        let topic = parts.pop()?.as_str()?.to_owned();
+        let reference = parts.pop()?.as_str().map(str::to_owned);
+        Some(Frame {
+            reference,
+            topic,
+            event,
+            payload,
+        })
+    }
+}
 
 /// One open WebSocket to the sync server.
 pub(crate) struct PhoenixSocket {
@@ -80,5 +111,18 @@ impl PhoenixSocket {
 
     pub(crate) async fn close(mut self) {
         let _closing_an_ended_socket_is_fine = self.ws.close(None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_that_are_not_phoenix_v2_are_skipped() {
+        assert!(Frame::parse("[null,null,\"sync:v1\",\"sync:heartbeat\",{}]").is_some());
+        for text in ["", "{}", "[1,2,3]", "[null,null,3,\"e\",{}]", "not json"] {
+            assert!(Frame::parse(text).is_none(), "{text}");
+        }
     }
 }
