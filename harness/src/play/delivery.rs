@@ -843,9 +843,8 @@ impl Running {
             .replace("http://", "ws://");
         let tokens = self.tokens(user, clock);
         // The same stores as the surface's own: in memory on the web,
-        // persisted on mobile (a directory of its own).
-        // A directory of its own for each reload: a new install has no
-        // stored watermark.
+        // persisted on mobile, in a directory of its own for each reload
+        // (a new install has no stored watermark).
         let store = self.store(surface, &format!("shipped{}-", self.reloads), user, index)?;
         let config = ShippedConfig {
             surface,

@@ -703,29 +703,6 @@ impl ClientLane {
         Ok(())
     }
 
-    /// Reads what has arrived until `quiet` passes without a frame or the
-    /// socket closes (after an idle sweep that closed sockets).
-    pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
-        let timeout = std::mem::replace(&mut self.config.frame_timeout, quiet);
-        let mut result = Ok(());
-        while self.socket.is_some() {
-            match self.next_event().await {
-                Ok(_) => {}
-                Err(error) => {
-                    if !matches!(
-                        error.kind,
-                        ClientErrorKind::Closed | ClientErrorKind::TimedOut(_)
-                    ) {
-                        result = Err(error);
-                    }
-                    break;
-                }
-            }
-        }
-        self.config.frame_timeout = timeout;
-        result
-    }
-
     /// What the surface does on each of its timer ticks. Hardened (B12
     /// fixed): rejoin a channel the server closed, or send `sync:heartbeat`
     /// and await its reply. Legacy: nothing at all. Both reconnect a socket

@@ -9,7 +9,7 @@
 //! higher cached one is kept; the watermark only rises).
 //!
 //! Nothing here sleeps: the caller drives time (`reconnect_if_due`) and
-//! reading (`await_watermark`, `await_tick_frame`, `drain`).
+//! reading (`await_watermark`, `await_tick_frame`, `await_close`).
 
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
@@ -461,13 +461,6 @@ impl ShippedLane {
                 ));
             }
         }
-        Ok(())
-    }
-
-    /// Reads what has arrived until `quiet` passes without a frame or the
-    /// socket closes (after an idle sweep that closed sockets).
-    pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
-        while self.socket.is_some() && self.listen_once("drain the socket", quiet).await? {}
         Ok(())
     }
 
