@@ -230,6 +230,7 @@ impl Oracle {
             | Step::ReconnectClient { .. }
             | Step::RestartSyncServer
             | Step::AdvanceTime { .. }
+            | Step::ReloadShippedClient { .. }
             | Step::Heal
             | Step::Quiesce => {}
         }

@@ -45,6 +45,7 @@ pub fn check_clients(
         }
         check_deliveries(&mut recorder, lane);
         check_subscribes(&mut recorder, current, lane);
+        check_liveness_gap(&mut recorder, lane);
         if quiescent && lane.online {
             check_view_converged(&mut recorder, oracle, current, lane);
             if lane.source == LaneSource::Khala {
@@ -329,6 +330,26 @@ fn check_liveness(
     }
 }
 
+/// The longest a lane may go without a live channel, in advanced time:
+/// one server heartbeat period. The hardened server closes a socket with
+/// its channel, so the shipped client is back after its first backoff
+/// (1 s); the original leaves the socket for its idle timeout, a minute.
+pub const LIVENESS_GAP_BOUND_SECONDS: i64 = 15;
+
+/// L1 (every step): the longest stretch the lane, online with its flag on,
+/// had no live channel stays within `LIVENESS_GAP_BOUND_SECONDS`.
+fn check_liveness_gap(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
+    if let Some(gap) = lane.liveness_gap_seconds
+        && gap > LIVENESS_GAP_BOUND_SECONDS
+    {
+        let detail = format!(
+            "the {} had no live channel for {gap} s of advanced time (bound {LIVENESS_GAP_BOUND_SECONDS} s)",
+            lane_name(lane)
+        );
+        recorder.record(DeliveryClass::LivenessGap, None, detail, None);
+    }
+}
+
 /// The topic every lane subscribes to.
 const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
 
@@ -446,6 +467,7 @@ mod tests {
             .into(),
             deliveries: Vec::new(),
             subscribes: Vec::new(),
+            liveness_gap_seconds: None,
         }
     }
 
@@ -697,6 +719,31 @@ mod tests {
             check(&oracle, &observation, None, &found),
             [("D7", "cache_missing".to_owned())]
         );
+    }
+
+    #[test]
+    fn l1_catches_a_lane_without_a_live_channel_for_longer_than_a_heartbeat_period() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let gap = |seconds| {
+            let mut lane = lane(&document, 2);
+            lane.kind = LaneKind::Shipped;
+            lane.liveness_gap_seconds = Some(seconds);
+            ids(&check_clients(
+                &oracle,
+                &observation,
+                None,
+                &clients(vec![lane]),
+                4,
+                false,
+            ))
+        };
+        // The hardened shipped client: back after its first backoff.
+        assert_eq!(gap(1), []);
+        assert_eq!(gap(LIVENESS_GAP_BOUND_SECONDS), []);
+        // The original's idle client: the socket closes a minute after the
+        // channel stopped. Checked on every step, not only at quiescence.
+        assert_eq!(gap(61), [("L1", "liveness_gap".to_owned())]);
     }
 
     #[test]

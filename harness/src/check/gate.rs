@@ -14,6 +14,15 @@ use std::collections::BTreeMap;
 /// more time re-hydrating than following the stream.
 pub const DEFAULT_MAX_STALE_CURSOR_RATE: f64 = 0.05;
 
+/// The liveness gap the gate tolerates by default: L1's bound.
+pub const DEFAULT_MAX_LIVENESS_GAP_SECONDS: u64 =
+    crate::check::clients::LIVENESS_GAP_BOUND_SECONDS as u64;
+
+/// Reports of scenarios that keep the default leave the key out.
+fn is_default_liveness_gap(seconds: &u64) -> bool {
+    *seconds == DEFAULT_MAX_LIVENESS_GAP_SECONDS
+}
+
 /// Thresholds of the gate; every field has the §9.5 default, so an empty
 /// `[gate]` table (or none) is the spec's gate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +44,14 @@ pub struct GateThresholds {
     /// violations whatever this says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_explained_window_steps: Option<u64>,
+    /// The longest an online client with its flag on may go without a live
+    /// channel, in seconds of advanced time (L1's gap, the staleness of a
+    /// client that only listens). The default is L1's own bound, one
+    /// heartbeat period; a scenario that accepts the original's minute
+    /// (B12) raises it, and lowers `liveness_gap`'s severity so that L1
+    /// does not block on its own. Judged only when a gap was seen.
+    #[serde(skip_serializing_if = "is_default_liveness_gap")]
+    pub max_liveness_gap_seconds: u64,
     /// Any critical violation blocks (§11.2: `block_on_critical`).
     pub block_on_critical: bool,
     /// Warnings allowed before the gate blocks (§11.2: `max_warning_count`).
@@ -56,6 +73,7 @@ impl Default for GateThresholds {
             max_lag_drift_p95: 0,
             max_stale_cursor_rate: DEFAULT_MAX_STALE_CURSOR_RATE,
             max_explained_window_steps: None,
+            max_liveness_gap_seconds: DEFAULT_MAX_LIVENESS_GAP_SECONDS,
             block_on_critical: true,
             max_warnings: 0,
             require_auditor_metrics: false,
@@ -233,7 +251,7 @@ pub enum CheckOutcome {
 pub struct GateCheck {
     pub scenario: String,
     /// `critical_violations`, `warnings`, `mismatch_rate`, `khala_missing`,
-    /// `lag_drift_p95` or `stale_cursor_rate`.
+    /// `lag_drift_p95`, `stale_cursor_rate` or `liveness_gap_seconds`.
     pub check: String,
     pub observed: Option<f64>,
     /// The rule the observation must satisfy, e.g. `< 0.01` or `<= 0`.
@@ -268,6 +286,8 @@ pub struct Evidence {
     pub stale_cursor_rate: Option<f64>,
     /// The longest explained Khala/Convex divergence window, in steps.
     pub longest_explained_window: Option<u64>,
+    /// The longest liveness gap of any lane (seconds), if any was seen.
+    pub liveness_gap_seconds: Option<i64>,
     /// Findings whose failure no replay showed again: observed once, they
     /// block like any other (a race in the system under test is a defect).
     pub not_reproduced: u64,
@@ -350,6 +370,16 @@ pub fn decide(thresholds: &GateThresholds, evidence: &Evidence) -> Gate {
             longest,
             format!("<= {limit}"),
             at_most(longest, limit as f64),
+        ));
+    }
+    // Shown only when time passed with a lane not live, so that reports of
+    // scenarios that never advance time read as before.
+    if let Some(gap) = evidence.liveness_gap_seconds {
+        checks.push(check(
+            "liveness_gap_seconds",
+            Some(gap as f64),
+            format!("<= {}", thresholds.max_liveness_gap_seconds),
+            gap.unsigned_abs() <= thresholds.max_liveness_gap_seconds,
         ));
     }
 
@@ -560,7 +590,7 @@ mod tests {
             decision(&thresholds, &evidence()),
             (Decision::Allow, vec![])
         );
-        let cases: [(Evidence, &str); 6] = [
+        let cases: [(Evidence, &str); 7] = [
             (
                 Evidence {
                     critical: 1,
@@ -604,6 +634,14 @@ mod tests {
                 },
                 "stale_cursor_rate",
             ),
+            // A listening client a minute without a live channel (B12).
+            (
+                Evidence {
+                    liveness_gap_seconds: Some(61),
+                    ..evidence()
+                },
+                "liveness_gap_seconds",
+            ),
         ];
         for (evidence, check) in cases {
             assert_eq!(
@@ -646,6 +684,59 @@ mod tests {
                 .max_explained_window_steps,
             Some(3)
         );
+    }
+
+    #[test]
+    fn a_staleness_threshold_bounds_the_originals_lost_liveness_window() {
+        // The original's listening client: L1 liveness_gap on each lane,
+        // about a minute each (legacy shipped-clients).
+        let legacy = Evidence {
+            critical: 8,
+            liveness_gap_seconds: Some(75),
+            ..evidence()
+        };
+        let checks = decide(&GateThresholds::default(), &legacy).checks;
+        let gap = checks
+            .iter()
+            .find(|check| check.check == "liveness_gap_seconds")
+            .expect("judged when a gap was seen");
+        assert_eq!(
+            (gap.observed, gap.rule.as_str(), gap.outcome),
+            (Some(75.0), "<= 15", CheckOutcome::Fail)
+        );
+        // Accepting the window: L1's class counts as a warning, and the
+        // threshold bounds how long the window may be.
+        let accepting = |seconds: &str| {
+            GateThresholds::parse_toml(
+                &format!(
+                    "max_liveness_gap_seconds = {seconds}\nmax_warnings = 8\n\
+                     [reason_severity]\nliveness_gap = \"warning\""
+                ),
+                &[],
+            )
+            .expect("valid")
+        };
+        let legacy = Evidence {
+            critical: 0,
+            warnings: 8,
+            ..legacy
+        };
+        assert_eq!(
+            decision(&accepting("90"), &legacy),
+            (Decision::Allow, vec![])
+        );
+        assert_eq!(
+            decision(&accepting("60"), &legacy),
+            (Decision::Block, vec!["liveness_gap_seconds".to_owned()])
+        );
+        // No gap seen: nothing to judge, and no check in the report.
+        let checks = decide(&GateThresholds::default(), &evidence()).checks;
+        assert!(
+            checks
+                .iter()
+                .all(|check| check.check != "liveness_gap_seconds")
+        );
+        assert!(GateThresholds::parse_toml("max_liveness_gap_seconds = -1", &[]).is_err());
     }
 
     #[test]

@@ -110,6 +110,10 @@ impl CycleTotals {
 pub struct DeliveryMetrics {
     pub catchups: u64,
     pub stale_cursors: u64,
+    /// The longest any online lane with its flag on went without a live
+    /// channel, in advanced seconds (L1's gap); `None` when no gap was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_gap_seconds_max: Option<i64>,
     /// By surface (`web`, `mobile`, `desktop`).
     #[serde(default)]
     pub surfaces: BTreeMap<String, SurfaceMetrics>,
@@ -134,6 +138,15 @@ pub struct SurfaceMetrics {
 impl DeliveryMetrics {
     pub fn stale_cursor_rate(&self) -> Option<f64> {
         (self.catchups > 0).then(|| self.stale_cursors as f64 / self.catchups as f64)
+    }
+
+    fn note_liveness_gap(&mut self, gap: Option<i64>) {
+        if let Some(gap) = gap {
+            let longest = self
+                .liveness_gap_seconds_max
+                .map_or(gap, |longest| longest.max(gap));
+            self.liveness_gap_seconds_max = Some(longest);
+        }
     }
 }
 
@@ -273,6 +286,9 @@ impl RunMetrics {
                         _ => {}
                     }
                     self.delivery.catchups += lane.subscribes.len() as u64;
+                    if lane.online && on_khala {
+                        self.delivery.note_liveness_gap(lane.liveness_gap_seconds);
+                    }
                     self.delivery.stale_cursors += lane
                         .subscribes
                         .iter()
@@ -350,6 +366,8 @@ impl RunMetrics {
         }
         self.delivery.catchups += other.delivery.catchups;
         self.delivery.stale_cursors += other.delivery.stale_cursors;
+        self.delivery
+            .note_liveness_gap(other.delivery.liveness_gap_seconds_max);
         for (name, theirs) in &other.delivery.surfaces {
             let surface = self.delivery.surfaces.entry(name.clone()).or_default();
             surface.khala_lane_steps += theirs.khala_lane_steps;
@@ -378,6 +396,7 @@ impl RunMetrics {
             stale_cursor_rate: self.delivery.stale_cursor_rate(),
             longest_explained_window: (self.windows.explained > 0)
                 .then_some(self.windows.longest_explained_steps),
+            liveness_gap_seconds: self.delivery.liveness_gap_seconds_max,
             ..Evidence::default()
         }
     }
@@ -565,6 +584,7 @@ mod tests {
             view: BTreeMap::new(),
             documents: BTreeMap::new(),
             cache: BTreeMap::new(),
+            liveness_gap_seconds: None,
             deliveries: vec![DeliveryRun {
                 from: None,
                 rehydrated: false,

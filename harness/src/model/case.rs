@@ -416,6 +416,13 @@ pub enum Step {
     },
     /// The sync server restarts; every socket drops.
     RestartSyncServer,
+    /// Every user of a surface starts the shipped client afresh, with no
+    /// stored watermark, in place of the one it ran: a web page reload
+    /// (its store lives in memory) or a new mobile install. On a pruned
+    /// topic that is the subscribe without a cursor hardened B10 serves.
+    ReloadShippedClient {
+        surface: Surface,
+    },
     /// Time passes for the sync server and every client: heartbeat ticks,
     /// channel timeouts, idle sockets closing and reconnect backoff run as
     /// they fall due. Signed so that a stored case with a negative value
@@ -505,11 +512,12 @@ pub enum ActionKind {
     Quiesce,
     AdvanceTime,
     WorkerMetadata,
+    ShippedClientReload,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 20] = [
+    pub const ALL: [ActionKind; 21] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -530,6 +538,7 @@ impl ActionKind {
         ActionKind::Quiesce,
         ActionKind::AdvanceTime,
         ActionKind::WorkerMetadata,
+        ActionKind::ShippedClientReload,
     ];
 
     /// The name scenario files use.
@@ -555,6 +564,7 @@ impl ActionKind {
             ActionKind::Quiesce => "quiesce",
             ActionKind::AdvanceTime => "advance_time",
             ActionKind::WorkerMetadata => "worker_metadata",
+            ActionKind::ShippedClientReload => "shipped_client_reload",
         }
     }
 
@@ -612,6 +622,7 @@ impl Step {
             Step::Heal | Step::Quiesce => ActionKind::Quiesce,
             Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
             Step::ReportWorkerMetadata { .. } => ActionKind::WorkerMetadata,
+            Step::ReloadShippedClient { .. } => ActionKind::ShippedClientReload,
         }
     }
 }

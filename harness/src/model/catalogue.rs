@@ -205,9 +205,9 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "L1",
-        statement: "after quiescence every online subscribed lane of either kind (today's model and the shipped client) holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges",
+        statement: "no online lane of either kind (today's model and the shipped client) with its flag on goes without a live channel for more than one heartbeat period (15 s) of advanced time, and after quiescence every such lane holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges",
         severity: Severity::Critical,
-        phase: Phase::Quiescence,
+        phase: Phase::EveryStep,
         checked_by: None,
         not_in_cases: None,
     },

@@ -241,6 +241,8 @@ reason_family! {
             "a settled lane's doc cache holds an older version of a read-model row";
         CacheDiverged => "D7", Critical, "cache_diverged",
             "a settled lane's doc cache holds another version or payload than the read model";
+        LivenessGap => "L1", Critical, "liveness_gap",
+            "a client lane, online with its flag on, went longer than one heartbeat period of advanced time without a live channel: updates written meanwhile reached it late (the original's idle client waits about a minute for its socket to close)";
         NotLiveWithinBound => "L1", Critical, "not_live_within_bound",
             "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing";
         NeverConverges => "L1", Critical, "never_converges",

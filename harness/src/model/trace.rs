@@ -149,6 +149,12 @@ pub struct LaneObservation {
     pub deliveries: Vec<DeliveryRun>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subscribes: Vec<SubscribeAttempt>,
+    /// The longest stretch of advanced case time, during or up to the end
+    /// of this step, in which the lane was online with its flag on but had
+    /// no live channel (a stretch still open counts up to now). `None`
+    /// when time did not pass or the lane was live throughout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_gap_seconds: Option<i64>,
 }
 
 /// What the harness knows of a topic, read from the database and tracked

@@ -123,6 +123,10 @@ pub fn steps_of(kind: ActionKind, values: &ValueWeights) -> BoxedStrategy<Step> 
         // Below and above the heartbeat period (15 s), the channel timeout
         // (60 s + a tick) and the socket idle timeout (60 s after the last
         // frame), so listening clients cross each of them.
+        // The desktop runs no client at the modelled commit (spec §9.1).
+        ActionKind::ShippedClientReload => prop::sample::select(vec![Surface::Web, Surface::Mobile])
+            .prop_map(|surface| Step::ReloadShippedClient { surface })
+            .boxed(),
         ActionKind::AdvanceTime => prop::sample::select(vec![5i64, 15, 30, 61, 90, 150, 300])
             .prop_map(|seconds| Step::AdvanceTime { seconds })
             .boxed(),

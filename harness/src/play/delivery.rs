@@ -29,7 +29,7 @@ use crate::model::trace::{
 };
 use crate::oracle::Oracle;
 use crate::play::error::DriverError;
-use chrono::{NaiveDateTime, TimeDelta};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use khala_clients::apply::{CachedDoc, ViewRow};
 use khala_clients::lane::WORKER_TOPIC;
 use khala_clients::{
@@ -45,6 +45,7 @@ use khala_runtime::sync::server::WEBSOCKET_PATH;
 use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,13 +55,6 @@ const LANE_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The surfaces with a document view (the desktop has none, spec §9.1).
 const VIEW_SURFACES: [Surface; 2] = [Surface::Web, Surface::Mobile];
-
-/// How long, after an idle sweep closed sockets it cannot attribute, a
-/// lane reads before deciding its socket was not among them. The server
-/// answers the sweep only once each closed socket's close frame is
-/// written, so on loopback it is already in the lane's buffer: this only
-/// bounds the reactor's wake-up, it waits for nothing to happen.
-const IDLE_DRAIN_QUIET: Duration = Duration::from_millis(250);
 
 /// How much time a quiescence may let pass so that every lane's channel
 /// comes back: the channel timeout (60 s plus a 15 s tick), the socket idle
@@ -100,6 +94,8 @@ struct Running {
     /// cases that never advance time must not read it here).
     next_tick_at: Option<chrono::DateTime<chrono::Utc>>,
     liveness_wait_seconds: Option<i64>,
+    /// Shipped clients started afresh so far (each gets its own store).
+    reloads: usize,
     /// Holds the mobile lanes' watermark files.
     _stores: tempfile::TempDir,
     _live: Live,
@@ -203,6 +199,13 @@ impl LaneModel {
         }
     }
 
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            LaneModel::Today(lane) => lane.local_addr(),
+            LaneModel::Shipped(lane) => lane.local_addr(),
+        }
+    }
+
     async fn run(&mut self, op: Op) -> Result<(), ClientError> {
         match self {
             LaneModel::Today(lane) => match op {
@@ -226,7 +229,7 @@ impl LaneModel {
                 Op::Poll => lane.poll().await.map(|_| ()),
                 Op::Tick => lane.tick().await,
                 Op::TickFrame => lane.await_tick_frame().await,
-                Op::Drain(quiet) => lane.drain(quiet).await,
+                Op::AwaitClose => lane.await_close().await,
             },
             LaneModel::Shipped(lane) => match op {
                 Op::Start => lane.start().await,
@@ -244,7 +247,7 @@ impl LaneModel {
                 // heartbeats.
                 Op::Tick => lane.reconnect_if_due().await,
                 Op::TickFrame => lane.await_tick_frame().await,
-                Op::Drain(quiet) => lane.drain(quiet).await,
+                Op::AwaitClose => lane.await_close().await,
             },
         }
     }
@@ -262,6 +265,11 @@ struct Lane {
     polled_head: Option<i64>,
     deliveries: Vec<DeliveryRun>,
     subscribes: Vec<SubscribeAttempt>,
+    /// Since when the lane, online with its flag on, has had no live
+    /// channel, on the case clock (noted only as time is advanced).
+    not_live_since: Option<DateTime<Utc>>,
+    /// The longest such stretch seen since the last observation.
+    liveness_gap: Option<TimeDelta>,
 }
 
 /// Something a lane is told to do.
@@ -279,8 +287,8 @@ enum Op {
     Tick,
     /// Read the frame a server heartbeat tick pushed, if the channel lives.
     TickFrame,
-    /// Read what arrived until quiet or closed.
-    Drain(Duration),
+    /// Read the socket to its close: the server said it closed it.
+    AwaitClose,
 }
 
 impl Lane {
@@ -371,6 +379,22 @@ impl Lane {
             cache,
             deliveries: std::mem::take(&mut self.deliveries),
             subscribes: std::mem::take(&mut self.subscribes),
+            liveness_gap_seconds: self.liveness_gap.take().map(|gap| gap.num_seconds()),
+        }
+    }
+
+    /// Notes at `now` whether the lane, if it should be live (online, flag
+    /// on), is: a stretch without a live channel opens, grows or ends.
+    fn note_liveness(&mut self, online: bool, now: DateTime<Utc>) {
+        let expected = online && self.lane.flag();
+        let since = if expected && !self.lane.is_live() {
+            Some(*self.not_live_since.get_or_insert(now))
+        } else {
+            self.not_live_since.take()
+        };
+        if let Some(since) = since {
+            let gap = now - since;
+            self.liveness_gap = Some(self.liveness_gap.map_or(gap, |longest| longest.max(gap)));
         }
     }
 }
@@ -463,6 +487,11 @@ impl Delivery {
                     .advance_time(&clock, TimeDelta::seconds(*seconds), index, |_| false)
                     .await?;
             }
+            Step::ReloadShippedClient { surface } => {
+                running
+                    .reload_shipped_clients(*surface, oracle, &clock, index)
+                    .await?;
+            }
             _ => {}
         }
         Ok(())
@@ -502,6 +531,7 @@ impl Delivery {
             retention: None,
             next_tick_at: None,
             liveness_wait_seconds: None,
+            reloads: 0,
             _stores: stores,
             _live: Live::new(),
         };
@@ -749,7 +779,54 @@ impl Running {
             polled_head: None,
             deliveries: Vec::new(),
             subscribes: Vec::new(),
+            not_live_since: None,
+            liveness_gap: None,
         })
+    }
+
+    /// `ReloadShippedClient`: each user of `surface` gets a brand-new
+    /// shipped client with an empty store in place of the one it ran (or
+    /// beside today's lane, if it ran none); it connects at once unless
+    /// the surface is offline, when it waits for the reconnect.
+    async fn reload_shipped_clients(
+        &mut self,
+        surface: Surface,
+        oracle: &Oracle,
+        clock: &Arc<ManualClock>,
+        index: usize,
+    ) -> Result<(), DriverError> {
+        self.reloads += 1;
+        let truth = self.worker_truth();
+        let online = !self.offline.contains(&surface);
+        for user in ClientUser::ALL {
+            let mut lane =
+                self.new_shipped_lane(surface, user, oracle.flag(surface, user), clock, index)?;
+            let old = self.lanes.iter().position(|lane| {
+                lane.surface == surface
+                    && lane.user == user
+                    && lane.lane.kind() == LaneKind::Shipped
+            });
+            // The old page goes first.
+            if let Some(position) = old {
+                self.lanes[position]
+                    .lane
+                    .run(Op::Disconnect)
+                    .await
+                    .map_err(|error| failed(index, error))?;
+            }
+            if online {
+                lane.run(Op::Start, truth)
+                    .await
+                    .map_err(|error| failed(index, error))?;
+            } else {
+                lane.resume = true;
+            }
+            match old {
+                Some(position) => self.lanes[position] = lane,
+                None => self.lanes.push(lane),
+            }
+        }
+        Ok(())
     }
 
     fn new_shipped_lane(
@@ -766,8 +843,9 @@ impl Running {
             .replace("http://", "ws://");
         let tokens = self.tokens(user, clock);
         // The same stores as the surface's own: in memory on the web,
-        // persisted on mobile (a directory of its own).
-        let store = self.store(surface, "shipped-", user, index)?;
+        // persisted on mobile, in a directory of its own for each reload
+        // (a new install has no stored watermark).
+        let store = self.store(surface, &format!("shipped{}-", self.reloads), user, index)?;
         let config = ShippedConfig {
             surface,
             websocket_url,
@@ -784,6 +862,8 @@ impl Running {
             polled_head: None,
             deliveries: Vec::new(),
             subscribes: Vec::new(),
+            not_live_since: None,
+            liveness_gap: None,
         })
     }
 
@@ -799,7 +879,23 @@ impl Running {
     ) -> Result<(), DriverError> {
         let before = read_stamps(pool, index).await?;
         let horizon = TimeDelta::seconds(self.config.retention_horizon_seconds);
-        clock.advance(horizon + TimeDelta::seconds(1));
+        let jump = horizon + TimeDelta::seconds(1);
+        // The jump replays none of the ticks, sweeps and reconnects that
+        // would fall in it, so it is no part of a stretch without a live
+        // channel: one open now resumes after it. (The clock is read only
+        // then: reads move it, and cases that never advance time keep the
+        // stamps they always had.)
+        if self.lanes.iter().any(|lane| lane.not_live_since.is_some()) {
+            self.note_liveness(clock.now());
+            for since in self
+                .lanes
+                .iter_mut()
+                .filter_map(|lane| lane.not_live_since.as_mut())
+            {
+                *since += jump;
+            }
+        }
+        clock.advance(jump);
         let server = self.server.as_ref().ok_or_else(|| {
             failed(
                 index,
@@ -884,7 +980,7 @@ impl Running {
                 // The shipped client notices its socket closed and
                 // reconnects on its own backoff, as time passes.
                 LaneKind::Shipped if lane.lane.is_connected() => {
-                    noticing.push(lane.run(Op::Drain(LANE_FRAME_TIMEOUT), truth));
+                    noticing.push(lane.run(Op::AwaitClose, truth));
                 }
                 _ => {}
             }
@@ -944,6 +1040,7 @@ impl Running {
             next_tick_at += period;
         }
         self.next_tick_at = Some(next_tick_at);
+        self.note_liveness(began);
         while !stop(self) {
             let now = clock.now();
             if now >= end {
@@ -964,46 +1061,60 @@ impl Running {
                 .min()
                 .unwrap_or(end);
             clock.advance(next - now);
-            let server = self.server.as_ref().ok_or_else(|| {
-                failed(
-                    index,
-                    std::io::Error::other("the sync server is not running"),
-                )
-            })?;
             if let Some(due) = self.next_tick_at
                 && next >= due
             {
                 self.next_tick_at = Some(due + period);
-                server.tick_heartbeats().await;
+                let (_, closed) = self.server(index)?.tick_heartbeats_listing_closes().await;
                 self.run_on_lanes(Op::TickFrame, None, |_| true, index)
                     .await?;
+                // B12 fixed: sockets closed with their channels.
+                self.await_closes(&closed, index).await?;
                 self.run_on_lanes(Op::Tick, Some(LaneKind::Today), |_| true, index)
                     .await?;
             }
-            let server = self.server.as_ref().ok_or_else(|| {
-                failed(
-                    index,
-                    std::io::Error::other("the sync server is not running"),
-                )
-            })?;
-            let closed = server.close_idle_sockets().await;
-            if closed > 0 {
-                // Only a socket whose channel stopped can be idle: every
-                // live channel was pushed a frame by the tick.
-                let candidates = |lane: &Lane| lane.lane.is_connected() && !lane.lane.is_live();
-                let count = self.lanes.iter().filter(|lane| candidates(lane)).count();
-                let quiet = if closed >= count {
-                    LANE_FRAME_TIMEOUT
-                } else {
-                    IDLE_DRAIN_QUIET
-                };
-                self.run_on_lanes(Op::Drain(quiet), None, candidates, index)
-                    .await?;
-            }
+            // The server names the sockets it closed, each already closed,
+            // so exactly those lanes read to their close: nothing waits on
+            // the wall clock to guess which.
+            let closed = self.server(index)?.close_idle_sockets_listed().await;
+            self.await_closes(&closed, index).await?;
             self.run_on_lanes(Op::Tick, Some(LaneKind::Shipped), |_| true, index)
                 .await?;
+            self.note_liveness(next);
         }
         Ok(clock.now() - began)
+    }
+
+    /// The lanes whose sockets the server closed (by their local address)
+    /// read to the close; a lane offline or with its flag off has no socket.
+    async fn await_closes(
+        &mut self,
+        closed: &[SocketAddr],
+        index: usize,
+    ) -> Result<(), DriverError> {
+        if closed.is_empty() {
+            return Ok(());
+        }
+        let closed: BTreeSet<SocketAddr> = closed.iter().copied().collect();
+        self.run_on_lanes(
+            Op::AwaitClose,
+            None,
+            |lane| {
+                lane.lane
+                    .local_addr()
+                    .is_some_and(|addr| closed.contains(&addr))
+            },
+            index,
+        )
+        .await
+    }
+
+    /// Notes every lane's liveness at `now` on the case clock.
+    fn note_liveness(&mut self, now: DateTime<Utc>) {
+        let offline = &self.offline;
+        for lane in &mut self.lanes {
+            lane.note_liveness(!offline.contains(&lane.surface), now);
+        }
     }
 
     /// At quiescence: lets time pass, up to `LIVENESS_BOUND_SECONDS`,

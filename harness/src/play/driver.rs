@@ -864,7 +864,8 @@ async fn apply(
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer
-        | Step::AdvanceTime { .. } => {
+        | Step::AdvanceTime { .. }
+        | Step::ReloadShippedClient { .. } => {
             state.delivery.apply(step, index, &state.oracle).await?;
         }
         Step::BreakConvex { fault } => slot.fault_proxy("break", index)?.set_mode(match fault {

@@ -100,6 +100,10 @@ pub fn describe_step(step: &Step) -> String {
         Step::AdvanceTime { seconds } => {
             format!("{seconds} s pass for the sync server and the clients")
         }
+        Step::ReloadShippedClient { surface } => format!(
+            "every {} user starts the shipped client afresh, with no stored watermark",
+            surface.as_str()
+        ),
         Step::Heal => "every fault ends".to_owned(),
         Step::Quiesce => "everything heals and the system catches up (quiesce)".to_owned(),
     }

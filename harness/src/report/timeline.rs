@@ -119,7 +119,8 @@ fn marker_of(step: &Step) -> Option<Marker> {
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer
-        | Step::AdvanceTime { .. } => Marker::Delivery,
+        | Step::AdvanceTime { .. }
+        | Step::ReloadShippedClient { .. } => Marker::Delivery,
         _ => return None,
     })
 }
@@ -592,6 +593,7 @@ pub fn short_label(step: &Step) -> String {
         Step::ReconnectClient { surface } => format!("{} resume", surface.as_str()),
         Step::RestartSyncServer => "sync restart".to_owned(),
         Step::AdvanceTime { seconds } => format!("+{seconds}s"),
+        Step::ReloadShippedClient { surface } => format!("{} reload", surface.as_str()),
         Step::Heal => "heal".to_owned(),
         Step::Quiesce => "quiesce".to_owned(),
     }

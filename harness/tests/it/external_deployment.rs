@@ -228,7 +228,7 @@ fn a_legacy_partial_fanout_is_found_and_shrunk_against_a_front_that_is_never_res
             .map(|finding| {
                 (
                     finding.invariant,
-                    finding.reason_class.clone(),
+                    finding.reason_class,
                     finding.case.clone(),
                 )
             })

@@ -46,6 +46,10 @@ mod convex_backend;
 // The Convex sink and reader end to end, JSON fidelity, dual publish and B1 on real Convex.
 mod convex_e2e;
 
+// Shipped-client liveness in cases: idle clients across the timeouts, brand-new
+// clients on pruned topics, and the replaced hardened B10 rule over a real socket.
+mod clients_liveness;
+
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 

@@ -10,7 +10,7 @@ use chrono::TimeDelta;
 use futures::{SinkExt, StreamExt};
 use khala_runtime::Profile;
 use khala_runtime::sync::jwt::{self, DEFAULT_AUDIENCE, DEFAULT_CLAIMS_VERSION, DEFAULT_ISSUER};
-use khala_runtime::sync::server::IDLE_CLOSE_CODE;
+use khala_runtime::sync::server::{CHANNEL_TIMEOUT_CLOSE_CODE, IDLE_CLOSE_CODE};
 use khala_runtime::sync::telemetry::{DisconnectReason, REPLAY_CATCHUP};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -25,10 +25,12 @@ async fn pass(sync: &SyncEnv, seconds: i64) -> usize {
 }
 
 /// A shipped client that only listens: its channel stops after the
-/// heartbeat timeout plus up to a tick (`phx_close`, which it ignores); the
-/// socket carries no frame after that and closes a minute later with 1002;
-/// the client reconnects and resumes from its watermark, so the row written
-/// while it was deaf arrives late but arrives.
+/// heartbeat timeout plus up to a tick (`phx_close`, which it ignores).
+/// Legacy (the original, B12): the socket carries no frame after that and
+/// closes a minute later with 1002. Hardened: the socket closes with the
+/// channel. Either way the client reconnects and resumes from its
+/// watermark, so the row written while it was deaf arrives late but
+/// arrives; only how late differs.
 async fn idle_close_and_resume(profile: Profile) {
     let sync = SyncEnv::start(profile).await;
     sync.insert_run_events(1..=2).await;
@@ -55,10 +57,16 @@ async fn idle_close_and_resume(profile: Profile) {
     assert_eq!(sync.server.active_channels(), 0);
     // The client is deaf from here on: this row reaches nobody yet.
     sync.insert_run_event(3, sync.now()).await;
-    // The socket closes a timeout after its last frame, the phx_close.
-    assert_eq!(pass(&sync, 59).await, 0);
-    assert_eq!(pass(&sync, 1).await, 1);
-    assert_eq!(client.close_code().await, Some(IDLE_CLOSE_CODE));
+    if profile == Profile::Legacy {
+        // The socket closes a timeout after its last frame, the phx_close.
+        assert_eq!(pass(&sync, 59).await, 0);
+        assert_eq!(pass(&sync, 1).await, 1);
+        assert_eq!(client.close_code().await, Some(IDLE_CLOSE_CODE));
+    } else {
+        // B12 fixed: closed with the channel, nothing left to sweep.
+        assert_eq!(client.close_code().await, Some(CHANNEL_TIMEOUT_CLOSE_CODE));
+        assert_eq!(sync.server.close_idle_sockets().await, 0);
+    }
     assert_eq!(sync.server.connections(), 0);
     // The shipped client reconnects and resumes from its stored watermark.
     let mut client = sync.connect().await;
@@ -81,7 +89,7 @@ async fn legacy_closes_an_idle_socket_a_minute_after_the_channel_stops_and_the_c
 }
 
 #[tokio::test]
-async fn hardened_closes_an_idle_socket_a_minute_after_the_channel_stops_and_the_client_resumes() {
+async fn hardened_closes_the_socket_with_the_channel_and_the_client_resumes() {
     idle_close_and_resume(Profile::Hardened).await;
 }
 

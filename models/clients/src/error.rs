@@ -31,6 +31,10 @@ pub enum ClientErrorKind {
     Closed,
     #[error("not connected")]
     NotConnected,
+    /// A subscribe without any cursor was answered `stale_cursor`: the
+    /// client has nothing left to clear, so it cannot subscribe at all.
+    #[error("a subscribe without cursor was refused as stale")]
+    StrandedByStaleCursor,
     #[error("malformed answer: {0}")]
     Malformed(String),
     #[error("watermark store: {0}")]

@@ -7,21 +7,18 @@
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
+use crate::socket::{Frame, PhoenixSocket, Read};
 use crate::switches::ClientSwitches;
 use crate::watermark_store::WatermarkStore;
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const CHANNEL_TOPIC: &str = "sync:v1";
 pub const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
 pub const RUN_TOPIC: &str = "runtime.run_summaries";
-pub const PROTOCOL_VSN: &str = "2.0.0";
+pub use crate::socket::PROTOCOL_VSN;
 /// How long a lane waits for one frame before reporting `TimedOut`: a bound
 /// on failure, never a delay.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,6 +222,9 @@ pub struct LaneStats {
     /// `sync:heartbeat` pushes received from the server.
     pub heartbeats_seen: usize,
     pub channel_closes_seen: usize,
+    /// Connects whose subscribe without cursor was refused as stale, so
+    /// the client gave the connection up (the shipped client only).
+    pub subscribes_refused: usize,
     /// Every `(topic, watermark)` of a journal row received in an update
     /// batch, in order (snapshot rows are not journal rows: not listed).
     pub delivered: Vec<(String, i64)>,
@@ -249,43 +249,13 @@ pub enum LaneEvent {
 }
 
 struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_ref: u64,
+    phoenix: PhoenixSocket,
     join_ref: String,
     /// What the lane believes; legacy (B12) never learns of a `phx_close`.
     channel_open: bool,
     /// The server stopped the channel (`phx_close` seen since the last
     /// join), whatever the lane believes: no push will come on it.
     channel_stopped: bool,
-}
-
-/// A frame `[join_ref, ref, topic, event, payload]`.
-pub(crate) struct Frame {
-    pub(crate) reference: Option<String>,
-    pub(crate) topic: String,
-    pub(crate) event: String,
-    pub(crate) payload: Value,
-}
-
-impl Frame {
-    pub(crate) fn parse(text: &str) -> Option<Frame> {
-        let Value::Array(mut parts) = serde_json::from_str(text).ok()? else {
-            return None;
-        };
-        if parts.len() != 5 {
-            return None;
-        }
-        let payload = parts.pop()?;
-        let event = parts.pop()?.as_str()?.to_owned();
-        let topic = parts.pop()?.as_str()?.to_owned();
-        let reference = parts.pop()?.as_str().map(str::to_owned);
-        Some(Frame {
-            reference,
-            topic,
-            event,
-            payload,
-        })
-    }
 }
 
 /// A client lane: one surface's view of the documents.
@@ -370,6 +340,14 @@ impl ClientLane {
 
     pub fn is_connected(&self) -> bool {
         self.socket.is_some()
+    }
+
+    /// The local address of the socket (the server's view of the peer),
+    /// so a caller can tell which lanes' sockets a server closed.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket
+            .as_ref()
+            .and_then(|socket| socket.phoenix.local_addr())
     }
 
     /// The documents the user sees.
@@ -463,16 +441,11 @@ impl ClientLane {
             .tokens
             .token()
             .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
-        let url = format!(
-            "{}?token={token}&vsn={PROTOCOL_VSN}",
-            self.config.websocket_url
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
+        let phoenix = PhoenixSocket::open(&self.config.websocket_url, &token)
             .await
-            .map_err(|error| self.error("connect to the sync socket", error))?;
+            .map_err(|kind| self.error("connect to the sync socket", kind))?;
         self.socket = Some(Socket {
-            ws,
-            next_ref: 0,
+            phoenix,
             join_ref: String::new(),
             channel_open: false,
             channel_stopped: false,
@@ -483,8 +456,8 @@ impl ClientLane {
 
     /// Drops the socket (the lane's own reconnect path keeps the store).
     pub async fn disconnect(&mut self) {
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.ws.close(None).await;
+        if let Some(socket) = self.socket.take() {
+            socket.phoenix.close().await;
         }
     }
 
@@ -495,11 +468,10 @@ impl ClientLane {
 
     async fn join_and_subscribe(&mut self) -> Result<(), ClientError> {
         let socket = self.socket_mut("join sync:v1")?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         socket.join_ref = reference.clone();
         let frame = json!([reference, reference, CHANNEL_TOPIC, "phx_join", {}]);
-        self.send_text("join sync:v1", frame.to_string()).await?;
+        self.send_frame("join sync:v1", &frame).await?;
         let (status, response) = self.await_reply("join sync:v1", &reference).await?;
         if status != "ok" {
             return Err(self.error("join sync:v1", ClientErrorKind::Refused(response)));
@@ -608,13 +580,13 @@ impl ClientLane {
         })
     }
 
-    async fn send_text(&mut self, step: &str, text: String) -> Result<(), ClientError> {
+    async fn send_frame(&mut self, step: &str, frame: &Value) -> Result<(), ClientError> {
         let socket = self.socket_mut(step)?;
-        match socket.ws.send(Message::text(text)).await {
+        match socket.phoenix.send(frame).await {
             Ok(()) => Ok(()),
-            Err(error) => {
+            Err(kind) => {
                 self.socket = None;
-                Err(self.error(step, error))
+                Err(self.error(step, kind))
             }
         }
     }
@@ -628,10 +600,9 @@ impl ClientLane {
         payload: Value,
     ) -> Result<(String, Value), ClientError> {
         let socket = self.socket_mut(step)?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         let frame = json!([socket.join_ref, reference, CHANNEL_TOPIC, event, payload]);
-        self.send_text(step, frame.to_string()).await?;
+        self.send_frame(step, &frame).await?;
         self.await_reply(step, &reference).await
     }
 
@@ -664,26 +635,13 @@ impl ClientLane {
     /// skipped (no server input makes the lane panic).
     async fn next_frame(&mut self, step: &str) -> Result<Frame, ClientError> {
         let timeout = self.config.frame_timeout;
-        loop {
-            let socket = self.socket_mut(step)?;
-            let message = match tokio::time::timeout(timeout, socket.ws.next()).await {
-                Ok(message) => message,
-                Err(_) => return Err(self.error(step, ClientErrorKind::TimedOut(timeout))),
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => match Frame::parse(text.as_str()) {
-                    Some(frame) => return Ok(frame),
-                    None => continue,
-                },
-                Some(Ok(Message::Close(_))) | None => {
-                    self.socket = None;
-                    return Err(self.error(step, ClientErrorKind::Closed));
-                }
-                Some(Err(error)) => {
-                    self.socket = None;
-                    return Err(self.error(step, error));
-                }
-                Some(Ok(_)) => continue,
+        let socket = self.socket_mut(step)?;
+        match socket.phoenix.read(timeout).await {
+            Read::Frame(frame) => Ok(frame),
+            Read::Quiet => Err(self.error(step, ClientErrorKind::TimedOut(timeout))),
+            Read::Ended(kind) => {
+                self.socket = None;
+                Err(self.error(step, kind))
             }
         }
     }
@@ -731,27 +689,18 @@ impl ClientLane {
         Ok(())
     }
 
-    /// Reads what has arrived until `quiet` passes without a frame or the
-    /// socket closes (after an idle sweep that closed sockets).
-    pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
-        let timeout = std::mem::replace(&mut self.config.frame_timeout, quiet);
-        let mut result = Ok(());
+    /// Reads the socket to its close, applying what came before it, when
+    /// the server says it closed it; the next `tick` reconnects. No close
+    /// within the frame timeout is an error: the close was promised.
+    pub async fn await_close(&mut self) -> Result<(), ClientError> {
         while self.socket.is_some() {
             match self.next_event().await {
                 Ok(_) => {}
-                Err(error) => {
-                    if !matches!(
-                        error.kind,
-                        ClientErrorKind::Closed | ClientErrorKind::TimedOut(_)
-                    ) {
-                        result = Err(error);
-                    }
-                    break;
-                }
+                Err(error) if matches!(error.kind, ClientErrorKind::Closed) => return Ok(()),
+                Err(error) => return Err(error),
             }
         }
-        self.config.frame_timeout = timeout;
-        result
+        Ok(())
     }
 
     /// What the surface does on each of its timer ticks. Hardened (B12
@@ -762,12 +711,31 @@ impl ClientLane {
         if !self.flag {
             return Ok(());
         }
-        let Some(socket) = self.socket.as_ref() else {
+        if self.socket.is_none() {
             return self.connect().await;
-        };
+        }
         if self.config.switches.b12_no_client_heartbeat {
             return Ok(());
         }
+        match self.heartbeat_or_rejoin().await {
+            // The hardened server closes the socket with the channel: the
+            // rejoin or heartbeat finds it closed, and the lane reconnects.
+            Err(error)
+                if matches!(
+                    error.kind,
+                    ClientErrorKind::Closed | ClientErrorKind::WebSocket(_)
+                ) =>
+            {
+                self.connect().await
+            }
+            result => result,
+        }
+    }
+
+    async fn heartbeat_or_rejoin(&mut self) -> Result<(), ClientError> {
+        let Some(socket) = self.socket.as_ref() else {
+            return self.connect().await;
+        };
         if !socket.channel_open {
             return self.join_and_subscribe().await;
         }
@@ -889,14 +857,6 @@ pub(crate) fn stale_topics(payload: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_that_are_not_phoenix_v2_are_skipped() {
-        assert!(Frame::parse("[null,null,\"sync:v1\",\"sync:heartbeat\",{}]").is_some());
-        for text in ["", "{}", "[1,2,3]", "[null,null,3,\"e\",{}]", "not json"] {
-            assert!(Frame::parse(text).is_none(), "{text}");
-        }
-    }
 
     struct NoReadPath;
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod flags;
 pub mod lane;
 pub mod shipped;
+mod socket;
 pub mod switches;
 pub mod watermark_store;
 

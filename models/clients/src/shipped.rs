@@ -9,31 +9,31 @@
 //! higher cached one is kept; the watermark only rises).
 //!
 //! Nothing here sleeps: the caller drives time (`reconnect_if_due`) and
-//! reading (`await_watermark`, `await_tick_frame`, `drain`).
+//! reading (`await_watermark`, `await_tick_frame`, `await_close`).
 
 use crate::apply::{self, ApplyRule, CachedDoc, ClientCache, Update, ViewRow};
 use crate::error::{ClientError, ClientErrorKind};
 use crate::flags::Surface;
-use crate::lane::{CHANNEL_TOPIC, Frame, LaneStats, PROTOCOL_VSN, TokenSource, stale_topics};
+use crate::lane::{CHANNEL_TOPIC, LaneStats, TokenSource, stale_topics};
+use crate::socket::{Frame, PhoenixSocket, Read};
 use crate::watermark_store::WatermarkStore;
 use chrono::{DateTime, TimeDelta, Utc};
-use futures::{SinkExt, StreamExt};
 use khala_runtime::clock::Clock;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The first reconnect delay of the shipped client.
 pub const RECONNECT_DELAY_FIRST: TimeDelta = TimeDelta::seconds(1);
 /// The reconnect delay doubles up to this.
 pub const RECONNECT_DELAY_MAX: TimeDelta = TimeDelta::seconds(30);
 /// Subscribes one connect may send: the first, and the one without the
-/// cursors a `stale_cursor` cleared (a server that refuses that one too
-/// strands the client, which is what the checks must see, not a loop).
+/// cursors a `stale_cursor` cleared. A server that refuses that one too
+/// (the replaced hardened B10 design) strands the client: the connection
+/// counts as failed, the socket is dropped and the next connect waits for
+/// the backoff, as the shipped client's retry loop does (the issue saw 5
+/// sockets in 7 s, then the backoff's pace).
 const SUBSCRIBE_ROUNDS_MAX: usize = 2;
 
 /// The delay before reconnect attempt `failures + 1`.
@@ -57,8 +57,7 @@ pub struct ShippedConfig {
 }
 
 struct ShippedSocket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-    next_ref: u64,
+    phoenix: PhoenixSocket,
     /// The server stopped the channel (`phx_close`). The client ignores
     /// it, as the shipped one does; the flag only tells a caller that no
     /// push will come on this socket, so waiting for one is pointless.
@@ -136,6 +135,14 @@ impl ShippedLane {
         self.socket.is_some()
     }
 
+    /// The local address of the socket (the server's view of the peer),
+    /// so a caller can tell which lanes' sockets a server closed.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.socket
+            .as_ref()
+            .and_then(|socket| socket.phoenix.local_addr())
+    }
+
     /// Connected with a channel the server still runs: pushes reach it.
     pub fn is_live(&self) -> bool {
         self.socket
@@ -206,8 +213,8 @@ impl ShippedLane {
     /// Drops the socket without scheduling a reconnect (the app went
     /// offline or the page closed it).
     pub async fn disconnect(&mut self) {
-        if let Some(mut socket) = self.socket.take() {
-            let _ = socket.ws.close(None).await;
+        if let Some(socket) = self.socket.take() {
+            socket.phoenix.close().await;
         }
     }
 
@@ -225,6 +232,12 @@ impl ShippedLane {
             }
             Err(error) if is_transport(&error.kind) => {
                 self.socket = None;
+                self.schedule_reconnect();
+                Ok(())
+            }
+            Err(error) if matches!(error.kind, ClientErrorKind::StrandedByStaleCursor) => {
+                self.stats.subscribes_refused += 1;
+                self.disconnect().await;
                 self.schedule_reconnect();
                 Ok(())
             }
@@ -263,16 +276,11 @@ impl ShippedLane {
             .tokens
             .token()
             .map_err(|reason| self.error("get a sync token", ClientErrorKind::Token(reason)))?;
-        let url = format!(
-            "{}?token={token}&vsn={PROTOCOL_VSN}",
-            self.config.websocket_url
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(&url)
+        let phoenix = PhoenixSocket::open(&self.config.websocket_url, &token)
             .await
-            .map_err(|error| self.error("connect to the sync socket", error))?;
+            .map_err(|kind| self.error("connect to the sync socket", kind))?;
         self.socket = Some(ShippedSocket {
-            ws,
-            next_ref: 0,
+            phoenix,
             channel_stopped: false,
         });
         self.stats.connects += 1;
@@ -305,10 +313,7 @@ impl ShippedLane {
             // expects the next subscribe, without one, to be accepted.
             self.forget(&stale_topics(&response))?;
         }
-        Err(self.error(
-            "subscribe",
-            ClientErrorKind::Malformed("a subscribe without cursor was refused as stale".into()),
-        ))
+        Err(self.error("subscribe", ClientErrorKind::StrandedByStaleCursor))
     }
 
     fn forget(&mut self, topics: &[String]) -> Result<(), ClientError> {
@@ -330,13 +335,11 @@ impl ShippedLane {
         payload: Value,
     ) -> Result<(String, Value), ClientError> {
         let socket = self.socket_mut(step)?;
-        socket.next_ref += 1;
-        let reference = socket.next_ref.to_string();
+        let reference = socket.phoenix.next_ref();
         let frame = json!([Value::Null, reference, CHANNEL_TOPIC, event, payload]);
-        let sent = socket.ws.send(Message::text(frame.to_string())).await;
-        if let Err(error) = sent {
+        if let Err(kind) = socket.phoenix.send(&frame).await {
             self.socket = None;
-            return Err(self.error(step, error));
+            return Err(self.error(step, kind));
         }
         loop {
             let frame = self.next_frame(step, self.config.frame_timeout).await?;
@@ -371,26 +374,13 @@ impl ShippedLane {
         step: &str,
         wait: Duration,
     ) -> Result<Option<Frame>, ClientError> {
-        loop {
-            let socket = self.socket_mut(step)?;
-            let Ok(message) = tokio::time::timeout(wait, socket.ws.next()).await else {
-                return Ok(None);
-            };
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(frame) = Frame::parse(text.as_str()) {
-                        return Ok(Some(frame));
-                    }
-                }
-                Some(Ok(Message::Close(_))) | None => {
-                    self.socket = None;
-                    return Err(self.error(step, ClientErrorKind::Closed));
-                }
-                Some(Err(error)) => {
-                    self.socket = None;
-                    return Err(self.error(step, error));
-                }
-                Some(Ok(_)) => {}
+        let socket = self.socket_mut(step)?;
+        match socket.phoenix.read(wait).await {
+            Read::Frame(frame) => Ok(Some(frame)),
+            Read::Quiet => Ok(None),
+            Read::Ended(kind) => {
+                self.socket = None;
+                Err(self.error(step, kind))
             }
         }
     }
@@ -454,10 +444,23 @@ impl ShippedLane {
         Ok(())
     }
 
-    /// Reads what has arrived until `quiet` passes without a frame or the
-    /// socket closes (after an idle sweep that closed sockets).
-    pub async fn drain(&mut self, quiet: Duration) -> Result<(), ClientError> {
-        while self.socket.is_some() && self.listen_once("drain the socket", quiet).await? {}
+    /// Reads the socket to its close, applying what came before it, when
+    /// the server says it closed it (an idle sweep, a channel timeout with
+    /// B12 fixed, a shutdown); a reconnect is scheduled. No close within
+    /// the frame timeout is an error: the close was promised.
+    pub async fn await_close(&mut self) -> Result<(), ClientError> {
+        while self.socket.is_some() {
+            if !self
+                .listen_once("await the socket's close", self.config.frame_timeout)
+                .await?
+                && self.socket.is_some()
+            {
+                return Err(self.error(
+                    "await the socket's close",
+                    ClientErrorKind::TimedOut(self.config.frame_timeout),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -112,6 +112,14 @@ pub struct Switches {
     /// B11: the Khala sink wakes subscribers inside the open transaction. Fix:
     /// wake them after commit.
     pub b11_wake_before_commit: bool,
+    /// B12 on the server side: when the channel stops a client that sent
+    /// no heartbeat (`phx_close`), the socket stays open until its idle
+    /// timeout, a minute later (facts §3). The shipped client ignores
+    /// `phx_close` and notices only a closed socket, so it hears nothing
+    /// for that minute. Fix: the socket closes with the channel, so the
+    /// unchanged shipped client reconnects on its first backoff (1 s) and
+    /// resumes from its watermark.
+    pub b12_socket_outlives_channel: bool,
     /// B16: the read-model upsert has no version guard. Fix: a lower
     /// `doc_version` never overwrites a higher one.
     pub b16_no_version_guard: bool,
@@ -160,6 +168,7 @@ impl Switches {
         b9_full_prune_floor_zero: true,
         b10_stale_check_only_with_cursor: true,
         b11_wake_before_commit: true,
+        b12_socket_outlives_channel: true,
         b16_no_version_guard: true,
         b17_reprojection_gap: true,
         b20_cursor_ahead_of_head: true,
@@ -180,6 +189,7 @@ impl Switches {
         b9_full_prune_floor_zero: false,
         b10_stale_check_only_with_cursor: false,
         b11_wake_before_commit: false,
+        b12_socket_outlives_channel: false,
         b16_no_version_guard: false,
         b17_reprojection_gap: false,
         b20_cursor_ahead_of_head: false,

@@ -32,6 +32,9 @@ pub struct ChannelContext {
     pub pool: PgPool,
     pub clock: Arc<dyn Clock>,
     pub switches: Switches,
+    /// `SyncConfig::refuse_no_cursor_after_prune`: the replaced hardened
+    /// B10 design.
+    pub refuse_no_cursor_after_prune: bool,
     /// The config batch size: subscribe replays without a client size, and
     /// every live replay.
     pub replay_batch_size: i64,
@@ -56,6 +59,7 @@ impl ChannelContext {
             pool,
             clock,
             switches,
+            refuse_no_cursor_after_prune: false,
             replay_batch_size,
             heartbeat_timeout: TimeDelta::from_std(heartbeat_timeout).unwrap_or(TimeDelta::MAX),
             max_frame_bytes,
@@ -431,6 +435,14 @@ impl Connection {
                 None if rule.only_with_cursor => continue,
                 None => match channel.cursors.get(topic) {
                     Some(cursor) => *cursor,
+                    // The replaced hardened design: refused once pruned.
+                    None if self.context.refuse_no_cursor_after_prune => {
+                        let bounds = replay::bounds(&self.context.pool, topic)
+                            .await
+                            .map_err(|error| Ok(internal(&error)))?;
+                        stale_topics.extend(rule.check_without_cursor(topic, &bounds));
+                        continue;
+                    }
                     // No cursor at all: nothing can be stale; the replay
                     // starts with a snapshot where rows were pruned.
                     None => continue,

@@ -24,8 +24,17 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 1024 * 1024;
 pub struct SyncConfig {
     /// Where to listen; `127.0.0.1:0` (any free port) by default.
     pub listen: SocketAddr,
-    /// The delivery defects (B9, B10, B20, B21) the channel reproduces.
+    /// The delivery defects (B9, B10, B12, B20, B21) the channel reproduces.
     pub switches: Switches,
+    /// The first hardened design for B10, kept only so that a test can show
+    /// why it was replaced: with the B10 fix on, a topic without any cursor
+    /// whose retention floor is above 0 is refused with `stale_cursor`
+    /// (`resume_after: null`) instead of answered with a snapshot, to be
+    /// recovered through the HTTP snapshot endpoint. The shipped client has
+    /// no such path: it clears its cursor, asks again without one, is
+    /// refused again, and reconnects forever. Off by default and in both
+    /// profiles: it is neither the original nor the fix.
+    pub refuse_no_cursor_after_prune: bool,
     /// `khala_sync_replay_batch_size`; also the live-path batch size.
     pub replay_batch_size: i64,
     pub heartbeat_interval_ms: u64,
@@ -55,6 +64,7 @@ impl SyncConfig {
         SyncConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             switches: profile.switches(),
+            refuse_no_cursor_after_prune: false,
             replay_batch_size: DEFAULT_REPLAY_BATCH_SIZE,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             heartbeat_timeout_ms: DEFAULT_HEARTBEAT_TIMEOUT_MS,

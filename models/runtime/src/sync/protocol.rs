@@ -434,6 +434,9 @@ fn stale_topic_value(stale: &StaleTopic) -> Value {
     if let (StaleReason::AheadOfHead, Some(head)) = (stale.reason, stale.head) {
         entry["head_watermark"] = json!(head);
     }
+    if stale.reason == StaleReason::NoCursorAfterPrune {
+        entry["resume_after"] = Value::Null;
+    }
     entry
 }
 

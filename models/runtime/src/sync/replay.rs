@@ -164,6 +164,9 @@ pub enum StaleReason {
     BelowFloor,
     /// Hardened B20: `cursor > head`.
     AheadOfHead,
+    /// The replaced hardened B10 design: no cursor at all on a topic with
+    /// a retention floor above 0 (`resume_after` is sent as null).
+    NoCursorAfterPrune,
 }
 
 /// One entry of `stale_topics`.
@@ -241,6 +244,20 @@ impl StaleRule {
             return Some(stale(StaleReason::AheadOfHead, Some(head)));
         }
         None
+    }
+
+    /// The replaced hardened B10 design (`refuse_no_cursor_after_prune`):
+    /// a topic without any cursor is stale once its retention floor is
+    /// above 0. `resume_after` is 0 here and sent as null.
+    pub fn check_without_cursor(&self, topic: &str, bounds: &TopicBounds) -> Option<StaleTopic> {
+        let retention_floor = self.retention_floor(bounds);
+        (retention_floor > 0).then(|| StaleTopic {
+            topic: topic.to_owned(),
+            resume_after: 0,
+            retention_floor,
+            reason: StaleReason::NoCursorAfterPrune,
+            head: None,
+        })
     }
 
     /// Where a subscribe without any cursor starts. Legacy (B10): at 0, so

@@ -17,7 +17,7 @@ use crate::sync::topics;
 use crate::sync::wake_poller;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -40,6 +40,9 @@ pub const PROTOCOL_VSN: &str = "2.0.0";
 /// The close code Bandit sends when a WebSocket's idle timeout fires (facts
 /// §3).
 pub const IDLE_CLOSE_CODE: u16 = 1002;
+/// The close code of a socket closed with its timed-out channel (B12
+/// fixed): a normal closure, the server chose to end it.
+pub const CHANNEL_TIMEOUT_CLOSE_CODE: u16 = 1000;
 /// How often the background loop looks for idle sockets.
 const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Frames queued for one client before the channel waits for its writer.
@@ -72,10 +75,12 @@ pub struct HeartbeatTick {
 }
 
 enum Control {
-    Tick(oneshot::Sender<TickOutcome>),
-    /// Close the socket if it has been idle for the timeout; answers whether
-    /// it did.
-    IdleCheck(oneshot::Sender<bool>),
+    /// A heartbeat tick; answers what it did and, when the socket closed
+    /// with its channel (B12 fixed), the client's address, once closed.
+    Tick(oneshot::Sender<(TickOutcome, Option<SocketAddr>)>),
+    /// Close the socket if it has been idle for the timeout; answers with
+    /// the client's address if it did, once closed.
+    IdleCheck(oneshot::Sender<Option<SocketAddr>>),
     Shutdown,
 }
 
@@ -109,7 +114,7 @@ impl Shared {
             .collect()
     }
 
-    async fn tick_heartbeats(&self) -> HeartbeatTick {
+    async fn tick_heartbeats(&self) -> (HeartbeatTick, Vec<SocketAddr>) {
         let mut acks = Vec::new();
         for sender in self.senders() {
             let (ack, outcome) = oneshot::channel();
@@ -118,9 +123,13 @@ impl Shared {
             }
         }
         let mut tick = HeartbeatTick::default();
+        let mut closed = Vec::new();
         for outcome in acks {
             // A connection that ends before answering is not counted.
-            let Ok(outcome) = outcome.await else { continue };
+            let Ok((outcome, peer)) = outcome.await else {
+                continue;
+            };
+            closed.extend(peer);
             tick.connections += 1;
             match outcome {
                 TickOutcome::HeartbeatPushed => tick.heartbeats_pushed += 1,
@@ -128,10 +137,10 @@ impl Shared {
                 TickOutcome::NotJoined => {}
             }
         }
-        tick
+        (tick, closed)
     }
 
-    async fn close_idle_sockets(&self) -> usize {
+    async fn close_idle_sockets(&self) -> Vec<SocketAddr> {
         let mut acks = Vec::new();
         for sender in self.senders() {
             let (ack, closed) = oneshot::channel();
@@ -139,9 +148,9 @@ impl Shared {
                 acks.push(closed);
             }
         }
-        let mut closed = 0;
+        let mut closed = Vec::new();
         for ack in acks {
-            closed += usize::from(ack.await.unwrap_or(false));
+            closed.extend(ack.await.ok().flatten());
         }
         closed
     }
@@ -191,14 +200,16 @@ impl SyncServer {
                 tracing::debug!(%error, "TCP_NODELAY not set on a sync connection");
             }
         });
-        let context = Arc::new(ChannelContext::new(
+        let mut context = ChannelContext::new(
             pool.clone(),
             clock.clone(),
             config.switches,
             config.effective_replay_batch_size(),
             config.heartbeat_timeout(),
             config.max_frame_bytes,
-        ));
+        );
+        context.refuse_no_cursor_after_prune = config.refuse_no_cursor_after_prune;
+        let context = Arc::new(context);
         let shared = Arc::new(Shared {
             context,
             verifier: Verifier::new(config.auth.clone(), clock),
@@ -207,7 +218,7 @@ impl SyncServer {
             connections: Mutex::new(HashMap::new()),
             connection_ids: AtomicU64::new(0),
         });
-        let app = router(shared.clone());
+        let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -247,7 +258,7 @@ fn spawn_heartbeat_loop(shared: Arc<Shared>) -> JoinHandle<()> {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let tick = shared.tick_heartbeats().await;
+            let (tick, _) = shared.tick_heartbeats().await;
             tracing::debug!(?tick, "heartbeat tick");
         }
     })
@@ -262,7 +273,7 @@ fn spawn_idle_loop(shared: Arc<Shared>) -> JoinHandle<()> {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let closed = shared.close_idle_sockets().await;
+            let closed = shared.close_idle_sockets().await.len();
             if closed > 0 {
                 tracing::debug!(closed, "idle sockets closed");
             }
@@ -326,6 +337,14 @@ impl SyncServerHandle {
     /// One server heartbeat tick on every connection (spec §7.7); returns
     /// once each has pushed its heartbeat or closed its channel.
     pub async fn tick_heartbeats(&self) -> HeartbeatTick {
+        self.shared.tick_heartbeats().await.0
+    }
+
+    /// The same, with the client address of every socket that closed with
+    /// its channel (B12 fixed), each already closed: a caller holding the
+    /// client end knows which sockets to read to their close, and that no
+    /// other closed.
+    pub async fn tick_heartbeats_listing_closes(&self) -> (HeartbeatTick, Vec<SocketAddr>) {
         self.shared.tick_heartbeats().await
     }
 
@@ -335,6 +354,12 @@ impl SyncServerHandle {
     /// whose channel lives is never idle; one whose channel stopped closes a
     /// timeout after the `phx_close`.
     pub async fn close_idle_sockets(&self) -> usize {
+        self.shared.close_idle_sockets().await.len()
+    }
+
+    /// The same, returning the client address of each socket closed (its
+    /// local address on the client's side), each already closed.
+    pub async fn close_idle_sockets_listed(&self) -> Vec<SocketAddr> {
         self.shared.close_idle_sockets().await
     }
 
@@ -400,6 +425,7 @@ fn status(code: StatusCode) -> Response {
 /// to the log only.
 async fn websocket(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -430,13 +456,14 @@ async fn websocket(
     upgrade
         .max_message_size(transport_limit)
         .max_frame_size(transport_limit)
-        .on_upgrade(move |socket| serve_connection(shared, claims, serializer, socket))
+        .on_upgrade(move |socket| serve_connection(shared, claims, serializer, peer, socket))
 }
 
 async fn serve_connection(
     shared: Arc<Shared>,
     claims: VerifiedClaims,
     serializer: Serializer,
+    peer: SocketAddr,
     socket: WebSocket,
 ) {
     let id = shared.connection_ids.fetch_add(1, Ordering::SeqCst);
@@ -475,7 +502,8 @@ async fn serve_connection(
         TimeDelta::from_std(shared.config.socket_idle_timeout()).unwrap_or(TimeDelta::MAX);
     let out = Outbox::new(frames, activity.clone());
     let mut connection = Connection::new(shared.context.clone(), &claims, serializer);
-    let mut idle_closed = None;
+    // Answered once the socket is gone, so the caller sees it closed.
+    let mut answer_when_closed: Option<Box<dyn FnOnce() + Send>> = None;
     loop {
         let step = tokio::select! {
             message = stream.next() => {
@@ -504,20 +532,32 @@ async fn serve_connection(
             }
             control = controls.recv() => match control {
                 Some(Control::Tick(ack)) => {
-                    let outcome = connection.tick(&out).await;
-                    let _ = ack.send(outcome.unwrap_or(TickOutcome::NotJoined));
+                    let outcome = connection.tick(&out).await.unwrap_or(TickOutcome::NotJoined);
+                    if outcome == TickOutcome::TimedOut
+                        && !shared.context.switches.b12_socket_outlives_channel
+                    {
+                        // B12 fixed: the socket closes with its channel, the
+                        // one signal the shipped client acts on.
+                        tracing::debug!(subject = %claims.sub, "channel timed out: socket closed");
+                        let _ = out.close(CHANNEL_TIMEOUT_CLOSE_CODE).await;
+                        answer_when_closed = Some(Box::new(move || {
+                            let _ = ack.send((outcome, Some(peer)));
+                        }));
+                        break;
+                    }
+                    let _ = ack.send((outcome, None));
                     Ok(())
                 }
                 Some(Control::IdleCheck(ack)) => {
                     if activity.idle_for() >= idle_timeout {
                         tracing::debug!(subject = %claims.sub, "sync socket idle: closed");
                         let _ = out.close(IDLE_CLOSE_CODE).await;
-                        // Answered once the socket is gone, so the caller
-                        // sees it closed.
-                        idle_closed = Some(ack);
+                        answer_when_closed = Some(Box::new(move || {
+                            let _ = ack.send(Some(peer));
+                        }));
                         break;
                     }
-                    let _ = ack.send(false);
+                    let _ = ack.send(None);
                     Ok(())
                 }
                 Some(Control::Shutdown) | None => break,
@@ -539,8 +579,8 @@ async fn serve_connection(
     drop(connection);
     drop(out);
     let _ = writer.await;
-    if let Some(ack) = idle_closed {
-        let _ = ack.send(true);
+    if let Some(answer) = answer_when_closed {
+        answer();
     }
 }
 
