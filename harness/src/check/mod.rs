@@ -3,6 +3,7 @@
 //! drawn from traces, and the gate's thresholds and decision.
 
 pub mod clients;
+pub mod defects;
 pub mod gate;
 pub mod invariants;
 pub mod metrics;

@@ -5,4 +5,5 @@
 pub mod case;
 pub mod catalogue;
 pub mod observation;
+pub mod shard;
 pub mod trace;

@@ -187,6 +187,7 @@ fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
         seed: 7,
         time_budget: None,
         regressions: regressions.path().to_owned(),
+        shard: None,
     };
     let scenarios = [fanout_scenario()];
     let first = support::ok(run::run_scenarios(

@@ -49,6 +49,9 @@ mod convex_e2e;
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 
+// A run split over shards and merged equals the unsharded run.
+mod shards;
+
 // Cases share nothing: the same trace after any other cases, and nothing left after a reset.
 mod independence;
 

@@ -224,6 +224,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             ]),
             violations: vec![violation("khala_missing", 2)],
             shrink_steps: 4,
+            shrink_case_steps: 0,
             shrink_time: Duration::ZERO,
             reproduced: true,
             trace: Vec::new(),
