@@ -436,3 +436,86 @@ impl Merged {
         Ok(merged)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::shard::Shard;
+    use crate::play::engine::ScenarioRun;
+    use crate::report::ShardSection;
+    use khala_runtime::Profile;
+
+    /// Shard `index` of `count` of a clean one-scenario run.
+    fn shard(index: u32, count: u32) -> ShardReport {
+        let run = ScenarioRun {
+            scenario: "smoke".into(),
+            cases: 2,
+            steps: 5,
+            ..ScenarioRun::default()
+        };
+        let mut report = report::build(Profile::Legacy, 1, &[run], &[]);
+        report.shard = Some(ShardSection {
+            shard: Shard { index, count },
+            scenarios: vec![ShardScenario {
+                name: "smoke".into(),
+                stored: false,
+                declared_cases: 4,
+                stream_cases: 4,
+                failure: None,
+                interrupted: false,
+                minimums: Vec::new(),
+                findings: Vec::new(),
+            }],
+        });
+        (PathBuf::from(format!("shard-{index}.json")), report)
+    }
+
+    fn refused(shards: &[ShardReport]) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        merge(shards, dir.path()).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn shards_of_one_run_merge_in_any_order_and_counts_add_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let merged = merge(&[shard(2, 2), shard(1, 2)], dir.path()).expect("merged");
+        assert_eq!(merged.scenarios[0].cases, 4);
+        assert_eq!(merged.stats.steps, 10);
+        assert_eq!(merged.shard, None);
+    }
+
+    #[test]
+    fn shards_of_different_runs_are_refused_naming_the_mismatch() {
+        let mut other_seed = shard(2, 2);
+        other_seed.1.seed = 9;
+        assert!(
+            refused(&[shard(1, 2), other_seed])
+                .contains("shard-2.json: the seed is 9, but shard-1.json has 1"),
+        );
+        let mut other_code = shard(2, 2);
+        other_code.1.code_version = "elsewhere".into();
+        assert!(refused(&[shard(1, 2), other_code]).contains("the code version is elsewhere"));
+        let mut other_profile = shard(2, 2);
+        other_profile.1.profile = Profile::Hardened;
+        assert!(refused(&[shard(1, 2), other_profile]).contains("the profile is hardened"));
+        let mut other_scenarios = shard(2, 2);
+        if let Some(section) = &mut other_scenarios.1.shard {
+            section.scenarios[0].name = "soak".into();
+        }
+        assert!(refused(&[shard(1, 2), other_scenarios]).contains("the scenario set is [soak"));
+        assert!(refused(&[shard(1, 2), shard(2, 3)]).contains("the shard count is 3"));
+    }
+
+    #[test]
+    fn a_missing_or_duplicated_shard_is_refused() {
+        assert!(refused(&[shard(1, 3), shard(3, 3)]).contains("shard 2/3 is missing"));
+        assert!(
+            refused(&[shard(1, 2), shard(1, 2)])
+                .contains("shard 1/2 is given twice: shard-1.json and shard-1.json")
+        );
+        let mut whole = shard(1, 1);
+        whole.1.shard = None;
+        assert!(refused(&[whole]).contains("not a shard's report"));
+        assert!(refused(&[]).contains("no report given"));
+    }
+}

@@ -165,3 +165,59 @@ fn four_shards_merged_equal_the_unsharded_run_outside_timing() {
     assert!(!whole.defects.is_empty());
     assert!(whole.defects.len() <= whole.findings.len());
 }
+
+#[test]
+fn a_shard_outside_its_range_exits_64_naming_it_before_any_backend_starts() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (shard, expected) in [
+        ("0/4", "--shard \"0/4\": K is 0, outside 1..=4"),
+        ("5/4", "--shard \"5/4\": K is 5, outside 1..=4"),
+        ("1/0", "--shard \"1/0\": N is 0"),
+        ("two", "--shard \"two\": expected K/N"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_khala-parity"))
+            .args([
+                "run",
+                "--scenario",
+                "smoke",
+                "--backend",
+                "local",
+                "--shard",
+                shard,
+            ])
+            .current_dir(&repo)
+            .output()
+            .expect("run khala-parity");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(64), "{shard}: {stderr}");
+        assert!(stderr.contains(expected), "{shard}: {stderr}");
+    }
+}
+
+#[test]
+fn report_merge_refuses_a_duplicated_shard_with_exit_64() {
+    let dir = support::ok(tempfile::tempdir());
+    let report = report::build(Profile::Legacy, 1, &[], &[]);
+    let mut shard = report.clone();
+    shard.shard = Some(report::ShardSection {
+        shard: Shard { index: 1, count: 2 },
+        scenarios: Vec::new(),
+    });
+    let path = dir.path().join("shard-1.json");
+    support::ok(std::fs::write(
+        &path,
+        support::ok(serde_json::to_string(&shard)),
+    ));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_khala-parity"))
+        .arg("report")
+        .arg("merge")
+        .arg(&path)
+        .arg(&path)
+        .arg("--regressions")
+        .arg(dir.path().join("regressions"))
+        .output()
+        .expect("run khala-parity");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("shard 1/2 is given twice"), "{stderr}");
+}
