@@ -35,10 +35,10 @@ fn scenarios() -> Vec<Scenario> {
 fn regressions() -> tempfile::TempDir {
     let dir = support::ok(tempfile::tempdir());
     let stored = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios/regressions/smoke--X1-khala_wrong.json");
+        .join("../scenarios/regressions/smoke--X1-khala_missing.json");
     support::ok(std::fs::copy(
         stored,
-        dir.path().join("smoke--X1-khala_wrong.json"),
+        dir.path().join("smoke--X1-khala_missing.json"),
     ));
     dir
 }
@@ -123,7 +123,7 @@ fn four_shards_merged_equal_the_unsharded_run_outside_timing() {
 
     // A shard stores nothing; the merge stores what the whole run stored.
     let stored: Vec<String> = folder(shard_dir.path()).into_keys().collect();
-    assert_eq!(stored, ["smoke--X1-khala_wrong.json"]);
+    assert_eq!(stored, ["smoke--X1-khala_missing.json"]);
     let merge_dir = regressions();
     let merged = support::ok(merge::merge(&shards, merge_dir.path()));
 
