@@ -667,6 +667,7 @@ mod tests {
             shrink_time: Duration::ZERO,
             trace: Vec::new(),
             reproduced: true,
+            seen_after: Duration::ZERO,
         }
     }
 

@@ -96,6 +96,9 @@ pub struct Finding {
     /// Whether a replay showed the failure again. One that did not is
     /// still a finding: it was observed, and the gate blocks on it.
     pub reproduced: bool,
+    /// Wall-clock time from the scenario's start until the case that
+    /// showed it was taken (`bench detect`); zero for stored cases.
+    pub seen_after: Duration,
 }
 
 /// What a scenario's run found.
@@ -296,6 +299,7 @@ pub fn run_scenario_with_progress(
                     case,
                     result: &result,
                     case_index,
+                    seen_after: started.elapsed(),
                 };
                 let findings = found.len() - settings.known.len();
                 let settled = settle(
@@ -342,6 +346,7 @@ struct Failure<'a> {
     result: &'a CaseResult,
     /// Its index among the scenario's generated cases.
     case_index: u32,
+    seen_after: Duration,
 }
 
 /// Turns an observed failure into a finding: shrinks it, replays the
@@ -403,6 +408,7 @@ fn settle(
         shrink_time: started.elapsed(),
         trace: result.trace,
         reproduced,
+        seen_after: failure.seen_after,
     })
 }
 
@@ -588,6 +594,7 @@ pub fn replay_stored(
                         shrink_time: Duration::ZERO,
                         trace: result.trace.clone(),
                         reproduced: true,
+                        seen_after: Duration::ZERO,
                     });
                     files.push(Some((*path).clone()));
                 }

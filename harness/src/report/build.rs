@@ -478,6 +478,7 @@ mod tests {
                 shrink_time: std::time::Duration::ZERO,
                 trace: Vec::new(),
                 reproduced: true,
+                seen_after: std::time::Duration::ZERO,
             }],
             ..ScenarioRun::default()
         };

@@ -223,3 +223,51 @@ fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
     assert_eq!(replayed.name, "regressions");
     assert_eq!(replayed.cases, stored.len() as u64);
 }
+
+#[test]
+fn bench_detect_says_when_each_legacy_defect_was_first_found() {
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    });
+    let scenario = Scenario {
+        cases: 6,
+        ..fanout_scenario()
+    };
+    let rates = khala_parity::play::bench::detect(
+        &tokio,
+        &backends,
+        &[
+            scenario.clone(),
+            Scenario {
+                name: "again".into(),
+                ..scenario
+            },
+        ],
+        Profile::Legacy,
+        7,
+    );
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    assert_eq!(rates.cases, 12);
+    assert!(rates.unknown.is_empty(), "{:?}", rates.unknown);
+    assert!(!rates.defects.is_empty());
+    // Scenarios play in order: a defect first seen in the second counts
+    // the first's cases before it. The two find the same kinds of failure
+    // (B1 and B4 under Khala faults), so some findings share a defect.
+    assert!(rates.findings > rates.defects.len(), "{rates:?}");
+    for defect in &rates.defects {
+        let (cases, offset) = match defect.scenario.as_str() {
+            "fanout" => (1..=6, 1),
+            _ => (7..=12, 7),
+        };
+        assert!(cases.contains(&defect.cases_until_found), "{defect:?}");
+        assert_eq!(
+            u64::from(defect.case_index) + offset,
+            defect.cases_until_found
+        );
+        assert!(defect.seconds_until_found > 0.0, "{defect:?}");
+        assert!(!defect.breaks.is_empty(), "{defect:?}");
+    }
+}

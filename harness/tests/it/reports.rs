@@ -227,6 +227,7 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             shrink_case_steps: 0,
             shrink_time: Duration::ZERO,
             reproduced: true,
+            seen_after: Duration::ZERO,
             trace: Vec::new(),
         }],
         ..ScenarioRun::default()
