@@ -4,11 +4,10 @@
 //! shrunk in several shards) merged with `merge::merge` give the same
 //! report outside `timing`, and store the same defects, as one run.
 
-use crate::convex_backend::convex_backend;
+use crate::engine_runs::one_slot;
 use crate::support;
 use khala_parity::model::shard::Shard;
 use khala_parity::plan::scenario::Scenario;
-use khala_parity::play::driver::Backends;
 use khala_parity::run::{self, RunSettings};
 use khala_parity::{merge, report};
 use khala_runtime::Profile;
@@ -84,11 +83,7 @@ fn folder(dir: &Path) -> BTreeMap<String, String> {
 #[test]
 fn four_shards_merged_equal_the_unsharded_run_outside_timing() {
     let tokio = support::tokio();
-    let backends = tokio.block_on(async {
-        let postgres = support::backend().await;
-        let convex = convex_backend().await;
-        support::ok(Backends::new(postgres, convex).await)
-    });
+    let backends = one_slot(&tokio);
     let scenarios = scenarios();
     let whole_dir = regressions();
     let whole = run::run_scenarios(
