@@ -105,6 +105,20 @@ fn in_order(shards: &[ShardReport]) -> Result<Vec<&ShardReport>, MergeError> {
             .ok_or_else(|| MergeError::NotAShard { path: path.clone() })
     };
     let reference = section(first_path, first)?;
+    for (path, report) in shards {
+        // What `report::load` checks, for reports built in memory.
+        let entries = report.shard.as_ref().map_or(0, |own| own.scenarios.len());
+        if entries != report.scenarios.len() {
+            return Err(MergeError::Invalid {
+                path: path.clone(),
+                key: "shard.scenarios".to_owned(),
+                message: format!(
+                    "{entries} entries for the report's {} scenario(s)",
+                    report.scenarios.len()
+                ),
+            });
+        }
+    }
     let mut by_index: BTreeMap<u32, &ShardReport> = BTreeMap::new();
     for shard in shards {
         let (path, report) = shard;
@@ -268,12 +282,12 @@ impl Merged {
             let summary = &report.scenarios[position];
             let own = &section[position];
             cases += summary.cases;
-            steps += summary.steps
-                - own
-                    .findings
+            steps += summary.steps.saturating_sub(
+                own.findings
                     .iter()
                     .map(|finding| finding.shrink_case_steps)
-                    .sum::<u64>();
+                    .sum::<u64>(),
+            );
             metrics.merge(&summary.metrics);
             if let Some(counts) = summary.coverage.as_ref() {
                 let counts = Coverage::from_report(counts).ok_or_else(|| MergeError::Invalid {
@@ -517,5 +531,17 @@ mod tests {
         whole.1.shard = None;
         assert!(refused(&[whole]).contains("not a shard's report"));
         assert!(refused(&[]).contains("no report given"));
+    }
+
+    #[test]
+    fn a_shard_section_that_does_not_match_its_report_is_refused_naming_the_key() {
+        let (path, mut report) = shard(1, 1);
+        if let Some(section) = &mut report.shard {
+            section.scenarios.clear();
+        }
+        let text = serde_json::to_string(&report).expect("json");
+        let error = report::load::parse(&path, &text).expect_err("refused");
+        assert_eq!(error.key, "shard.scenarios");
+        assert!(refused(&[(path, report)]).contains("key `shard.scenarios`"));
     }
 }
