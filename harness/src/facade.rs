@@ -163,6 +163,7 @@ impl Harness {
             seed: self.seed,
             time_budget: self.time_budget,
             regressions,
+            shard: None,
         };
         let outcome = run::run_scenarios(&tokio, &backends, &self.scenarios, &settings, &|_, _| {});
         let stopped = tokio.block_on(backends.shutdown());

@@ -5,8 +5,8 @@
 //! enforced by `tests/it/layers.rs`): `model` (plain data) → `oracle` (the
 //! pure reference) → `check` (invariants, metrics, gate) → `plan`
 //! (scenarios, generators, coverage) → `play` (backends, driver, engine: the
-//! only I/O) → `report` → `run`, `facade` and `exit` (one way to run, for
-//! the CLI and for users' own tests).
+//! only I/O) → `report` → `run`, `merge`, `facade` and `exit` (one way to
+//! run, the shards of a run merged, for the CLI and for users' own tests).
 
 pub mod model;
 pub mod oracle;
@@ -21,6 +21,7 @@ pub mod report;
 
 pub mod exit;
 pub mod facade;
+pub mod merge;
 pub mod run;
 
 pub use facade::{Harness, HarnessError};

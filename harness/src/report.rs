@@ -15,8 +15,10 @@ pub mod timeline;
 
 pub use crate::check::gate::{Decision, Gate};
 pub use crate::model::case::CODE_VERSION;
-pub use build::{build, build_gated, for_case, regate, regression_path, reported};
+pub use build::{
+    build, build_gated, for_case, gate_of, group_defects, regate, regression_path, reported,
+};
 pub use model::{
-    FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,
-    ScenarioSummary, Stats,
+    DefectReport, FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,
+    ScenarioSummary, ShardFinding, ShardScenario, ShardSection, Stats,
 };

@@ -5,8 +5,11 @@
 //! their schema check, and one that does not load is reported with its file
 //! and line while the others still run.
 
+use crate::check::defects::{self, DefectInput};
 use crate::check::gate::GateThresholds;
-use crate::model::case::{ActionKind, CASE_SCHEMA, Case};
+use crate::model::case::{ActionKind, Broken, CASE_SCHEMA, Case};
+use crate::model::reason::ReasonClass;
+use crate::model::shard::Shard;
 use crate::plan::scenario::{self, Scenario, ScenarioError};
 use crate::play::backend::convex::{ConvexBackend, ConvexBackendError, ConvexConfig};
 use crate::play::backend::postgres::{
@@ -15,7 +18,7 @@ use crate::play::backend::postgres::{
 use crate::play::driver::Backends;
 use crate::play::engine::{self, EngineSettings, Finding, Progress, ScenarioRun, Signature};
 use crate::play::error::DriverError;
-use crate::report::{self, Report};
+use crate::report::{self, Report, ShardFinding, ShardScenario, ShardSection};
 use khala_runtime::Profile;
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -35,6 +38,11 @@ pub struct RunSettings {
     pub time_budget: Option<Duration>,
     /// Where findings are stored and stored cases are replayed from.
     pub regressions: PathBuf,
+    /// Play only this slice of every scenario's case stream. A shard
+    /// stores no finding (one defect's findings may be spread over
+    /// shards); its report carries the minimal cases, and `report merge`
+    /// groups and stores them.
+    pub shard: Option<Shard>,
 }
 
 /// A run's report and the inputs it could not use.
@@ -342,13 +350,17 @@ pub fn check_regressions_writable(dir: &Path) -> Result<(), RunError> {
 /// or, when that file exists, with the first free `-2`, `-3`, … suffix: a
 /// stored case is a user's evidence and is never replaced.
 pub fn store_finding(dir: &Path, scenario: &str, finding: &Finding) -> Result<PathBuf, RunError> {
-    let base = report::regression_path(
-        dir,
-        scenario,
-        finding.invariant,
-        finding.reason_class.name(),
-    );
-    let text = serde_json::to_string_pretty(&finding.case)
+    store_case(dir, scenario, &finding.case)
+}
+
+/// Stores `case` in `dir`, named by its origin's invariant and reason
+/// class (see `store_finding`).
+fn store_case(dir: &Path, scenario: &str, case: &Case) -> Result<PathBuf, RunError> {
+    let (invariant, reason_class) = case.origin.as_ref().map_or(("case", "unknown"), |origin| {
+        (origin.invariant.as_str(), origin.reason_class.name())
+    });
+    let base = report::regression_path(dir, scenario, invariant, reason_class);
+    let text = serde_json::to_string_pretty(case)
         .map_err(io::Error::other)
         .map_err(|source| RunError::StoreFinding {
             path: base.clone(),
@@ -386,10 +398,12 @@ pub fn store_finding(dir: &Path, scenario: &str, finding: &Finding) -> Result<Pa
 }
 
 /// The failures each scenario's stored cases showed when replayed in this
-/// run: seen again in a generated case, they are already reported by the
-/// stored case and are neither shrunk nor stored again.
+/// run, and those of the defects they stand for: seen again in a
+/// generated case, they are already reported by the stored case and are
+/// neither shrunk nor stored again. A defect's other checks count while
+/// its stored case still fails: they share its root cause.
 fn known_signatures(stored: &ScenarioRun, scenario: &str) -> BTreeSet<Signature> {
-    stored
+    let shown = stored
         .findings
         .iter()
         .filter(|finding| {
@@ -400,8 +414,137 @@ fn known_signatures(stored: &ScenarioRun, scenario: &str) -> BTreeSet<Signature>
                 .is_some_and(|origin| origin.scenario == scenario)
         })
         .flat_map(|finding| &finding.violations)
-        .map(|violation| (violation.invariant, violation.reason_class))
-        .collect()
+        .map(|violation| (violation.invariant, violation.reason_class));
+    let broken = stored
+        .findings
+        .iter()
+        .filter_map(|finding| finding.case.origin.as_ref())
+        .flat_map(|origin| &origin.breaks)
+        .filter(|broken| broken.scenario == scenario)
+        .filter_map(|broken| {
+            let class = ReasonClass::from_name(&broken.reason_class)?;
+            crate::model::catalogue::invariant(&broken.invariant)
+                .map(|invariant| (invariant.id, class))
+        });
+    shown.chain(broken).collect()
+}
+
+/// A finding as grouping and storing see it.
+#[derive(Clone, Debug)]
+pub struct Member<'a> {
+    pub scenario: &'a str,
+    pub case: &'a Case,
+    /// Its violations' (invariant, reason class), in order.
+    pub signatures: Vec<(String, String)>,
+    /// The step its first violation was seen after.
+    pub first_step: Option<usize>,
+    /// Where its case is stored already (a stored regression).
+    pub stored: Option<String>,
+}
+
+impl<'a> Member<'a> {
+    /// An engine finding of `scenario`, stored at `stored` if it is.
+    pub fn of(scenario: &'a str, finding: &'a Finding, stored: Option<String>) -> Self {
+        Member {
+            scenario,
+            case: &finding.case,
+            signatures: finding
+                .violations
+                .iter()
+                .map(|violation| {
+                    (
+                        violation.invariant.to_owned(),
+                        violation.reason_class.name().to_owned(),
+                    )
+                })
+                .collect(),
+            first_step: finding
+                .violations
+                .iter()
+                .map(|violation| violation.step_index)
+                .min(),
+            stored,
+        }
+    }
+}
+
+/// Stores one case per new defect: the members are grouped
+/// (`check::defects`); a group with a stored member (a stored regression)
+/// is not stored again, and of every other group the member whose minimal
+/// case shows most of the group's checks (then the shortest, then the
+/// first) is stored, its origin listing every check the group breaks.
+/// Returns where each member's defect is stored.
+pub fn store_defects(dir: &Path, members: &[Member]) -> Result<Vec<Option<String>>, RunError> {
+    let inputs: Vec<DefectInput> = members
+        .iter()
+        .map(|member| DefectInput {
+            case: member.case,
+            first_step: member.first_step,
+        })
+        .collect();
+    let groups = defects::group(&inputs);
+    let mut files: Vec<Option<String>> =
+        members.iter().map(|member| member.stored.clone()).collect();
+    let defects = groups.iter().copied().max().map_or(0, |last| last + 1);
+    for defect in 0..defects {
+        let in_defect = || (0..members.len()).filter(|&index| groups[index] == defect);
+        // A defect already stored is not stored again: its new findings
+        // point at its stored case.
+        if let Some(stored) = in_defect().find_map(|index| members[index].stored.clone()) {
+            for index in in_defect() {
+                files[index] = Some(stored.clone());
+            }
+            continue;
+        }
+        let new: Vec<usize> = in_defect().collect();
+        let mut breaks: Vec<Broken> = new
+            .iter()
+            .flat_map(|&index| {
+                let member = &members[index];
+                member
+                    .signatures
+                    .iter()
+                    .map(|(invariant, reason_class)| Broken {
+                        scenario: member.scenario.to_owned(),
+                        invariant: invariant.clone(),
+                        reason_class: reason_class.clone(),
+                    })
+            })
+            .collect();
+        breaks.sort();
+        breaks.dedup();
+        let shows = |index: usize| {
+            let signatures = &members[index].signatures;
+            breaks
+                .iter()
+                .filter(|broken| {
+                    signatures.iter().any(|(invariant, reason_class)| {
+                        *invariant == broken.invariant && *reason_class == broken.reason_class
+                    })
+                })
+                .count()
+        };
+        let Some(&chosen) = new.iter().min_by_key(|&&index| {
+            (
+                std::cmp::Reverse(shows(index)),
+                members[index].case.steps.len(),
+                index,
+            )
+        }) else {
+            continue;
+        };
+        let mut case = members[chosen].case.clone();
+        if let Some(origin) = &mut case.origin {
+            origin.breaks = breaks;
+        }
+        let path = store_case(dir, members[chosen].scenario, &case)?
+            .display()
+            .to_string();
+        for index in new {
+            files[index] = Some(path.clone());
+        }
+    }
+    Ok(files)
 }
 
 /// Replays the stored regressions, then runs every scenario, storing each
@@ -431,9 +574,11 @@ pub fn run_scenarios(
         check_external_plays(scenarios, &stored)?;
     }
     let mut stored_run = ScenarioRun::default();
+    let mut shard_scenarios = Vec::new();
     if !stored.is_empty() {
         let (run, files) = engine::replay_stored(tokio, backends, &stored, settings.profile);
         stored_run = run.clone();
+        shard_scenarios.push(shard_stored(&run));
         runs.push(run);
         case_files.push(files);
         thresholds.push(GateThresholds::default());
@@ -453,6 +598,7 @@ pub fn run_scenarios(
         );
         engine_settings.time_budget = settings.time_budget;
         engine_settings.known = known_signatures(&stored_run, &scenario.name);
+        engine_settings.shard = settings.shard.unwrap_or(Shard::WHOLE);
         let name = scenario.name.clone();
         let run = engine::run_scenario_with_progress(
             tokio,
@@ -462,23 +608,92 @@ pub fn run_scenarios(
             &|step| progress(&name, Some(step)),
         );
         progress(&name, None);
-        let files = run
-            .findings
-            .iter()
-            .map(|finding| {
-                store_finding(&settings.regressions, &scenario.name, finding)
-                    .map(|path| Some(path.display().to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        shard_scenarios.push(shard_scenario(scenario, &engine_settings, &run));
+        case_files.push(vec![None; run.findings.len()]);
         runs.push(run);
-        case_files.push(files);
         thresholds.push(scenario.gate.clone());
     }
-    let report = report::build_gated(run_profile, settings.seed, &runs, &case_files, &thresholds);
+    if settings.shard.is_none() {
+        // One file per defect, over every finding of the run.
+        let members: Vec<Member> = runs
+            .iter()
+            .zip(&case_files)
+            .flat_map(|(run, files)| {
+                run.findings
+                    .iter()
+                    .zip(files)
+                    .map(|(finding, file)| Member::of(&run.scenario, finding, file.clone()))
+            })
+            .collect();
+        let stored = store_defects(&settings.regressions, &members)?;
+        let mut stored = stored.into_iter();
+        for files in &mut case_files {
+            for file in files.iter_mut() {
+                *file = stored.next().flatten();
+            }
+        }
+    }
+    let mut report =
+        report::build_gated(run_profile, settings.seed, &runs, &case_files, &thresholds);
+    if let Some(shard) = settings.shard {
+        report.shard = Some(ShardSection {
+            shard,
+            scenarios: shard_scenarios,
+        });
+    }
     Ok(RunOutcome {
         report,
         invalid_cases,
     })
+}
+
+/// A generated scenario's run as its shard reports it.
+fn shard_scenario(
+    scenario: &Scenario,
+    settings: &EngineSettings,
+    run: &ScenarioRun,
+) -> ShardScenario {
+    ShardScenario {
+        name: scenario.name.clone(),
+        stored: false,
+        declared_cases: scenario.cases,
+        stream_cases: settings.cases,
+        failure: run.unknown.clone(),
+        interrupted: run.interrupted,
+        minimums: run.coverage_counts.minimums(&scenario.coverage),
+        findings: shard_findings(run),
+    }
+}
+
+/// The stored regressions' replay as a shard reports it: every shard
+/// replays them all.
+fn shard_stored(run: &ScenarioRun) -> ShardScenario {
+    ShardScenario {
+        name: run.scenario.clone(),
+        stored: true,
+        declared_cases: run.cases,
+        stream_cases: run.cases,
+        failure: run.unknown.clone(),
+        interrupted: run.interrupted,
+        minimums: Vec::new(),
+        findings: shard_findings(run),
+    }
+}
+
+fn shard_findings(run: &ScenarioRun) -> Vec<ShardFinding> {
+    run.findings
+        .iter()
+        .map(|finding| ShardFinding {
+            case_index: finding
+                .case
+                .origin
+                .as_ref()
+                .and_then(|origin| origin.case_index),
+            shrink_plays: finding.shrink_steps,
+            shrink_case_steps: finding.shrink_case_steps,
+            case: finding.case.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -505,13 +720,16 @@ mod tests {
                     reason_class: StoreClass::KhalaMissing.into(),
                     case_index: Some(case_index),
                     reproduced: true,
+                    breaks: Vec::new(),
                 }),
             },
             violations: Vec::new(),
             shrink_steps: 0,
+            shrink_case_steps: 0,
             shrink_time: Duration::ZERO,
             trace: Vec::new(),
             reproduced: true,
+            seen_after: Duration::ZERO,
         }
     }
 

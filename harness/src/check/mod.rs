@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod cycle;
+pub mod defects;
 pub mod gate;
 pub mod invariants;
 pub mod metrics;

@@ -67,6 +67,22 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Detection power: every default scenario under legacy (no stored
+    /// regression, nothing stored), the findings grouped into defects, and
+    /// for each defect the cases and seconds until the run first found it.
+    Detect {
+        /// Scenario names or paths (default: every scenario in scenarios/).
+        #[arg(long = "scenario", value_name = "NAME|PATH")]
+        scenarios: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        slots: SlotArgs,
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Mutations per second through the Convex HTTP sink, sequential and concurrent.
     ConvexSink {
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
@@ -236,6 +252,53 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         ],
                     ],
                 );
+            })
+        }
+        BenchCommand::Detect {
+            scenarios,
+            seed,
+            slots,
+            backend,
+            format,
+        } => {
+            let (loaded, invalid) = load_scenarios(&scenarios)?;
+            if let Some(error) = invalid.first() {
+                return Err(CliError::input(error));
+            }
+            let scenarios: Vec<_> = loaded.into_iter().map(|(_, scenario)| scenario).collect();
+            let backends = tokio.block_on(start_backends(backend, slots.count()))?;
+            let rates = bench::detect(tokio, &backends, &scenarios, Profile::Legacy, seed);
+            shut_down(tokio, backends)?;
+            print_rates(format, &rates, || {
+                let rows = rates.defects.iter().enumerate().map(|(index, defect)| {
+                    vec![
+                        (index + 1).to_string(),
+                        format!("{} #{}", defect.scenario, defect.case_index),
+                        defect.cases_until_found.to_string(),
+                        format!("{:.1}", defect.seconds_until_found),
+                        defect.breaks.join("\n"),
+                    ]
+                });
+                print_table(
+                    &format!(
+                        "defects a legacy run finds (seed {seed}: {} cases, {:.0} s, {} finding(s), {} defect(s))",
+                        rates.cases,
+                        rates.seconds,
+                        rates.findings,
+                        rates.defects.len()
+                    ),
+                    &[
+                        "defect",
+                        "first seen",
+                        "cases until",
+                        "seconds until",
+                        "breaks",
+                    ],
+                    rows.collect(),
+                );
+                for reason in &rates.unknown {
+                    println!("unknown: {reason}");
+                }
             })
         }
         BenchCommand::ConvexSink {

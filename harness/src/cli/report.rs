@@ -1,19 +1,46 @@
 //! `khala-parity report`: a stored report.json rendered again and, with
-//! thresholds given, gated anew.
+//! thresholds given, gated anew; `report merge`: the shards of one run
+//! (`run --shard K/N`) combined into its report and gate.
 
 use super::error::{CliError, CliResult};
 use super::output::OutputArgs;
 use khala_parity::check::gate::GateThresholds;
+use khala_parity::merge;
 use khala_parity::report;
+use khala_parity::run::{self, REGRESSION_DIR};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ReportArgs {
-    file: PathBuf,
+    #[command(subcommand)]
+    command: Option<ReportCommand>,
+    /// The report.json to render.
+    file: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
     #[command(flatten)]
     gate: GateArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportCommand {
+    /// Combine the report.json of every shard of one run (`run --shard
+    /// K/N`, K = 1..N) into the run's report and one gate; the findings'
+    /// defects are stored in --regressions as `run` stores them.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Each shard's report.json, in any order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Where the merged run's defects are stored.
+    #[arg(long, value_name = "DIR", default_value = REGRESSION_DIR)]
+    regressions: PathBuf,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// Gate thresholds from the command line (spec §9.5 defaults otherwise).
@@ -51,9 +78,34 @@ impl GateArgs {
 }
 
 pub fn execute(args: ReportArgs) -> CliResult {
-    let mut report = report::load::load(&args.file).map_err(CliError::input)?;
+    let file = match (args.command, args.file) {
+        (Some(ReportCommand::Merge(merge)), _) => return execute_merge(merge),
+        (None, Some(file)) => file,
+        (None, None) => return Err(CliError::InvalidInput("report: no file given".into())),
+    };
+    let mut report = report::load::load(&file).map_err(CliError::input)?;
     if args.gate.given() {
         report::regate(&mut report, &args.gate.thresholds()?);
     }
     args.output.emit(&report)
+}
+
+fn execute_merge(args: MergeArgs) -> CliResult {
+    let shards = args
+        .files
+        .iter()
+        .map(|path| {
+            report::load::load(path)
+                .map(|report| (path.clone(), report))
+                .map_err(CliError::input)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    run::check_regressions_writable(&args.regressions).map_err(CliError::input)?;
+    let merged = merge::merge(&shards, &args.regressions).map_err(|error| {
+        match error.is_invalid_input() {
+            true => CliError::input(error),
+            false => CliError::Failed(error.into()),
+        }
+    })?;
+    args.output.emit(&merged)
 }

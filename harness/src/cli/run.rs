@@ -5,6 +5,7 @@ use super::backends::{SlotArgs, shut_down, start_backends, stop_on_signals};
 use super::error::{CliError, CliResult};
 use super::output::{OutputArgs, ProgressBars};
 use khala_parity::exit;
+use khala_parity::model::shard::Shard;
 use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::backend::postgres::BackendChoice;
 use khala_parity::run::{self, LoadedScenarios, REGRESSION_DIR, RunSettings, SCENARIO_DIR};
@@ -40,9 +41,20 @@ pub struct RunArgs {
     /// Where shrunk failures are stored and replayed from.
     #[arg(long, value_name = "DIR", default_value = REGRESSION_DIR)]
     regressions: PathBuf,
+    /// Play only the K-th of N disjoint slices of every scenario's case
+    /// stream (case i goes to shard i mod N + 1); stores no finding.
+    /// Combine the shards' report.json with `report merge`.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
 }
 
 pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
+    let shard = args
+        .shard
+        .as_deref()
+        .map(str::parse::<Shard>)
+        .transpose()
+        .map_err(CliError::input)?;
     let (scenarios, invalid) = load_scenarios(&args.scenarios)?;
     if scenarios.is_empty() && !invalid.is_empty() {
         return Err(CliError::InvalidInput("no scenario file loaded".into()));
@@ -60,6 +72,7 @@ pub fn execute(args: RunArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
         seed: args.seed,
         time_budget: args.time_budget.map(Duration::from_secs),
         regressions: args.regressions,
+        shard,
     };
     let backends = tokio.block_on(start_backends(args.backend, args.slots.count()))?;
     let bars = ProgressBars::default();

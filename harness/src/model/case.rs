@@ -204,6 +204,22 @@ pub struct Origin {
     /// the unshrunk case that showed it once; it is kept all the same.
     #[serde(default = "reproduced_by_default")]
     pub reproduced: bool,
+    /// Every failure of the defect the case stands for, in whichever
+    /// scenario it showed: one root defect breaks several checks, and is
+    /// stored once (see `check::defects`). Empty in cases stored before
+    /// defects were grouped: those stand for their own failure only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub breaks: Vec<Broken>,
+}
+
+/// One check a defect breaks: an invariant and reason class, and the
+/// scenario whose generated case showed it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Broken {
+    pub scenario: String,
+    pub invariant: String,
+    pub reason_class: String,
 }
 
 /// Cases stored before `reproduced` was recorded all reproduced.

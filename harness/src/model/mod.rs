@@ -7,6 +7,7 @@ pub mod case;
 pub mod catalogue;
 pub mod observation;
 pub mod reason;
+pub mod shard;
 pub mod trace;
 pub mod values;
 pub mod violation;

@@ -3,7 +3,7 @@
 //! which minimums the scenario's own weights could never reach. The state
 //! before each step is the oracle's, so counting needs no backend.
 
-use crate::model::case::{Case, Step};
+use crate::model::case::{ActionKind, Case, Step};
 use crate::oracle::Oracle;
 use crate::plan::reach::{FlagState, StageState, State};
 use crate::plan::scenario::{CellMinimum, CoverageSpec, Scenario};
@@ -60,6 +60,16 @@ impl Coverage {
 
     /// Every declared minimum the counts fall short of.
     pub fn gaps(&self, spec: &CoverageSpec) -> Vec<CoverageGap> {
+        self.minimums(spec)
+            .into_iter()
+            .filter(|gap| gap.count < gap.min)
+            .collect()
+    }
+
+    /// Every declared minimum with its count, met or not, in the order the
+    /// scenario declares them: what a shard reports, so that the merged
+    /// counts can be checked against the minimums.
+    pub fn minimums(&self, spec: &CoverageSpec) -> Vec<CoverageGap> {
         let per_kind = spec.min_per_kind.iter().map(|(kind, min)| CoverageGap {
             key: format!("coverage.min_per_kind.{kind}"),
             cell: format!("action kind {kind}"),
@@ -89,18 +99,74 @@ impl Coverage {
             .collect()
     }
 
+    /// Adds another slice's counts.
+    pub fn merge(&mut self, other: &Coverage) {
+        for (kind, count) in &other.per_kind {
+            *self.per_kind.entry(kind).or_default() += count;
+        }
+        for (cell, count) in &other.cells {
+            *self.cells.entry(*cell).or_default() += count;
+        }
+        for (value, count) in &other.per_value {
+            *self.per_value.entry(value).or_default() += count;
+        }
+    }
+
+    /// The counts a report's coverage section holds, read back; `None`
+    /// when it names an action or value kind this build does not know.
+    pub fn from_report(coverage: &ScenarioCoverage) -> Option<Coverage> {
+        let kind = |name: &str| ActionKind::from_name(name).map(ActionKind::name);
+        let mut counts = Coverage::default();
+        for (name, count) in &coverage.per_kind {
+            counts.per_kind.insert(kind(name)?, *count);
+        }
+        for cell in &coverage.cells {
+            let cell_key = Cell {
+                kind: kind(&cell.kind)?,
+                state: State {
+                    flags: cell.flags,
+                    sink_mode: cell.sink_mode.as_str(),
+                    rollout_stage: cell.rollout_stage,
+                },
+            };
+            counts.cells.insert(cell_key, cell.count);
+        }
+        for (name, count) in &coverage.per_value {
+            let value = crate::model::values::ValueKind::from_name(name)?;
+            counts.per_value.insert(value.name(), *count);
+        }
+        Some(counts)
+    }
+
     /// The report section of one scenario's run. Minimums are declared for
     /// the scenario's own number of cases, so they are checked only when at
     /// least that many ran.
     pub fn report(&self, scenario: &Scenario, cases_run: u32) -> ScenarioCoverage {
-        let checked = cases_run >= scenario.cases;
+        self.report_against(
+            &scenario.name,
+            scenario.cases,
+            cases_run,
+            self.minimums(&scenario.coverage),
+        )
+    }
+
+    /// The same from the scenario's name, declared cases and `minimums`
+    /// (each with the count it had where it was computed; the gaps are
+    /// those below their minimum): how `report merge` rebuilds it.
+    pub fn report_against(
+        &self,
+        scenario: &str,
+        declared_cases: u32,
+        cases_run: u32,
+        minimums: Vec<CoverageGap>,
+    ) -> ScenarioCoverage {
+        let checked = cases_run >= declared_cases;
         ScenarioCoverage {
-            scenario: scenario.name.clone(),
+            scenario: scenario.to_owned(),
             checked,
             unchecked_reason: (!checked).then(|| {
                 format!(
-                    "ran {cases_run} of the scenario's {} cases; minimums are not checked",
-                    scenario.cases
+                    "ran {cases_run} of the scenario's {declared_cases} cases; minimums are not checked"
                 )
             }),
             per_kind: self
@@ -128,7 +194,10 @@ impl Coverage {
                 })
                 .collect(),
             gaps: if checked {
-                self.gaps(&scenario.coverage)
+                minimums
+                    .into_iter()
+                    .filter(|gap| gap.count < gap.min)
+                    .collect()
             } else {
                 Vec::new()
             },

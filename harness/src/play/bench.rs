@@ -287,3 +287,113 @@ pub fn engine(
         shrink_seconds,
     }
 }
+
+/// When a default run first finds each defect (`bench detect`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DetectRates {
+    pub profile: Profile,
+    pub seed: u64,
+    /// Cases and seconds of the whole run, scenarios in order.
+    pub cases: u64,
+    pub seconds: f64,
+    pub findings: usize,
+    pub defects: Vec<DefectFound>,
+    /// Scenarios whose run a backend failure cut short: what they found
+    /// until then counts, what they missed is unknown.
+    pub unknown: Vec<String>,
+}
+
+/// One defect and when the run first found it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DefectFound {
+    /// The scenario and case index that first showed it.
+    pub scenario: String,
+    pub case_index: u32,
+    /// Cases played and seconds since the run's start until that case,
+    /// earlier scenarios included.
+    pub cases_until_found: u64,
+    pub seconds_until_found: f64,
+    /// Every `invariant reason_class [scenario]` its findings show.
+    pub breaks: Vec<String>,
+}
+
+/// Plays every scenario of `scenarios` in order under `profile` (nothing
+/// known, nothing stored), groups the findings into defects
+/// (`check::defects`) and says when each was first found.
+pub fn detect(
+    tokio: &tokio::runtime::Runtime,
+    backends: &crate::play::driver::Backends,
+    scenarios: &[crate::plan::scenario::Scenario],
+    profile: Profile,
+    seed: u64,
+) -> DetectRates {
+    use crate::check::defects::{self, DefectInput};
+    use crate::play::engine::{EngineSettings, run_scenario};
+    let mut found = Vec::new();
+    let (mut cases, mut seconds) = (0u64, 0.0f64);
+    let mut unknown = Vec::new();
+    for scenario in scenarios {
+        let settings = EngineSettings::new(profile, scenario.cases, scenario.seed.unwrap_or(seed));
+        let run = run_scenario(tokio, backends, scenario, &settings);
+        if let Some(reason) = &run.unknown {
+            unknown.push(format!("{}: {reason}", scenario.name));
+        }
+        for finding in run.findings {
+            let case_index = finding
+                .case
+                .origin
+                .as_ref()
+                .and_then(|origin| origin.case_index)
+                .unwrap_or(0);
+            let first_step = finding.violations.iter().map(|v| v.step_index).min();
+            let when = (
+                cases + u64::from(case_index) + 1,
+                seconds + finding.seen_after.as_secs_f64(),
+            );
+            found.push((scenario.name.clone(), case_index, when, first_step, finding));
+        }
+        cases += u64::from(run.cases);
+        seconds += run.timing.total_seconds;
+    }
+    let inputs: Vec<DefectInput> = found
+        .iter()
+        .map(|(_, _, _, first_step, finding)| DefectInput {
+            case: &finding.case,
+            first_step: *first_step,
+        })
+        .collect();
+    let groups = defects::group(&inputs);
+    let mut defects: Vec<DefectFound> = Vec::new();
+    for ((scenario, case_index, (until_cases, until_seconds), _, finding), group) in
+        found.iter().zip(&groups)
+    {
+        if *group == defects.len() {
+            defects.push(DefectFound {
+                scenario: scenario.clone(),
+                case_index: *case_index,
+                cases_until_found: *until_cases,
+                seconds_until_found: *until_seconds,
+                breaks: Vec::new(),
+            });
+        }
+        let defect = &mut defects[*group];
+        for violation in &finding.violations {
+            let broken = format!(
+                "{} {} [{scenario}]",
+                violation.invariant, violation.reason_class
+            );
+            if !defect.breaks.contains(&broken) {
+                defect.breaks.push(broken);
+            }
+        }
+    }
+    DetectRates {
+        profile,
+        seed,
+        cases,
+        seconds,
+        findings: found.len(),
+        defects,
+        unknown,
+    }
+}

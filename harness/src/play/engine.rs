@@ -8,6 +8,7 @@
 use crate::check::metrics::RunMetrics;
 use crate::model::case::{Case, Origin};
 use crate::model::reason::{HarnessClass, ReasonClass};
+use crate::model::shard::Shard;
 use crate::model::trace::CaseResult;
 use crate::model::trace::StepTrace;
 use crate::model::violation::Violation;
@@ -39,6 +40,9 @@ pub struct EngineSettings {
     /// A planted defect of the harness's own checks, for the tests that
     /// prove no observed violation is dropped: see `PlantedFlakiness`.
     pub planted_flakiness: Option<PlantedFlakiness>,
+    /// The slice of the case stream to play: every case is drawn, in
+    /// order from the one RNG stream, and only this shard's are played.
+    pub shard: Shard,
 }
 
 impl EngineSettings {
@@ -54,6 +58,7 @@ impl EngineSettings {
             max_shrink_time: Duration::from_secs(120),
             known: BTreeSet::new(),
             planted_flakiness: None,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct Finding {
     /// failure that did not reproduce, those of the play that showed it.
     pub violations: Vec<Violation>,
     pub shrink_steps: u32,
+    /// Steps the shrinking plays ran (counted in the run's steps).
+    pub shrink_case_steps: u64,
     pub shrink_time: Duration,
     /// What the stores held after each step of the minimal case (or of
     /// the play that showed a failure that did not reproduce).
@@ -90,6 +97,9 @@ pub struct Finding {
     /// Whether a replay showed the failure again. One that did not is
     /// still a finding: it was observed, and the gate blocks on it.
     pub reproduced: bool,
+    /// Wall-clock time from the scenario's start until the case that
+    /// showed it was taken (`bench detect`); zero for stored cases.
+    pub seen_after: Duration,
 }
 
 /// What a scenario's run found.
@@ -107,6 +117,8 @@ pub struct ScenarioRun {
     pub interrupted: bool,
     /// What the generated cases exercised (none for stored cases).
     pub coverage: Option<ScenarioCoverage>,
+    /// The counts behind `coverage`, for a shard's report.
+    pub coverage_counts: Coverage,
     /// The auditor, delivery and rollback figures of the generated cases'
     /// traces (shrinking plays excluded).
     pub metrics: RunMetrics,
@@ -206,7 +218,14 @@ pub fn run_scenario_with_progress(
         config.clone(),
         rng_for(derive_seed(settings.seed, &scenario.name, 0)),
     );
-    'batches: while run.cases < settings.cases && run.unknown.is_none() {
+    // The shard's cases of the stream, for the progress display.
+    let total = (0..settings.cases)
+        .filter(|&index| settings.shard.owns(index))
+        .count() as u32;
+    // The next case of the stream to draw; cases of other shards are
+    // drawn (so the RNG stream is the unsharded run's) and not played.
+    let mut next_index = 0u32;
+    'batches: while next_index < settings.cases && run.unknown.is_none() {
         if settings
             .time_budget
             .is_some_and(|budget| started.elapsed() >= budget)
@@ -217,28 +236,31 @@ pub fn run_scenario_with_progress(
             run.interrupted = true;
             break;
         }
-        let batch = (settings.cases - run.cases).min(backends.slots() as u32);
-        // Each tree with the RNG state it was drawn from, so that a case
-        // with several new failures can be drawn again to shrink each.
+        // Each tree with its index and the RNG state it was drawn from, so
+        // that a case with several new failures can be drawn again to
+        // shrink each.
         let mut drawn = Vec::new();
-        for _ in 0..batch {
+        while drawn.len() < backends.slots() && next_index < settings.cases {
             let rng = runner.rng().clone();
             match strategy.new_tree(&mut runner) {
-                Ok(tree) => drawn.push((rng, tree)),
+                Ok(tree) if settings.shard.owns(next_index) => {
+                    drawn.push((next_index, rng, tree));
+                }
+                Ok(_) => {}
                 Err(reason) => {
                     run.unknown = Some(format!("the generator gave up: {reason}"));
                     break 'batches;
                 }
             }
+            next_index += 1;
         }
-        let cases: Vec<Case> = drawn.iter().map(|(_, tree)| tree.current()).collect();
+        let cases: Vec<Case> = drawn.iter().map(|(_, _, tree)| tree.current()).collect();
         let played = player.side_by_side(&cases, stop_at_first);
-        for (((rng, tree), case), played) in drawn.into_iter().zip(&cases).zip(played) {
-            let case_index = run.cases;
+        for (((case_index, rng, tree), case), played) in drawn.into_iter().zip(&cases).zip(played) {
             run.cases += 1;
             progress(Progress {
                 cases: run.cases,
-                total: settings.cases,
+                total,
                 findings: found.len() - settings.known.len(),
                 shrinking: false,
             });
@@ -278,6 +300,7 @@ pub fn run_scenario_with_progress(
                     case,
                     result: &result,
                     case_index,
+                    seen_after: started.elapsed(),
                 };
                 let findings = found.len() - settings.known.len();
                 let settled = settle(
@@ -292,7 +315,7 @@ pub fn run_scenario_with_progress(
                         run.timing.reset_seconds += shrinking.reset_time.as_secs_f64();
                         progress(Progress {
                             cases: run.cases,
-                            total: settings.cases,
+                            total,
                             findings,
                             shrinking: true,
                         });
@@ -312,6 +335,7 @@ pub fn run_scenario_with_progress(
         }
     }
     run.coverage = Some(coverage.report(scenario, run.cases));
+    run.coverage_counts = coverage;
     run.timing.total_seconds = started.elapsed().as_secs_f64();
     run
 }
@@ -323,6 +347,7 @@ struct Failure<'a> {
     result: &'a CaseResult,
     /// Its index among the scenario's generated cases.
     case_index: u32,
+    seen_after: Duration,
 }
 
 /// Turns an observed failure into a finding: shrinks it, replays the
@@ -339,8 +364,18 @@ fn settle(
     played: &mut dyn FnMut(&CaseResult),
 ) -> Result<Finding, DriverError> {
     let started = Instant::now();
-    let (minimal, shrink_steps) =
-        shrink(player, scenario, settings, tree, &failure.target, played)?;
+    let mut shrink_case_steps = 0u64;
+    let (minimal, shrink_steps) = shrink(
+        player,
+        scenario,
+        settings,
+        tree,
+        &failure.target,
+        &mut |result| {
+            shrink_case_steps += result.steps_run as u64;
+            played(result);
+        },
+    )?;
     let shows = |result: &CaseResult| signatures(scenario, result).contains(&failure.target);
     let mut replayed =
         Some((minimal.clone(), player.play(&minimal, false)?)).filter(|(_, result)| shows(result));
@@ -360,6 +395,7 @@ fn settle(
         reason_class,
         case_index: Some(failure.case_index),
         reproduced,
+        breaks: Vec::new(),
     });
     let mut violations = result.violations;
     violations.retain(|violation| scenario.invariants.checks(violation.invariant));
@@ -369,9 +405,11 @@ fn settle(
         case,
         violations,
         shrink_steps,
+        shrink_case_steps,
         shrink_time: started.elapsed(),
         trace: result.trace,
         reproduced,
+        seen_after: failure.seen_after,
     })
 }
 
@@ -553,9 +591,11 @@ pub fn replay_stored(
                         case: case.clone(),
                         violations: result.violations.clone(),
                         shrink_steps: 0,
+                        shrink_case_steps: 0,
                         shrink_time: Duration::ZERO,
                         trace: result.trace.clone(),
                         reproduced: true,
+                        seen_after: Duration::ZERO,
                     });
                     files.push(Some((*path).clone()));
                 }

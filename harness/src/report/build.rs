@@ -4,11 +4,14 @@
 
 use super::explain::{explain, field_diff, first_step};
 use super::model::{
-    FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation, ScenarioSummary, Stats,
+    DefectReport, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,
+    ScenarioSummary, Stats,
 };
 use super::timeline::Timeline;
+use crate::check::defects::{self, DefectInput};
 use crate::check::gate::{self, GateThresholds};
 use crate::check::metrics::RunMetrics;
+use crate::model::case::Broken;
 use crate::model::case::CODE_VERSION;
 use crate::model::case::Case;
 use crate::model::catalogue::Severity;
@@ -193,6 +196,72 @@ pub fn regate(report: &mut Report, thresholds: &GateThresholds) {
     );
 }
 
+/// Decides a report's gate from what it holds, under the thresholds its
+/// scenarios carry: how `report merge` gates the merged run.
+pub fn gate_of(report: &Report) -> gate::Gate {
+    decide(
+        &report.scenarios,
+        &report.violations,
+        &report.findings,
+        report.interrupted,
+    )
+}
+
+/// Groups the findings into root defects (`check::defects`) and marks each
+/// finding with its defect. `cases[i]` is finding `i`'s minimal case; its
+/// first divergent step is its violations' earliest.
+pub fn group_defects(
+    findings: &mut [FindingReport],
+    violations: &[ReportedViolation],
+    cases: &[&Case],
+) -> Vec<DefectReport> {
+    let first_steps: Vec<Option<usize>> = (0..findings.len())
+        .map(|index| {
+            violations
+                .iter()
+                .filter(|violation| violation.finding == Some(index))
+                .map(|violation| violation.step_index)
+                .min()
+        })
+        .collect();
+    let inputs: Vec<DefectInput> = cases
+        .iter()
+        .zip(&first_steps)
+        .map(|(case, first_step)| DefectInput {
+            case,
+            first_step: *first_step,
+        })
+        .collect();
+    let groups = defects::group(&inputs);
+    let mut reports: Vec<DefectReport> = Vec::new();
+    for (index, (finding, &group)) in findings.iter_mut().zip(&groups).enumerate() {
+        finding.defect = Some(group);
+        if group == reports.len() {
+            reports.push(DefectReport {
+                findings: Vec::new(),
+                breaks: Vec::new(),
+                case_file: finding.case_file.clone(),
+            });
+        }
+        reports[group].findings.push(index);
+    }
+    for violation in violations {
+        let Some(group) = violation.finding.and_then(|index| groups.get(index)) else {
+            continue;
+        };
+        let broken = Broken {
+            scenario: violation.scenario.clone(),
+            invariant: violation.invariant.clone(),
+            reason_class: violation.reason_class.name().to_owned(),
+        };
+        let breaks = &mut reports[*group].breaks;
+        if let Err(position) = breaks.binary_search(&broken) {
+            breaks.insert(position, broken);
+        }
+    }
+    reports
+}
+
 /// Why an interrupted run's gate is `unknown`, whatever its scenarios show.
 const INTERRUPTED_REASON: &str = "the run was interrupted by a signal before it finished: \
      the cases it played prove nothing either way";
@@ -257,6 +326,8 @@ struct Builder {
     findings: Vec<FindingReport>,
     metrics: RunMetrics,
     interrupted: bool,
+    /// Each finding's minimal case, for grouping them into defects.
+    cases: Vec<Case>,
 }
 
 impl Builder {
@@ -295,13 +366,17 @@ impl Builder {
                 explanation: explain(finding.case, finding.violations, timeline.as_ref()),
                 timeline,
                 reproduced: finding.reproduced,
+                defect: None,
             });
+            self.cases.push(finding.case.clone());
         }
         self.metrics.merge(&summary.metrics);
         self.scenarios.push(summary);
     }
 
-    fn finish(self, profile: Profile, seed: u64, stats: Stats, timing: ReportTiming) -> Report {
+    fn finish(mut self, profile: Profile, seed: u64, stats: Stats, timing: ReportTiming) -> Report {
+        let cases: Vec<&Case> = self.cases.iter().collect();
+        let defects = group_defects(&mut self.findings, &self.violations, &cases);
         Report {
             schema: REPORT_SCHEMA.to_owned(),
             code_version: CODE_VERSION.to_owned(),
@@ -317,9 +392,11 @@ impl Builder {
             scenarios: self.scenarios,
             violations: self.violations,
             findings: self.findings,
+            defects,
             metrics: self.metrics,
             stats,
             timing,
+            shard: None,
         }
     }
 }
@@ -397,9 +474,11 @@ mod tests {
                 case,
                 violations,
                 shrink_steps: 0,
+                shrink_case_steps: 0,
                 shrink_time: std::time::Duration::ZERO,
                 trace: Vec::new(),
                 reproduced: true,
+                seen_after: std::time::Duration::ZERO,
             }],
             ..ScenarioRun::default()
         };

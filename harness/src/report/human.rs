@@ -142,11 +142,12 @@ pub fn render(report: &Report, colour: bool) -> String {
     );
     let _ = writeln!(
         out,
-        "{} cases, {} steps, {} shrink steps, {} finding(s)",
+        "{} cases, {} steps, {} shrink steps, {} finding(s) from {} defect(s)",
         report.stats.cases,
         report.stats.steps,
         report.stats.shrink_steps,
-        report.findings.len()
+        report.findings.len(),
+        report.defects.len()
     );
     if report.interrupted {
         let _ = writeln!(
@@ -182,6 +183,31 @@ pub fn render(report: &Report, colour: bool) -> String {
         let _ = writeln!(out, "  {}", paint.dim("checks:"));
         for line in failing_or_measured {
             let _ = writeln!(out, "    {line}");
+        }
+    }
+
+    for (index, defect) in report.defects.iter().enumerate() {
+        let _ = writeln!(out);
+        let findings: Vec<String> = defect
+            .findings
+            .iter()
+            .map(|finding| (finding + 1).to_string())
+            .collect();
+        let _ = writeln!(
+            out,
+            "{} finding(s) {}",
+            paint.bold(&format!("defect {}/{}:", index + 1, report.defects.len())),
+            findings.join(", ")
+        );
+        for broken in &defect.breaks {
+            let _ = writeln!(
+                out,
+                "  breaks {} {} [{}]",
+                broken.invariant, broken.reason_class, broken.scenario
+            );
+        }
+        if let Some(file) = &defect.case_file {
+            let _ = writeln!(out, "  stored: {file}");
         }
     }
 

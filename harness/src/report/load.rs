@@ -2,7 +2,7 @@
 //! shape (every reason class is one of `model::reason`'s), every
 //! scenario's thresholds, and a failure names the offending key.
 
-use super::model::{REPORT_SCHEMA, Report};
+use super::model::{REPORT_SCHEMA, Report, ShardSection};
 use std::path::{Path, PathBuf};
 
 /// A report file that cannot be used.
@@ -53,7 +53,84 @@ pub fn parse(path: &Path, text: &str) -> Result<Report, LoadError> {
             ));
         }
     }
+    for (index, finding) in report.findings.iter().enumerate() {
+        if finding
+            .defect
+            .is_some_and(|defect| defect >= report.defects.len())
+        {
+            return Err(error(
+                format!("findings[{index}].defect"),
+                format!("there are {} defect(s)", report.defects.len()),
+            ));
+        }
+    }
+    for (index, defect) in report.defects.iter().enumerate() {
+        if let Some(finding) = defect
+            .findings
+            .iter()
+            .find(|finding| **finding >= report.findings.len())
+        {
+            return Err(error(
+                format!("defects[{index}].findings"),
+                format!(
+                    "finding {finding}: there are {} finding(s)",
+                    report.findings.len()
+                ),
+            ));
+        }
+    }
+    if let Some(section) = &report.shard {
+        check_shard(section, &report).map_err(|(key, message)| error(key, message))?;
+    }
     Ok(report)
+}
+
+/// A shard section must describe the report's own scenarios and findings.
+fn check_shard(section: &ShardSection, report: &Report) -> Result<(), (String, String)> {
+    if section.scenarios.len() != report.scenarios.len() {
+        return Err((
+            "shard.scenarios".to_owned(),
+            format!(
+                "{} entries for the report's {} scenario(s)",
+                section.scenarios.len(),
+                report.scenarios.len()
+            ),
+        ));
+    }
+    for (index, (entry, summary)) in section.scenarios.iter().zip(&report.scenarios).enumerate() {
+        if entry.name != summary.name {
+            return Err((
+                format!("shard.scenarios[{index}].name"),
+                format!(
+                    "{:?}, but scenarios[{index}] is {:?}",
+                    entry.name, summary.name
+                ),
+            ));
+        }
+        let findings = report
+            .findings
+            .iter()
+            .filter(|finding| finding.scenario == entry.name)
+            .count();
+        if entry.findings.len() != findings {
+            return Err((
+                format!("shard.scenarios[{index}].findings"),
+                format!(
+                    "{} entries for the {findings} finding(s) of {}",
+                    entry.findings.len(),
+                    entry.name
+                ),
+            ));
+        }
+    }
+    let shard = section.shard;
+    if shard.count == 0 || !(1..=shard.count).contains(&shard.index) {
+        return Err((
+            "shard.shard".to_owned(),
+            format!("{}/{} is not a shard", shard.index, shard.count),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads and checks a report file.

@@ -5,8 +5,11 @@
 use super::timeline::Timeline;
 use crate::check::gate::{Gate, GateThresholds};
 use crate::check::metrics::RunMetrics;
+use crate::model::case::{Broken, Case};
 use crate::model::catalogue::Severity;
 use crate::model::reason::ReasonClass;
+use crate::model::shard::Shard;
+use crate::plan::coverage::CoverageGap;
 use khala_runtime::Profile;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -41,11 +44,77 @@ pub struct Report {
     pub violations: Vec<ReportedViolation>,
     /// One per shrunk failure (or failing stored case).
     pub findings: Vec<FindingReport>,
+    /// The root defects the findings come from (`check::defects`), in the
+    /// order of their first finding: what a reader has to learn. Reports
+    /// written before defects were grouped read back with none.
+    #[serde(default)]
+    pub defects: Vec<DefectReport>,
     /// All scenarios' metrics together, as the Prometheus file shows them.
     pub metrics: RunMetrics,
     pub stats: Stats,
     /// Wall-clock figures: the only part two runs of one seed differ in.
     pub timing: ReportTiming,
+    /// What `report merge` needs of a shard's run (`run --shard K/N`);
+    /// absent from whole and merged runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardSection>,
+}
+
+/// One root defect: the findings it explains and every check it breaks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefectReport {
+    /// Indices into `Report::findings`, in order.
+    pub findings: Vec<usize>,
+    /// Every (scenario, invariant, reason class) its findings' minimal
+    /// cases show, sorted.
+    pub breaks: Vec<Broken>,
+    /// The stored case of its first finding.
+    pub case_file: Option<String>,
+}
+
+/// A shard's bookkeeping: enough to put the shards' findings back in the
+/// order one run finds them and to count what one run counts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSection {
+    pub shard: Shard,
+    /// One per entry of `Report::scenarios`, in the same order.
+    pub scenarios: Vec<ShardScenario>,
+}
+
+/// One scenario's run in a shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardScenario {
+    pub name: String,
+    /// The stored regressions' replay: every shard plays it whole.
+    pub stored: bool,
+    /// Cases the scenario declares: its coverage minimums are for as many.
+    pub declared_cases: u32,
+    /// Cases of the whole stream, all shards together.
+    pub stream_cases: u32,
+    /// Why the shard's run proves nothing (a backend failed), before
+    /// coverage is considered.
+    pub failure: Option<String>,
+    pub interrupted: bool,
+    /// Every declared coverage minimum with the shard's count.
+    pub minimums: Vec<CoverageGap>,
+    /// One per finding of the scenario, in report order.
+    pub findings: Vec<ShardFinding>,
+}
+
+/// What merging needs of one finding beyond its report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardFinding {
+    /// Its index in the scenario's case stream (none for stored cases).
+    pub case_index: Option<u32>,
+    /// Cases shrinking played, and the steps they ran.
+    pub shrink_plays: u32,
+    pub shrink_case_steps: u64,
+    /// The minimal case, stored by `report merge`.
+    pub case: Case,
 }
 
 /// One scenario's share of the run and the thresholds it was gated with.
@@ -159,6 +228,9 @@ pub struct FindingReport {
     /// evidence are those of the one play that showed it; the gate blocks.
     #[serde(default = "reproduced_by_default")]
     pub reproduced: bool,
+    /// Index into `Report::defects`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defect: Option<usize>,
 }
 
 /// Reports written before `reproduced` existed held reproduced findings only.

@@ -18,6 +18,15 @@ fn fanout_scenario() -> Scenario {
     support::ok(Scenario::parse(Path::new("fanout.toml"), text))
 }
 
+/// PostgreSQL and one Convex front, as the environment provides them.
+pub fn one_slot(tokio: &tokio::runtime::Runtime) -> Backends {
+    tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    })
+}
+
 fn settings(seed: u64) -> EngineSettings {
     EngineSettings {
         max_shrink_iters: 256,
@@ -36,11 +45,7 @@ fn report_without_timing(run: &engine::ScenarioRun) -> serde_json::Value {
 #[test]
 fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_shrunk() {
     let tokio = support::tokio();
-    let mut backends = tokio.block_on(async {
-        let postgres = support::backend().await;
-        let convex = convex_backend().await;
-        support::ok(Backends::new(postgres, convex).await)
-    });
+    let mut backends = one_slot(&tokio);
     let scenario = fanout_scenario();
     let first = engine::run_scenario(&tokio, &backends, &scenario, &settings(7));
     // The second run plays two cases at a time: the report must not change.
@@ -86,11 +91,7 @@ fn the_same_seed_gives_the_same_report_on_one_lane_or_two_and_b1_is_found_and_sh
 /// failing one play in `period`, on one lane.
 fn flaky_run(period: u32, cases: u32) -> engine::ScenarioRun {
     let tokio = support::tokio();
-    let backends = tokio.block_on(async {
-        let postgres = support::backend().await;
-        let convex = convex_backend().await;
-        support::ok(Backends::new(postgres, convex).await)
-    });
+    let backends = one_slot(&tokio);
     let settings = EngineSettings {
         max_shrink_iters: 32,
         planted_flakiness: Some(PlantedFlakiness { period }),
@@ -177,11 +178,7 @@ fn folder(dir: &Path) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
     let tokio = support::tokio();
-    let backends = tokio.block_on(async {
-        let postgres = support::backend().await;
-        let convex = convex_backend().await;
-        support::ok(Backends::new(postgres, convex).await)
-    });
+    let backends = one_slot(&tokio);
     let regressions = support::ok(tempfile::tempdir());
     let settings = run::RunSettings {
         profile: Some(Profile::Legacy),
@@ -189,6 +186,7 @@ fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
         seed: 7,
         time_budget: None,
         regressions: regressions.path().to_owned(),
+        shard: None,
     };
     let scenarios = [fanout_scenario()];
     let first = support::ok(run::run_scenarios(
@@ -223,4 +221,48 @@ fn a_second_identical_legacy_run_leaves_the_stored_regressions_as_they_were() {
     let replayed = &second.report.scenarios[0];
     assert_eq!(replayed.name, "regressions");
     assert_eq!(replayed.cases, stored.len() as u64);
+}
+
+#[test]
+fn bench_detect_says_when_each_legacy_defect_was_first_found() {
+    let tokio = support::tokio();
+    let backends = one_slot(&tokio);
+    let scenario = Scenario {
+        cases: 6,
+        ..fanout_scenario()
+    };
+    let rates = khala_parity::play::bench::detect(
+        &tokio,
+        &backends,
+        &[
+            scenario.clone(),
+            Scenario {
+                name: "again".into(),
+                ..scenario
+            },
+        ],
+        Profile::Legacy,
+        7,
+    );
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    assert_eq!(rates.cases, 12);
+    assert!(rates.unknown.is_empty(), "{:?}", rates.unknown);
+    assert!(!rates.defects.is_empty());
+    // Scenarios play in order: a defect first seen in the second counts
+    // the first's cases before it. The two find the same kinds of failure
+    // (B1 and B4 under Khala faults), so some findings share a defect.
+    assert!(rates.findings > rates.defects.len(), "{rates:?}");
+    for defect in &rates.defects {
+        let (cases, offset) = match defect.scenario.as_str() {
+            "fanout" => (1..=6, 1),
+            _ => (7..=12, 7),
+        };
+        assert!(cases.contains(&defect.cases_until_found), "{defect:?}");
+        assert_eq!(
+            u64::from(defect.case_index) + offset,
+            defect.cases_until_found
+        );
+        assert!(defect.seconds_until_found > 0.0, "{defect:?}");
+        assert!(!defect.breaks.is_empty(), "{defect:?}");
+    }
 }

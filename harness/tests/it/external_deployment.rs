@@ -119,6 +119,7 @@ fn run_against(
         seed: 5,
         time_budget: None,
         regressions: regressions.path().to_owned(),
+        shard: None,
     };
     let backends = tokio.block_on(async {
         let postgres = support::backend().await;

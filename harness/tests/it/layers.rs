@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     &["play"],
     &["report"],
-    &["run", "facade", "exit"],
+    &["run", "merge", "facade", "exit"],
 ];
 
 /// Layers that must not do I/O (network, processes, databases, an async

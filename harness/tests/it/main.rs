@@ -56,6 +56,8 @@ mod engine_runs;
 // Cases against a deployment that is never reset: the Node front started by hand behind
 // the external provider; namespaced plays, and Convex faults refused there.
 mod external_deployment;
+// A run split over shards and merged equals the unsharded run.
+mod shards;
 
 // Cases share nothing: the same trace after any other cases, and nothing left after a reset.
 mod independence;

@@ -30,6 +30,7 @@ fn a_fixed_run_gives_the_recorded_report() {
         seed: 3,
         time_budget: None,
         regressions: regressions.path().to_owned(),
+        shard: None,
     };
     let tokio = support::tokio();
     let backends = tokio.block_on(async {

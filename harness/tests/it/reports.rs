@@ -219,8 +219,10 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             ]),
             violations: vec![violation(StoreClass::KhalaMissing, 2)],
             shrink_steps: 4,
+            shrink_case_steps: 0,
             shrink_time: Duration::ZERO,
             reproduced: true,
+            seen_after: Duration::ZERO,
             trace: Vec::new(),
         }],
         ..ScenarioRun::default()

@@ -1,0 +1,183 @@
+//! One finding per defect: the engine shrinks each failure signature
+//! (invariant, reason class) on its own, so one root defect that breaks
+//! several checks yields several minimal cases. Two of them stand for one
+//! defect when, under one profile,
+//! - their minimal cases are equal or one contains the other (same start,
+//!   and the steps of one are a subsequence of the other's), or
+//! - they first diverge from the oracle at the same step under the same
+//!   active faults (the fault steps not yet healed when it ran).
+//!
+//! Grouping takes the transitive closure of that relation. It is pure and
+//! depends only on the findings in their report order, so a merged sharded
+//! run groups exactly as the unsharded run.
+
+use crate::model::case::{Case, Step};
+
+/// What grouping needs of one finding.
+#[derive(Clone, Copy, Debug)]
+pub struct DefectInput<'a> {
+    /// The minimal case.
+    pub case: &'a Case,
+    /// The step after which the first violation was seen, if any.
+    pub first_step: Option<usize>,
+}
+
+/// The defect of each finding, numbered by first appearance: `result[i]`
+/// is the defect of `findings[i]`, and defect `d` first appears before
+/// defect `d + 1`.
+pub fn group(findings: &[DefectInput]) -> Vec<usize> {
+    let mut parent: Vec<usize> = (0..findings.len()).collect();
+    for right in 0..findings.len() {
+        for left in 0..right {
+            if same_defect(&findings[left], &findings[right]) {
+                let (a, b) = (root(&mut parent, left), root(&mut parent, right));
+                // The earlier finding is the root, so numbering follows it.
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+    }
+    let mut numbers: Vec<Option<usize>> = vec![None; findings.len()];
+    let mut next = 0;
+    (0..findings.len())
+        .map(|index| {
+            let root = root(&mut parent, index);
+            *numbers[root].get_or_insert_with(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect()
+}
+
+fn root(parent: &mut [usize], mut index: usize) -> usize {
+    while parent[index] != index {
+        parent[index] = parent[parent[index]];
+        index = parent[index];
+    }
+    index
+}
+
+/// Whether two findings come from one root cause (see the module doc).
+pub fn same_defect(left: &DefectInput, right: &DefectInput) -> bool {
+    if left.case.profile != right.case.profile {
+        return false;
+    }
+    let same_start = left.case.start == right.case.start && left.case.ids == right.case.ids;
+    if same_start
+        && (is_subsequence(&left.case.steps, &right.case.steps)
+            || is_subsequence(&right.case.steps, &left.case.steps))
+    {
+        return true;
+    }
+    match (divergence(left), divergence(right)) {
+        (Some(left), Some(right)) => left == right,
+        _ => false,
+    }
+}
+
+/// The step a finding first diverges at, with the faults active then.
+fn divergence<'a>(finding: &DefectInput<'a>) -> Option<(&'a Step, Vec<&'a Step>)> {
+    let index = finding.first_step?;
+    let steps = &finding.case.steps;
+    let step = steps.get(index)?;
+    Some((step, active_faults(&steps[..index])))
+}
+
+/// The fault steps among `steps` that no later `Heal` or `Quiesce` ended.
+pub fn active_faults(steps: &[Step]) -> Vec<&Step> {
+    let mut active = Vec::new();
+    for step in steps {
+        match step {
+            Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => {
+                active.push(step);
+            }
+            Step::Heal | Step::Quiesce => active.clear(),
+            _ => {}
+        }
+    }
+    active
+}
+
+fn is_subsequence(small: &[Step], large: &[Step]) -> bool {
+    let mut large = large.iter();
+    small.iter().all(|step| large.any(|other| other == step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::case::{
+        CASE_SCHEMA, ConvexFault, IdStyle, RunEventType, Start, TerminalStatus,
+    };
+    use khala_runtime::{Profile, SinkMode};
+
+    fn case(steps: Vec<Step>) -> Case {
+        Case {
+            schema: CASE_SCHEMA.to_owned(),
+            profile: Profile::Legacy,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps,
+            origin: None,
+        }
+    }
+
+    fn started(run: u8) -> Step {
+        Step::AppendRunEvent {
+            run,
+            event_type: RunEventType::Started,
+        }
+    }
+
+    fn finished(run: u8) -> Step {
+        Step::FinishRun {
+            run,
+            status: TerminalStatus::Succeeded,
+        }
+    }
+
+    fn input(case: &Case, first_step: usize) -> DefectInput<'_> {
+        DefectInput {
+            case,
+            first_step: Some(first_step),
+        }
+    }
+
+    #[test]
+    fn contained_minimal_cases_are_one_defect_and_others_are_not() {
+        let small = case(vec![finished(0)]);
+        let large = case(vec![started(0), finished(0)]);
+        let other = case(vec![started(0), Step::BumpProjectionVersion]);
+        let findings = [input(&small, 0), input(&other, 1), input(&large, 1)];
+        assert_eq!(group(&findings), vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn the_same_first_divergent_step_under_the_same_faults_is_one_defect() {
+        let broken = Step::BreakConvex {
+            fault: ConvexFault::Timeout,
+        };
+        let one = case(vec![broken.clone(), started(1), finished(0)]);
+        let two = case(vec![started(2), broken.clone(), finished(0)]);
+        let healed = case(vec![broken, Step::Heal, finished(0)]);
+        assert!(same_defect(&input(&one, 2), &input(&two, 2)));
+        assert!(!same_defect(&input(&one, 2), &input(&healed, 2)));
+        assert!(!same_defect(&input(&one, 2), &input(&two, 1)));
+    }
+
+    #[test]
+    fn profiles_never_share_a_defect_and_grouping_is_transitive() {
+        let legacy = case(vec![finished(0)]);
+        let hardened = Case {
+            profile: Profile::Hardened,
+            ..legacy.clone()
+        };
+        assert!(!same_defect(&input(&legacy, 0), &input(&hardened, 0)));
+        let a = case(vec![finished(0)]);
+        let b = case(vec![finished(0), started(1)]);
+        let c = case(vec![started(1)]);
+        // a ⊂ b and c ⊂ b: all one, though a and c share nothing.
+        let findings = [input(&a, 0), input(&c, 0), input(&b, 0)];
+        assert_eq!(group(&findings), vec![0, 0, 0]);
+    }
+}
