@@ -39,6 +39,10 @@ pub struct Invariant {
     pub checked_by: Option<&'static str>,
 }
 
+/// The invariant the driver records when the system under test raises an
+/// error (`play::error::SystemFault`).
+pub const SYSTEM_FAULT_INVARIANT: &str = "E1";
+
 pub const CATALOGUE: &[Invariant] = &[
     Invariant {
         id: "P1",
@@ -176,6 +180,13 @@ pub const CATALOGUE: &[Invariant] = &[
     Invariant {
         id: "R1",
         statement: "after a retention run no journal row inserted before its cutoff remains, every newer one does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+    },
+    Invariant {
+        id: SYSTEM_FAULT_INVARIANT,
+        statement: "no part of the system under test (a client lane, the sync server, the runtime, the parity auditor) raises an error while a case plays; an error of the harness or its backends (a backend unreachable, a proxy error, the harness's own timeout) is no violation but makes the case unknown",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
@@ -335,6 +346,12 @@ pub const KNOWN_REASON_CLASSES: &[&str] = &[
     // X5: the auditor against the ground truth.
     "auditor_missed_drift",
     "auditor_false_alarm",
+    // E1: the part of the system under test that raised an error
+    // (`play::error::Component`).
+    "client_lane_failed",
+    "sync_server_failed",
+    "runtime_failed",
+    "auditor_failed",
 ];
 
 /// Whether the gate knows `class` (see `KNOWN_REASON_CLASSES`).

@@ -28,7 +28,7 @@ use crate::model::trace::{
     LaneSource, RetentionRun, SubscribeAttempt, TopicTruth,
 };
 use crate::oracle::Oracle;
-use crate::play::error::DriverError;
+use crate::play::error::{Component, DriverError, StepError};
 use chrono::{NaiveDateTime, TimeDelta};
 use khala_clients::apply::{CachedDoc, ViewRow};
 use khala_clients::lane::WORKER_TOPIC;
@@ -41,6 +41,8 @@ use khala_runtime::Profile;
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::notifier::{Notifier, StreamWake};
 use khala_runtime::sync::jwt::{DEFAULT_KEY_ID, IssuerConfig, TokenIssuer};
+use khala_runtime::sync::retention::RetentionError;
+use khala_runtime::sync::server::SyncServerError;
 use khala_runtime::sync::server::WEBSOCKET_PATH;
 use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use sqlx::PgPool;
@@ -78,6 +80,8 @@ pub struct Delivery {
     clock: Arc<ManualClock>,
     /// Surfaces whose users also run the shipped client.
     shipped_clients: Vec<Surface>,
+    /// A planted lane defect (`PlantedDefects`), tests only.
+    planted_apply_fails_from: Option<i64>,
     running: Option<Running>,
 }
 
@@ -389,10 +393,51 @@ fn user_id(user: ClientUser) -> i64 {
     }
 }
 
-fn failed(step: usize, error: impl std::error::Error + Send + Sync + 'static) -> DriverError {
-    DriverError::Delivery {
-        step,
-        source: Box::new(error),
+/// The harness's own delivery plumbing failed (the case is unknown).
+fn plumbing(step: usize, error: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+    DriverError::delivery(step, error)
+}
+
+/// Runs every lane's operation to its end, then returns the first error.
+/// No operation is dropped halfway when another fails: a lane cut off in
+/// the middle of a request would cancel the server's handler mid-way too,
+/// which is not what the case plays.
+async fn every_lane(
+    operations: impl IntoIterator<Item = impl Future<Output = Result<(), ClientError>>>,
+    index: usize,
+) -> Result<(), StepError> {
+    futures::future::join_all(operations)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, ClientError>>()
+        .map(drop)
+        .map_err(lane_failed(index))
+}
+
+/// A client lane's error, classified (`StepError::from_client`).
+fn lane_failed(step: usize) -> impl FnOnce(ClientError) -> StepError {
+    move |error| StepError::from_client(step, error)
+}
+
+/// The sync server's retention job failed: the server's error unless the
+/// database could not be reached.
+fn retention_failed(step: usize) -> impl FnOnce(RetentionError) -> StepError {
+    move |error| match error {
+        RetentionError::Delete { source, .. } | RetentionError::Oldest(source) => {
+            StepError::from_sql(step, Component::SyncServer, source)
+        }
+    }
+}
+
+/// The sync server did not stop cleanly: its task failing is the server's
+/// error; a listener the harness could not stop in time or serve on is
+/// the harness's.
+fn server_failed(step: usize) -> impl FnOnce(SyncServerError) -> StepError {
+    move |error| match error {
+        SyncServerError::Task(_) => StepError::system(step, Component::SyncServer, error),
+        SyncServerError::Bind { .. }
+        | SyncServerError::Serve(_)
+        | SyncServerError::ShutdownTimedOut(_) => StepError::Harness(plumbing(step, error)),
     }
 }
 
@@ -404,13 +449,20 @@ fn sql_failed(step: usize) -> impl FnOnce(sqlx::Error) -> DriverError {
 }
 
 impl Delivery {
-    pub fn new(profile: Profile, start: &Start, pool: PgPool, clock: Arc<ManualClock>) -> Self {
+    pub fn new(
+        profile: Profile,
+        start: &Start,
+        pool: PgPool,
+        clock: Arc<ManualClock>,
+        planted_apply_fails_from: Option<i64>,
+    ) -> Self {
         Delivery {
             profile,
             eager: !start.flags.all_off() || start.rollout_stage.is_some(),
             pool,
             clock,
             shipped_clients: start.shipped_clients.clone(),
+            planted_apply_fails_from,
             running: None,
         }
     }
@@ -423,7 +475,7 @@ impl Delivery {
         step: &Step,
         index: usize,
         oracle: &Oracle,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         self.start(index, oracle).await?;
         let pool = self.pool.clone();
         let clock = self.clock.clone();
@@ -443,7 +495,7 @@ impl Delivery {
                 {
                     lane.run(Op::Disconnect, truth)
                         .await
-                        .map_err(|error| failed(index, error))?;
+                        .map_err(lane_failed(index))?;
                     lane.resume = false;
                 }
             }
@@ -468,7 +520,7 @@ impl Delivery {
         Ok(())
     }
 
-    async fn start(&mut self, index: usize, oracle: &Oracle) -> Result<(), DriverError> {
+    async fn start(&mut self, index: usize, oracle: &Oracle) -> Result<(), StepError> {
         if self.running.is_some() {
             return Ok(());
         }
@@ -477,7 +529,7 @@ impl Delivery {
         let clock: Arc<dyn Clock> = self.clock.clone();
         let server = SyncServer::start(config.clone(), self.pool.clone(), notifier.clone(), clock)
             .await
-            .map_err(|error| failed(index, error))?;
+            .map_err(|error| plumbing(index, error))?;
         // Restarts bind the same address, so the lanes' URLs stay valid.
         let config = SyncConfig {
             listen: server.addr(),
@@ -487,7 +539,7 @@ impl Delivery {
             &config.auth,
             DEFAULT_KEY_ID,
         )));
-        let stores = tempfile::tempdir().map_err(|error| failed(index, error))?;
+        let stores = tempfile::tempdir().map_err(|error| plumbing(index, error))?;
         let truth = read_truth(&self.pool, &BTreeMap::new(), index).await?;
         let mut running = Running {
             config,
@@ -508,11 +560,15 @@ impl Delivery {
         running.woken_head = running.worker_truth().allocated_head;
         for surface in VIEW_SURFACES {
             for user in ClientUser::ALL {
+                let switches = ClientSwitches {
+                    planted_apply_fails_from: self.planted_apply_fails_from,
+                    ..ClientSwitches::new(self.profile)
+                };
                 let mut lane = running.new_lane(
                     surface,
                     user,
                     oracle.flag(surface, user),
-                    self.profile,
+                    switches,
                     &self.clock,
                     index,
                 )?;
@@ -538,10 +594,10 @@ impl Delivery {
             .lanes
             .iter_mut()
             .map(|lane| lane.run(Op::Start, truth));
-        futures::future::try_join_all(starting)
-            .await
-            .map_err(|error| failed(index, error))?;
+        let started = every_lane(starting, index).await;
+        // Kept even when a lane failed, so that `finish` stops them all.
         self.running = Some(running);
+        started?;
         Ok(())
     }
 
@@ -556,7 +612,7 @@ impl Delivery {
         index: usize,
         oracle: &Oracle,
         current: &Observation,
-    ) -> Result<Option<ClientsObservation>, DriverError> {
+    ) -> Result<Option<ClientsObservation>, StepError> {
         if self.eager {
             self.start(index, oracle).await?;
         }
@@ -599,9 +655,7 @@ impl Delivery {
                 let flag = oracle.flag(lane.surface, lane.user);
                 settle_lane(lane, flag, truth, refresh)
             });
-        futures::future::try_join_all(settling)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(settling, index).await?;
         if matches!(step, Step::Quiesce) {
             let clock = self.clock.clone();
             running.await_liveness(&clock, index).await?;
@@ -663,7 +717,7 @@ impl Running {
     /// The running sync server the lanes connect to.
     fn server(&self, index: usize) -> Result<&SyncServerHandle, DriverError> {
         self.server.as_ref().ok_or_else(|| {
-            failed(
+            plumbing(
                 index,
                 std::io::Error::other("the sync server is not running"),
             )
@@ -699,7 +753,7 @@ impl Running {
                     surface.as_str(),
                     user.as_str()
                 ));
-                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
+                std::fs::create_dir_all(&directory).map_err(|error| plumbing(index, error))?;
                 Arc::new(PersistedWatermarkStore::new(&directory))
             }
             Surface::Web => Arc::new(MemoryWatermarkStore::new()),
@@ -711,7 +765,7 @@ impl Running {
         surface: Surface,
         user: ClientUser,
         flag: bool,
-        profile: Profile,
+        switches: ClientSwitches,
         clock: &Arc<ManualClock>,
         index: usize,
     ) -> Result<Lane, DriverError> {
@@ -726,12 +780,7 @@ impl Running {
             self.http.clone(),
         ));
         let store = self.store(surface, "", user, index)?;
-        let mut config = LaneConfig::new(
-            surface,
-            ClientSwitches::new(profile),
-            &websocket_url,
-            &http_base,
-        );
+        let mut config = LaneConfig::new(surface, switches, &websocket_url, &http_base);
         config.frame_timeout = LANE_FRAME_TIMEOUT;
         Ok(Lane {
             surface,
@@ -796,12 +845,12 @@ impl Running {
         pool: &PgPool,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let before = read_stamps(pool, index).await?;
         let horizon = TimeDelta::seconds(self.config.retention_horizon_seconds);
         clock.advance(horizon + TimeDelta::seconds(1));
         let server = self.server.as_ref().ok_or_else(|| {
-            failed(
+            plumbing(
                 index,
                 std::io::Error::other("the sync server is not running"),
             )
@@ -809,7 +858,7 @@ impl Running {
         let result = server
             .run_retention_once()
             .await
-            .map_err(|error| failed(index, error))?;
+            .map_err(retention_failed(index))?;
         let after = read_stamps(pool, index).await?;
         let kept: BTreeSet<(&str, i64)> = after
             .iter()
@@ -845,9 +894,7 @@ impl Running {
                 }
                 Ok::<(), ClientError>(())
             });
-        futures::future::try_join_all(timers)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(timers, index).await?;
         Ok(())
     }
 
@@ -859,12 +906,9 @@ impl Running {
         pool: &PgPool,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         if let Some(server) = self.server.take() {
-            server
-                .shutdown()
-                .await
-                .map_err(|error| failed(index, error))?;
+            server.shutdown().await.map_err(server_failed(index))?;
         }
         let clock: Arc<dyn Clock> = clock.clone();
         let server = SyncServer::start(
@@ -874,7 +918,7 @@ impl Running {
             clock,
         )
         .await
-        .map_err(|error| failed(index, error))?;
+        .map_err(|error| plumbing(index, error))?;
         self.server = Some(server);
         let truth = self.worker_truth();
         let mut noticing = Vec::new();
@@ -889,9 +933,7 @@ impl Running {
                 _ => {}
             }
         }
-        futures::future::try_join_all(noticing)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(noticing, index).await?;
         Ok(())
     }
 
@@ -903,7 +945,7 @@ impl Running {
         kind: Option<LaneKind>,
         pick: impl Fn(&Lane) -> bool,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let truth = self.worker_truth();
         let offline = &self.offline;
         let running = self
@@ -916,9 +958,7 @@ impl Running {
                     && pick(lane)
             })
             .map(|lane| lane.run(op, truth));
-        futures::future::try_join_all(running)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(running, index).await?;
         Ok(())
     }
 
@@ -933,7 +973,7 @@ impl Running {
         total: TimeDelta,
         index: usize,
         stop: impl Fn(&Running) -> bool,
-    ) -> Result<TimeDelta, DriverError> {
+    ) -> Result<TimeDelta, StepError> {
         let began = clock.now();
         let end = began + total;
         let period = heartbeat_period(&self.config);
@@ -965,7 +1005,7 @@ impl Running {
                 .unwrap_or(end);
             clock.advance(next - now);
             let server = self.server.as_ref().ok_or_else(|| {
-                failed(
+                plumbing(
                     index,
                     std::io::Error::other("the sync server is not running"),
                 )
@@ -981,7 +1021,7 @@ impl Running {
                     .await?;
             }
             let server = self.server.as_ref().ok_or_else(|| {
-                failed(
+                plumbing(
                     index,
                     std::io::Error::other("the sync server is not running"),
                 )
@@ -1013,7 +1053,7 @@ impl Running {
         &mut self,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let all_live = |running: &Running| {
             running.lanes.iter().all(|lane| {
                 running.offline.contains(&lane.surface) || !lane.lane.flag() || lane.lane.is_live()

@@ -6,6 +6,7 @@
 
 use crate::check::invariants;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::model::catalogue::{SYSTEM_FAULT_INVARIANT, Violation};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::model::trace::ClientsObservation;
 use crate::model::trace::{CaseResult, StepTrace};
@@ -13,11 +14,13 @@ use crate::oracle::{self, Oracle, projection_version_name};
 use crate::play::backend::convex::ConvexBackend;
 use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
 use crate::play::delivery::Delivery;
-use crate::play::error::DriverError;
+use crate::play::error::{Component, DriverError, StepError, SystemFault};
 use crate::play::proxied_sink::ProxiedConvexSink;
 use crate::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
+use khala_runtime::auditor::AuditError;
 use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
+use khala_runtime::authority::AuthorityError;
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::runtime::RuntimeError;
@@ -50,6 +53,16 @@ const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Backends {
     postgres: PostgresBackend,
     slots: Vec<Slot>,
+    planted: PlantedDefects,
+}
+
+/// Defects a test plants in the models every case plays, to show what the
+/// engine makes of them. None outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedDefects {
+    /// Today's client lanes fail to apply any update batch carrying this
+    /// watermark or a higher one (`ClientSwitches::planted_apply_fails_from`).
+    pub lane_apply_fails_from: Option<i64>,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -159,7 +172,13 @@ impl Backends {
         Ok(Backends {
             postgres,
             slots: vec![Slot::new(convex).await?],
+            planted: PlantedDefects::default(),
         })
+    }
+
+    /// Plants `planted` in every case played from now on (tests only).
+    pub fn plant(&mut self, planted: PlantedDefects) {
+        self.planted = planted;
     }
 
     /// Another slot: one more case plays at a time.
@@ -259,7 +278,15 @@ async fn play_on(
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let played = play_in(slot, case, &db, stop_at_first, &mut result).await;
+    let played = play_in(
+        slot,
+        case,
+        &db,
+        stop_at_first,
+        &backends.planted,
+        &mut result,
+    )
+    .await;
     // A case that stopped at its first violation may end with a fault in
     // force and writes queued in a paused backend: they land now, not
     // after the next case's reset.
@@ -356,9 +383,10 @@ async fn play_in(
     case: &Case,
     db: &CaseDatabase,
     stop_at_first: bool,
+    planted: &PlantedDefects,
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
-    let mut state = start_case(slot, case, db)?;
+    let mut state = start_case(slot, case, db, planted)?;
     let played = play_steps(slot, case, db, stop_at_first, result, &mut state).await;
     // The sync server and client lanes stop with the case, however it
     // ended: none of its tasks may outlive it into the next case.
@@ -382,7 +410,11 @@ async fn play_steps(
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        apply(slot, db, state, step, index).await?;
+        let applied = apply(slot, db, state, step, index).await;
+        if let Some(fault) = system_fault(applied)? {
+            record_fault(slot, db, step, &previous, fault, result).await?;
+            break;
+        }
         state.oracle.apply(step);
         // Only the runtime's sink writes Convex, through the proxy, which
         // counts every request that reached it whole. A step that sent none
@@ -394,10 +426,20 @@ async fn play_steps(
         convex_requests = requests;
         let unchanged_convex = convex_unchanged.then_some(&previous.convex);
         let current = observe(slot, db, index, unchanged_convex).await?;
-        let clients = state
+        let clients = match state
             .delivery
             .settle(step, index, &state.oracle, &current)
-            .await?;
+            .await
+        {
+            Ok(clients) => clients,
+            Err(error) => {
+                let fault = system_fault(Err(error))?;
+                if let Some(fault) = fault {
+                    record_fault(slot, db, step, &previous, fault, result).await?;
+                }
+                break;
+            }
+        };
         let reprojected = matches!(
             step,
             Step::Reproject { .. }
@@ -466,7 +508,64 @@ async fn play_steps(
     Ok(())
 }
 
-fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, DriverError> {
+/// The system fault a step raised, if any; the harness's own failure
+/// passes through as the case's error (`unknown`).
+fn system_fault(played: Result<(), StepError>) -> Result<Option<SystemFault>, DriverError> {
+    match played {
+        Ok(()) => Ok(None),
+        Err(StepError::System(fault)) => Ok(Some(fault)),
+        Err(StepError::Harness(error)) => Err(error),
+    }
+}
+
+/// Ends a case whose step made the system under test raise an error: an
+/// `E1` violation at that step (with the component as its reason class),
+/// and the step's trace with what the stores hold. A model that raised is
+/// not played further: what it would do next is not defined.
+async fn record_fault(
+    slot: &Slot,
+    db: &CaseDatabase,
+    step: &Step,
+    previous: &Observation,
+    fault: SystemFault,
+    result: &mut CaseResult,
+) -> Result<(), DriverError> {
+    let index = fault.step;
+    let unchanged_convex = slot.outage().is_some().then_some(&previous.convex);
+    let observation = observe(slot, db, index, unchanged_convex).await?;
+    let severity = crate::model::catalogue::invariant(SYSTEM_FAULT_INVARIANT)
+        .map_or(crate::model::catalogue::Severity::Critical, |invariant| {
+            invariant.severity
+        });
+    result.violations.push(Violation {
+        invariant: SYSTEM_FAULT_INVARIANT,
+        severity,
+        reason_class: fault.component.reason_class().to_owned(),
+        document_id: None,
+        step_index: index,
+        detail: fault.to_string(),
+        expected: None,
+        khala: None,
+        convex: None,
+        checkpoint: None,
+    });
+    result.steps_run = index + 1;
+    result.trace.push(StepTrace {
+        index,
+        step: step.clone(),
+        observation,
+        auditor: None,
+        clients: None,
+    });
+    Ok(())
+}
+
+fn start_case(
+    slot: &Slot,
+    case: &Case,
+    db: &CaseDatabase,
+    planted: &PlantedDefects,
+) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     let config = RuntimeConfig {
@@ -502,7 +601,13 @@ fn start_case(slot: &Slot, case: &Case, db: &CaseDatabase) -> Result<CaseState, 
         auditor: ParityAuditor::new(auditor_config, case.profile.switches()),
         auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
         audited: None,
-        delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
+        delivery: Delivery::new(
+            case.profile,
+            &case.start,
+            db.pool.clone(),
+            manual_clock,
+            planted.lane_apply_fails_from,
+        ),
     })
 }
 
@@ -518,7 +623,7 @@ async fn ensure_created(
     state: &mut CaseState,
     entity: EntityRef,
     step: usize,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     if state.created.contains(&entity) {
         return Ok(());
     }
@@ -546,21 +651,53 @@ async fn ensure_created(
             state.runtime.create_worker(&worker).await
         }
     };
-    created.map_err(|error| DriverError::postgres(step, error))?;
+    created.map_err(runtime_failed(step))?;
     state.created.insert(entity);
     Ok(())
 }
 
 /// Projection failures are the system's behaviour under faults, observed
-/// through the stores; only failures of the authority writes themselves
-/// mean the backend is gone.
+/// through the stores; a failed authority write is the runtime's error,
+/// or the backend's when the database could not be reached.
 fn authority_write(
     result: Result<khala_runtime::runtime::AppendOutcome, RuntimeError>,
     step: usize,
-) -> Result<(), DriverError> {
-    result
-        .map(drop)
-        .map_err(|error| DriverError::postgres(step, error))
+) -> Result<(), StepError> {
+    result.map(drop).map_err(runtime_failed(step))
+}
+
+/// A runtime error, classified: the database unreachable is the backend's
+/// failure; anything else the runtime did (a refused statement, an entity
+/// it cannot find) is the system's.
+fn runtime_failed(step: usize) -> impl FnOnce(RuntimeError) -> StepError {
+    move |error| match error {
+        RuntimeError::Authority(AuthorityError::Database { source, .. })
+            if crate::play::error::sql_is_infrastructure(&source) =>
+        {
+            StepError::Harness(DriverError::postgres(step, source))
+        }
+        // The harness configured the runtime's sinks.
+        RuntimeError::ConvexSinkMissing { .. } => {
+            StepError::Harness(DriverError::postgres(step, error))
+        }
+        error => StepError::system(step, Component::Runtime, error),
+    }
+}
+
+/// The auditor's error, classified as `runtime_failed` does; a Convex read
+/// that never reached Convex is the backend's.
+fn auditor_failed(step: usize) -> impl FnOnce(AuditError) -> StepError {
+    move |error| match error {
+        AuditError::Database { source, .. } => {
+            StepError::from_sql(step, Component::Auditor, source)
+        }
+        AuditError::ConvexRead { ref source, .. }
+            if source.source.reason_class() == "http_request_failed" =>
+        {
+            StepError::Harness(DriverError::convex(step, error))
+        }
+        error => StepError::system(step, Component::Auditor, error),
+    }
 }
 
 async fn apply(
@@ -569,7 +706,7 @@ async fn apply(
     state: &mut CaseState,
     step: &Step,
     index: usize,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     match step {
         Step::AppendRunEvent { run, event_type } => {
             let entity = EntityRef::Run(*run);
@@ -634,7 +771,7 @@ async fn apply(
                 .runtime
                 .set_sink_mode(*mode)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Reproject {
             entity: Some(entity),
@@ -650,7 +787,7 @@ async fn apply(
                 .runtime
                 .rebuild_all(&selection)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(|error| runtime_failed(index)(RuntimeError::Authority(error)))?;
         }
         Step::BumpProjectionVersion => {
             state.version_generation += 1;
@@ -659,7 +796,7 @@ async fn apply(
                 .runtime
                 .set_projection_version(&version)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Rollback {
             switch: RollbackSwitch::RuntimeConvexOnly,
@@ -668,7 +805,7 @@ async fn apply(
                 .runtime
                 .set_sink_mode(khala_runtime::SinkMode::ConvexOnly)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Rollback {
             switch: RollbackSwitch::DisableAuditor,
@@ -717,7 +854,7 @@ async fn apply(
                     .runtime
                     .repair_pending()
                     .await
-                    .map_err(|error| DriverError::postgres(index, error))?;
+                    .map_err(|error| StepError::from_sql(index, Component::Runtime, error))?;
                 // The runbook keeps the auditor on through catch-up (X6).
                 audit(db, state, index, true, false).await?;
             }
@@ -736,7 +873,7 @@ async fn audit(
     index: usize,
     enabled: bool,
     convex_down: bool,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     let convex = state
         .oracle
         .sink_mode()
@@ -756,7 +893,7 @@ async fn audit(
         .auditor
         .run_once(&db.pool, convex, &options)
         .await
-        .map_err(|error| DriverError::postgres(index, error))?;
+        .map_err(auditor_failed(index))?;
     state.audited = Some(report);
     Ok(())
 }

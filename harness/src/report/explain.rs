@@ -231,6 +231,10 @@ fn reason_meaning(reason_class: &str) -> String {
         "never_converges" => "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again".into(),
         "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
         "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),
+        "client_lane_failed" => "a client lane raised an error (it could not apply a frame, or the server refused or closed on it) where it should have gone on showing the data, so its user sees nothing after it".into(),
+        "sync_server_failed" => "the sync server raised an error (its retention job failed, or it crashed) where it should have gone on serving".into(),
+        "runtime_failed" => "the runtime raised an error on a write the database accepts, so the event or the configuration change it carried is lost".into(),
+        "auditor_failed" => "the parity auditor raised an error and reported nothing, so drift goes unseen".into(),
         other => format!("the check classed it `{other}`"),
     }
 }
