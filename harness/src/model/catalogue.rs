@@ -172,7 +172,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "L1",
-        statement: "after quiescence every online subscribed lane of either kind (today's model and the shipped client) holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges",
+        statement: "after quiescence every online subscribed lane of either kind (today's model and the shipped client) holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges, and a live lane left below the head once the server has handled every wake-up is stalled until the topic is woken again (B11)",
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
@@ -391,6 +391,7 @@ pub const CLIENT_REASON_CLASSES: &[&str] = &[
     "cache_diverged",
     "not_live_within_bound",
     "never_converges",
+    "stalled_below_head",
     "old_row_retained",
     "new_row_deleted",
     "deleted_count_wrong",

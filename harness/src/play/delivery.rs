@@ -14,11 +14,16 @@
 //! modelled commit (spec §9.1): its flag only chooses the provider its
 //! connectivity probe targets, which is all it shows.
 //!
-//! Determinism: the server gets wake-ups from the harness, after each step
-//! has committed, rather than from the runtime (whose legacy B11 wake
-//! inside the transaction makes delivery timing-dependent; B11 is not
-//! played here). Settling a lane awaits the journal head, which every
-//! subscribed lane reaches, so nothing waits on time.
+//! The server hears the runtime's own notifier, as the original's channels
+//! heard its PubSub: the Khala sink wakes it after commit (hardened) or
+//! inside the open transaction (legacy B11). Determinism: every
+//! projection's commit is held (`ServerHold`) until the server has
+//! handled every wake-up sent so far, so a wake-up inside the transaction
+//! always re-reads a journal without the row, where in production it is a
+//! race. After a step the server handles what is still queued and reports
+//! each channel's cursor; each lane awaits exactly what its channel
+//! pushed (matched by the socket's address), so nothing waits on time and
+//! a lane the server left behind stays behind for the checks to see.
 
 use crate::model::case::ClientUser;
 use crate::model::case::{Start, Step, Surface};
@@ -39,11 +44,12 @@ use khala_clients::{
 };
 use khala_runtime::Profile;
 use khala_runtime::clock::{Clock, ManualClock};
-use khala_runtime::notifier::{Notifier, StreamWake};
+use khala_runtime::notifier::{CommitHold, Notifier};
 use khala_runtime::sync::jwt::{DEFAULT_KEY_ID, IssuerConfig, TokenIssuer};
 use khala_runtime::sync::retention::RetentionError;
 use khala_runtime::sync::server::SyncServerError;
 use khala_runtime::sync::server::WEBSOCKET_PATH;
+use khala_runtime::sync::server::{SettledChannel, WakeSettler};
 use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,6 +76,37 @@ const IDLE_DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// spare. A lane not live after it fails L1.
 pub const LIVENESS_BOUND_SECONDS: i64 = 300;
 
+/// The commit hold of a case (`CommitHold`): while its sync server runs,
+/// every projection's commit waits until the server has handled every
+/// wake-up sent so far.
+#[derive(Debug, Default)]
+pub struct ServerHold {
+    settler: std::sync::Mutex<Option<WakeSettler>>,
+}
+
+impl ServerHold {
+    fn set(&self, settler: Option<WakeSettler>) {
+        *self
+            .settler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = settler;
+    }
+}
+
+#[async_trait::async_trait]
+impl CommitHold for ServerHold {
+    async fn before_commit(&self) {
+        let settler = self
+            .settler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(settler) = settler {
+            settler.settle_wakes().await;
+        }
+    }
+}
+
 /// The sync server and clients of one case.
 #[derive(Debug)]
 pub struct Delivery {
@@ -82,6 +119,10 @@ pub struct Delivery {
     shipped_clients: Vec<Surface>,
     /// A planted lane defect (`PlantedDefects`), tests only.
     planted_apply_fails_from: Option<i64>,
+    /// The runtime's notifier: the server hears it.
+    notifier: Notifier,
+    /// The runtime's commit hold, pointed at the running server.
+    hold: Arc<ServerHold>,
     running: Option<Running>,
 }
 
@@ -90,14 +131,13 @@ struct Running {
     config: SyncConfig,
     server: Option<SyncServerHandle>,
     notifier: Notifier,
+    hold: Arc<ServerHold>,
     issuer: Arc<TokenIssuer>,
     /// One HTTP client for every lane of the case.
     http: reqwest::Client,
     lanes: Vec<Lane>,
     offline: BTreeSet<Surface>,
     truth: BTreeMap<String, TopicTruth>,
-    /// The worker topic's allocated head the server was last woken for.
-    woken_head: i64,
     retention: Option<RetentionRun>,
     /// When the server's next heartbeat tick is due on the case clock; set
     /// by the first advance (reading the manual clock moves it a tick, so
@@ -176,6 +216,13 @@ impl LaneModel {
         match self {
             LaneModel::Today(lane) => lane.is_live(),
             LaneModel::Shipped(lane) => lane.is_live(),
+        }
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            LaneModel::Today(lane) => lane.local_addr(),
+            LaneModel::Shipped(lane) => lane.local_addr(),
         }
     }
 
@@ -449,14 +496,20 @@ fn sql_failed(step: usize) -> impl FnOnce(sqlx::Error) -> DriverError {
 }
 
 impl Delivery {
+    /// The delivery of a case whose runtime wakes subscribers on
+    /// `notifier` and holds its commits on `hold`.
     pub fn new(
         profile: Profile,
         start: &Start,
         pool: PgPool,
         clock: Arc<ManualClock>,
         planted_apply_fails_from: Option<i64>,
+        notifier: Notifier,
+        hold: Arc<ServerHold>,
     ) -> Self {
         Delivery {
+            notifier,
+            hold,
             profile,
             eager: !start.flags.all_off() || start.rollout_stage.is_some(),
             pool,
@@ -525,11 +578,12 @@ impl Delivery {
             return Ok(());
         }
         let config = SyncConfig::new(self.profile);
-        let notifier = Notifier::new();
+        let notifier = self.notifier.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let server = SyncServer::start(config.clone(), self.pool.clone(), notifier.clone(), clock)
             .await
             .map_err(|error| plumbing(index, error))?;
+        self.hold.set(Some(server.wake_settler()));
         // Restarts bind the same address, so the lanes' URLs stay valid.
         let config = SyncConfig {
             listen: server.addr(),
@@ -545,19 +599,18 @@ impl Delivery {
             config,
             server: Some(server),
             notifier,
+            hold: self.hold.clone(),
             issuer,
             http: reqwest::Client::new(),
             lanes: Vec::new(),
             offline: BTreeSet::new(),
             truth,
-            woken_head: 0,
             retention: None,
             next_tick_at: None,
             liveness_wait_seconds: None,
             _stores: stores,
             _live: Live::new(),
         };
-        running.woken_head = running.worker_truth().allocated_head;
         for surface in VIEW_SURFACES {
             for user in ClientUser::ALL {
                 let switches = ClientSwitches {
@@ -603,9 +656,10 @@ impl Delivery {
 
     /// Brings every lane up to date after a step (after the oracle applied
     /// it): heals reconnect offline surfaces, flags follow the oracle, the
-    /// server is woken for what the step committed, Khala lanes await the
-    /// journal head, polling lanes poll when the read model moved. Returns
-    /// the clients' observation, or `None` before the first delivery step.
+    /// server handles the wake-ups the runtime sent it, Khala lanes await
+    /// what their channel pushed, polling lanes poll when the read model
+    /// moved. Returns the clients' observation, or `None` before the first
+    /// delivery step.
     pub async fn settle(
         &mut self,
         step: &Step,
@@ -634,28 +688,32 @@ impl Delivery {
             }
         }
         let truth = running.worker_truth();
-        if truth.allocated_head != running.woken_head {
-            running.woken_head = truth.allocated_head;
-            running.notifier.wake(StreamWake {
-                topic: WORKER_TOPIC.to_owned(),
-                watermark: truth.allocated_head,
-            });
-        }
         // Quiescence lets time pass: mobile's 12 s runtime-API refresh runs
         // even with its flag on.
         let refresh = matches!(step, Step::Quiesce);
         // Lanes are independent: they settle concurrently, each to a state
         // that does not depend on the interleaving.
         let offline = &running.offline;
-        let settling = running
+        let switching = running
             .lanes
             .iter_mut()
             .filter(|lane| !offline.contains(&lane.surface))
             .map(|lane| {
                 let flag = oracle.flag(lane.surface, lane.user);
-                settle_lane(lane, flag, truth, refresh)
+                switch_lane(lane, flag, truth)
             });
-        every_lane(settling, index).await?;
+        every_lane(switching, index).await?;
+        let pushed = running.pushed(index).await?;
+        let offline = &running.offline;
+        let catching_up = running
+            .lanes
+            .iter_mut()
+            .filter(|lane| !offline.contains(&lane.surface))
+            .map(|lane| {
+                let target = pushed_to(lane, &pushed);
+                catch_up_lane(lane, truth, refresh, target)
+            });
+        every_lane(catching_up, index).await?;
         if matches!(step, Step::Quiesce) {
             let clock = self.clock.clone();
             running.await_liveness(&clock, index).await?;
@@ -665,6 +723,7 @@ impl Delivery {
 
     /// Stops the server and drops every lane.
     pub async fn finish(&mut self) {
+        self.hold.set(None);
         if let Some(mut running) = self.running.take() {
             for lane in &mut running.lanes {
                 let _disconnecting_never_fails = lane.lane.run(Op::Disconnect).await;
@@ -676,13 +735,11 @@ impl Delivery {
     }
 }
 
-async fn settle_lane(
-    lane: &mut Lane,
-    flag: bool,
-    truth: TopicTruth,
-    refresh: bool,
-) -> Result<(), ClientError> {
-    let resume = std::mem::take(&mut lane.resume);
+/// The first half of settling a lane: its flag follows the oracle, and a
+/// lane told to resume (or today's lane whose socket the server closed)
+/// reconnects, which replays what it missed before the subscribe's reply.
+async fn switch_lane(lane: &mut Lane, flag: bool, truth: TopicTruth) -> Result<(), ClientError> {
+    let resume = lane.resume;
     if lane.lane.flag() != flag {
         lane.run(Op::SetFlag(flag), truth).await?;
         if !flag {
@@ -696,9 +753,31 @@ async fn settle_lane(
         // once; the shipped lane waits for its backoff.
         lane.run(Op::Reconnect, truth).await?;
     }
+    Ok(())
+}
+
+/// What the server reports it pushed to `lane`'s channel on the worker
+/// topic, if the lane's socket has a joined channel there.
+fn pushed_to(lane: &Lane, pushed: &BTreeMap<std::net::SocketAddr, i64>) -> Option<i64> {
+    let addr = lane.lane.local_addr()?;
+    pushed.get(&addr).copied().filter(|cursor| *cursor > 0)
+}
+
+/// The second half: a Khala lane reads what its channel was pushed, up to
+/// `pushed` (after the server handled every wake-up: what it will not
+/// push stays missing, for the checks); a polling lane polls when the
+/// read model moved, it resumed or time passed.
+async fn catch_up_lane(
+    lane: &mut Lane,
+    truth: TopicTruth,
+    refresh: bool,
+    pushed: Option<i64>,
+) -> Result<(), ClientError> {
+    let resume = std::mem::take(&mut lane.resume);
     if lane.lane.flag() {
-        lane.run(Op::AwaitWatermark(truth.journal_head), truth)
-            .await?;
+        if let Some(target) = pushed {
+            lane.run(Op::AwaitWatermark(target), truth).await?;
+        }
         if refresh && lane.surface == Surface::Mobile {
             lane.run(Op::Poll, truth).await?;
         }
@@ -722,6 +801,22 @@ impl Running {
                 std::io::Error::other("the sync server is not running"),
             )
         })
+    }
+
+    /// The server handles every wake-up it has been sent; what each joined
+    /// channel then has pushed on the worker topic, by the client's
+    /// address.
+    async fn pushed(
+        &self,
+        index: usize,
+    ) -> Result<BTreeMap<std::net::SocketAddr, i64>, DriverError> {
+        let settled = self.server(index)?.settle_wakes().await;
+        Ok(settled
+            .into_iter()
+            .filter_map(|SettledChannel { peer, cursors }| {
+                Some((peer, cursors?.get(WORKER_TOPIC).copied()?))
+            })
+            .collect())
     }
 
     /// Tokens for `user` on the worker topic, issued on the case clock.
@@ -907,6 +1002,7 @@ impl Running {
         clock: &Arc<ManualClock>,
         index: usize,
     ) -> Result<(), StepError> {
+        self.hold.set(None);
         if let Some(server) = self.server.take() {
             server.shutdown().await.map_err(server_failed(index))?;
         }
@@ -919,6 +1015,7 @@ impl Running {
         )
         .await
         .map_err(|error| plumbing(index, error))?;
+        self.hold.set(Some(server.wake_settler()));
         self.server = Some(server);
         let truth = self.worker_truth();
         let mut noticing = Vec::new();
@@ -1048,7 +1145,8 @@ impl Running {
 
     /// At quiescence: lets time pass, up to `LIVENESS_BOUND_SECONDS`,
     /// until every online lane with its flag on has a live channel, then
-    /// brings each to the journal head. What is still not live is L1's.
+    /// brings each to what its channel was pushed. What is still not live
+    /// is L1's.
     async fn await_liveness(
         &mut self,
         clock: &Arc<ManualClock>,
@@ -1071,9 +1169,18 @@ impl Running {
             )
             .await?;
         self.liveness_wait_seconds = Some(waited.num_seconds());
-        let head = self.worker_truth().journal_head;
-        self.run_on_lanes(Op::AwaitWatermark(head), None, |_| true, index)
-            .await
+        let pushed = self.pushed(index).await?;
+        let truth = self.worker_truth();
+        let offline = &self.offline;
+        let catching_up = self
+            .lanes
+            .iter_mut()
+            .filter(|lane| !offline.contains(&lane.surface) && lane.lane.flag())
+            .filter_map(|lane| {
+                let target = pushed_to(lane, &pushed)?;
+                Some(lane.run(Op::AwaitWatermark(target), truth))
+            });
+        every_lane(catching_up, index).await
     }
 
     fn observe(&mut self, oracle: &Oracle, current: &Observation) -> ClientsObservation {

@@ -13,7 +13,7 @@ use crate::model::trace::{CaseResult, StepTrace};
 use crate::oracle::{self, Oracle, projection_version_name};
 use crate::play::backend::convex::ConvexBackend;
 use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend};
-use crate::play::delivery::Delivery;
+use crate::play::delivery::{Delivery, ServerHold};
 use crate::play::error::{Component, DriverError, StepError, SystemFault};
 use crate::play::proxied_sink::ProxiedConvexSink;
 use crate::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
@@ -23,6 +23,7 @@ use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
 use khala_runtime::authority::AuthorityError;
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
+use khala_runtime::notifier::Notifier;
 use khala_runtime::runtime::RuntimeError;
 use khala_runtime::sink::{
     ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint,
@@ -568,9 +569,15 @@ fn start_case(
 ) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
+    // The sync server hears the runtime's own wake-ups; every projection's
+    // commit waits until it has handled those sent so far (`ServerHold`).
+    let notifier = Notifier::new();
+    let hold = Arc::new(ServerHold::default());
     let config = RuntimeConfig {
         payload_mode: PayloadMode::Inline,
         clock,
+        notifier: notifier.clone(),
+        commit_hold: Some(hold.clone()),
         ..RuntimeConfig::new(case.profile)
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
@@ -607,6 +614,8 @@ fn start_case(
             db.pool.clone(),
             manual_clock,
             planted.lane_apply_fails_from,
+            notifier,
+            hold,
         ),
     })
 }

@@ -229,6 +229,7 @@ fn reason_meaning(reason_class: &str) -> String {
         "convex_hash_mismatch" => "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else".into(),
         "not_live_within_bound" => "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing".into(),
         "never_converges" => "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again".into(),
+        "stalled_below_head" => "a client lane has a live channel but sits below the journal head after the sync server handled every wake-up: the server re-read the journal before the write committed (a wake-up inside the transaction), so nothing reaches the lane until the topic is woken again".into(),
         "auditor_missed_drift" => "the auditor reported agreement where the stores disagree".into(),
         "auditor_false_alarm" => "the auditor reported a mismatch where every store agrees".into(),
         "client_lane_failed" => "a client lane raised an error (it could not apply a frame, or the server refused or closed on it) where it should have gone on showing the data, so its user sees nothing after it".into(),

@@ -291,3 +291,49 @@ fn an_error_a_client_lane_raises_is_a_shrunk_finding_not_unknown() {
     );
     assert_eq!(decision(&run), Decision::Block);
 }
+
+/// The case the default legacy run shrank B11 to: a cohort's web flag on,
+/// then one worker event.
+fn b11_case(profile: Profile) -> khala_parity::model::case::Case {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/regressions/delivery-retention--L1-stalled_below_head.json");
+    khala_parity::model::case::Case {
+        profile,
+        ..support::ok(run::load_case(&path))
+    }
+}
+
+fn signatures_of(profile: Profile) -> Vec<(&'static str, String)> {
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    });
+    let played = tokio.block_on(khala_parity::play::driver::play(
+        &backends,
+        &b11_case(profile),
+        false,
+    ));
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    support::ok(played)
+        .violations
+        .iter()
+        .map(|violation| (violation.invariant, violation.reason_class.clone()))
+        .collect()
+}
+
+#[test]
+fn b11_legacy_the_runtimes_wake_before_commit_stalls_a_live_lane_below_the_head() {
+    let found = signatures_of(Profile::Legacy);
+
+    assert!(
+        found.contains(&("L1", "stalled_below_head".to_owned())),
+        "the lane's channel re-read the journal before the commit: {found:?}"
+    );
+}
+
+#[test]
+fn b11_hardened_the_runtimes_wake_after_commit_brings_every_lane_to_the_head() {
+    assert_eq!(signatures_of(Profile::Hardened), []);
+}

@@ -372,6 +372,16 @@ impl ClientLane {
         self.socket.is_some()
     }
 
+    /// The local address of the lane's socket, by which the sync server
+    /// knows the connection (a harness matches the two); `None` when not
+    /// connected.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.socket.as_ref()?.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().ok(),
+            _ => None,
+        }
+    }
+
     /// The documents the user sees.
     pub fn view(&self) -> BTreeMap<String, Value> {
         self.rows

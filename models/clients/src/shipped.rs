@@ -136,6 +136,16 @@ impl ShippedLane {
         self.socket.is_some()
     }
 
+    /// The local address of the lane's socket, by which the sync server
+    /// knows the connection (a harness matches the two); `None` when not
+    /// connected.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self.socket.as_ref()?.ws.get_ref() {
+            MaybeTlsStream::Plain(stream) => stream.local_addr().ok(),
+            _ => None,
+        }
+    }
+
     /// Connected with a channel the server still runs: pushes reach it.
     pub fn is_live(&self) -> bool {
         self.socket

@@ -17,7 +17,7 @@ use crate::sync::topics;
 use crate::sync::wake_poller;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,6 +63,30 @@ pub enum SyncServerError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// One connection after `settle_wakes`: the client's address (the peer of
+/// the socket) and, when a channel is joined, each subscribed topic's
+/// cursor, the watermark its pushes reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledChannel {
+    pub peer: SocketAddr,
+    pub cursors: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+/// Handles the wake-ups the sync server has been sent; cloned freely, it
+/// outlives nothing (a stopped server's connections are gone, so it settles
+/// none).
+#[derive(Clone, Debug)]
+pub struct WakeSettler {
+    shared: Arc<Shared>,
+}
+
+impl WakeSettler {
+    /// See `SyncServerHandle::settle_wakes`.
+    pub async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        self.shared.settle_wakes().await
+    }
+}
+
 /// What one `tick_heartbeats` did across the connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatTick {
@@ -73,6 +97,9 @@ pub struct HeartbeatTick {
 
 enum Control {
     Tick(oneshot::Sender<TickOutcome>),
+    /// Handle every wake-up queued now, then answer with the channel's
+    /// cursors.
+    Settle(oneshot::Sender<SettledChannel>),
     /// Close the socket if it has been idle for the timeout; answers whether
     /// it did.
     IdleCheck(oneshot::Sender<bool>),
@@ -93,6 +120,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
             Control::Tick(_) => "Tick",
+            Control::Settle(_) => "Settle",
             Control::IdleCheck(_) => "IdleCheck",
             Control::Shutdown => "Shutdown",
         })
@@ -129,6 +157,24 @@ impl Shared {
             }
         }
         tick
+    }
+
+    async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        let mut acks = Vec::new();
+        for sender in self.senders() {
+            let (ack, settled) = oneshot::channel();
+            if sender.send(Control::Settle(ack)).is_ok() {
+                acks.push(settled);
+            }
+        }
+        let mut settled = Vec::new();
+        for ack in acks {
+            // A connection that ends before answering has no channel.
+            if let Ok(channel) = ack.await {
+                settled.push(channel);
+            }
+        }
+        settled
     }
 
     async fn close_idle_sockets(&self) -> usize {
@@ -210,11 +256,14 @@ impl SyncServer {
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
         });
         let mut background = Vec::new();
         if config.background_loops {
@@ -329,6 +378,21 @@ impl SyncServerHandle {
         self.shared.tick_heartbeats().await
     }
 
+    /// Every connection handles the wake-ups queued for it now (each
+    /// replays its woken topics), then reports its cursors: what the
+    /// channels pushed, with no wall-clock wait. Used to hold a commit
+    /// (see `CommitHold`) and to know what each client has been sent.
+    pub async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        self.shared.settle_wakes().await
+    }
+
+    /// A handle that settles this server's wake-ups from elsewhere.
+    pub fn wake_settler(&self) -> WakeSettler {
+        WakeSettler {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Closes every socket that carried no frame, either way, for the socket
     /// idle timeout by the server clock (code 1002, as Bandit does); returns
     /// how many it closed. The channel's pushes count as frames, so a socket
@@ -400,6 +464,7 @@ fn status(code: StatusCode) -> Response {
 /// to the log only.
 async fn websocket(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(params): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -430,13 +495,14 @@ async fn websocket(
     upgrade
         .max_message_size(transport_limit)
         .max_frame_size(transport_limit)
-        .on_upgrade(move |socket| serve_connection(shared, claims, serializer, socket))
+        .on_upgrade(move |socket| serve_connection(shared, claims, serializer, peer, socket))
 }
 
 async fn serve_connection(
     shared: Arc<Shared>,
     claims: VerifiedClaims,
     serializer: Serializer,
+    peer: SocketAddr,
     socket: WebSocket,
 ) {
     let id = shared.connection_ids.fetch_add(1, Ordering::SeqCst);
@@ -507,6 +573,13 @@ async fn serve_connection(
                     let outcome = connection.tick(&out).await;
                     let _ = ack.send(outcome.unwrap_or(TickOutcome::NotJoined));
                     Ok(())
+                }
+                Some(Control::Settle(ack)) => {
+                    let woken = queued_wakes(None, &mut wakes, &connection);
+                    let handled = connection.handle_wakes(woken, &out).await;
+                    let cursors = connection.is_joined().then(|| connection.cursors());
+                    let _ = ack.send(SettledChannel { peer, cursors });
+                    handled
                 }
                 Some(Control::IdleCheck(ack)) => {
                     if activity.idle_for() >= idle_timeout {
