@@ -290,7 +290,9 @@ fn check_cache_converged(
 /// live and has reached the journal head will receive nothing more until
 /// documents change, so any read-model row its cache lacks (or holds at an
 /// older version) is one it never converges to. A live lane short of the
-/// head is left to D7: it is late, not stranded.
+/// head is stalled: the harness read everything its channel was pushed
+/// after the server handled every wake-up, so nothing more comes until the
+/// topic is woken again (B11: a wake-up sent before the commit).
 fn check_liveness(
     recorder: &mut Recorder<'_>,
     current: &Observation,
@@ -311,6 +313,12 @@ fn check_liveness(
         .get(WORKER_TOPIC)
         .map_or(0, |truth| truth.journal_head);
     if lane.watermark.unwrap_or(0) < journal_head {
+        let detail = format!(
+            "the {} is live at watermark {:?} below the journal head {journal_head}, and the server has handled every wake-up: nothing brings it on until the topic is woken again",
+            lane_name(lane),
+            lane.watermark
+        );
+        recorder.record(DeliveryClass::StalledBelowHead, None, detail, None);
         return;
     }
     for (key, (version, _)) in current
@@ -703,7 +711,8 @@ mod tests {
             check(&oracle, &observation, None, &found),
             [("L1", "not_live_within_bound".to_owned())]
         );
-        // Live but short of the journal head: late, left to D7.
+        // Live but short of the journal head, every wake-up handled:
+        // stalled.
         let mut behind = lane(&document, 2);
         behind.cache.clear();
         let mut found = clients(vec![behind]);
@@ -717,7 +726,10 @@ mod tests {
         );
         assert_eq!(
             check(&oracle, &observation, None, &found),
-            [("D7", "cache_missing".to_owned())]
+            [
+                ("D7", "cache_missing".to_owned()),
+                ("L1", "stalled_below_head".to_owned())
+            ]
         );
     }
 

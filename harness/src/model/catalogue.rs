@@ -205,7 +205,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "L1",
-        statement: "no online lane of either kind (today's model and the shipped client) with its flag on goes without a live channel for more than one heartbeat period (15 s) of advanced time, and after quiescence every such lane holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges",
+        statement: "no online lane of either kind (today's model and the shipped client) with its flag on goes without a live channel for more than one heartbeat period (15 s) of advanced time, and after quiescence every such lane holds each read-model row of its topic at the row's version within a bounded advance of time (channel timeout, socket idle close and reconnect backoff included); a lane live and caught up to the journal head that still lacks one never converges, and a live lane left below the head once the server has handled every wake-up is stalled until the topic is woken again (B11)",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
@@ -214,6 +214,14 @@ pub const CATALOGUE: &[Invariant] = &[
     Invariant {
         id: "R1",
         statement: "after a retention run no journal row inserted before its cutoff remains, every newer one does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
+        severity: Severity::Critical,
+        phase: Phase::EveryStep,
+        checked_by: None,
+        not_in_cases: None,
+    },
+    Invariant {
+        id: "E1",
+        statement: "no part of the system under test (a client lane, the sync server, the runtime, the parity auditor) raises an error while a case plays; an error of the harness or its backends (a backend unreachable, a proxy error, the harness's own timeout) is no violation but makes the case unknown",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,

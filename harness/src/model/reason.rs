@@ -245,6 +245,8 @@ reason_family! {
             "a client lane, online with its flag on, went longer than one heartbeat period of advanced time without a live channel: updates written meanwhile reached it late (the original's idle client waits about a minute for its socket to close)";
         NotLiveWithinBound => "L1", Critical, "not_live_within_bound",
             "a client lane still had no live channel after time passed beyond every timeout and reconnect delay, so it receives nothing";
+        StalledBelowHead => "L1", Critical, "stalled_below_head",
+            "a client lane has a live channel but sits below the journal head after the sync server handled every wake-up: the server re-read the journal before the write committed (a wake-up inside the transaction), so nothing reaches the lane until the topic is woken again";
         NeverConverges => "L1", Critical, "never_converges",
             "a client lane is live and caught up to the journal head yet lacks a document (or holds an older version) of the read model: nothing the server will send brings it, so it never converges until the document changes again";
     }
@@ -255,6 +257,21 @@ reason_family! {
     WindowClass as ReasonClass::Window {
         DivergenceUnexplained => "X8", Critical, "divergence_unexplained",
             "Khala and Convex came to hold a document differently in a step with no Convex fault since the last quiescence while the sink mode wrote both, so nothing but a defect explains it (for example a partial dual publish)";
+    }
+}
+
+reason_family! {
+    /// E1: the part of the system under test that raised an error
+    /// (`play::error::Component`).
+    SystemClass as ReasonClass::System {
+        ClientLaneFailed => "E1", Critical, "client_lane_failed",
+            "a client lane raised an error (it could not apply a frame, or the server refused or closed on it) where it should have gone on showing the data, so its user sees nothing after it";
+        SyncServerFailed => "E1", Critical, "sync_server_failed",
+            "the sync server raised an error (its retention job failed, or it crashed) where it should have gone on serving";
+        RuntimeFailed => "E1", Critical, "runtime_failed",
+            "the runtime raised an error on a write the database accepts, so the event or the configuration change it carried is lost";
+        AuditorFailed => "E1", Critical, "auditor_failed",
+            "the parity auditor raised an error and reported nothing, so drift goes unseen";
     }
 }
 
@@ -280,6 +297,7 @@ pub enum ReasonClass {
     Lane(LaneClass),
     Delivery(DeliveryClass),
     Window(WindowClass),
+    System(SystemClass),
     Harness(HarnessClass),
 }
 
@@ -297,6 +315,7 @@ impl ReasonClass {
             ReasonClass::Lane(class) => class.row(),
             ReasonClass::Delivery(class) => class.row(),
             ReasonClass::Window(class) => class.row(),
+            ReasonClass::System(class) => class.row(),
             ReasonClass::Harness(class) => class.row(),
         }
     }
@@ -319,7 +338,7 @@ impl ReasonClass {
 
     /// Every class, family by family in the order above.
     pub fn all() -> impl Iterator<Item = ReasonClass> {
-        let families: [Vec<ReasonClass>; 12] = [
+        let families: [Vec<ReasonClass>; 13] = [
             family(ProjectionClass::ALL),
             family(SinkClass::ALL),
             family(ValueClass::ALL),
@@ -331,6 +350,7 @@ impl ReasonClass {
             family(LaneClass::ALL),
             family(DeliveryClass::ALL),
             family(WindowClass::ALL),
+            family(SystemClass::ALL),
             family(HarnessClass::ALL),
         ];
         families.into_iter().flatten()

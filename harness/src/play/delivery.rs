@@ -14,11 +14,16 @@
 //! modelled commit (spec §9.1): its flag only chooses the provider its
 //! connectivity probe targets, which is all it shows.
 //!
-//! Determinism: the server gets wake-ups from the harness, after each step
-//! has committed, rather than from the runtime (whose legacy B11 wake
-//! inside the transaction makes delivery timing-dependent; B11 is not
-//! played here). Settling a lane awaits the journal head, which every
-//! subscribed lane reaches, so nothing waits on time.
+//! The server hears the runtime's own notifier, as the original's channels
+//! heard its PubSub: the Khala sink wakes it after commit (hardened) or
+//! inside the open transaction (legacy B11). Determinism: every
+//! projection's commit is held (`ServerHold`) until the server has
+//! handled every wake-up sent so far, so a wake-up inside the transaction
+//! always re-reads a journal without the row, where in production it is a
+//! race. After a step the server handles what is still queued and reports
+//! each channel's cursor; each lane awaits exactly what its channel
+//! pushed (matched by the socket's address), so nothing waits on time and
+//! a lane the server left behind stays behind for the checks to see.
 
 use crate::model::case::ClientUser;
 use crate::model::case::{Start, Step, Surface};
@@ -28,7 +33,7 @@ use crate::model::trace::{
     LaneSource, RetentionRun, SubscribeAttempt, TopicTruth,
 };
 use crate::oracle::Oracle;
-use crate::play::error::DriverError;
+use crate::play::error::{Component, DriverError, StepError};
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use khala_clients::apply::{CachedDoc, ViewRow};
 use khala_clients::lane::WORKER_TOPIC;
@@ -39,9 +44,12 @@ use khala_clients::{
 };
 use khala_runtime::Profile;
 use khala_runtime::clock::{Clock, ManualClock};
-use khala_runtime::notifier::{Notifier, StreamWake};
+use khala_runtime::notifier::{CommitHold, Notifier};
 use khala_runtime::sync::jwt::{DEFAULT_KEY_ID, IssuerConfig, TokenIssuer};
+use khala_runtime::sync::retention::RetentionError;
+use khala_runtime::sync::server::SyncServerError;
 use khala_runtime::sync::server::WEBSOCKET_PATH;
+use khala_runtime::sync::server::{SettledChannel, WakeSettler};
 use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,6 +70,37 @@ const VIEW_SURFACES: [Surface; 2] = [Surface::Web, Surface::Mobile];
 /// spare. A lane not live after it fails L1.
 pub const LIVENESS_BOUND_SECONDS: i64 = 300;
 
+/// The commit hold of a case (`CommitHold`): while its sync server runs,
+/// every projection's commit waits until the server has handled every
+/// wake-up sent so far.
+#[derive(Debug, Default)]
+pub struct ServerHold {
+    settler: std::sync::Mutex<Option<WakeSettler>>,
+}
+
+impl ServerHold {
+    fn set(&self, settler: Option<WakeSettler>) {
+        *self
+            .settler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = settler;
+    }
+}
+
+#[async_trait::async_trait]
+impl CommitHold for ServerHold {
+    async fn before_commit(&self) {
+        let settler = self
+            .settler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(settler) = settler {
+            settler.settle_wakes().await;
+        }
+    }
+}
+
 /// The sync server and clients of one case.
 #[derive(Debug)]
 pub struct Delivery {
@@ -72,6 +111,12 @@ pub struct Delivery {
     clock: Arc<ManualClock>,
     /// Surfaces whose users also run the shipped client.
     shipped_clients: Vec<Surface>,
+    /// A planted lane defect (`PlantedDefects`), tests only.
+    planted_apply_fails_from: Option<i64>,
+    /// The runtime's notifier: the server hears it.
+    notifier: Notifier,
+    /// The runtime's commit hold, pointed at the running server.
+    hold: Arc<ServerHold>,
     running: Option<Running>,
 }
 
@@ -80,14 +125,13 @@ struct Running {
     config: SyncConfig,
     server: Option<SyncServerHandle>,
     notifier: Notifier,
+    hold: Arc<ServerHold>,
     issuer: Arc<TokenIssuer>,
     /// One HTTP client for every lane of the case.
     http: reqwest::Client,
     lanes: Vec<Lane>,
     offline: BTreeSet<Surface>,
     truth: BTreeMap<String, TopicTruth>,
-    /// The worker topic's allocated head the server was last woken for.
-    woken_head: i64,
     retention: Option<RetentionRun>,
     /// When the server's next heartbeat tick is due on the case clock; set
     /// by the first advance (reading the manual clock moves it a tick, so
@@ -171,6 +215,13 @@ impl LaneModel {
         }
     }
 
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            LaneModel::Today(lane) => lane.local_addr(),
+            LaneModel::Shipped(lane) => lane.local_addr(),
+        }
+    }
+
     fn stats(&self) -> &LaneStats {
         match self {
             LaneModel::Today(lane) => lane.stats(),
@@ -196,13 +247,6 @@ impl LaneModel {
         match self {
             LaneModel::Today(lane) => lane.cached(doc_key),
             LaneModel::Shipped(lane) => lane.cached(doc_key),
-        }
-    }
-
-    fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            LaneModel::Today(lane) => lane.local_addr(),
-            LaneModel::Shipped(lane) => lane.local_addr(),
         }
     }
 
@@ -413,10 +457,51 @@ fn user_id(user: ClientUser) -> i64 {
     }
 }
 
-fn failed(step: usize, error: impl std::error::Error + Send + Sync + 'static) -> DriverError {
-    DriverError::Delivery {
-        step,
-        source: Box::new(error),
+/// The harness's own delivery plumbing failed (the case is unknown).
+fn plumbing(step: usize, error: impl std::error::Error + Send + Sync + 'static) -> DriverError {
+    DriverError::delivery(step, error)
+}
+
+/// Runs every lane's operation to its end, then returns the first error.
+/// No operation is dropped halfway when another fails: a lane cut off in
+/// the middle of a request would cancel the server's handler mid-way too,
+/// which is not what the case plays.
+async fn every_lane(
+    operations: impl IntoIterator<Item = impl Future<Output = Result<(), ClientError>>>,
+    index: usize,
+) -> Result<(), StepError> {
+    futures::future::join_all(operations)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, ClientError>>()
+        .map(drop)
+        .map_err(lane_failed(index))
+}
+
+/// A client lane's error, classified (`StepError::from_client`).
+fn lane_failed(step: usize) -> impl FnOnce(ClientError) -> StepError {
+    move |error| StepError::from_client(step, error)
+}
+
+/// The sync server's retention job failed: the server's error unless the
+/// database could not be reached.
+fn retention_failed(step: usize) -> impl FnOnce(RetentionError) -> StepError {
+    move |error| match error {
+        RetentionError::Delete { source, .. } | RetentionError::Oldest(source) => {
+            StepError::from_sql(step, Component::SyncServer, source)
+        }
+    }
+}
+
+/// The sync server did not stop cleanly: its task failing is the server's
+/// error; a listener the harness could not stop in time or serve on is
+/// the harness's.
+fn server_failed(step: usize) -> impl FnOnce(SyncServerError) -> StepError {
+    move |error| match error {
+        SyncServerError::Task(_) => StepError::system(step, Component::SyncServer, error),
+        SyncServerError::Bind { .. }
+        | SyncServerError::Serve(_)
+        | SyncServerError::ShutdownTimedOut(_) => StepError::Harness(plumbing(step, error)),
     }
 }
 
@@ -428,13 +513,26 @@ fn sql_failed(step: usize) -> impl FnOnce(sqlx::Error) -> DriverError {
 }
 
 impl Delivery {
-    pub fn new(profile: Profile, start: &Start, pool: PgPool, clock: Arc<ManualClock>) -> Self {
+    /// The delivery of a case whose runtime wakes subscribers on
+    /// `notifier` and holds its commits on `hold`.
+    pub fn new(
+        profile: Profile,
+        start: &Start,
+        pool: PgPool,
+        clock: Arc<ManualClock>,
+        planted_apply_fails_from: Option<i64>,
+        notifier: Notifier,
+        hold: Arc<ServerHold>,
+    ) -> Self {
         Delivery {
+            notifier,
+            hold,
             profile,
             eager: !start.flags.all_off() || start.rollout_stage.is_some(),
             pool,
             clock,
             shipped_clients: start.shipped_clients.clone(),
+            planted_apply_fails_from,
             running: None,
         }
     }
@@ -447,7 +545,7 @@ impl Delivery {
         step: &Step,
         index: usize,
         oracle: &Oracle,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         self.start(index, oracle).await?;
         let pool = self.pool.clone();
         let clock = self.clock.clone();
@@ -467,7 +565,7 @@ impl Delivery {
                 {
                     lane.run(Op::Disconnect, truth)
                         .await
-                        .map_err(|error| failed(index, error))?;
+                        .map_err(lane_failed(index))?;
                     lane.resume = false;
                 }
             }
@@ -497,16 +595,17 @@ impl Delivery {
         Ok(())
     }
 
-    async fn start(&mut self, index: usize, oracle: &Oracle) -> Result<(), DriverError> {
+    async fn start(&mut self, index: usize, oracle: &Oracle) -> Result<(), StepError> {
         if self.running.is_some() {
             return Ok(());
         }
         let config = SyncConfig::new(self.profile);
-        let notifier = Notifier::new();
+        let notifier = self.notifier.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let server = SyncServer::start(config.clone(), self.pool.clone(), notifier.clone(), clock)
             .await
-            .map_err(|error| failed(index, error))?;
+            .map_err(|error| plumbing(index, error))?;
+        self.hold.set(Some(server.wake_settler()));
         // Restarts bind the same address, so the lanes' URLs stay valid.
         let config = SyncConfig {
             listen: server.addr(),
@@ -516,18 +615,18 @@ impl Delivery {
             &config.auth,
             DEFAULT_KEY_ID,
         )));
-        let stores = tempfile::tempdir().map_err(|error| failed(index, error))?;
+        let stores = tempfile::tempdir().map_err(|error| plumbing(index, error))?;
         let truth = read_truth(&self.pool, &BTreeMap::new(), index).await?;
         let mut running = Running {
             config,
             server: Some(server),
             notifier,
+            hold: self.hold.clone(),
             issuer,
             http: reqwest::Client::new(),
             lanes: Vec::new(),
             offline: BTreeSet::new(),
             truth,
-            woken_head: 0,
             retention: None,
             next_tick_at: None,
             liveness_wait_seconds: None,
@@ -535,14 +634,17 @@ impl Delivery {
             _stores: stores,
             _live: Live::new(),
         };
-        running.woken_head = running.worker_truth().allocated_head;
         for surface in VIEW_SURFACES {
             for user in ClientUser::ALL {
+                let switches = ClientSwitches {
+                    planted_apply_fails_from: self.planted_apply_fails_from,
+                    ..ClientSwitches::new(self.profile)
+                };
                 let mut lane = running.new_lane(
                     surface,
                     user,
                     oracle.flag(surface, user),
-                    self.profile,
+                    switches,
                     &self.clock,
                     index,
                 )?;
@@ -568,25 +670,26 @@ impl Delivery {
             .lanes
             .iter_mut()
             .map(|lane| lane.run(Op::Start, truth));
-        futures::future::try_join_all(starting)
-            .await
-            .map_err(|error| failed(index, error))?;
+        let started = every_lane(starting, index).await;
+        // Kept even when a lane failed, so that `finish` stops them all.
         self.running = Some(running);
+        started?;
         Ok(())
     }
 
     /// Brings every lane up to date after a step (after the oracle applied
     /// it): heals reconnect offline surfaces, flags follow the oracle, the
-    /// server is woken for what the step committed, Khala lanes await the
-    /// journal head, polling lanes poll when the read model moved. Returns
-    /// the clients' observation, or `None` before the first delivery step.
+    /// server handles the wake-ups the runtime sent it, Khala lanes await
+    /// what their channel pushed, polling lanes poll when the read model
+    /// moved. Returns the clients' observation, or `None` before the first
+    /// delivery step.
     pub async fn settle(
         &mut self,
         step: &Step,
         index: usize,
         oracle: &Oracle,
         current: &Observation,
-    ) -> Result<Option<ClientsObservation>, DriverError> {
+    ) -> Result<Option<ClientsObservation>, StepError> {
         if self.eager {
             self.start(index, oracle).await?;
         }
@@ -608,30 +711,32 @@ impl Delivery {
             }
         }
         let truth = running.worker_truth();
-        if truth.allocated_head != running.woken_head {
-            running.woken_head = truth.allocated_head;
-            running.notifier.wake(StreamWake {
-                topic: WORKER_TOPIC.to_owned(),
-                watermark: truth.allocated_head,
-            });
-        }
         // Quiescence lets time pass: mobile's 12 s runtime-API refresh runs
         // even with its flag on.
         let refresh = matches!(step, Step::Quiesce);
         // Lanes are independent: they settle concurrently, each to a state
         // that does not depend on the interleaving.
         let offline = &running.offline;
-        let settling = running
+        let switching = running
             .lanes
             .iter_mut()
             .filter(|lane| !offline.contains(&lane.surface))
             .map(|lane| {
                 let flag = oracle.flag(lane.surface, lane.user);
-                settle_lane(lane, flag, truth, refresh)
+                switch_lane(lane, flag, truth)
             });
-        futures::future::try_join_all(settling)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(switching, index).await?;
+        let pushed = running.pushed(index).await?;
+        let offline = &running.offline;
+        let catching_up = running
+            .lanes
+            .iter_mut()
+            .filter(|lane| !offline.contains(&lane.surface))
+            .map(|lane| {
+                let target = pushed_to(lane, &pushed);
+                catch_up_lane(lane, truth, refresh, target)
+            });
+        every_lane(catching_up, index).await?;
         if matches!(step, Step::Quiesce) {
             let clock = self.clock.clone();
             running.await_liveness(&clock, index).await?;
@@ -641,6 +746,7 @@ impl Delivery {
 
     /// Stops the server and drops every lane.
     pub async fn finish(&mut self) {
+        self.hold.set(None);
         if let Some(mut running) = self.running.take() {
             for lane in &mut running.lanes {
                 let _disconnecting_never_fails = lane.lane.run(Op::Disconnect).await;
@@ -652,13 +758,11 @@ impl Delivery {
     }
 }
 
-async fn settle_lane(
-    lane: &mut Lane,
-    flag: bool,
-    truth: TopicTruth,
-    refresh: bool,
-) -> Result<(), ClientError> {
-    let resume = std::mem::take(&mut lane.resume);
+/// The first half of settling a lane: its flag follows the oracle, and a
+/// lane told to resume (or today's lane whose socket the server closed)
+/// reconnects, which replays what it missed before the subscribe's reply.
+async fn switch_lane(lane: &mut Lane, flag: bool, truth: TopicTruth) -> Result<(), ClientError> {
+    let resume = lane.resume;
     if lane.lane.flag() != flag {
         lane.run(Op::SetFlag(flag), truth).await?;
         if !flag {
@@ -672,9 +776,31 @@ async fn settle_lane(
         // once; the shipped lane waits for its backoff.
         lane.run(Op::Reconnect, truth).await?;
     }
+    Ok(())
+}
+
+/// What the server reports it pushed to `lane`'s channel on the worker
+/// topic, if the lane's socket has a joined channel there.
+fn pushed_to(lane: &Lane, pushed: &BTreeMap<std::net::SocketAddr, i64>) -> Option<i64> {
+    let addr = lane.lane.local_addr()?;
+    pushed.get(&addr).copied().filter(|cursor| *cursor > 0)
+}
+
+/// The second half: a Khala lane reads what its channel was pushed, up to
+/// `pushed` (after the server handled every wake-up: what it will not
+/// push stays missing, for the checks); a polling lane polls when the
+/// read model moved, it resumed or time passed.
+async fn catch_up_lane(
+    lane: &mut Lane,
+    truth: TopicTruth,
+    refresh: bool,
+    pushed: Option<i64>,
+) -> Result<(), ClientError> {
+    let resume = std::mem::take(&mut lane.resume);
     if lane.lane.flag() {
-        lane.run(Op::AwaitWatermark(truth.journal_head), truth)
-            .await?;
+        if let Some(target) = pushed {
+            lane.run(Op::AwaitWatermark(target), truth).await?;
+        }
         if refresh && lane.surface == Surface::Mobile {
             lane.run(Op::Poll, truth).await?;
         }
@@ -693,11 +819,27 @@ impl Running {
     /// The running sync server the lanes connect to.
     fn server(&self, index: usize) -> Result<&SyncServerHandle, DriverError> {
         self.server.as_ref().ok_or_else(|| {
-            failed(
+            plumbing(
                 index,
                 std::io::Error::other("the sync server is not running"),
             )
         })
+    }
+
+    /// The server handles every wake-up it has been sent; what each joined
+    /// channel then has pushed on the worker topic, by the client's
+    /// address.
+    async fn pushed(
+        &self,
+        index: usize,
+    ) -> Result<BTreeMap<std::net::SocketAddr, i64>, DriverError> {
+        let settled = self.server(index)?.settle_wakes().await;
+        Ok(settled
+            .into_iter()
+            .filter_map(|SettledChannel { peer, cursors }| {
+                Some((peer, cursors?.get(WORKER_TOPIC).copied()?))
+            })
+            .collect())
     }
 
     /// Tokens for `user` on the worker topic, issued on the case clock.
@@ -729,7 +871,7 @@ impl Running {
                     surface.as_str(),
                     user.as_str()
                 ));
-                std::fs::create_dir_all(&directory).map_err(|error| failed(index, error))?;
+                std::fs::create_dir_all(&directory).map_err(|error| plumbing(index, error))?;
                 Arc::new(PersistedWatermarkStore::new(&directory))
             }
             Surface::Web => Arc::new(MemoryWatermarkStore::new()),
@@ -741,7 +883,7 @@ impl Running {
         surface: Surface,
         user: ClientUser,
         flag: bool,
-        profile: Profile,
+        switches: ClientSwitches,
         clock: &Arc<ManualClock>,
         index: usize,
     ) -> Result<Lane, DriverError> {
@@ -756,12 +898,7 @@ impl Running {
             self.http.clone(),
         ));
         let store = self.store(surface, "", user, index)?;
-        let mut config = LaneConfig::new(
-            surface,
-            ClientSwitches::new(profile),
-            &websocket_url,
-            &http_base,
-        );
+        let mut config = LaneConfig::new(surface, switches, &websocket_url, &http_base);
         config.frame_timeout = LANE_FRAME_TIMEOUT;
         Ok(Lane {
             surface,
@@ -794,7 +931,7 @@ impl Running {
         oracle: &Oracle,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         self.reloads += 1;
         let truth = self.worker_truth();
         let online = !self.offline.contains(&surface);
@@ -812,12 +949,12 @@ impl Running {
                     .lane
                     .run(Op::Disconnect)
                     .await
-                    .map_err(|error| failed(index, error))?;
+                    .map_err(lane_failed(index))?;
             }
             if online {
                 lane.run(Op::Start, truth)
                     .await
-                    .map_err(|error| failed(index, error))?;
+                    .map_err(lane_failed(index))?;
             } else {
                 lane.resume = true;
             }
@@ -876,7 +1013,7 @@ impl Running {
         pool: &PgPool,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let before = read_stamps(pool, index).await?;
         let horizon = TimeDelta::seconds(self.config.retention_horizon_seconds);
         let jump = horizon + TimeDelta::seconds(1);
@@ -897,7 +1034,7 @@ impl Running {
         }
         clock.advance(jump);
         let server = self.server.as_ref().ok_or_else(|| {
-            failed(
+            plumbing(
                 index,
                 std::io::Error::other("the sync server is not running"),
             )
@@ -905,7 +1042,7 @@ impl Running {
         let result = server
             .run_retention_once()
             .await
-            .map_err(|error| failed(index, error))?;
+            .map_err(retention_failed(index))?;
         let after = read_stamps(pool, index).await?;
         let kept: BTreeSet<(&str, i64)> = after
             .iter()
@@ -941,9 +1078,7 @@ impl Running {
                 }
                 Ok::<(), ClientError>(())
             });
-        futures::future::try_join_all(timers)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(timers, index).await?;
         Ok(())
     }
 
@@ -955,12 +1090,10 @@ impl Running {
         pool: &PgPool,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
+        self.hold.set(None);
         if let Some(server) = self.server.take() {
-            server
-                .shutdown()
-                .await
-                .map_err(|error| failed(index, error))?;
+            server.shutdown().await.map_err(server_failed(index))?;
         }
         let clock: Arc<dyn Clock> = clock.clone();
         let server = SyncServer::start(
@@ -970,7 +1103,8 @@ impl Running {
             clock,
         )
         .await
-        .map_err(|error| failed(index, error))?;
+        .map_err(|error| plumbing(index, error))?;
+        self.hold.set(Some(server.wake_settler()));
         self.server = Some(server);
         let truth = self.worker_truth();
         let mut noticing = Vec::new();
@@ -985,9 +1119,7 @@ impl Running {
                 _ => {}
             }
         }
-        futures::future::try_join_all(noticing)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(noticing, index).await?;
         Ok(())
     }
 
@@ -999,7 +1131,7 @@ impl Running {
         kind: Option<LaneKind>,
         pick: impl Fn(&Lane) -> bool,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let truth = self.worker_truth();
         let offline = &self.offline;
         let running = self
@@ -1012,9 +1144,7 @@ impl Running {
                     && pick(lane)
             })
             .map(|lane| lane.run(op, truth));
-        futures::future::try_join_all(running)
-            .await
-            .map_err(|error| failed(index, error))?;
+        every_lane(running, index).await?;
         Ok(())
     }
 
@@ -1029,7 +1159,7 @@ impl Running {
         total: TimeDelta,
         index: usize,
         stop: impl Fn(&Running) -> bool,
-    ) -> Result<TimeDelta, DriverError> {
+    ) -> Result<TimeDelta, StepError> {
         let began = clock.now();
         let end = began + total;
         let period = heartbeat_period(&self.config);
@@ -1087,11 +1217,7 @@ impl Running {
 
     /// The lanes whose sockets the server closed (by their local address)
     /// read to the close; a lane offline or with its flag off has no socket.
-    async fn await_closes(
-        &mut self,
-        closed: &[SocketAddr],
-        index: usize,
-    ) -> Result<(), DriverError> {
+    async fn await_closes(&mut self, closed: &[SocketAddr], index: usize) -> Result<(), StepError> {
         if closed.is_empty() {
             return Ok(());
         }
@@ -1119,12 +1245,13 @@ impl Running {
 
     /// At quiescence: lets time pass, up to `LIVENESS_BOUND_SECONDS`,
     /// until every online lane with its flag on has a live channel, then
-    /// brings each to the journal head. What is still not live is L1's.
+    /// brings each to what its channel was pushed. What is still not live
+    /// is L1's.
     async fn await_liveness(
         &mut self,
         clock: &Arc<ManualClock>,
         index: usize,
-    ) -> Result<(), DriverError> {
+    ) -> Result<(), StepError> {
         let all_live = |running: &Running| {
             running.lanes.iter().all(|lane| {
                 running.offline.contains(&lane.surface) || !lane.lane.flag() || lane.lane.is_live()
@@ -1142,9 +1269,18 @@ impl Running {
             )
             .await?;
         self.liveness_wait_seconds = Some(waited.num_seconds());
-        let head = self.worker_truth().journal_head;
-        self.run_on_lanes(Op::AwaitWatermark(head), None, |_| true, index)
-            .await
+        let pushed = self.pushed(index).await?;
+        let truth = self.worker_truth();
+        let offline = &self.offline;
+        let catching_up = self
+            .lanes
+            .iter_mut()
+            .filter(|lane| !offline.contains(&lane.surface) && lane.lane.flag())
+            .filter_map(|lane| {
+                let target = pushed_to(lane, &pushed)?;
+                Some(lane.run(Op::AwaitWatermark(target), truth))
+            });
+        every_lane(catching_up, index).await
     }
 
     fn observe(&mut self, oracle: &Oracle, current: &Observation) -> ClientsObservation {

@@ -17,19 +17,24 @@ use crate::check::invariants;
 use crate::check::windows::ParityWindows;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
+use crate::model::reason::ReasonClass;
 use crate::model::trace::ClientsObservation;
 use crate::model::trace::{CaseResult, StepTrace};
+use crate::model::violation::Violation;
 use crate::oracle::{self, Oracle, projection_version_name};
 use crate::play::backend::convex::{ConvexBackend, ConvexBackendError};
 use crate::play::backend::postgres::{BackendError, CaseDatabase, PostgresBackend, ProviderKind};
-use crate::play::delivery::Delivery;
-use crate::play::error::DriverError;
+use crate::play::delivery::{Delivery, ServerHold};
+use crate::play::error::{Component, DriverError, StepError, SystemFault};
 use crate::play::proxied_sink::ProxiedConvexSink;
 use crate::play::proxy::{ProxyLink, ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
+use khala_runtime::auditor::AuditError;
 use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
+use khala_runtime::authority::AuthorityError;
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
+use khala_runtime::notifier::Notifier;
 use khala_runtime::projector::ProjectionError;
 use khala_runtime::runtime::RuntimeError;
 use khala_runtime::sink::convex_value::as_sent;
@@ -63,6 +68,7 @@ const UPSTREAM_SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Backends {
     postgres: PostgresBackend,
     slots: Vec<Slot>,
+    planted: PlantedDefects,
     /// Against an external Convex deployment, which keeps what every
     /// earlier play wrote: where the next play writes. `None` otherwise.
     namespaces: Option<Namespaces>,
@@ -107,6 +113,15 @@ impl Namespaces {
             self.plays.fetch_add(1, Ordering::Relaxed)
         )
     }
+}
+
+/// Defects a test plants in the models every case plays, to show what the
+/// engine makes of them. None outside tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlantedDefects {
+    /// Today's client lanes fail to apply any update batch carrying this
+    /// watermark or a higher one (`ClientSwitches::planted_apply_fails_from`).
+    pub lane_apply_fails_from: Option<i64>,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -246,7 +261,13 @@ impl Backends {
             postgres,
             slots: vec![Slot::new(convex).await?],
             namespaces,
+            planted: PlantedDefects::default(),
         })
+    }
+
+    /// Plants `planted` in every case played from now on (tests only).
+    pub fn plant(&mut self, planted: PlantedDefects) {
+        self.planted = planted;
     }
 
     /// Another slot: one more case plays at a time.
@@ -356,7 +377,16 @@ async fn play_on(
         reset_time: reset_started.elapsed(),
         ..CaseResult::default()
     };
-    let played = play_in(slot, case, &db, &namespace, stop_at_first, &mut result).await;
+    let played = play_in(
+        slot,
+        case,
+        &db,
+        &namespace,
+        stop_at_first,
+        &backends.planted,
+        &mut result,
+    )
+    .await;
     // A case that stopped at its first violation may end with a fault in
     // force and writes queued in a paused backend: they land now, not
     // after the next case's reset.
@@ -476,9 +506,10 @@ async fn play_in(
     db: &CaseDatabase,
     namespace: &str,
     stop_at_first: bool,
+    planted: &PlantedDefects,
     result: &mut CaseResult,
 ) -> Result<(), DriverError> {
-    let mut state = start_case(slot, case, db, namespace)?;
+    let mut state = start_case(slot, case, db, namespace, planted)?;
     let played = play_steps(slot, case, db, stop_at_first, result, &mut state).await;
     // The sync server and client lanes stop with the case, however it
     // ended: none of its tasks may outlive it into the next case.
@@ -507,7 +538,11 @@ async fn play_steps(
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
         state.refused.clear();
-        apply(slot, db, state, step, index).await?;
+        let applied = apply(slot, db, state, step, index).await;
+        if let Some(fault) = system_fault(applied)? {
+            record_fault(slot, db, &namespace, step, &previous, fault, result).await?;
+            break;
+        }
         state.oracle.apply(step);
         // Only the runtime's sink writes Convex, through the proxy, which
         // counts every request that reached it whole. A step that sent none
@@ -521,10 +556,20 @@ async fn play_steps(
         convex_requests = requests;
         let unchanged_convex = convex_unchanged.then_some(&previous.convex);
         let current = observe(slot, db, index, unchanged_convex, &namespace).await?;
-        let clients = state
+        let clients = match state
             .delivery
             .settle(step, index, &state.oracle, &current)
-            .await?;
+            .await
+        {
+            Ok(clients) => clients,
+            Err(error) => {
+                let fault = system_fault(Err(error))?;
+                if let Some(fault) = fault {
+                    record_fault(slot, db, &namespace, step, &previous, fault, result).await?;
+                }
+                break;
+            }
+        };
         let reprojected = matches!(
             step,
             Step::Reproject { .. }
@@ -604,17 +649,76 @@ async fn play_steps(
     Ok(())
 }
 
+/// The system fault a step raised, if any; the harness's own failure
+/// passes through as the case's error (`unknown`).
+fn system_fault(played: Result<(), StepError>) -> Result<Option<SystemFault>, DriverError> {
+    match played {
+        Ok(()) => Ok(None),
+        Err(StepError::System(fault)) => Ok(Some(fault)),
+        Err(StepError::Harness(error)) => Err(error),
+    }
+}
+
+/// Ends a case whose step made the system under test raise an error: an
+/// `E1` violation at that step (with the component as its reason class),
+/// and the step's trace with what the stores hold. A model that raised is
+/// not played further: what it would do next is not defined.
+async fn record_fault(
+    slot: &Slot,
+    db: &CaseDatabase,
+    namespace: &str,
+    step: &Step,
+    previous: &Observation,
+    fault: SystemFault,
+    result: &mut CaseResult,
+) -> Result<(), DriverError> {
+    let index = fault.step;
+    let unchanged_convex = slot.outage().is_some().then_some(&previous.convex);
+    let observation = observe(slot, db, index, unchanged_convex, namespace).await?;
+    let reason_class = ReasonClass::from(fault.component.reason_class());
+    result.violations.push(Violation {
+        invariant: reason_class.invariant(),
+        severity: reason_class.severity(),
+        reason_class,
+        document_id: None,
+        step_index: index,
+        detail: fault.to_string(),
+        expected: None,
+        khala: None,
+        convex: None,
+        checkpoint: None,
+    });
+    result.steps_run = index + 1;
+    result.trace.push(StepTrace {
+        namespace: namespace.to_owned(),
+        index,
+        step: step.clone(),
+        observation,
+        auditor: None,
+        clients: None,
+        refused: Vec::new(),
+    });
+    Ok(())
+}
+
 fn start_case(
     slot: &Slot,
     case: &Case,
     db: &CaseDatabase,
     namespace: &str,
+    planted: &PlantedDefects,
 ) -> Result<CaseState, DriverError> {
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
+    // The sync server hears the runtime's own wake-ups; every projection's
+    // commit waits until it has handled those sent so far (`ServerHold`).
+    let notifier = Notifier::new();
+    let hold = Arc::new(ServerHold::default());
     let config = RuntimeConfig {
         payload_mode: PayloadMode::Inline,
         clock,
+        notifier: notifier.clone(),
+        commit_hold: Some(hold.clone()),
         ..RuntimeConfig::new(case.profile)
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
@@ -654,7 +758,15 @@ fn start_case(
         auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
         audited: None,
         audited_enabled: false,
-        delivery: Delivery::new(case.profile, &case.start, db.pool.clone(), manual_clock),
+        delivery: Delivery::new(
+            case.profile,
+            &case.start,
+            db.pool.clone(),
+            manual_clock,
+            planted.lane_apply_fails_from,
+            notifier,
+            hold,
+        ),
         windows: ParityWindows::new(case.start.sink_mode),
         refused: Vec::new(),
     })
@@ -672,7 +784,7 @@ async fn ensure_created(
     state: &mut CaseState,
     entity: EntityRef,
     step: usize,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     if state.created.contains(&entity) {
         return Ok(());
     }
@@ -700,21 +812,21 @@ async fn ensure_created(
             state.runtime.create_worker(&worker).await
         }
     };
-    created.map_err(|error| DriverError::postgres(step, error))?;
+    created.map_err(runtime_failed(step))?;
     state.created.insert(entity);
     Ok(())
 }
 
 /// Projection failures are the system's behaviour under faults, observed
-/// through the stores; only failures of the authority writes themselves
-/// mean the backend is gone. A projection the hardened guard refused is
-/// noted in `refused`, for the trace.
+/// through the stores; a failed authority write is the runtime's error,
+/// or the backend's when the database could not be reached. A projection
+/// the hardened guard refused is noted in `refused`, for the trace.
 fn authority_write(
     result: Result<khala_runtime::runtime::AppendOutcome, RuntimeError>,
     step: usize,
     refused: &mut Vec<String>,
-) -> Result<(), DriverError> {
-    let outcome = result.map_err(|error| DriverError::postgres(step, error))?;
+) -> Result<(), StepError> {
+    let outcome = result.map_err(runtime_failed(step))?;
     if let Err(ProjectionError::ConvexValueRefused {
         kind, entity_id, ..
     }) = &outcome.projection
@@ -724,13 +836,47 @@ fn authority_write(
     Ok(())
 }
 
+/// A runtime error, classified: the database unreachable is the backend's
+/// failure; anything else the runtime did (a refused statement, an entity
+/// it cannot find) is the system's.
+fn runtime_failed(step: usize) -> impl FnOnce(RuntimeError) -> StepError {
+    move |error| match error {
+        RuntimeError::Authority(AuthorityError::Database { source, .. })
+            if crate::play::error::sql_is_infrastructure(&source) =>
+        {
+            StepError::Harness(DriverError::postgres(step, source))
+        }
+        // The harness configured the runtime's sinks.
+        RuntimeError::ConvexSinkMissing { .. } => {
+            StepError::Harness(DriverError::postgres(step, error))
+        }
+        error => StepError::system(step, Component::Runtime, error),
+    }
+}
+
+/// The auditor's error, classified as `runtime_failed` does; a Convex read
+/// that never reached Convex is the backend's.
+fn auditor_failed(step: usize) -> impl FnOnce(AuditError) -> StepError {
+    move |error| match error {
+        AuditError::Database { source, .. } => {
+            StepError::from_sql(step, Component::Auditor, source)
+        }
+        AuditError::ConvexRead { ref source, .. }
+            if source.source.reason_class() == "http_request_failed" =>
+        {
+            StepError::Harness(DriverError::convex(step, error))
+        }
+        error => StepError::system(step, Component::Auditor, error),
+    }
+}
+
 async fn apply(
     slot: &Slot,
     db: &CaseDatabase,
     state: &mut CaseState,
     step: &Step,
     index: usize,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     match step {
         Step::AppendRunEvent { run, event_type } => {
             let entity = EntityRef::Run(*run);
@@ -810,7 +956,7 @@ async fn apply(
                 .runtime
                 .set_sink_mode(*mode)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Reproject {
             entity: Some(entity),
@@ -826,7 +972,7 @@ async fn apply(
                 .runtime
                 .rebuild_all(&selection)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(|error| runtime_failed(index)(RuntimeError::Authority(error)))?;
         }
         Step::BumpProjectionVersion => {
             state.version_generation += 1;
@@ -835,7 +981,7 @@ async fn apply(
                 .runtime
                 .set_projection_version(&version)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Rollback {
             switch: RollbackSwitch::RuntimeConvexOnly,
@@ -844,7 +990,7 @@ async fn apply(
                 .runtime
                 .set_sink_mode(khala_runtime::SinkMode::ConvexOnly)
                 .await
-                .map_err(|error| DriverError::postgres(index, error))?;
+                .map_err(runtime_failed(index))?;
         }
         Step::Rollback {
             switch: RollbackSwitch::DisableAuditor,
@@ -894,7 +1040,7 @@ async fn apply(
                     .runtime
                     .repair_pending()
                     .await
-                    .map_err(|error| DriverError::postgres(index, error))?;
+                    .map_err(|error| StepError::from_sql(index, Component::Runtime, error))?;
                 // The runbook keeps the auditor on through catch-up (X6).
                 audit(db, state, index, true, false).await?;
             }
@@ -913,7 +1059,7 @@ async fn audit(
     index: usize,
     enabled: bool,
     convex_down: bool,
-) -> Result<(), DriverError> {
+) -> Result<(), StepError> {
     let convex = state
         .oracle
         .sink_mode()
@@ -933,7 +1079,7 @@ async fn audit(
         .auditor
         .run_once(&db.pool, convex, &options)
         .await
-        .map_err(|error| DriverError::postgres(index, error))?;
+        .map_err(auditor_failed(index))?;
     state.audited = Some(report);
     state.audited_enabled = enabled;
     Ok(())

@@ -7,7 +7,7 @@ use crate::convex_backend::convex_backend;
 use crate::support;
 use khala_parity::check::gate::Decision;
 use khala_parity::plan::scenario::Scenario;
-use khala_parity::play::driver::Backends;
+use khala_parity::play::driver::{Backends, PlantedDefects};
 use khala_parity::play::engine::{self, EngineSettings, PLANTED_FLAKY_REASON, PlantedFlakiness};
 use khala_parity::{report, run};
 use khala_runtime::Profile;
@@ -265,4 +265,124 @@ fn bench_detect_says_when_each_legacy_defect_was_first_found() {
         assert!(defect.seconds_until_found > 0.0, "{defect:?}");
         assert!(!defect.breaks.is_empty(), "{defect:?}");
     }
+}
+
+/// Hardened delivery cases whose web and mobile lanes carry a planted
+/// defect: they fail to apply any batch from watermark 2 on.
+fn planted_lane_run() -> engine::ScenarioRun {
+    let text = "name = 'planted-lane'\ndescription = 'd'\ncases = 6\nmax_steps = 8\n[start]\nsink_mode = 'dual'\nflags = { web = true }\n[weights]\nworker_event = 3\nrun_event = 1\nquiesce = 1\n";
+    let scenario = support::ok(Scenario::parse(Path::new("planted-lane.toml"), text));
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        let mut backends = support::ok(Backends::new(postgres, convex).await);
+        backends.plant(PlantedDefects {
+            lane_apply_fails_from: Some(2),
+        });
+        backends
+    });
+    let settings = EngineSettings {
+        max_shrink_iters: 64,
+        ..EngineSettings::new(Profile::Hardened, 6, 11)
+    };
+    let run = engine::run_scenario(&tokio, &backends, &scenario, &settings);
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    run
+}
+
+#[test]
+fn an_error_a_client_lane_raises_is_a_shrunk_finding_not_unknown() {
+    let run = planted_lane_run();
+
+    assert_eq!(
+        run.unknown, None,
+        "a lane's error is the system's, not the harness's"
+    );
+    let finding = run
+        .findings
+        .iter()
+        .find(|finding| {
+            (finding.invariant, finding.reason_class.name()) == ("E1", "client_lane_failed")
+        })
+        .unwrap_or_else(|| {
+            let found: Vec<_> = run
+                .findings
+                .iter()
+                .map(|finding| (finding.invariant, finding.reason_class.name()))
+                .collect();
+            panic!("the planted lane defect is an E1 finding; found {found:?}")
+        });
+    assert!(finding.reproduced);
+    // Two worker projections reach watermark 2; nothing else is needed.
+    let worker_events = finding
+        .case
+        .steps
+        .iter()
+        .filter(|step| step.kind().name() == "worker_event")
+        .count();
+    assert_eq!(
+        (worker_events, finding.case.steps.len()),
+        (2, 2),
+        "shrunk to the two worker events: {:?}",
+        finding.case.steps
+    );
+    let violation = &finding.violations[0];
+    assert!(
+        violation.detail.contains("planted defect: watermark 2"),
+        "{}",
+        violation.detail
+    );
+    assert_eq!(decision(&run), Decision::Block);
+}
+
+/// The case the default legacy run shrank B11 to: a cohort's web flag on,
+/// then one worker event.
+fn b11_case(profile: Profile) -> khala_parity::model::case::Case {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios/regressions/delivery-retention--L1-stalled_below_head.json");
+    khala_parity::model::case::Case {
+        profile,
+        ..support::ok(run::load_case(&path))
+    }
+}
+
+fn signatures_of(profile: Profile) -> Vec<(&'static str, String)> {
+    let tokio = support::tokio();
+    let backends = tokio.block_on(async {
+        let postgres = support::backend().await;
+        let convex = convex_backend().await;
+        support::ok(Backends::new(postgres, convex).await)
+    });
+    let played = tokio.block_on(khala_parity::play::driver::play(
+        &backends,
+        &b11_case(profile),
+        false,
+    ));
+    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+    support::ok(played)
+        .violations
+        .iter()
+        .map(|violation| {
+            (
+                violation.invariant,
+                violation.reason_class.name().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn b11_legacy_the_runtimes_wake_before_commit_stalls_a_live_lane_below_the_head() {
+    let found = signatures_of(Profile::Legacy);
+
+    assert!(
+        found.contains(&("L1", "stalled_below_head".to_owned())),
+        "the lane's channel re-read the journal before the commit: {found:?}"
+    );
+}
+
+#[test]
+fn b11_hardened_the_runtimes_wake_after_commit_brings_every_lane_to_the_head() {
+    assert_eq!(signatures_of(Profile::Hardened), []);
 }

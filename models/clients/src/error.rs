@@ -41,6 +41,9 @@ pub enum ClientErrorKind {
     Store(#[from] StoreError),
     #[error("legacy read path: {0}")]
     ReadPath(String),
+    /// The lane could not apply a frame it received.
+    #[error("apply a frame: {0}")]
+    Apply(String),
 }
 
 /// A watermark store that could not be read or written.

@@ -796,6 +796,12 @@ impl ClientLane {
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         let updates: Vec<Update> = apply::normalise_batch(batch);
+        if let Some(from) = self.config.switches.planted_apply_fails_from
+            && let Some(update) = updates.iter().find(|update| update.watermark >= from)
+        {
+            let planted = format!("planted defect: watermark {}", update.watermark);
+            return Err(self.error("apply an update batch", ClientErrorKind::Apply(planted)));
+        }
         self.stats.malformed_updates += raw_count - updates.len();
         self.stats.batches += 1;
         if batch.get("snapshot") == Some(&Value::Bool(true)) {
@@ -899,6 +905,23 @@ mod tests {
         assert_eq!(lane.stats().malformed_updates, 4);
         assert_eq!(lane.watermark("t"), Some(5));
         assert_eq!(lane.view()["d"], json!({"x": 1}));
+    }
+
+    #[tokio::test]
+    async fn the_planted_apply_defect_fails_from_its_watermark_on() {
+        let switches = ClientSwitches {
+            planted_apply_fails_from: Some(2),
+            ..ClientSwitches::new(khala_runtime::Profile::Hardened)
+        };
+        let mut lane = offline_lane(switches);
+        let update = |watermark: i64| {
+            json!({"updates": [{"topic": "t", "doc_key": "d", "doc_version": watermark,
+                                "watermark": watermark, "payload": {"x": watermark}}]})
+        };
+        assert!(lane.apply_batch(&update(1)).await.is_ok());
+        let error = lane.apply_batch(&update(2)).await.expect_err("planted");
+        assert!(matches!(error.kind, ClientErrorKind::Apply(_)), "{error}");
+        assert_eq!(lane.watermark("t"), Some(1), "nothing of the batch applied");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ pub mod switches;
 pub mod watermark_store;
 
 pub use apply::{ApplyRule, ClientCache, Update};
-pub use error::ClientError;
+pub use error::{ClientError, ClientErrorKind};
 pub use flags::Surface;
 pub use lane::{
     ClientLane, ConvexReadPath, HydrationReadPath, LaneConfig, LaneEvent, LaneStats,

@@ -22,6 +22,11 @@ pub struct ClientSwitches {
     /// even though the config parser says on. The fix uses the config
     /// parser's answer.
     pub b23_desktop_flag_strict: bool,
+    /// Not a defect of the original and never set by a profile: a defect
+    /// planted by the harness's tests, to show that an error a lane raises
+    /// is a finding of the system under test. Today's lane fails to apply
+    /// any update batch carrying this watermark or a higher one.
+    pub planted_apply_fails_from: Option<i64>,
 }
 
 impl ClientSwitches {
@@ -31,6 +36,7 @@ impl ClientSwitches {
             b12_no_client_heartbeat: on,
             b13_ui_merge_ignores_version: on,
             b23_desktop_flag_strict: on,
+            planted_apply_fails_from: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::authority::{self, AuthorityError};
 use crate::checkpoint::{self, Action, DecisionReason, StoreMode};
 use crate::clock::Clock;
-use crate::notifier::Notifier;
+use crate::notifier::{CommitHold, Notifier};
 use crate::profile::Switches;
 use crate::sink::convex_value::{ConvexValueRefusal, refusal_of};
 use crate::sink::{ProjectionSink, SinkContext, SinkError};
@@ -156,6 +156,9 @@ pub struct ProjectorSettings {
     pub projection_version: String,
     pub clock: Arc<dyn Clock>,
     pub notifier: Notifier,
+    /// Awaited before every commit of a projection that wrote (see
+    /// `CommitHold`); none in production.
+    pub commit_hold: Option<Arc<dyn CommitHold>>,
 }
 
 /// The projector with the sink it writes to.
@@ -393,6 +396,9 @@ impl Projector {
                 .execute(&mut *tx)
                 .await
                 .map_err(failed("clear repair"))?;
+        }
+        if let Some(hold) = &self.settings.commit_hold {
+            hold.before_commit().await;
         }
         tx.commit().await.map_err(failed("commit"))?;
         for wake in wakes {

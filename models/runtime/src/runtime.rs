@@ -4,7 +4,7 @@
 
 use crate::authority::{self, AuthorityError, NewRun, NewWorker, RunTerminal};
 use crate::clock::{Clock, SystemClock};
-use crate::notifier::Notifier;
+use crate::notifier::{CommitHold, Notifier};
 use crate::profile::{Profile, Switches};
 use crate::projector::{ProjectionError, ProjectionOutcome, Projector, ProjectorSettings};
 use crate::reprojection::{self, RebuildAllSummary, RebuildResult, RebuildSelection};
@@ -100,6 +100,12 @@ pub struct RuntimeConfig {
     pub payload_mode: PayloadMode,
     pub sink_mode: SinkMode,
     pub clock: Arc<dyn Clock>,
+    /// Shared by the Khala sink and whoever wakes the sync server: a
+    /// server started on it hears the runtime's wake-ups, as the
+    /// original's channels heard its PubSub.
+    pub notifier: Notifier,
+    /// See `CommitHold`; none in production.
+    pub commit_hold: Option<Arc<dyn CommitHold>>,
 }
 
 impl RuntimeConfig {
@@ -111,6 +117,8 @@ impl RuntimeConfig {
             payload_mode: PayloadMode::Inline,
             sink_mode: SinkMode::Noop,
             clock: Arc::new(SystemClock),
+            notifier: Notifier::new(),
+            commit_hold: None,
         }
     }
 }
@@ -145,7 +153,7 @@ impl Runtime {
     /// A runtime without a Convex sink: `convex_only` and `dual` are refused
     /// until `with_convex_sink`.
     pub fn new(pool: PgPool, config: RuntimeConfig) -> Self {
-        let notifier = Notifier::new();
+        let notifier = config.notifier;
         let khala = Arc::new(KhalaSink::new(
             config.payload_mode,
             &config.switches,
@@ -157,6 +165,7 @@ impl Runtime {
             projection_version: config.projection_version,
             clock: config.clock,
             notifier,
+            commit_hold: config.commit_hold,
         };
         let projector = Projector::new(pool.clone(), settings.clone(), Arc::new(NoopSink));
         let mut runtime = Runtime {

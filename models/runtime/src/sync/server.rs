@@ -66,6 +66,30 @@ pub enum SyncServerError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// One connection after `settle_wakes`: the client's address (the peer of
+/// the socket) and, when a channel is joined, each subscribed topic's
+/// cursor, the watermark its pushes reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledChannel {
+    pub peer: SocketAddr,
+    pub cursors: Option<std::collections::BTreeMap<String, i64>>,
+}
+
+/// Handles the wake-ups the sync server has been sent; cloned freely, it
+/// outlives nothing (a stopped server's connections are gone, so it settles
+/// none).
+#[derive(Clone, Debug)]
+pub struct WakeSettler {
+    shared: Arc<Shared>,
+}
+
+impl WakeSettler {
+    /// See `SyncServerHandle::settle_wakes`.
+    pub async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        self.shared.settle_wakes().await
+    }
+}
+
 /// What one `tick_heartbeats` did across the connections.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeartbeatTick {
@@ -78,6 +102,9 @@ enum Control {
     /// A heartbeat tick; answers what it did and, when the socket closed
     /// with its channel (B12 fixed), the client's address, once closed.
     Tick(oneshot::Sender<(TickOutcome, Option<SocketAddr>)>),
+    /// Handle every wake-up queued now, then answer with the channel's
+    /// cursors.
+    Settle(oneshot::Sender<SettledChannel>),
     /// Close the socket if it has been idle for the timeout; answers with
     /// the client's address if it did, once closed.
     IdleCheck(oneshot::Sender<Option<SocketAddr>>),
@@ -98,6 +125,7 @@ impl std::fmt::Debug for Control {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
             Control::Tick(_) => "Tick",
+            Control::Settle(_) => "Settle",
             Control::IdleCheck(_) => "IdleCheck",
             Control::Shutdown => "Shutdown",
         })
@@ -138,6 +166,24 @@ impl Shared {
             }
         }
         (tick, closed)
+    }
+
+    async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        let mut acks = Vec::new();
+        for sender in self.senders() {
+            let (ack, settled) = oneshot::channel();
+            if sender.send(Control::Settle(ack)).is_ok() {
+                acks.push(settled);
+            }
+        }
+        let mut settled = Vec::new();
+        for ack in acks {
+            // A connection that ends before answering has no channel.
+            if let Ok(channel) = ack.await {
+                settled.push(channel);
+            }
+        }
+        settled
     }
 
     async fn close_idle_sockets(&self) -> Vec<SocketAddr> {
@@ -218,14 +264,17 @@ impl SyncServer {
             connections: Mutex::new(HashMap::new()),
             connection_ids: AtomicU64::new(0),
         });
-        let app = router(shared.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
         });
         let mut background = Vec::new();
         if config.background_loops {
@@ -346,6 +395,21 @@ impl SyncServerHandle {
     /// other closed.
     pub async fn tick_heartbeats_listing_closes(&self) -> (HeartbeatTick, Vec<SocketAddr>) {
         self.shared.tick_heartbeats().await
+    }
+
+    /// Every connection handles the wake-ups queued for it now (each
+    /// replays its woken topics), then reports its cursors: what the
+    /// channels pushed, with no wall-clock wait. Used to hold a commit
+    /// (see `CommitHold`) and to know what each client has been sent.
+    pub async fn settle_wakes(&self) -> Vec<SettledChannel> {
+        self.shared.settle_wakes().await
+    }
+
+    /// A handle that settles this server's wake-ups from elsewhere.
+    pub fn wake_settler(&self) -> WakeSettler {
+        WakeSettler {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Closes every socket that carried no frame, either way, for the socket
@@ -547,6 +611,13 @@ async fn serve_connection(
                     }
                     let _ = ack.send((outcome, None));
                     Ok(())
+                }
+                Some(Control::Settle(ack)) => {
+                    let woken = queued_wakes(None, &mut wakes, &connection);
+                    let handled = connection.handle_wakes(woken, &out).await;
+                    let cursors = connection.is_joined().then(|| connection.cursors());
+                    let _ = ack.send(SettledChannel { peer, cursors });
+                    handled
                 }
                 Some(Control::IdleCheck(ack)) => {
                     if activity.idle_for() >= idle_timeout {
