@@ -229,6 +229,6 @@ mod tests {
         let legacy = legacy.as_object().unwrap();
         assert!(legacy.values().all(|on| on == true));
         assert!(hardened.as_object().unwrap().values().all(|on| on == false));
-        assert_eq!(legacy.len(), 17);
+        assert_eq!(legacy.len(), 18);
     }
 }
