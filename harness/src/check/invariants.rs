@@ -672,7 +672,9 @@ pub fn check_audit(
     recorder.found
 }
 
-fn without_projected_at(document: &Value) -> Value {
+/// The document without `projected_at`, the one field two faithful writes
+/// of the same state may differ in.
+pub(super) fn without_projected_at(document: &Value) -> Value {
     let mut copy = document.clone();
     if let Value::Object(map) = &mut copy {
         map.remove("projected_at");

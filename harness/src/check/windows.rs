@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::invariants::Recorder;
+use super::invariants::{Recorder, without_projected_at};
 
 /// How the stores disagree on one document.
 #[derive(Clone, Debug, PartialEq)]
@@ -204,14 +204,6 @@ fn divergences(current: &Observation) -> BTreeMap<String, Divergence> {
         );
     }
     found
-}
-
-fn without_projected_at(document: &Value) -> Value {
-    let mut copy = document.clone();
-    if let Value::Object(map) = &mut copy {
-        map.remove("projected_at");
-    }
-    copy
 }
 
 #[cfg(test)]
