@@ -16,6 +16,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# In place, each mutant is built where CARGO_TARGET_DIR points; a target
+# directory another checkout shares then keeps the last mutant's build as
+# fresh (seen: a mutated retention count in the main tree's tests).
+case " $* " in
+*" --in-place "*)
+    if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+        echo "mutants: --in-place with CARGO_TARGET_DIR=$CARGO_TARGET_DIR would leave mutated builds in a shared target directory; unset it" >&2
+        exit 64
+    fi
+    ;;
+esac
+
 command -v cargo-mutants >/dev/null || cargo install cargo-mutants --locked
 [ -d models/convex/node_modules ] || npm ci --prefix models/convex
 
