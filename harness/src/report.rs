@@ -21,6 +21,5 @@ pub use build::{
 };
 pub use model::{
     DefectReport, FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportMode, ReportTiming,
-    ReportedViolation,
-    ScenarioSummary, ShardFinding, ShardScenario, ShardSection, Stats,
+    ReportedViolation, ScenarioSummary, ShardFinding, ShardScenario, ShardSection, Stats,
 };

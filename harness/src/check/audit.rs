@@ -86,14 +86,21 @@ fn short(hash: &str) -> &str {
 }
 
 /// Why a comparison is a mismatch, in a sentence with the numbers.
-fn explain_khala(checkpoint: &Checkpoint, class: AuditorClass, lag: i64, khala: Option<&ReadModelRow>) -> String {
+fn explain_khala(
+    checkpoint: &Checkpoint,
+    class: AuditorClass,
+    lag: i64,
+    khala: Option<&ReadModelRow>,
+) -> String {
     let at = format!(
         "the checkpoint is at seq {} with hash {}…",
         checkpoint.last_runtime_seq,
         short(&checkpoint.summary_hash)
     );
     match (class, khala) {
-        (AuditorClass::KhalaMissing, _) => format!("{at}, and Khala has no read-model row for the document"),
+        (AuditorClass::KhalaMissing, _) => {
+            format!("{at}, and Khala has no read-model row for the document")
+        }
         (AuditorClass::UnsupportedProjection, _) => format!(
             "{at}, for projection `{}`, which has no read model to compare with",
             checkpoint.projection_name
@@ -117,7 +124,11 @@ fn explain_khala(checkpoint: &Checkpoint, class: AuditorClass, lag: i64, khala: 
     }
 }
 
-fn explain_convex(checkpoint: &Checkpoint, check: &ConvexCheck, document: Option<&Value>) -> String {
+fn explain_convex(
+    checkpoint: &Checkpoint,
+    check: &ConvexCheck,
+    document: Option<&Value>,
+) -> String {
     let at = format!(
         "the checkpoint is at seq {} with hash {}…",
         checkpoint.last_runtime_seq,
@@ -174,7 +185,12 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
         found.record(
             class,
             Some(&entry.id),
-            format!("{} `{}` answered for it: {}", entry.store.as_str(), entry.source, entry.reason),
+            format!(
+                "{} `{}` answered for it: {}",
+                entry.store.as_str(),
+                entry.source,
+                entry.reason
+            ),
             None,
         );
     }
@@ -189,7 +205,10 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
             ));
         }
         if checkpoint.last_runtime_seq < 0 {
-            shape.push(format!("last_runtime_seq {} is negative", checkpoint.last_runtime_seq));
+            shape.push(format!(
+                "last_runtime_seq {} is negative",
+                checkpoint.last_runtime_seq
+            ));
         }
         if let Some(kind) = kind
             && kind.document_id(&checkpoint.entity_id) != checkpoint.document_id
@@ -203,22 +222,30 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
             found.record(
                 DeploymentClass::RowUnparseable,
                 Some(document_id),
-                format!("checkpoint {}/{}: {}", checkpoint.projection_name, checkpoint.entity_id, shape.join("; ")),
+                format!(
+                    "checkpoint {}/{}: {}",
+                    checkpoint.projection_name,
+                    checkpoint.entity_id,
+                    shape.join("; ")
+                ),
                 Some(checkpoint),
             );
         }
 
         let khala_row = read.khala.get(document_id);
-        let khala_payload = khala_row.map(|row| &row.payload).filter(|payload| {
-            payload.is_object()
-        });
+        let khala_payload = khala_row
+            .map(|row| &row.payload)
+            .filter(|payload| payload.is_object());
         if let Some(row) = khala_row
             && !row.payload.is_object()
         {
             found.record(
                 DeploymentClass::RowUnparseable,
                 Some(document_id),
-                format!("Khala's read-model row holds a payload that is not an object: {}", row.payload),
+                format!(
+                    "Khala's read-model row holds a payload that is not an object: {}",
+                    row.payload
+                ),
                 Some(checkpoint),
             );
         }
@@ -247,7 +274,10 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
                     (Some(document), Some(payload)) => Some(as_sent(document, payload)),
                     (document, _) => document.cloned(),
                 };
-                Some((auditor::compare_convex(checkpoint, document.as_ref()), document))
+                Some((
+                    auditor::compare_convex(checkpoint, document.as_ref()),
+                    document,
+                ))
             }
             _ => None,
         };
@@ -354,7 +384,11 @@ fn check_journal(found: &mut Found<'_>) {
                     Some(doc_key),
                     format!(
                         "on topic {} watermark {} has doc_version {} after watermark {} had {}",
-                        pair[1].topic, pair[1].watermark, pair[1].doc_version, pair[0].watermark, pair[0].doc_version
+                        pair[1].topic,
+                        pair[1].watermark,
+                        pair[1].doc_version,
+                        pair[0].watermark,
+                        pair[0].doc_version
                     ),
                     None,
                 );
@@ -417,7 +451,9 @@ fn check_journal(found: &mut Found<'_>) {
                 format!(
                     "topic {}'s sequence is {} but its journal holds watermark {max}",
                     topic.topic,
-                    topic.sequence.map_or("absent".to_owned(), |sequence| sequence.to_string())
+                    topic
+                        .sequence
+                        .map_or("absent".to_owned(), |sequence| sequence.to_string())
                 ),
                 None,
             );

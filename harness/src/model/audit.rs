@@ -56,7 +56,13 @@ impl AuditTables {
             "updated_at",
         ];
         const READ_MODEL: &[&str] = &["doc_key", "doc_version", "payload", "payload_hash"];
-        const JOURNAL: &[&str] = &["topic", "watermark", "doc_key", "doc_version", "payload_hash"];
+        const JOURNAL: &[&str] = &[
+            "topic",
+            "watermark",
+            "doc_key",
+            "doc_version",
+            "payload_hash",
+        ];
         const SEQUENCES: &[&str] = &["topic", "next_watermark"];
         vec![
             (self.checkpoints.as_str(), CHECKPOINT),

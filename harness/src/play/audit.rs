@@ -9,8 +9,7 @@
 //! the cycle's read for the checks to report.
 
 use crate::model::audit::{
-    AuditTarget, AuditedStore, CycleRead, JournalRow, KhalaRow, Sampling, TopicJournal,
-    Unparseable,
+    AuditTarget, AuditedStore, CycleRead, JournalRow, KhalaRow, Sampling, TopicJournal, Unparseable,
 };
 use khala_runtime::ProjectionKind;
 use khala_runtime::checkpoint::Checkpoint;
@@ -243,7 +242,9 @@ impl AuditSession {
     fn convex_error(&self, path: &str, error: SinkError) -> AuditError {
         let url = self.convex_url.clone();
         match error {
-            SinkError::HttpRequestFailed { reason } => AuditError::ConvexUnreachable { url, reason },
+            SinkError::HttpRequestFailed { reason } => {
+                AuditError::ConvexUnreachable { url, reason }
+            }
             SinkError::MissingBaseUrl => AuditError::ConvexUnreachable {
                 url,
                 reason: "no URL given".to_owned(),
@@ -375,7 +376,9 @@ impl AuditSession {
                 .map_err(query_error("read the khala read-model rows"))?;
             for row in rows {
                 let khala = KhalaRow {
-                    doc_key: row.try_get("doc_key").map_err(query_error("read doc_key"))?,
+                    doc_key: row
+                        .try_get("doc_key")
+                        .map_err(query_error("read doc_key"))?,
                     doc_version: row
                         .try_get("doc_version")
                         .map_err(query_error("read doc_version"))?,
@@ -402,7 +405,9 @@ impl AuditSession {
                 .bind(&documents)
                 .fetch_all(&mut *transaction)
                 .await
-                .map_err(query_error("read the journal rows of the sampled documents"))?
+                .map_err(query_error(
+                    "read the journal rows of the sampled documents",
+                ))?
                 .into_iter()
                 .map(|row| {
                     Ok(JournalRow {
@@ -498,7 +503,10 @@ mod tests {
             [0, 250, 500, 750, 1000].map(Duration::from_millis).to_vec()
         );
         // A request long after the last slot waits for nothing.
-        assert_eq!(limit.delay_at(start + Duration::from_secs(10)), Duration::ZERO);
+        assert_eq!(
+            limit.delay_at(start + Duration::from_secs(10)),
+            Duration::ZERO
+        );
         assert_eq!(limit.requests, 6);
         assert!(RateLimit::new(0.0).is_none());
         assert!(RateLimit::new(f64::NAN).is_none());

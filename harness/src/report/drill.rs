@@ -465,7 +465,10 @@ fn parity_audit(out: &mut String, report: &Report) {
         let _ = writeln!(out);
         return;
     }
-    let _ = writeln!(out, "| Cycle | Invariant | Reason | Document | What the stores hold |");
+    let _ = writeln!(
+        out,
+        "| Cycle | Invariant | Reason | Document | What the stores hold |"
+    );
     let _ = writeln!(out, "|---|---|---|---|---|");
     for violation in &report.violations {
         let _ = writeln!(

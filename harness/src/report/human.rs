@@ -277,11 +277,7 @@ pub fn render(report: &Report, colour: bool) -> String {
                 violation.step_index
             );
             let _ = writeln!(out, "    {}", violation.detail);
-            let _ = writeln!(
-                out,
-                "    {}",
-                paint.dim(violation.reason_class.meaning())
-            );
+            let _ = writeln!(out, "    {}", paint.dim(violation.reason_class.meaning()));
             diff_table(&mut out, &violation.diff, &paint);
         } else {
             let _ = writeln!(out, "  {}", violation_line(violation, &paint));

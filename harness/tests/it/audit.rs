@@ -108,8 +108,18 @@ fn a_hardened_run_audits_clean_and_damage_to_each_store_is_named() {
 
     let clean = audit(&tokio, &connect, every_checkpoint());
     assert_eq!(clean.mode, ReportMode::Audit);
-    assert_eq!(named(&clean), Vec::<(String, String)>::new(), "{:#?}", clean.violations);
-    assert_eq!(clean.gate.decision, Decision::Allow, "{:?}", clean.gate.reasons);
+    assert_eq!(
+        named(&clean),
+        Vec::<(String, String)>::new(),
+        "{:#?}",
+        clean.violations
+    );
+    assert_eq!(
+        clean.gate.decision,
+        Decision::Allow,
+        "{:?}",
+        clean.gate.reasons
+    );
     // Three runs and three workers, every one compared.
     assert_eq!(clean.metrics.auditor.all.sampled, 6);
     assert_eq!(clean.metrics.auditor.all.mismatches, 0);
@@ -153,6 +163,7 @@ fn a_hardened_run_audits_clean_and_damage_to_each_store_is_named() {
     for (class, document) in [
         ("khala_missing", run_1),
         ("hash_and_lag_drift", worker_0),
+        ("convex_hash_mismatch", worker_0),
         ("convex_hash_mismatch", run_2),
         ("stores_differ", run_2),
     ] {
@@ -161,11 +172,10 @@ fn a_hardened_run_audits_clean_and_damage_to_each_store_is_named() {
             "{class} on {document} not in {found:?}"
         );
     }
-    // The checkpoint ahead of both is named for Convex too, where Khala
-    // agrees: not here, as Khala's class wins the comparison; its lag is
-    // the three seqs it was moved ahead.
-    let comparisons = damaged.metrics.auditor.all.mismatches;
-    assert_eq!(comparisons, 3, "{found:?}");
+    // Three comparisons of six mismatch; the checkpoint ahead of both
+    // stores drifts by the three seqs it was moved.
+    assert_eq!(damaged.metrics.auditor.all.mismatches, 3, "{found:?}");
+    assert_eq!(damaged.metrics.auditor.all.max_abs_lag_drift, 3);
     assert_eq!(damaged.gate.decision, Decision::Block);
     assert!(
         damaged
@@ -187,15 +197,28 @@ fn stored_legacy_regressions_of_b1_b2_b3_block_naming_their_document() {
         // B3: the switch to dual skips the backfill, Khala never gets it.
         ("sink-mode-switches--X1-khala_missing.json", "khala_missing"),
         // B1: Convex got a write whose checkpoint and Khala row did not.
-        ("fanout-faults--X2-convex_hash_mismatch.json", "convex_hash_mismatch"),
+        (
+            "fanout-faults--X2-convex_hash_mismatch.json",
+            "convex_hash_mismatch",
+        ),
         // B2: the original auditor missed this drift; the audit reads Convex.
-        ("fanout-faults--X5-auditor_missed_drift.json", "convex_hash_mismatch"),
+        (
+            "fanout-faults--X5-auditor_missed_drift.json",
+            "convex_hash_mismatch",
+        ),
     ] {
-        let case = ok(run::load_case(&Path::new("../scenarios/regressions").join(file)));
+        let case = ok(run::load_case(
+            &Path::new("../scenarios/regressions").join(file),
+        ));
         assert_eq!(case.profile, Profile::Legacy);
         let connect = populate(&tokio, &backends, &case);
         let report = audit(&tokio, &connect, every_checkpoint());
-        assert_eq!(report.gate.decision, Decision::Block, "{file}: {:?}", report.gate);
+        assert_eq!(
+            report.gate.decision,
+            Decision::Block,
+            "{file}: {:?}",
+            report.gate
+        );
         let found = named(&report);
         assert!(
             found
@@ -246,17 +269,37 @@ fn bad_input_is_unknown_naming_the_store_and_what_was_expected() {
     let key = connect.convex_admin_key.as_str();
     let unreachable_pg = "postgres://nobody@127.0.0.1:1/nothing";
     let cases: Vec<(Vec<String>, &[&str])> = vec![
-        (base(unreachable_pg, convex, key), &["postgres at", "cannot connect"]),
-        (base(pg, "http://127.0.0.1:1", key), &["convex at", "cannot reach"]),
         (
-            [base(pg, convex, key), vec!["--journal-table".into(), "runtime.no_such_journal".into()]].concat(),
-            &["postgres: table `runtime.no_such_journal` does not exist", "doc_version"],
+            base(unreachable_pg, convex, key),
+            &["postgres at", "cannot connect"],
         ),
         (
-            [base(pg, convex, key), vec!["--get-run-summary".into(), "runtime:nope".into()]].concat(),
+            base(pg, "http://127.0.0.1:1", key),
+            &["convex at", "cannot reach"],
+        ),
+        (
+            [
+                base(pg, convex, key),
+                vec!["--journal-table".into(), "runtime.no_such_journal".into()],
+            ]
+            .concat(),
+            &[
+                "postgres: table `runtime.no_such_journal` does not exist",
+                "doc_version",
+            ],
+        ),
+        (
+            [
+                base(pg, convex, key),
+                vec!["--get-run-summary".into(), "runtime:nope".into()],
+            ]
+            .concat(),
             &["convex at", "`runtime:nope` is missing"],
         ),
-        (base(pg, convex, "not-the-key"), &["convex at", "refused the admin key"]),
+        (
+            base(pg, convex, "not-the-key"),
+            &["convex at", "refused the admin key"],
+        ),
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -272,7 +315,11 @@ fn bad_input_is_unknown_naming_the_store_and_what_was_expected() {
         assert_eq!(report.mode, ReportMode::Audit);
     }
     // A table name that is not one is refused before anything is read.
-    let args = [base(pg, convex, key), vec!["--checkpoints-table".into(), "x; DROP".into()]].concat();
+    let args = [
+        base(pg, convex, key),
+        vec!["--checkpoints-table".into(), "x; DROP".into()],
+    ]
+    .concat();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, _, stderr) = khala_parity(&args);
     assert_eq!(code, Some(64), "{stderr}");
@@ -282,7 +329,9 @@ fn bad_input_is_unknown_naming_the_store_and_what_was_expected() {
     // metrics file current: it counts every cycle.
     let args = [
         base(pg, convex, key),
-        ["--watch", "0", "--cycles", "3", "--sample-size", "2"].map(str::to_owned).to_vec(),
+        ["--watch", "0", "--cycles", "3", "--sample-size", "2"]
+            .map(str::to_owned)
+            .to_vec(),
     ]
     .concat();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -295,10 +344,179 @@ fn bad_input_is_unknown_naming_the_store_and_what_was_expected() {
     );
     // Three cycles of two swept over six checkpoints: each compared once.
     assert!(
-        metrics.contains("openagents_runtime_sync_parity_cycle_sampled{component=\"sync_parity_auditor\"} 6"),
+        metrics.contains(
+            "openagents_runtime_sync_parity_cycle_sampled{component=\"sync_parity_auditor\"} 6"
+        ),
         "{metrics}"
     );
     let drill = ok(std::fs::read_to_string(out.path().join("drill.md")));
-    assert!(drill.contains("## Parity audit of the live deployment"), "{drill}");
+    assert!(
+        drill.contains("## Parity audit of the live deployment"),
+        "{drill}"
+    );
+    tokio.block_on(async { ok(backends.shutdown().await.map_err(std::io::Error::other)) });
+}
+
+/// The SQL of every simple (`Q`) and extended (`P`) query message in one
+/// connection's client bytes, and the startup message's parameters.
+fn postgres_wire(bytes: &[u8]) -> (Vec<(String, String)>, Vec<String>) {
+    let int =
+        |at: usize| i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let cstrings = |payload: &[u8]| -> Vec<String> {
+        payload
+            .split(|byte| *byte == 0)
+            .map(|part| String::from_utf8_lossy(part).into_owned())
+            .collect()
+    };
+    let mut at = 0;
+    let mut parameters = Vec::new();
+    // Untyped messages first: an SSL or GSS request (8 bytes), then startup.
+    while at + 8 <= bytes.len() {
+        let (length, code) = (int(at), int(at + 4));
+        if code == 80_877_103 || code == 80_877_104 {
+            at += 8;
+            continue;
+        }
+        let pairs = cstrings(&bytes[at + 8..at + length]);
+        for pair in pairs.chunks(2) {
+            if let [key, value] = pair
+                && !key.is_empty()
+            {
+                parameters.push((key.clone(), value.clone()));
+            }
+        }
+        at += length;
+        break;
+    }
+    let mut statements = Vec::new();
+    while at + 5 <= bytes.len() {
+        let tag = bytes[at];
+        let length = int(at + 1);
+        let payload = &bytes[at + 5..(at + 1 + length).min(bytes.len())];
+        match tag {
+            b'Q' => statements.push(cstrings(payload)[0].clone()),
+            b'P' => statements.push(cstrings(payload)[1].clone()),
+            _ => {}
+        }
+        at += 1 + length;
+    }
+    (parameters, statements)
+}
+
+/// The request line's path of every HTTP request in the client's bytes.
+fn http_paths(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .split("\r\n")
+        .filter(|line| line.ends_with(" HTTP/1.1") || line.ends_with(" HTTP/1.0"))
+        .filter_map(|line| line.split(' ').nth(1).map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_audit_sends_postgres_only_reads_in_a_read_only_session_and_convex_only_queries() {
+    use khala_parity::play::proxy::{TcpProxy, upstream_addr};
+    use sqlx::postgres::PgConnectOptions;
+    use std::str::FromStr;
+    let tokio = support::tokio();
+    let backends = one_slot(&tokio);
+    let connect = populate(&tokio, &backends, &hardened_case());
+    let options = ok(PgConnectOptions::from_str(&connect.postgres_url));
+    let upstream = format!("{}:{}", options.get_host(), options.get_port());
+    let (postgres_proxy, convex_proxy) = tokio.block_on(async {
+        let postgres = ok(TcpProxy::start(
+            ok(tokio::net::lookup_host(upstream.clone()).await)
+                .next()
+                .expect("the server's address"),
+        )
+        .await);
+        let convex =
+            ok(TcpProxy::start(upstream_addr(&connect.convex_url).expect("an http URL")).await);
+        (postgres, convex)
+    });
+    postgres_proxy.record();
+    convex_proxy.record();
+    let separator = if connect.postgres_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let proxied = AuditConnect {
+        postgres_url: format!(
+            "{}{separator}sslmode=disable",
+            connect
+                .postgres_url
+                .replacen(&upstream, &postgres_proxy.addr().to_string(), 1)
+        ),
+        convex_url: format!("http://{}", convex_proxy.addr()),
+        ..connect.clone()
+    };
+    let schedule = AuditSchedule {
+        cycles: Some(2),
+        watch: None,
+    };
+    let report = tokio.block_on(run_audit(
+        &proxied,
+        every_checkpoint(),
+        &GateThresholds::default(),
+        schedule,
+        &mut |_| {},
+    ));
+    assert_eq!(
+        report.gate.decision,
+        Decision::Allow,
+        "{:?}",
+        report.gate.reasons
+    );
+    assert_eq!(report.metrics.auditor.all.sampled, 12);
+
+    let connections = postgres_proxy.recorded();
+    assert_eq!(connections.len(), 1, "one connection");
+    let (parameters, statements) = postgres_wire(&connections[0]);
+    assert!(
+        parameters
+            .iter()
+            .any(|(key, value)| key == "options"
+                && value.contains("default_transaction_read_only=on")),
+        "{parameters:?}"
+    );
+    let begins = statements
+        .iter()
+        .filter(|sql| sql.starts_with("BEGIN READ ONLY"))
+        .count();
+    assert_eq!(begins, 2, "{statements:#?}");
+    for sql in &statements {
+        let first = sql
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_uppercase();
+        assert!(
+            ["SELECT", "BEGIN", "COMMIT"].contains(&first.as_str()),
+            "a statement other than a read reached PostgreSQL: {sql}"
+        );
+    }
+    // Every audited table was read (the second cycle reuses the prepared
+    // statements: only its BEGIN and COMMIT are new text).
+    for table in [
+        "convex_projection_checkpoints",
+        "sync_run_summaries",
+        "sync_codex_worker_summaries",
+        "sync_stream_events",
+        "sync_topic_sequences",
+    ] {
+        assert!(
+            statements.iter().any(|sql| sql.contains(table)),
+            "{table}: {statements:#?}"
+        );
+    }
+
+    let paths: Vec<String> = convex_proxy
+        .recorded()
+        .iter()
+        .flat_map(|bytes| http_paths(bytes))
+        .collect();
+    // Two probes, then six documents in each of two cycles.
+    assert_eq!(paths.len(), 14, "{paths:?}");
+    assert!(paths.iter().all(|path| path == "/api/query"), "{paths:?}");
     tokio.block_on(async { ok(backends.shutdown().await.map_err(std::io::Error::other)) });
 }

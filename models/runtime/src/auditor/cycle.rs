@@ -215,13 +215,13 @@ impl ParityAuditor {
             self.tables.checkpoints
         );
         let mut sampled: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(after))
-        .bind(&names)
-        .bind(&after_name)
-        .bind(&after_entity)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .map_err(database("sample checkpoints after the sweep cursor"))?;
+            .bind(&names)
+            .bind(&after_name)
+            .bind(&after_entity)
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+            .map_err(database("sample checkpoints after the sweep cursor"))?;
         if (sampled.len() as i64) < limit && self.cursor.is_some() {
             let from_start = format!(
                 "SELECT * FROM {} \
@@ -231,13 +231,13 @@ impl ParityAuditor {
                 self.tables.checkpoints
             );
             let wrapped: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(from_start))
-            .bind(&names)
-            .bind(&after_name)
-            .bind(&after_entity)
-            .bind(limit - sampled.len() as i64)
-            .fetch_all(pool)
-            .await
-            .map_err(database("sample checkpoints from the start of the sweep"))?;
+                .bind(&names)
+                .bind(&after_name)
+                .bind(&after_entity)
+                .bind(limit - sampled.len() as i64)
+                .fetch_all(pool)
+                .await
+                .map_err(database("sample checkpoints from the start of the sweep"))?;
             sampled.extend(wrapped);
         }
         if let Some(last) = sampled.last() {
@@ -266,11 +266,11 @@ async fn sample_most_recent(
         tables.checkpoints
     );
     sqlx::query_as(sqlx::AssertSqlSafe(statement))
-    .bind(names(settings))
-    .bind(i64::from(settings.sample_size))
-    .fetch_all(pool)
-    .await
-    .map_err(database("sample the most recently updated checkpoints"))
+        .bind(names(settings))
+        .bind(i64::from(settings.sample_size))
+        .fetch_all(pool)
+        .await
+        .map_err(database("sample the most recently updated checkpoints"))
 }
 
 async fn read_model_row(
