@@ -460,3 +460,222 @@ fn check_journal(found: &mut Found<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::audit::{KhalaRow, TopicJournal, Unparseable};
+    use chrono::NaiveDateTime;
+    use serde_json::json;
+
+    const DOC: &str = "runtime/run_summary:run_0";
+    const TOPIC: &str = "runtime.run_summaries";
+
+    fn summary(seq: i64, status: &str) -> Value {
+        json!({
+            "run_id": "run_0",
+            "status": status,
+            "latest_seq": seq,
+            "runtime_source": {"entity": "run", "run_id": "run_0", "seq": seq},
+            "projected_at": "2026-02-19T20:00:01.000000Z",
+        })
+    }
+
+    fn checkpoint(seq: i64, hashed: &Value) -> Checkpoint {
+        let at = NaiveDateTime::default();
+        Checkpoint {
+            projection_name: "run_summary".to_owned(),
+            entity_id: "run_0".to_owned(),
+            document_id: DOC.to_owned(),
+            last_runtime_seq: seq,
+            projection_version: "convex_summary_v1".to_owned(),
+            summary_hash: summary_hash(hashed),
+            last_projected_at: at,
+            inserted_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn journal(watermark: i64, doc_version: i64) -> JournalRow {
+        JournalRow {
+            topic: TOPIC.to_owned(),
+            watermark,
+            doc_key: DOC.to_owned(),
+            doc_version,
+            payload_hash: None,
+        }
+    }
+
+    /// Every store agreeing at seq 2: a journal of two rows, a sequence at 2.
+    fn agreeing() -> CycleRead {
+        let payload = summary(2, "running");
+        CycleRead {
+            cycle: 1,
+            checkpoints: vec![checkpoint(2, &payload)],
+            khala: BTreeMap::from([(
+                DOC.to_owned(),
+                KhalaRow {
+                    doc_key: DOC.to_owned(),
+                    doc_version: 2,
+                    payload: payload.clone(),
+                    payload_hash: None,
+                },
+            )]),
+            convex: BTreeMap::from([(DOC.to_owned(), Some(payload))]),
+            journal: vec![journal(1, 1), journal(2, 2)],
+            topics: vec![TopicJournal {
+                topic: TOPIC.to_owned(),
+                rows: 2,
+                min_watermark: Some(1),
+                max_watermark: Some(2),
+                sequence: Some(2),
+            }],
+            ..CycleRead::default()
+        }
+    }
+
+    fn classes(read: &CycleRead) -> Vec<&'static str> {
+        check_cycle(read)
+            .violations
+            .iter()
+            .map(|violation| violation.reason_class.name())
+            .collect()
+    }
+
+    #[test]
+    fn agreeing_stores_show_nothing() {
+        let audited = check_cycle(&agreeing());
+        assert_eq!(audited.violations, Vec::new());
+        assert_eq!(audited.report.summary.sampled, 1);
+        assert_eq!(audited.report.summary.mismatches, 0);
+    }
+
+    #[test]
+    fn each_planted_divergence_is_named_with_its_document() {
+        type Plant = fn(&mut CycleRead);
+        let plants: [(Plant, &[&str]); 11] = [
+            (
+                |read| {
+                    read.khala.clear();
+                },
+                &["khala_missing"],
+            ),
+            (
+                |read| {
+                    read.convex.insert(DOC.to_owned(), None);
+                },
+                &["convex_missing"],
+            ),
+            (
+                |read| {
+                    read.checkpoints[0].last_runtime_seq = 5;
+                },
+                &["lag_drift", "convex_lag_drift"],
+            ),
+            (
+                |read| {
+                    read.khala.get_mut(DOC).unwrap().payload["status"] = json!("other");
+                },
+                &["summary_hash_mismatch", "stores_differ"],
+            ),
+            (
+                |read| {
+                    let row = read.khala.get_mut(DOC).unwrap();
+                    row.doc_version = 3;
+                },
+                &[
+                    "khala_ahead_of_checkpoint",
+                    "khala_version_not_seq",
+                    "read_model_not_journaled",
+                ],
+            ),
+            (
+                |read| {
+                    read.journal[1].doc_version = 0;
+                },
+                &["journal_version_regressed", "read_model_not_journaled"],
+            ),
+            (
+                |read| {
+                    read.topics[0].rows = 1;
+                },
+                &["journal_gap"],
+            ),
+            (
+                |read| {
+                    read.topics[0].sequence = Some(1);
+                },
+                &["topic_sequence_behind"],
+            ),
+            (
+                |read| {
+                    read.checkpoints[0].summary_hash = "short".to_owned();
+                },
+                &[
+                    "row_unparseable",
+                    "summary_hash_mismatch",
+                    "convex_hash_mismatch",
+                ],
+            ),
+            (
+                |read| {
+                    read.convex.remove(DOC);
+                    read.unparseable.push(Unparseable {
+                        store: AuditedStore::Convex,
+                        source: "runtime:getRunSummary".to_owned(),
+                        id: DOC.to_owned(),
+                        reason: "no summary".to_owned(),
+                    });
+                },
+                &["document_unparseable"],
+            ),
+            (
+                |read| {
+                    read.convex
+                        .insert(DOC.to_owned(), Some(json!("not an object")));
+                },
+                &["document_unparseable"],
+            ),
+        ];
+        for (index, (plant, expected)) in plants.iter().enumerate() {
+            let mut read = agreeing();
+            plant(&mut read);
+            let found = classes(&read);
+            assert_eq!(found, expected.to_vec(), "plant {index}");
+            let audited = check_cycle(&read);
+            for violation in audited.violations.iter().filter(|v| {
+                v.reason_class.name() != "journal_gap"
+                    && v.reason_class.name() != "topic_sequence_behind"
+            }) {
+                assert_eq!(violation.document_id.as_deref(), Some(DOC), "plant {index}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_rounded_integer_above_2_pow_53_is_a_value_loss() {
+        let mut read = agreeing();
+        let mut sent = summary(2, "running");
+        sent["metadata"] = json!({"big": 9_007_199_254_740_993_i64});
+        let mut held = sent.clone();
+        held["metadata"]["big"] = json!(9_007_199_254_740_992.0);
+        read.checkpoints = vec![checkpoint(2, &sent)];
+        read.khala.get_mut(DOC).unwrap().payload = sent;
+        read.convex.insert(DOC.to_owned(), Some(held));
+        assert_eq!(
+            classes(&read),
+            ["convex_hash_mismatch", "convex_int_precision_lost"]
+        );
+    }
+
+    #[test]
+    fn a_summary_convex_cannot_hold_in_khala_is_named() {
+        let mut read = agreeing();
+        let mut sent = summary(2, "running");
+        sent["metadata"] = json!({"caf\u{e9}": 1});
+        read.checkpoints = vec![checkpoint(2, &sent)];
+        read.khala.get_mut(DOC).unwrap().payload = sent.clone();
+        read.convex.insert(DOC.to_owned(), Some(sent));
+        assert_eq!(classes(&read), ["convex_unholdable_stored"]);
+    }
+}
