@@ -350,6 +350,18 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
             );
         }
     }
+    for (store, document_id) in &read.uncheckpointed {
+        let holder = match store {
+            AuditedStore::Postgres => "Khala",
+            AuditedStore::Convex => "Convex",
+        };
+        found.record(
+            CheckpointClass::CheckpointMissing,
+            Some(document_id),
+            format!("{holder} holds the document but no checkpoint records it: no auditor cycle will ever compare it (a partial dual publish leaves this)"),
+            None,
+        );
+    }
     check_journal(&mut found);
     let summary = auditor::summarise(&comparisons);
     let telemetry = auditor::events(&summary, &comparisons, true, true);
@@ -553,7 +565,14 @@ mod tests {
     #[test]
     fn each_planted_divergence_is_named_with_its_document() {
         type Plant = fn(&mut CycleRead);
-        let plants: [(Plant, &[&str]); 11] = [
+        let plants: [(Plant, &[&str]); 12] = [
+            (
+                |read| {
+                    read.uncheckpointed
+                        .push((AuditedStore::Convex, DOC.to_owned()));
+                },
+                &["checkpoint_missing"],
+            ),
             (
                 |read| {
                     read.khala.clear();

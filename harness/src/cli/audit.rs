@@ -67,6 +67,12 @@ pub struct AuditArgs {
     /// The Convex query returning one worker summary by document_id.
     #[arg(long, value_name = "PATH", default_value_t = ConvexQueryPaths::default().get_codex_worker_summary)]
     get_codex_worker_summary: String,
+    /// The Convex query listing run summaries (paginated; with --all).
+    #[arg(long, value_name = "PATH", default_value_t = ConvexQueryPaths::default().list_run_summaries)]
+    list_run_summaries: String,
+    /// The Convex query listing worker summaries (paginated; with --all).
+    #[arg(long, value_name = "PATH", default_value_t = ConvexQueryPaths::default().list_codex_worker_summaries)]
+    list_codex_worker_summaries: String,
     #[command(flatten)]
     gate: GateArgs,
 }
@@ -119,7 +125,8 @@ pub fn execute(args: AuditArgs, tokio: &tokio::runtime::Runtime) -> CliResult {
         paths: ConvexQueryPaths {
             get_run_summary: args.get_run_summary,
             get_codex_worker_summary: args.get_codex_worker_summary,
-            ..ConvexQueryPaths::default()
+            list_run_summaries: args.list_run_summaries,
+            list_codex_worker_summaries: args.list_codex_worker_summaries,
         },
         sampling: if args.all {
             Sampling::All {

@@ -173,6 +173,9 @@ pub struct CycleRead {
     pub journal: Vec<JournalRow>,
     pub topics: Vec<TopicJournal>,
     pub unparseable: Vec<Unparseable>,
+    /// Documents a store holds that no checkpoint records (read only when
+    /// a cycle compares every checkpoint: `Sampling::All` unbounded).
+    pub uncheckpointed: Vec<(AuditedStore, String)>,
     /// Rows PostgreSQL answered and requests Convex answered.
     pub postgres_rows: u64,
     pub convex_requests: u64,

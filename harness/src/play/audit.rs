@@ -422,6 +422,26 @@ impl AuditSession {
                 .map_err(query_error("read a journal row"))?;
             read.postgres_rows += read.journal.len() as u64;
         }
+        let whole = matches!(self.target.sampling, Sampling::All { max_entities: None });
+        if whole {
+            for kind in ProjectionKind::ALL {
+                pace(&mut self.postgres_limit).await;
+                let statement = format!(
+                    "SELECT doc_key FROM {} WHERE doc_key <> ALL($1) ORDER BY doc_key",
+                    tables.read_model(kind)
+                );
+                let keys: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+                    .bind(&documents)
+                    .fetch_all(&mut *transaction)
+                    .await
+                    .map_err(query_error(
+                        "read the read-model rows no checkpoint records",
+                    ))?;
+                read.postgres_rows += keys.len() as u64;
+                read.uncheckpointed
+                    .extend(keys.into_iter().map(|key| (AuditedStore::Postgres, key)));
+            }
+        }
         pace(&mut self.postgres_limit).await;
         let statement = format!(
             "SELECT COALESCE(j.topic, s.topic) AS topic, COALESCE(j.rows, 0) AS rows, \
@@ -455,6 +475,26 @@ impl AuditSession {
             .await
             .map_err(query_error("end the read-only transaction"))?;
 
+        if whole {
+            let recorded: std::collections::BTreeSet<&String> = documents.iter().collect();
+            for kind in ProjectionKind::ALL {
+                pace(&mut self.convex_limit).await;
+                let listed = match self.reader.list_all(kind).await {
+                    Ok(listed) => listed,
+                    Err(error) => {
+                        let path = error.path.clone();
+                        return Err(self.convex_error(&path, error.source));
+                    }
+                };
+                read.convex_requests += 1;
+                read.uncheckpointed.extend(
+                    listed
+                        .into_iter()
+                        .filter(|(id, _)| !recorded.contains(id))
+                        .map(|(id, _)| (AuditedStore::Convex, id)),
+                );
+            }
+        }
         for checkpoint in &read.checkpoints {
             let Ok(kind) = checkpoint.projection_name.parse::<ProjectionKind>() else {
                 continue;
