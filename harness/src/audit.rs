@@ -66,7 +66,12 @@ pub async fn run_audit(
                     break None;
                 }
                 if let Some(pause) = schedule.watch {
-                    tokio::time::sleep(pause).await;
+                    // In slices, so that a signal ends the watch promptly.
+                    let until = Instant::now() + pause;
+                    while !interrupt::requested() && Instant::now() < until {
+                        let left = until.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+                    }
                 }
             };
             session.close().await;

@@ -202,7 +202,10 @@ fn stored_legacy_regressions_of_b1_b2_b3_block_naming_their_document() {
             "convex_hash_mismatch",
         ),
         // Issue 14: Convex rounds an integer above 2^53 the runtime sent.
-        ("value-fidelity--C2-checkpoint_ahead_of_convex.json", "convex_int_precision_lost"),
+        (
+            "value-fidelity--C2-checkpoint_ahead_of_convex.json",
+            "convex_int_precision_lost",
+        ),
         // B2: the original auditor missed this drift; the audit reads Convex.
         (
             "fanout-faults--X5-auditor_missed_drift.json",
