@@ -31,7 +31,7 @@ enum Command {
     /// models and journal (PostgreSQL) against its Convex summaries, with
     /// the report and gate of `run`. Exit 0 allow, 1 block, 2 unknown (a
     /// store unreachable, a table or function missing, credentials wrong).
-    Audit(audit::AuditArgs),
+    Audit(Box<audit::AuditArgs>),
     /// Re-execute exactly one stored case: no generation, no shrinking.
     Replay(replay::ReplayArgs),
     /// Render a report.json again (human, JSON, Markdown drill report,
@@ -77,7 +77,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => run::execute(args, &tokio),
-        Command::Audit(args) => audit::execute(args, &tokio),
+        Command::Audit(args) => audit::execute(*args, &tokio),
         Command::Replay(args) => replay::execute(args, &tokio),
         Command::Report(args) => report::execute(args),
         Command::List(args) => list::execute(args),

@@ -255,12 +255,10 @@ impl AuditSession {
                     reason: format!("HTTP {status}: {body}"),
                 }
             }
-            SinkError::HttpStatus { status, body } if status == 404 => {
-                AuditError::ConvexUnreachable {
-                    url,
-                    reason: format!("HTTP 404, not a Convex HTTP API: {body}"),
-                }
-            }
+            SinkError::HttpStatus { status: 404, body } => AuditError::ConvexUnreachable {
+                url,
+                reason: format!("HTTP 404, not a Convex HTTP API: {body}"),
+            },
             other => AuditError::ConvexFunction {
                 url,
                 path: path.to_owned(),
