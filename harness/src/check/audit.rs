@@ -85,6 +85,14 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+fn checkpoint_at(checkpoint: &Checkpoint) -> String {
+    format!(
+        "the checkpoint is at seq {} with hash {}…",
+        checkpoint.last_runtime_seq,
+        short(&checkpoint.summary_hash)
+    )
+}
+
 /// Why a comparison is a mismatch, in a sentence with the numbers.
 fn explain_khala(
     checkpoint: &Checkpoint,
@@ -92,11 +100,7 @@ fn explain_khala(
     lag: i64,
     khala: Option<&ReadModelRow>,
 ) -> String {
-    let at = format!(
-        "the checkpoint is at seq {} with hash {}…",
-        checkpoint.last_runtime_seq,
-        short(&checkpoint.summary_hash)
-    );
+    let at = checkpoint_at(checkpoint);
     match (class, khala) {
         (AuditorClass::KhalaMissing, _) => {
             format!("{at}, and Khala has no read-model row for the document")
@@ -129,11 +133,7 @@ fn explain_convex(
     check: &ConvexCheck,
     document: Option<&Value>,
 ) -> String {
-    let at = format!(
-        "the checkpoint is at seq {} with hash {}…",
-        checkpoint.last_runtime_seq,
-        short(&checkpoint.summary_hash)
-    );
+    let at = checkpoint_at(checkpoint);
     match document {
         None => format!("{at}, and Convex has no document for it"),
         Some(document) => format!(
