@@ -179,4 +179,8 @@ pub struct CycleRead {
     /// Rows PostgreSQL answered and requests Convex answered.
     pub postgres_rows: u64,
     pub convex_requests: u64,
+    /// Wall-clock seconds reading each store (rate limiting included): the
+    /// audit rate `bench audit` reports; no check reads them.
+    pub postgres_seconds: f64,
+    pub convex_seconds: f64,
 }

@@ -286,6 +286,7 @@ impl AuditSession {
     /// read-only snapshot; then each sampled document from Convex.
     pub async fn read_cycle(&mut self) -> Result<CycleRead, AuditError> {
         self.cycles += 1;
+        let postgres_started = Instant::now();
         let mut read = CycleRead {
             cycle: self.cycles,
             ..CycleRead::default()
@@ -472,6 +473,8 @@ impl AuditSession {
             .commit()
             .await
             .map_err(query_error("end the read-only transaction"))?;
+        read.postgres_seconds = postgres_started.elapsed().as_secs_f64();
+        let convex_started = Instant::now();
 
         if whole {
             let recorded: std::collections::BTreeSet<&String> = documents.iter().collect();
@@ -518,6 +521,7 @@ impl AuditSession {
                 }
             }
         }
+        read.convex_seconds = convex_started.elapsed().as_secs_f64();
         Ok(read)
     }
 
