@@ -56,6 +56,13 @@ pub fn build_audit(
     if cycles.is_empty() && evidence.unknown.is_none() {
         evidence.unknown = Some("no audit cycle completed".to_owned());
     }
+    // Nothing compared is no evidence: a table of the right shape that
+    // holds no checkpoint (a wrong --checkpoints-table) must not allow.
+    if evidence.unknown.is_none() && metrics.auditor.all.sampled == 0 {
+        evidence.unknown = Some(
+            "no checkpoint was compared: the checkpoint table holds none of run_summary or codex_worker_summary".to_owned(),
+        );
+    }
     let gate = gate::decide(thresholds, &evidence);
     let stats = Stats {
         cases: cycles.len() as u64,
@@ -91,5 +98,45 @@ pub fn build_audit(
             ..ReportTiming::default()
         },
         shard: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::audit::check_cycle;
+    use crate::check::gate::Decision;
+    use crate::model::audit::{AuditedStore, CycleRead};
+
+    fn decision(cycles: &[AuditedCycle], failure: Option<&str>) -> Decision {
+        let report = build_audit(
+            cycles,
+            &GateThresholds::default(),
+            failure.map(str::to_owned),
+            false,
+            0.0,
+        );
+        assert_eq!(report.mode, ReportMode::Audit);
+        report.gate.decision
+    }
+
+    #[test]
+    fn no_evidence_is_unknown_and_a_failure_wins_over_any_cycle() {
+        let empty = check_cycle(&CycleRead {
+            cycle: 1,
+            ..CycleRead::default()
+        });
+        assert_eq!(decision(&[], None), Decision::Unknown);
+        // A table of the right shape holding no checkpoint.
+        assert_eq!(decision(std::slice::from_ref(&empty), None), Decision::Unknown);
+        let orphan = check_cycle(&CycleRead {
+            cycle: 1,
+            uncheckpointed: vec![(AuditedStore::Convex, "runtime/run_summary:x".to_owned())],
+            ..CycleRead::default()
+        });
+        assert_eq!(
+            decision(&[orphan], Some("postgres: table `t` does not exist")),
+            Decision::Unknown
+        );
     }
 }

@@ -235,11 +235,23 @@ pub fn render(report: &Report) -> String {
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     let _ = writeln!(out, "# Cutover drill report: {}", names.join(", "));
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "Produced by khala-parity {} (profile `{}`, seed {}): {} cases, {} steps against real PostgreSQL and a Convex HTTP backend.",
-        report.code_version, report.profile, report.seed, report.stats.cases, report.stats.steps
-    );
+    if report.mode == super::model::ReportMode::Audit {
+        let _ = writeln!(
+            out,
+            "Produced by khala-parity {} auditing a live deployment read-only: {} cycle(s), {} checkpoint comparison(s) against its PostgreSQL and Convex.",
+            report.code_version, report.stats.cases, report.stats.steps
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Produced by khala-parity {} (profile `{}`, seed {}): {} cases, {} steps against real PostgreSQL and a Convex HTTP backend.",
+            report.code_version,
+            report.profile,
+            report.seed,
+            report.stats.cases,
+            report.stats.steps
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,

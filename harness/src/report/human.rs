@@ -140,15 +140,23 @@ pub fn render(report: &Report, colour: bool) -> String {
         report.seed,
         names.join(", ")
     );
-    let _ = writeln!(
-        out,
-        "{} cases, {} steps, {} shrink steps, {} finding(s) from {} defect(s)",
-        report.stats.cases,
-        report.stats.steps,
-        report.stats.shrink_steps,
-        report.findings.len(),
-        report.defects.len()
-    );
+    if report.mode == ReportMode::Audit {
+        let _ = writeln!(
+            out,
+            "audit of a live deployment: {} cycle(s), {} checkpoint comparison(s)",
+            report.stats.cases, report.stats.steps
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} cases, {} steps, {} shrink steps, {} finding(s) from {} defect(s)",
+            report.stats.cases,
+            report.stats.steps,
+            report.stats.shrink_steps,
+            report.findings.len(),
+            report.defects.len()
+        );
+    }
     if report.interrupted {
         let _ = writeln!(
             out,
