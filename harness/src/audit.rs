@@ -79,11 +79,14 @@ pub async fn run_audit(
         }
     };
     let failure = failure.map(|error: AuditError| error.to_string());
+    // A signal is how a `--watch` without `--cycles` ends: its cycles are
+    // whole (a signal never cuts one short), so only `--cycles N` left
+    // unfinished is an interrupted audit.
     let interrupted = failure.is_none()
         && interrupt::requested()
         && schedule
             .cycles
-            .is_none_or(|limit| cycles.len() < limit as usize);
+            .is_some_and(|limit| cycles.len() < limit as usize);
     let report = build_audit(
         &cycles,
         thresholds,
