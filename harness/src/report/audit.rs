@@ -128,7 +128,10 @@ mod tests {
         });
         assert_eq!(decision(&[], None), Decision::Unknown);
         // A table of the right shape holding no checkpoint.
-        assert_eq!(decision(std::slice::from_ref(&empty), None), Decision::Unknown);
+        assert_eq!(
+            decision(std::slice::from_ref(&empty), None),
+            Decision::Unknown
+        );
         let orphan = check_cycle(&CycleRead {
             cycle: 1,
             uncheckpointed: vec![(AuditedStore::Convex, "runtime/run_summary:x".to_owned())],
