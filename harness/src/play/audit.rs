@@ -12,6 +12,7 @@ use crate::model::audit::{
     AuditTarget, AuditedStore, CycleRead, JournalRow, KhalaRow, Sampling, TopicJournal, Unparseable,
 };
 use khala_runtime::ProjectionKind;
+use khala_runtime::auditor::{SweepPart, sweep_statement};
 use khala_runtime::checkpoint::Checkpoint;
 use khala_runtime::sink::{ConvexReader, SinkError};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -199,12 +200,6 @@ impl AuditSession {
         &self.target
     }
 
-    /// Requests sent so far: PostgreSQL statements and Convex queries.
-    pub fn requests(&self) -> (u64, u64) {
-        let count = |limit: &Option<RateLimit>| limit.as_ref().map_or(0, |limit| limit.requests);
-        (count(&self.postgres_limit), count(&self.convex_limit))
-    }
-
     async fn check_schema(&mut self) -> Result<(), AuditError> {
         for (table, expected) in self.target.tables.expected_columns() {
             pace(&mut self.postgres_limit).await;
@@ -314,35 +309,31 @@ impl AuditSession {
         } else {
             Default::default()
         };
-        let sweep = |compare: &str| {
-            format!(
-                "SELECT * FROM {} WHERE projection_name = ANY($1) \
-                 AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") {compare} ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
-                 ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
-                tables.checkpoints
-            )
-        };
+        // The hardened auditor's own sweep (B18 fixed), on the audited table.
+        let sweep = |part| sweep_statement(&tables.checkpoints, part);
         if limit > 0 {
             pace(&mut self.postgres_limit).await;
-            read.checkpoints = sqlx::query_as::<_, Checkpoint>(sqlx::AssertSqlSafe(sweep(">")))
-                .bind(&names)
-                .bind(&after_name)
-                .bind(&after_entity)
-                .bind(limit)
-                .fetch_all(&mut *transaction)
-                .await
-                .map_err(query_error("read the sampled checkpoints"))?;
-            let short = limit - read.checkpoints.len() as i64;
-            if sweeping && short > 0 && self.cursor.is_some() {
-                pace(&mut self.postgres_limit).await;
-                let wrapped: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(sweep("<=")))
+            read.checkpoints =
+                sqlx::query_as::<_, Checkpoint>(sqlx::AssertSqlSafe(sweep(SweepPart::AfterCursor)))
                     .bind(&names)
                     .bind(&after_name)
                     .bind(&after_entity)
-                    .bind(short)
+                    .bind(limit)
                     .fetch_all(&mut *transaction)
                     .await
-                    .map_err(query_error("read the sampled checkpoints from the start"))?;
+                    .map_err(query_error("read the sampled checkpoints"))?;
+            let short = limit - read.checkpoints.len() as i64;
+            if sweeping && short > 0 && self.cursor.is_some() {
+                pace(&mut self.postgres_limit).await;
+                let wrapped: Vec<Checkpoint> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sweep(SweepPart::FromStart)))
+                        .bind(&names)
+                        .bind(&after_name)
+                        .bind(&after_entity)
+                        .bind(short)
+                        .fetch_all(&mut *transaction)
+                        .await
+                        .map_err(query_error("read the sampled checkpoints from the start"))?;
                 read.checkpoints.extend(wrapped);
             }
         }

@@ -207,13 +207,7 @@ impl ParityAuditor {
         }
         let names = names(settings);
         let (after_name, after_entity) = self.cursor.clone().unwrap_or_default();
-        let after = format!(
-            "SELECT * FROM {} \
-             WHERE projection_name = ANY($1) \
-             AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") > ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
-             ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
-            self.tables.checkpoints
-        );
+        let after = sweep_statement(&self.tables.checkpoints, SweepPart::AfterCursor);
         let mut sampled: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(after))
             .bind(&names)
             .bind(&after_name)
@@ -223,13 +217,7 @@ impl ParityAuditor {
             .await
             .map_err(database("sample checkpoints after the sweep cursor"))?;
         if (sampled.len() as i64) < limit && self.cursor.is_some() {
-            let from_start = format!(
-                "SELECT * FROM {} \
-                 WHERE projection_name = ANY($1) \
-                 AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") <= ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
-                 ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
-                self.tables.checkpoints
-            );
+            let from_start = sweep_statement(&self.tables.checkpoints, SweepPart::FromStart);
             let wrapped: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(from_start))
                 .bind(&names)
                 .bind(&after_name)
@@ -245,6 +233,30 @@ impl ParityAuditor {
         }
         Ok(sampled)
     }
+}
+
+/// Which part of the hardened sweep a statement reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepPart {
+    /// The checkpoints after the cursor.
+    AfterCursor,
+    /// From the start up to the cursor (the wrap).
+    FromStart,
+}
+
+/// The statement of one part of the hardened B18 sweep over `table`: `$1`
+/// the projection names, `$2`/`$3` the cursor's `(projection_name,
+/// entity_id)`, `$4` the limit; in byte order, as the cursor compares.
+pub fn sweep_statement(table: &str, part: SweepPart) -> String {
+    let compare = match part {
+        SweepPart::AfterCursor => ">",
+        SweepPart::FromStart => "<=",
+    };
+    format!(
+        "SELECT * FROM {table} WHERE projection_name = ANY($1) \
+         AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") {compare} ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
+         ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4"
+    )
 }
 
 fn names(settings: &CycleSettings) -> Vec<String> {

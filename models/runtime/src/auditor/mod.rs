@@ -17,6 +17,8 @@ pub use config::{
     DEFAULT_INTERVAL_MS, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE, MIN_INTERVAL_MS, RawAuditorConfig,
     RunOptions,
 };
-pub use cycle::{AuditError, AuditorTables, CycleReport, ParityAuditor};
+pub use cycle::{
+    AuditError, AuditorTables, CycleReport, ParityAuditor, SweepPart, sweep_statement,
+};
 pub use summary::{CycleStatus, CycleSummary};
 pub use telemetry::{MetricKind, MetricSample, TelemetryEvent, events};
