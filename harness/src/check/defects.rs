@@ -98,6 +98,39 @@ pub fn active_faults(steps: &[Step]) -> Vec<&Step> {
     active
 }
 
+/// The switches among `candidates` a failure needs: each one whose turning
+/// off (the others left on) makes the failure go away. `fails(off)` plays
+/// the failure's case with the switches `off` turned off and says whether
+/// it still shows.
+///
+/// Adaptive group testing: a set whose removal leaves the failure showing
+/// holds no needed switch; one whose removal ends it is halved until single
+/// switches remain, so a failure needing `k` of `n` switches costs about
+/// `1 + 2k·log2(n)` plays instead of `n`. Two switches that each suffice
+/// alone (either of two causes) are not found: such a failure needs no
+/// single switch and the result is empty.
+pub fn needed_switches<E>(
+    candidates: &[String],
+    mut fails: impl FnMut(&[String]) -> Result<bool, E>,
+) -> Result<Vec<String>, E> {
+    let mut needed = Vec::new();
+    let mut pending = vec![candidates];
+    while let Some(set) = pending.pop() {
+        if set.is_empty() || fails(set)? {
+            continue;
+        }
+        if let [switch] = set {
+            needed.push(switch.clone());
+            continue;
+        }
+        let (left, right) = set.split_at(set.len() / 2);
+        // Popped left first, so the result keeps the candidates' order.
+        pending.push(right);
+        pending.push(left);
+    }
+    Ok(needed)
+}
+
 fn is_subsequence(small: &[Step], large: &[Step]) -> bool {
     let mut large = large.iter();
     small.iter().all(|step| large.any(|other| other == step))
@@ -163,6 +196,55 @@ mod tests {
         assert!(same_defect(&input(&one, 2), &input(&two, 2)));
         assert!(!same_defect(&input(&one, 2), &input(&healed, 2)));
         assert!(!same_defect(&input(&one, 2), &input(&two, 1)));
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    /// Plays of a failure that needs every switch of `needs` on, with the
+    /// number of plays counted.
+    fn needing<'a>(
+        needs: &'a [&str],
+        plays: &'a mut u32,
+    ) -> impl FnMut(&[String]) -> Result<bool, ()> + 'a {
+        move |off| {
+            *plays += 1;
+            Ok(!off.iter().any(|switch| needs.contains(&switch.as_str())))
+        }
+    }
+
+    #[test]
+    fn the_switches_a_failure_needs_are_found_in_few_plays() {
+        let candidates: Vec<String> = (0..21).map(|n| format!("b{n}")).collect();
+        let mut plays = 0;
+        let found = needed_switches(&candidates, needing(&["b7"], &mut plays));
+        assert_eq!(found, Ok(names(&["b7"])));
+        assert!(plays <= 11, "{plays} plays");
+        let mut plays = 0;
+        let found = needed_switches(&candidates, needing(&["b1", "b3", "b20"], &mut plays));
+        assert_eq!(found, Ok(names(&["b1", "b3", "b20"])));
+        let mut plays = 0;
+        assert_eq!(
+            needed_switches(&candidates, needing(&[], &mut plays)),
+            Ok(vec![])
+        );
+        assert_eq!(plays, 1);
+    }
+
+    #[test]
+    fn either_of_two_causes_needs_no_single_switch_and_errors_stop_the_search() {
+        let candidates = names(&["b1", "b2", "b3", "b4"]);
+        // Fails while b1 or b4 is on.
+        let either = |off: &[String]| -> Result<bool, ()> {
+            let on = |name: &str| !off.iter().any(|switch| switch == name);
+            Ok(on("b1") || on("b4"))
+        };
+        assert_eq!(needed_switches(&candidates, either), Ok(vec![]));
+        assert_eq!(
+            needed_switches(&candidates, |_: &[String]| Err("backend down")),
+            Err("backend down")
+        );
     }
 
     #[test]

@@ -276,6 +276,11 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         format!("{} #{}", defect.scenario, defect.case_index),
                         defect.cases_until_found.to_string(),
                         format!("{:.1}", defect.seconds_until_found),
+                        if defect.needs.is_empty() {
+                            "no single switch".to_owned()
+                        } else {
+                            defect.needs.join("\n")
+                        },
                         defect.breaks.join("\n"),
                     ]
                 });
@@ -292,6 +297,7 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         "first seen",
                         "cases until",
                         "seconds until",
+                        "needs",
                         "breaks",
                     ],
                     rows.collect(),

@@ -315,11 +315,18 @@ pub struct DefectFound {
     pub seconds_until_found: f64,
     /// Every `invariant reason_class [scenario]` its findings show.
     pub breaks: Vec<String>,
+    /// The defect switches (spec §15) its first finding needs: turning
+    /// any one off, the others on, makes it go away. Empty when no single
+    /// switch does (two causes, or a failure of every profile).
+    pub needs: Vec<String>,
 }
 
 /// Plays every scenario of `scenarios` in order under `profile` (nothing
-/// known, nothing stored), groups the findings into defects
-/// (`check::defects`) and says when each was first found.
+/// known, nothing stored), groups the findings (`check::defects`), learns
+/// which defect switches each group needs by replaying its first finding
+/// with some switched off, and says when each defect was first found. A
+/// defect is the groups that need the same switches, or one group that
+/// needs no single switch.
 pub fn detect(
     tokio: &tokio::runtime::Runtime,
     backends: &crate::play::driver::Backends,
@@ -363,20 +370,34 @@ pub fn detect(
         })
         .collect();
     let groups = defects::group(&inputs);
+    let mut needs: Vec<Vec<String>> = Vec::new();
+    let mut defect_of_group: Vec<usize> = Vec::new();
     let mut defects: Vec<DefectFound> = Vec::new();
     for ((scenario, case_index, (until_cases, until_seconds), _, finding), group) in
         found.iter().zip(&groups)
     {
-        if *group == defects.len() {
-            defects.push(DefectFound {
-                scenario: scenario.clone(),
-                case_index: *case_index,
-                cases_until_found: *until_cases,
-                seconds_until_found: *until_seconds,
-                breaks: Vec::new(),
+        if *group == needs.len() {
+            let needed = needed_switches(tokio, backends, finding).unwrap_or_else(|error| {
+                unknown.push(format!("{scenario}: attributing a finding: {error}"));
+                Vec::new()
             });
+            let same = (!needed.is_empty())
+                .then(|| defects.iter().position(|defect| defect.needs == needed))
+                .flatten();
+            defect_of_group.push(same.unwrap_or(defects.len()));
+            if same.is_none() {
+                defects.push(DefectFound {
+                    scenario: scenario.clone(),
+                    case_index: *case_index,
+                    cases_until_found: *until_cases,
+                    seconds_until_found: *until_seconds,
+                    breaks: Vec::new(),
+                    needs: needed.clone(),
+                });
+            }
+            needs.push(needed);
         }
-        let defect = &mut defects[*group];
+        let defect = &mut defects[defect_of_group[*group]];
         for violation in &finding.violations {
             let broken = format!(
                 "{} {} [{scenario}]",
@@ -396,4 +417,32 @@ pub fn detect(
         defects,
         unknown,
     }
+}
+
+/// The defect switches `finding` needs (`check::defects::needed_switches`),
+/// by replays of its minimal case under its profile with some switched
+/// off. None for a finding that did not reproduce.
+fn needed_switches(
+    tokio: &tokio::runtime::Runtime,
+    backends: &crate::play::driver::Backends,
+    finding: &crate::play::engine::Finding,
+) -> Result<Vec<String>, crate::play::error::DriverError> {
+    use crate::model::switches::DefectSwitches;
+    use crate::play::driver::{PlantedDefects, play_with};
+    if !finding.reproduced {
+        return Ok(Vec::new());
+    }
+    let switches = DefectSwitches::of(finding.case.profile);
+    let signature = (finding.invariant, finding.reason_class);
+    crate::check::defects::needed_switches(&DefectSwitches::names(), |off| {
+        let planted = PlantedDefects {
+            switches: Some(switches.turned_off(off).expect("names of DefectSwitches")),
+            ..PlantedDefects::default()
+        };
+        let result = tokio.block_on(play_with(backends, &finding.case, false, &planted))?;
+        Ok(result
+            .violations
+            .iter()
+            .any(|violation| (violation.invariant, violation.reason_class) == signature))
+    })
 }

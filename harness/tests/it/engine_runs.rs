@@ -265,6 +265,31 @@ fn bench_detect_says_when_each_legacy_defect_was_first_found() {
         assert!(defect.seconds_until_found > 0.0, "{defect:?}");
         assert!(!defect.breaks.is_empty(), "{defect:?}");
     }
+    // Each defect is credited to the switches its finding needs: real
+    // switch names, and no two defects needing the same ones.
+    let names = khala_parity::model::switches::DefectSwitches::names();
+    let needs: Vec<&Vec<String>> = rates
+        .defects
+        .iter()
+        .map(|defect| &defect.needs)
+        .filter(|needs| !needs.is_empty())
+        .collect();
+    assert!(
+        needs
+            .iter()
+            .flat_map(|needs| needs.iter())
+            .all(|name| names.contains(name)),
+        "{needs:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = needs.iter().collect();
+    assert_eq!(distinct.len(), needs.len(), "{needs:?}");
+    assert!(
+        needs.iter().any(|needs| needs
+            .iter()
+            .any(|name| name == "b1_fanout_partial_success"
+                || name == "b4_terminal_status_after_event")),
+        "B1 or B4 is named: {needs:?}"
+    );
 }
 
 /// Hardened delivery cases whose web and mobile lanes carry a planted
@@ -279,6 +304,7 @@ fn planted_lane_run() -> engine::ScenarioRun {
         let mut backends = support::ok(Backends::new(postgres, convex).await);
         backends.plant(PlantedDefects {
             lane_apply_fails_from: Some(2),
+            ..PlantedDefects::default()
         });
         backends
     });
