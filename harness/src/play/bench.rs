@@ -288,6 +288,8 @@ pub fn engine(
     }
 }
 
+use crate::check::defects::Cause;
+
 /// When a default run first finds each defect (`bench detect`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DetectRates {
@@ -315,18 +317,17 @@ pub struct DefectFound {
     pub seconds_until_found: f64,
     /// Every `invariant reason_class [scenario]` its findings show.
     pub breaks: Vec<String>,
-    /// The defect switches (spec §15) its first finding needs: turning
-    /// any one off, the others on, makes it go away. Empty when no single
-    /// switch does (two causes, or a failure of every profile).
-    pub needs: Vec<String>,
+    /// The defect switches (spec §15) its first finding comes from;
+    /// `None` when that finding did not reproduce or could not be replayed.
+    pub cause: Option<Cause>,
 }
 
 /// Plays every scenario of `scenarios` in order under `profile` (nothing
 /// known, nothing stored), groups the findings (`check::defects`), learns
-/// which defect switches each group needs by replaying its first finding
-/// with some switched off, and says when each defect was first found. A
-/// defect is the groups that need the same switches, or one group that
-/// needs no single switch.
+/// which defect switches each group comes from by replaying its first
+/// finding with some switched off, and says when each defect was first
+/// found. A defect is the groups with the same cause, or one group whose
+/// cause is not known.
 pub fn detect(
     tokio: &tokio::runtime::Runtime,
     backends: &crate::play::driver::Backends,
@@ -370,20 +371,22 @@ pub fn detect(
         })
         .collect();
     let groups = defects::group(&inputs);
-    let mut needs: Vec<Vec<String>> = Vec::new();
+    let mut causes: Vec<Option<Cause>> = Vec::new();
     let mut defect_of_group: Vec<usize> = Vec::new();
     let mut defects: Vec<DefectFound> = Vec::new();
     for ((scenario, case_index, (until_cases, until_seconds), _, finding), group) in
         found.iter().zip(&groups)
     {
-        if *group == needs.len() {
-            let needed = needed_switches(tokio, backends, finding).unwrap_or_else(|error| {
+        if *group == causes.len() {
+            let cause = cause_of(tokio, backends, finding).unwrap_or_else(|error| {
                 unknown.push(format!("{scenario}: attributing a finding: {error}"));
-                Vec::new()
+                None
             });
-            let same = (!needed.is_empty())
-                .then(|| defects.iter().position(|defect| defect.needs == needed))
-                .flatten();
+            let same = cause.as_ref().and_then(|cause| {
+                defects
+                    .iter()
+                    .position(|defect| defect.cause.as_ref() == Some(cause))
+            });
             defect_of_group.push(same.unwrap_or(defects.len()));
             if same.is_none() {
                 defects.push(DefectFound {
@@ -392,10 +395,10 @@ pub fn detect(
                     cases_until_found: *until_cases,
                     seconds_until_found: *until_seconds,
                     breaks: Vec::new(),
-                    needs: needed.clone(),
+                    cause: cause.clone(),
                 });
             }
-            needs.push(needed);
+            causes.push(cause);
         }
         let defect = &mut defects[defect_of_group[*group]];
         for violation in &finding.violations {
@@ -419,22 +422,22 @@ pub fn detect(
     }
 }
 
-/// The defect switches `finding` needs (`check::defects::needed_switches`),
-/// by replays of its minimal case under its profile with some switched
-/// off. None for a finding that did not reproduce.
-fn needed_switches(
+/// The defect switches `finding` comes from (`check::defects::cause`), by
+/// replays of its minimal case under its profile with some switched off.
+/// None for a finding that did not reproduce.
+fn cause_of(
     tokio: &tokio::runtime::Runtime,
     backends: &crate::play::driver::Backends,
     finding: &crate::play::engine::Finding,
-) -> Result<Vec<String>, crate::play::error::DriverError> {
+) -> Result<Option<Cause>, crate::play::error::DriverError> {
     use crate::model::switches::DefectSwitches;
     use crate::play::driver::{PlantedDefects, play_with};
     if !finding.reproduced {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let switches = DefectSwitches::of(finding.case.profile);
     let signature = (finding.invariant, finding.reason_class);
-    crate::check::defects::needed_switches(&DefectSwitches::names(), |off| {
+    crate::check::defects::cause(&DefectSwitches::names(), |off| {
         let planted = PlantedDefects {
             switches: Some(switches.turned_off(off).expect("names of DefectSwitches")),
             ..PlantedDefects::default()
@@ -445,4 +448,5 @@ fn needed_switches(
             .iter()
             .any(|violation| (violation.invariant, violation.reason_class) == signature))
     })
+    .map(Some)
 }

@@ -5,6 +5,7 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
+use khala_parity::check::defects::Cause;
 use khala_parity::check::gate::Decision;
 use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::driver::{Backends, PlantedDefects};
@@ -265,30 +266,32 @@ fn bench_detect_says_when_each_legacy_defect_was_first_found() {
         assert!(defect.seconds_until_found > 0.0, "{defect:?}");
         assert!(!defect.breaks.is_empty(), "{defect:?}");
     }
-    // Each defect is credited to the switches its finding needs: real
-    // switch names, and no two defects needing the same ones.
+    // Each defect is credited to the switches it comes from: real switch
+    // names, and no two defects with the same cause.
     let names = khala_parity::model::switches::DefectSwitches::names();
-    let needs: Vec<&Vec<String>> = rates
+    let causes: Vec<&Vec<String>> = rates
         .defects
         .iter()
-        .map(|defect| &defect.needs)
-        .filter(|needs| !needs.is_empty())
+        .filter_map(|defect| match &defect.cause {
+            Some(Cause::Each(switches) | Cause::AnyOf(switches)) => Some(switches),
+            _ => None,
+        })
         .collect();
     assert!(
-        needs
+        causes
             .iter()
-            .flat_map(|needs| needs.iter())
+            .flat_map(|switches| switches.iter())
             .all(|name| names.contains(name)),
-        "{needs:?}"
+        "{causes:?}"
     );
-    let distinct: std::collections::BTreeSet<_> = needs.iter().collect();
-    assert_eq!(distinct.len(), needs.len(), "{needs:?}");
+    let distinct: std::collections::BTreeSet<_> = causes.iter().collect();
+    assert_eq!(distinct.len(), causes.len(), "{:?}", rates.defects);
     assert!(
-        needs.iter().any(|needs| needs
+        causes.iter().any(|switches| switches
             .iter()
             .any(|name| name == "b1_fanout_partial_success"
                 || name == "b4_terminal_status_after_event")),
-        "B1 or B4 is named: {needs:?}"
+        "B1 or B4 is named: {causes:?}"
     );
 }
 
