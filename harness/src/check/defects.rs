@@ -98,6 +98,76 @@ pub fn active_faults(steps: &[Step]) -> Vec<&Step> {
     active
 }
 
+/// Which defect switches a failure comes from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    /// It needs each of these on: turning any one off ends it.
+    Each(Vec<String>),
+    /// Any one of these on suffices: only turning all of them off ends it
+    /// (two defects that lose the same data).
+    AnyOf(Vec<String>),
+    /// It shows with every switch off: not a defect the switches name.
+    NoSwitch,
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Each(switches) => formatter.write_str(&switches.join(" + ")),
+            Cause::AnyOf(switches) => formatter.write_str(&switches.join(" | ")),
+            Cause::NoSwitch => formatter.write_str("no switch"),
+        }
+    }
+}
+
+/// Which of `candidates` (all on to begin with) a failure comes from.
+/// `fails(off)` plays the failure's case with the switches `off` turned
+/// off, the others on, and says whether it still shows.
+///
+/// First the switches it needs, by adaptive group testing: a set whose
+/// removal leaves the failure showing holds no needed switch; one whose
+/// removal ends it is halved until single switches remain, so a failure
+/// needing `k` of `n` switches costs about `1 + 2k·log2(n)` plays instead
+/// of `n`. When it needs none alone, yet all off end it, the switches that
+/// each suffice are found by putting them back one at a time (`n` plays):
+/// a smallest set whose removal still ends it.
+pub fn cause<E>(
+    candidates: &[String],
+    mut fails: impl FnMut(&[String]) -> Result<bool, E>,
+) -> Result<Cause, E> {
+    if fails(candidates)? {
+        return Ok(Cause::NoSwitch);
+    }
+    let mut needed = Vec::new();
+    let (left, right) = candidates.split_at(candidates.len() / 2);
+    // Popped left first, so the result keeps the candidates' order.
+    let mut pending = vec![right, left];
+    while let Some(set) = pending.pop() {
+        if set.is_empty() || fails(set)? {
+            continue;
+        }
+        if let [switch] = set {
+            needed.push(switch.clone());
+            continue;
+        }
+        let (left, right) = set.split_at(set.len() / 2);
+        pending.push(right);
+        pending.push(left);
+    }
+    if !needed.is_empty() {
+        return Ok(Cause::Each(needed));
+    }
+    let mut off = candidates.to_vec();
+    for switch in candidates {
+        let without: Vec<String> = off.iter().filter(|s| *s != switch).cloned().collect();
+        if !fails(&without)? {
+            off = without;
+        }
+    }
+    Ok(Cause::AnyOf(off))
+}
+
 fn is_subsequence(small: &[Step], large: &[Step]) -> bool {
     let mut large = large.iter();
     small.iter().all(|step| large.any(|other| other == step))
@@ -163,6 +233,60 @@ mod tests {
         assert!(same_defect(&input(&one, 2), &input(&two, 2)));
         assert!(!same_defect(&input(&one, 2), &input(&healed, 2)));
         assert!(!same_defect(&input(&one, 2), &input(&two, 1)));
+    }
+
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    /// Plays of a failure that needs every switch of `needs` on, with the
+    /// number of plays counted.
+    fn needing<'a>(
+        needs: &'a [&str],
+        plays: &'a mut u32,
+    ) -> impl FnMut(&[String]) -> Result<bool, ()> + 'a {
+        move |off| {
+            *plays += 1;
+            Ok(!off.iter().any(|switch| needs.contains(&switch.as_str())))
+        }
+    }
+
+    #[test]
+    fn the_switches_a_failure_needs_are_found_in_few_plays() {
+        let candidates: Vec<String> = (0..21).map(|n| format!("b{n}")).collect();
+        let mut plays = 0;
+        let found = cause(&candidates, needing(&["b7"], &mut plays));
+        assert_eq!(found, Ok(Cause::Each(names(&["b7"]))));
+        assert!(plays <= 11, "{plays} plays");
+        let mut plays = 0;
+        let found = cause(&candidates, needing(&["b1", "b3", "b20"], &mut plays));
+        assert_eq!(found, Ok(Cause::Each(names(&["b1", "b3", "b20"]))));
+        let mut plays = 0;
+        assert_eq!(
+            cause(&candidates, needing(&[], &mut plays)),
+            Ok(Cause::NoSwitch)
+        );
+        assert_eq!(plays, 1);
+    }
+
+    #[test]
+    fn either_of_two_causes_is_named_and_errors_stop_the_search() {
+        let candidates = names(&["b1", "b2", "b3", "b4", "b5"]);
+        // Fails while b2 or b4 is on.
+        let either = |off: &[String]| -> Result<bool, ()> {
+            let on = |name: &str| !off.iter().any(|switch| switch == name);
+            Ok(on("b2") || on("b4"))
+        };
+        assert_eq!(
+            cause(&candidates, either),
+            Ok(Cause::AnyOf(names(&["b2", "b4"])))
+        );
+        assert_eq!(
+            cause(&candidates, |_: &[String]| Err("backend down")),
+            Err("backend down")
+        );
+        assert_eq!(Cause::AnyOf(names(&["b2", "b4"])).to_string(), "b2 | b4");
+        assert_eq!(Cause::Each(names(&["b1", "b2"])).to_string(), "b1 + b2");
     }
 
     #[test]

@@ -293,6 +293,10 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         format!("{} #{}", defect.scenario, defect.case_index),
                         defect.cases_until_found.to_string(),
                         format!("{:.1}", defect.seconds_until_found),
+                        defect
+                            .cause
+                            .as_ref()
+                            .map_or_else(|| "not known".to_owned(), ToString::to_string),
                         defect.breaks.join("\n"),
                     ]
                 });
@@ -309,6 +313,7 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                         "first seen",
                         "cases until",
                         "seconds until",
+                        "switches",
                         "breaks",
                     ],
                     rows.collect(),

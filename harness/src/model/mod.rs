@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod observation;
 pub mod reason;
 pub mod shard;
+pub mod switches;
 pub mod trace;
 pub mod values;
 pub mod violation;

@@ -288,6 +288,8 @@ pub fn engine(
     }
 }
 
+use crate::check::defects::Cause;
+
 /// When a default run first finds each defect (`bench detect`).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DetectRates {
@@ -315,11 +317,17 @@ pub struct DefectFound {
     pub seconds_until_found: f64,
     /// Every `invariant reason_class [scenario]` its findings show.
     pub breaks: Vec<String>,
+    /// The defect switches (spec §15) its first finding comes from;
+    /// `None` when that finding did not reproduce or could not be replayed.
+    pub cause: Option<Cause>,
 }
 
 /// Plays every scenario of `scenarios` in order under `profile` (nothing
-/// known, nothing stored), groups the findings into defects
-/// (`check::defects`) and says when each was first found.
+/// known, nothing stored), groups the findings (`check::defects`), learns
+/// which defect switches each group comes from by replaying its first
+/// finding with some switched off, and says when each defect was first
+/// found. A defect is the groups with the same cause, or one group whose
+/// cause is not known.
 pub fn detect(
     tokio: &tokio::runtime::Runtime,
     backends: &crate::play::driver::Backends,
@@ -363,20 +371,36 @@ pub fn detect(
         })
         .collect();
     let groups = defects::group(&inputs);
+    let mut causes: Vec<Option<Cause>> = Vec::new();
+    let mut defect_of_group: Vec<usize> = Vec::new();
     let mut defects: Vec<DefectFound> = Vec::new();
     for ((scenario, case_index, (until_cases, until_seconds), _, finding), group) in
         found.iter().zip(&groups)
     {
-        if *group == defects.len() {
-            defects.push(DefectFound {
-                scenario: scenario.clone(),
-                case_index: *case_index,
-                cases_until_found: *until_cases,
-                seconds_until_found: *until_seconds,
-                breaks: Vec::new(),
+        if *group == causes.len() {
+            let cause = cause_of(tokio, backends, finding).unwrap_or_else(|error| {
+                unknown.push(format!("{scenario}: attributing a finding: {error}"));
+                None
             });
+            let same = cause.as_ref().and_then(|cause| {
+                defects
+                    .iter()
+                    .position(|defect| defect.cause.as_ref() == Some(cause))
+            });
+            defect_of_group.push(same.unwrap_or(defects.len()));
+            if same.is_none() {
+                defects.push(DefectFound {
+                    scenario: scenario.clone(),
+                    case_index: *case_index,
+                    cases_until_found: *until_cases,
+                    seconds_until_found: *until_seconds,
+                    breaks: Vec::new(),
+                    cause: cause.clone(),
+                });
+            }
+            causes.push(cause);
         }
-        let defect = &mut defects[*group];
+        let defect = &mut defects[defect_of_group[*group]];
         for violation in &finding.violations {
             let broken = format!(
                 "{} {} [{scenario}]",
@@ -396,6 +420,35 @@ pub fn detect(
         defects,
         unknown,
     }
+}
+
+/// The defect switches `finding` comes from (`check::defects::cause`), by
+/// replays of its minimal case under its profile with some switched off.
+/// None for a finding that did not reproduce.
+fn cause_of(
+    tokio: &tokio::runtime::Runtime,
+    backends: &crate::play::driver::Backends,
+    finding: &crate::play::engine::Finding,
+) -> Result<Option<Cause>, crate::play::error::DriverError> {
+    use crate::model::switches::DefectSwitches;
+    use crate::play::driver::{PlantedDefects, play_with};
+    if !finding.reproduced {
+        return Ok(None);
+    }
+    let switches = DefectSwitches::of(finding.case.profile);
+    let signature = (finding.invariant, finding.reason_class);
+    crate::check::defects::cause(&DefectSwitches::names(), |off| {
+        let planted = PlantedDefects {
+            switches: Some(switches.turned_off(off).expect("names of DefectSwitches")),
+            ..PlantedDefects::default()
+        };
+        let result = tokio.block_on(play_with(backends, &finding.case, false, &planted))?;
+        Ok(result
+            .violations
+            .iter()
+            .any(|violation| (violation.invariant, violation.reason_class) == signature))
+    })
+    .map(Some)
 }
 
 /// One measurement of `khala-parity audit`: a cycle comparing `documents`

@@ -28,6 +28,7 @@
 use crate::model::case::ClientUser;
 use crate::model::case::{Start, Step, Surface};
 use crate::model::observation::{Observation, document_seq};
+use crate::model::switches::DefectSwitches;
 use crate::model::trace::{
     CachedDocument, ClientsObservation, DeliveryRun, JournalStamp, LaneKind, LaneObservation,
     LaneSource, RetentionRun, SubscribeAttempt, TopicTruth,
@@ -104,15 +105,13 @@ impl CommitHold for ServerHold {
 /// The sync server and clients of one case.
 #[derive(Debug)]
 pub struct Delivery {
-    profile: Profile,
+    switches: DefectSwitches,
     /// Start at the first step: the case starts with some flag on.
     eager: bool,
     pool: PgPool,
     clock: Arc<ManualClock>,
     /// Surfaces whose users also run the shipped client.
     shipped_clients: Vec<Surface>,
-    /// A planted lane defect (`PlantedDefects`), tests only.
-    planted_apply_fails_from: Option<i64>,
     /// The runtime's notifier: the server hears it.
     notifier: Notifier,
     /// The runtime's commit hold, pointed at the running server.
@@ -516,23 +515,21 @@ impl Delivery {
     /// The delivery of a case whose runtime wakes subscribers on
     /// `notifier` and holds its commits on `hold`.
     pub fn new(
-        profile: Profile,
+        switches: DefectSwitches,
         start: &Start,
         pool: PgPool,
         clock: Arc<ManualClock>,
-        planted_apply_fails_from: Option<i64>,
         notifier: Notifier,
         hold: Arc<ServerHold>,
     ) -> Self {
         Delivery {
             notifier,
             hold,
-            profile,
+            switches,
             eager: !start.flags.all_off() || start.rollout_stage.is_some(),
             pool,
             clock,
             shipped_clients: start.shipped_clients.clone(),
-            planted_apply_fails_from,
             running: None,
         }
     }
@@ -599,7 +596,11 @@ impl Delivery {
         if self.running.is_some() {
             return Ok(());
         }
-        let config = SyncConfig::new(self.profile);
+        // A profile only picks the switches, and they are the case's.
+        let config = SyncConfig {
+            switches: self.switches.runtime,
+            ..SyncConfig::new(Profile::Hardened)
+        };
         let notifier = self.notifier.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
         let server = SyncServer::start(config.clone(), self.pool.clone(), notifier.clone(), clock)
@@ -636,10 +637,7 @@ impl Delivery {
         };
         for surface in VIEW_SURFACES {
             for user in ClientUser::ALL {
-                let switches = ClientSwitches {
-                    planted_apply_fails_from: self.planted_apply_fails_from,
-                    ..ClientSwitches::new(self.profile)
-                };
+                let switches = self.switches.clients;
                 let mut lane = running.new_lane(
                     surface,
                     user,

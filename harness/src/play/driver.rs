@@ -18,6 +18,7 @@ use crate::check::windows::ParityWindows;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::model::reason::ReasonClass;
+use crate::model::switches::DefectSwitches;
 use crate::model::trace::ClientsObservation;
 use crate::model::trace::{CaseResult, StepTrace};
 use crate::model::violation::Violation;
@@ -115,13 +116,16 @@ impl Namespaces {
     }
 }
 
-/// Defects a test plants in the models every case plays, to show what the
-/// engine makes of them. None outside tests.
+/// Defects planted in (or taken out of) the models every case plays: by
+/// tests, to show what the engine makes of them, and by `bench detect`, to
+/// learn which defect switches a finding needs. None in a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlantedDefects {
     /// Today's client lanes fail to apply any update batch carrying this
     /// watermark or a higher one (`ClientSwitches::planted_apply_fails_from`).
     pub lane_apply_fails_from: Option<i64>,
+    /// The defect switches in place of the case's profile's.
+    pub switches: Option<DefectSwitches>,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -340,7 +344,17 @@ pub async fn play(
     case: &Case,
     stop_at_first: bool,
 ) -> Result<CaseResult, DriverError> {
-    play_on(backends, 0, case, stop_at_first).await
+    play_on(backends, 0, case, stop_at_first, &backends.planted).await
+}
+
+/// `play` with `planted` in place of the defects planted in `backends`.
+pub async fn play_with(
+    backends: &Backends,
+    case: &Case,
+    stop_at_first: bool,
+    planted: &PlantedDefects,
+) -> Result<CaseResult, DriverError> {
+    play_on(backends, 0, case, stop_at_first, planted).await
 }
 
 /// Plays `cases` at once, the first on slot 0, the next on slot 1 and so
@@ -354,7 +368,7 @@ pub async fn play_side_by_side<'a>(
         cases
             .into_iter()
             .enumerate()
-            .map(|(slot, case)| play_on(backends, slot, case, stop_at_first)),
+            .map(|(slot, case)| play_on(backends, slot, case, stop_at_first, &backends.planted)),
     )
     .await
 }
@@ -367,6 +381,7 @@ async fn play_on(
     slot: usize,
     case: &Case,
     stop_at_first: bool,
+    planted: &PlantedDefects,
 ) -> Result<CaseResult, DriverError> {
     let postgres = &backends.postgres;
     let slot = &backends.slots[slot % backends.slots.len()];
@@ -383,7 +398,7 @@ async fn play_on(
         &db,
         &namespace,
         stop_at_first,
-        &backends.planted,
+        planted,
         &mut result,
     )
     .await;
@@ -720,6 +735,10 @@ fn start_case(
     namespace: &str,
     planted: &PlantedDefects,
 ) -> Result<CaseState, DriverError> {
+    let mut switches = planted
+        .switches
+        .unwrap_or_else(|| DefectSwitches::of(case.profile));
+    switches.clients.planted_apply_fails_from = planted.lane_apply_fails_from;
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     // The sync server hears the runtime's own wake-ups; every projection's
@@ -731,6 +750,7 @@ fn start_case(
         clock,
         notifier: notifier.clone(),
         commit_hold: Some(hold.clone()),
+        switches: switches.runtime,
         ..RuntimeConfig::new(case.profile)
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
@@ -766,16 +786,15 @@ fn start_case(
         created: Default::default(),
         khala_broken: false,
         version_generation: 1,
-        auditor: ParityAuditor::new(auditor_config, case.profile.switches()),
-        auditor_reads_convex: !case.profile.switches().b2_auditor_blind_to_convex,
+        auditor: ParityAuditor::new(auditor_config, switches.runtime),
+        auditor_reads_convex: !switches.runtime.b2_auditor_blind_to_convex,
         audited: None,
         audited_enabled: false,
         delivery: Delivery::new(
-            case.profile,
+            switches,
             &case.start,
             db.pool.clone(),
             manual_clock,
-            planted.lane_apply_fails_from,
             notifier,
             hold,
         ),

@@ -5,6 +5,7 @@
 
 use crate::convex_backend::convex_backend;
 use crate::support;
+use khala_parity::check::defects::Cause;
 use khala_parity::check::gate::Decision;
 use khala_parity::plan::scenario::Scenario;
 use khala_parity::play::driver::{Backends, PlantedDefects};
@@ -265,6 +266,33 @@ fn bench_detect_says_when_each_legacy_defect_was_first_found() {
         assert!(defect.seconds_until_found > 0.0, "{defect:?}");
         assert!(!defect.breaks.is_empty(), "{defect:?}");
     }
+    // Each defect is credited to the switches it comes from: real switch
+    // names, and no two defects with the same cause.
+    let names = khala_parity::model::switches::DefectSwitches::names();
+    let causes: Vec<&Vec<String>> = rates
+        .defects
+        .iter()
+        .filter_map(|defect| match &defect.cause {
+            Some(Cause::Each(switches) | Cause::AnyOf(switches)) => Some(switches),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        causes
+            .iter()
+            .flat_map(|switches| switches.iter())
+            .all(|name| names.contains(name)),
+        "{causes:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = causes.iter().collect();
+    assert_eq!(distinct.len(), causes.len(), "{:?}", rates.defects);
+    assert!(
+        causes.iter().any(|switches| switches
+            .iter()
+            .any(|name| name == "b1_fanout_partial_success"
+                || name == "b4_terminal_status_after_event")),
+        "B1 or B4 is named: {causes:?}"
+    );
 }
 
 /// Hardened delivery cases whose web and mobile lanes carry a planted
@@ -279,6 +307,7 @@ fn planted_lane_run() -> engine::ScenarioRun {
         let mut backends = support::ok(Backends::new(postgres, convex).await);
         backends.plant(PlantedDefects {
             lane_apply_fails_from: Some(2),
+            ..PlantedDefects::default()
         });
         backends
     });

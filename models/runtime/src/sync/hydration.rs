@@ -5,7 +5,7 @@
 use crate::summary::ProjectionKind;
 use crate::sync::topics;
 use serde_json::Value;
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 /// One read-model row as served.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
@@ -61,13 +61,7 @@ pub async fn fetch_doc(
 /// that watermark is reflected in the documents and none after it.
 pub async fn list_topic(pool: &PgPool, topic: &str) -> Result<TopicSnapshot, HydrationError> {
     let step = |what: &str| format!("{what} of topic `{topic}`");
-    let mut conn = pool.acquire().await.map_err(failed(step("connect")))?;
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(failed(step("begin the snapshot")))?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    let mut tx = super::replay::snapshot(pool)
         .await
         .map_err(failed(step("begin the snapshot")))?;
     let watermark: i64 = sqlx::query_scalar(

@@ -6,7 +6,7 @@
 use crate::profile::Switches;
 use crate::sync::topics;
 use serde_json::Value;
-use sqlx::{Connection, PgExecutor, PgPool};
+use sqlx::{PgExecutor, PgPool};
 
 /// One `runtime.sync_stream_events` row as delivered.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -294,22 +294,23 @@ struct ReadModelRow {
     payload_hash: Option<Vec<u8>>,
 }
 
+/// Opens a read-only repeatable-read transaction: every read in it sees
+/// one snapshot. Dropped without a commit (a cancelled read), the pool
+/// rolls it back before the connection is used again.
+pub async fn snapshot(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+}
+
 /// Reads `topic`'s bounds and read-model rows in one repeatable-read
 /// snapshot. Read-model rows and journal rows commit together, so the rows
 /// reflect every journal row up to the bounds' head and none after it: a
 /// client that takes the rows and then the journal after any watermark at
 /// or below that head misses nothing.
 pub async fn read_image(pool: &PgPool, topic: &str) -> Result<TopicImage, ReplayError> {
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(failed("connect for a snapshot", topic))?;
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(failed("begin a snapshot", topic))?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
+    let mut tx = snapshot(pool)
         .await
         .map_err(failed("begin a snapshot", topic))?;
     let bounds = self::bounds(&mut *tx, topic).await?;
