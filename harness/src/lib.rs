@@ -19,6 +19,7 @@ pub mod play;
 
 pub mod report;
 
+pub mod audit;
 pub mod exit;
 pub mod facade;
 pub mod merge;

@@ -432,6 +432,7 @@ impl Merged {
         }
         let mut merged = Report {
             schema: first.schema.clone(),
+            mode: first.mode,
             code_version: first.code_version.clone(),
             profile: first.profile,
             seed: first.seed,

@@ -4,6 +4,7 @@
 //! drill report, SVG timelines and Prometheus metrics file drawn from it.
 
 pub mod artifacts;
+pub mod audit;
 mod build;
 pub mod drill;
 pub mod explain;
@@ -19,6 +20,6 @@ pub use build::{
     build, build_gated, for_case, gate_of, group_defects, regate, regression_path, reported,
 };
 pub use model::{
-    DefectReport, FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportTiming, ReportedViolation,
-    ScenarioSummary, ShardFinding, ShardScenario, ShardSection, Stats,
+    DefectReport, FieldDiff, FindingReport, REPORT_SCHEMA, Report, ReportMode, ReportTiming,
+    ReportedViolation, ScenarioSummary, ShardFinding, ShardScenario, ShardSection, Stats,
 };

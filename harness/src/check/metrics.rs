@@ -349,6 +349,23 @@ impl RunMetrics {
         }
     }
 
+    /// Adds one cycle of `khala-parity audit`: a live deployment is the
+    /// steady state §9.5 judges, and each comparison's drift counts exactly
+    /// (the audit keeps them, where a case's trace keeps the summary only).
+    pub fn observe_audit_cycle(&mut self, summary: &CycleSummary, abs_lag_drifts: &[u64]) {
+        self.cases += 1;
+        let auditor = &mut self.auditor;
+        *auditor
+            .cycles_by_status
+            .entry(summary.status.as_str().to_owned())
+            .or_default() += 1;
+        auditor.all.add_summary(summary);
+        auditor.steady.add_summary(summary);
+        for drift in abs_lag_drifts {
+            *auditor.quiescent_abs_lag_drift.entry(*drift).or_default() += 1;
+        }
+    }
+
     /// Adds another run's metrics.
     pub fn merge(&mut self, other: &RunMetrics) {
         self.cases += other.cases;

@@ -3,6 +3,7 @@
 //! windows, which keep what earlier steps opened), the metrics
 //! drawn from traces, and the gate's thresholds and decision.
 
+pub mod audit;
 pub mod clients;
 pub mod cycle;
 pub mod defects;

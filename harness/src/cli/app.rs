@@ -5,7 +5,7 @@
 //! or a backend failed; never a pass), 64 invalid invocation or input file.
 
 use super::error::CliError;
-use super::{bench, list, replay, report, run};
+use super::{audit, bench, list, replay, report, run};
 use clap::{Parser, Subcommand};
 use khala_parity::exit;
 use std::process::ExitCode;
@@ -27,6 +27,11 @@ enum Command {
     /// shrink and store every failure, and decide the gate. Stored
     /// regressions (scenarios/regressions/*.json) are replayed first.
     Run(run::RunArgs),
+    /// Audit a live deployment read-only: its checkpoints, Khala read
+    /// models and journal (PostgreSQL) against its Convex summaries, with
+    /// the report and gate of `run`. Exit 0 allow, 1 block, 2 unknown (a
+    /// store unreachable, a table or function missing, credentials wrong).
+    Audit(Box<audit::AuditArgs>),
     /// Re-execute exactly one stored case: no generation, no shrinking.
     Replay(replay::ReplayArgs),
     /// Render a report.json again (human, JSON, Markdown drill report,
@@ -72,6 +77,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => run::execute(args, &tokio),
+        Command::Audit(args) => audit::execute(*args, &tokio),
         Command::Replay(args) => replay::execute(args, &tokio),
         Command::Report(args) => report::execute(args),
         Command::List(args) => list::execute(args),

@@ -99,6 +99,23 @@ pub enum BenchCommand {
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
     },
+    /// Audit rate: documents per second read from each store by
+    /// `khala-parity audit`, on stores a hardened case populated.
+    Audit {
+        #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
+        backend: Option<BackendChoice>,
+        /// Runs, and as many workers, in the populating case (at most 256).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=256))]
+        entities: u16,
+        /// Events per entity.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        events: u32,
+        /// Cycles per measurement.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        repeats: u32,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
     /// Projections per second through the Khala sink on PostgreSQL.
     Projections {
         #[arg(long, value_parser = clap::value_parser!(BackendChoice))]
@@ -304,6 +321,45 @@ pub fn execute(what: BenchCommand, tokio: &tokio::runtime::Runtime) -> CliResult
                 for reason in &rates.unknown {
                     println!("unknown: {reason}");
                 }
+            })
+        }
+        BenchCommand::Audit {
+            backend,
+            entities,
+            events,
+            repeats,
+            format,
+        } => {
+            let backends = tokio.block_on(start_backends(backend, 1))?;
+            let rates = tokio.block_on(bench::audit(&backends, entities, events, repeats));
+            shut_down(tokio, backends)?;
+            let rates = rates
+                .map_err(|error| anyhow::anyhow!(error))
+                .context("run the audit benchmark")?;
+            let report = serde_json::json!({"benchmark": "audit", "entities": entities, "events": events, "rates": rates});
+            print_rates(format, &report, || {
+                let rows = rates.iter().map(|rate| {
+                    vec![
+                        rate.mode.clone(),
+                        rate.documents.to_string(),
+                        format!("{:.0}", rate.postgres_documents_per_second),
+                        format!("{:.0}", rate.convex_documents_per_second),
+                        format!("{:.0}", rate.documents_per_second),
+                    ]
+                });
+                print_table(
+                    &format!(
+                        "audit rate ({entities} runs and {entities} workers, {events} events each)"
+                    ),
+                    &[
+                        "mode",
+                        "documents",
+                        "postgres docs/s",
+                        "convex docs/s",
+                        "docs/s",
+                    ],
+                    rows.collect(),
+                );
             })
         }
         BenchCommand::ConvexSink {

@@ -2,6 +2,7 @@
 //! exits or uses `anyhow`; everything it runs is the library's.
 
 mod app;
+mod audit;
 mod backends;
 mod bench;
 mod error;

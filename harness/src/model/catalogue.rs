@@ -20,6 +20,10 @@ pub enum Phase {
     EveryStep,
     /// After `Quiesce` and at the end of a case (convergence).
     Quiescence,
+    /// Only on a live deployment's stores, by `khala-parity audit`: what a
+    /// case's checks see through the oracle, the audit sees in the stores
+    /// alone.
+    Audit,
     /// A property of one model component that no case can observe (the
     /// entry's `not_in_cases` says why), checked by that component's own
     /// tests against real backends (the `checked_by` file).
@@ -352,6 +356,22 @@ pub const CATALOGUE: &[Invariant] = &[
         phase: Phase::Models,
         checked_by: Some("harness/src/report/build.rs"),
         not_in_cases: Some("a property of the harness's own gate, not of the system under test"),
+    },
+    Invariant {
+        id: "J1",
+        statement: "every Khala read-model row has the doc_version and payload_hash of its document's newest journal row, and each topic's sequence is at or above its journal's highest watermark",
+        severity: Severity::Critical,
+        phase: Phase::Audit,
+        checked_by: None,
+        not_in_cases: None,
+    },
+    Invariant {
+        id: "J2",
+        statement: "every checkpoint, read-model row and Convex document an audit reads has the shape of spec §5 and §4.3",
+        severity: Severity::Critical,
+        phase: Phase::Audit,
+        checked_by: None,
+        not_in_cases: None,
     },
 ];
 

@@ -3,6 +3,7 @@
 //! and the violations the checks record. No I/O, no logic beyond
 //! constructors and lookups.
 
+pub mod audit;
 pub mod case;
 pub mod catalogue;
 pub mod observation;

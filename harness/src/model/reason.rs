@@ -261,6 +261,21 @@ reason_family! {
 }
 
 reason_family! {
+    /// What only `khala-parity audit` reads: a live deployment's journal
+    /// against its read models, and rows or documents that do not parse.
+    DeploymentClass as ReasonClass::Deployment {
+        ReadModelNotJournaled => "J1", Critical, "read_model_not_journaled",
+            "a Khala read-model row's doc_version or payload_hash is not that of its document's newest journal row, so a client replaying the journal ends with another document than one reading the read model";
+        TopicSequenceBehind => "J1", Critical, "topic_sequence_behind",
+            "a topic's sequence row is below the highest watermark its journal holds, so the next allocation reuses a watermark";
+        RowUnparseable => "J2", Critical, "row_unparseable",
+            "a PostgreSQL row the audit read does not have the shape spec §5 gives it (a summary_hash that is not 64 hex characters, a negative seq, a payload that is not an object, a document_id that is not the projection's prefix plus the entity id)";
+        DocumentUnparseable => "J2", Critical, "document_unparseable",
+            "a Convex query answered a document that is not `{document_id, summary}` with an object summary";
+    }
+}
+
+reason_family! {
     /// E1: the part of the system under test that raised an error
     /// (`play::error::Component`).
     SystemClass as ReasonClass::System {
@@ -297,6 +312,7 @@ pub enum ReasonClass {
     Lane(LaneClass),
     Delivery(DeliveryClass),
     Window(WindowClass),
+    Deployment(DeploymentClass),
     System(SystemClass),
     Harness(HarnessClass),
 }
@@ -315,6 +331,7 @@ impl ReasonClass {
             ReasonClass::Lane(class) => class.row(),
             ReasonClass::Delivery(class) => class.row(),
             ReasonClass::Window(class) => class.row(),
+            ReasonClass::Deployment(class) => class.row(),
             ReasonClass::System(class) => class.row(),
             ReasonClass::Harness(class) => class.row(),
         }
@@ -338,7 +355,7 @@ impl ReasonClass {
 
     /// Every class, family by family in the order above.
     pub fn all() -> impl Iterator<Item = ReasonClass> {
-        let families: [Vec<ReasonClass>; 13] = [
+        let families: [Vec<ReasonClass>; 14] = [
             family(ProjectionClass::ALL),
             family(SinkClass::ALL),
             family(ValueClass::ALL),
@@ -350,6 +367,7 @@ impl ReasonClass {
             family(LaneClass::ALL),
             family(DeliveryClass::ALL),
             family(WindowClass::ALL),
+            family(DeploymentClass::ALL),
             family(SystemClass::ALL),
             family(HarnessClass::ALL),
         ];
@@ -525,7 +543,9 @@ mod tests {
                     assert!(entry.checked_by.is_some(), "{} names no test", entry.id);
                     assert!(!has_class, "{} has classes but is left to models", entry.id);
                 }
-                Phase::EveryStep | Phase::Quiescence => assert!(has_class, "{}", entry.id),
+                Phase::EveryStep | Phase::Quiescence | Phase::Audit => {
+                    assert!(has_class, "{}", entry.id)
+                }
             }
         }
     }

@@ -450,3 +450,102 @@ fn cause_of(
     })
     .map(Some)
 }
+
+/// One measurement of `khala-parity audit`: a cycle comparing `documents`
+/// checkpoints, with the seconds spent reading each store.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditRate {
+    /// `all` or `sample N`.
+    pub mode: String,
+    pub documents: u64,
+    pub postgres_seconds: f64,
+    pub convex_seconds: f64,
+    pub postgres_documents_per_second: f64,
+    pub convex_documents_per_second: f64,
+    pub documents_per_second: f64,
+}
+
+/// Audit rates on the stores one played hardened case leaves: `entities`
+/// runs and as many workers (at most 256 each: a case's indices are
+/// bytes), each with `events` events, projected in dual mode; then one
+/// `--all` cycle and one cycle of the default sample, `repeats` times each.
+pub async fn audit(
+    backends: &crate::play::driver::Backends,
+    entities: u16,
+    events: u32,
+    repeats: u32,
+) -> Result<Vec<AuditRate>, String> {
+    use crate::model::audit::{AuditTables, AuditTarget, Sampling};
+    use crate::play::audit::{self, AuditConnect};
+    let entities = entities.clamp(1, 256);
+    let mut steps = Vec::new();
+    for _ in 0..events.max(1) {
+        for index in 0..entities {
+            steps.push(
+                json!({"action": "append_run_event", "run": index, "event_type": "run.started"}),
+            );
+            steps.push(json!({"action": "append_worker_event", "worker": index, "event_type": "worker.heartbeat"}));
+        }
+    }
+    let case: crate::model::case::Case = serde_json::from_value(json!({
+        "schema": "khala-parity.case.v1",
+        "profile": "hardened",
+        "start": {"sink_mode": "dual"},
+        "ids": "plain",
+        "steps": steps,
+    }))
+    .map_err(|error| format!("build the populating case: {error}"))?;
+    crate::play::driver::play(backends, &case, true)
+        .await
+        .map_err(|error| format!("populate the stores: {error}"))?;
+    let (postgres_url, convex_url, convex_admin_key) = backends
+        .last_case_stores()
+        .ok_or("the populating case left no database")?;
+    let connect = AuditConnect {
+        postgres_url,
+        convex_url,
+        convex_admin_key,
+        max_rps: None,
+    };
+    let mut rates = Vec::new();
+    for (mode, sampling) in [
+        ("all".to_owned(), Sampling::All { max_entities: None }),
+        (
+            format!("sample {}", khala_runtime::auditor::DEFAULT_SAMPLE_SIZE),
+            Sampling::Sweep {
+                size: khala_runtime::auditor::DEFAULT_SAMPLE_SIZE,
+            },
+        ),
+    ] {
+        let target = AuditTarget {
+            tables: AuditTables::default(),
+            paths: khala_runtime::sink::ConvexQueryPaths::default(),
+            sampling,
+        };
+        let mut session = audit::open(&connect, target)
+            .await
+            .map_err(|error| error.to_string())?;
+        let (mut documents, mut postgres, mut convex) = (0, 0.0, 0.0);
+        for _ in 0..repeats.max(1) {
+            let read = session
+                .read_cycle()
+                .await
+                .map_err(|error| error.to_string())?;
+            documents += read.checkpoints.len() as u64;
+            postgres += read.postgres_seconds;
+            convex += read.convex_seconds;
+        }
+        session.close().await;
+        let per_second = |seconds: f64| documents as f64 / seconds.max(1e-9);
+        rates.push(AuditRate {
+            mode,
+            documents,
+            postgres_seconds: postgres,
+            convex_seconds: convex,
+            postgres_documents_per_second: per_second(postgres),
+            convex_documents_per_second: per_second(convex),
+            documents_per_second: per_second(postgres + convex),
+        });
+    }
+    Ok(rates)
+}

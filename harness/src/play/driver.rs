@@ -472,6 +472,18 @@ pub struct Residue {
 }
 
 impl Backends {
+    /// Where the last case played on slot 0 left its stores: the case
+    /// database's URL, the Convex front's base URL and admin key. Only
+    /// until the next case resets them.
+    pub fn last_case_stores(&self) -> Option<(String, String, String)> {
+        let slot = self.slots.first()?;
+        Some((
+            self.postgres.last_case_url()?,
+            slot.convex.base_url(),
+            slot.convex.admin_key().unwrap_or_default().to_owned(),
+        ))
+    }
+
     /// Whether cases play against an external Convex deployment, which
     /// cannot be reset or faulted (each play then has a namespace).
     pub fn convex_is_external(&self) -> bool {

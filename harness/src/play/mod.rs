@@ -2,6 +2,7 @@
 //! providers, the driver and its delivery part, the fault proxy, the
 //! engine that draws, plays and shrinks cases, signals, benchmarks.
 
+pub mod audit;
 pub mod backend;
 pub mod bench;
 pub mod bench_sync;

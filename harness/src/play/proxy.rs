@@ -85,6 +85,10 @@ struct Shared {
     /// Set when the proxy is dropped: connections still waiting on the
     /// backend give up.
     closed: watch::Sender<bool>,
+    /// Whether connections accepted from now on keep what their client
+    /// sent (`TcpProxy::record`), and what each of them kept.
+    recording: AtomicBool,
+    recorded: std::sync::Mutex<Vec<Arc<std::sync::Mutex<Vec<u8>>>>>,
 }
 
 /// The proxy still holds connections after the wait `TcpProxy::settle`
@@ -121,6 +125,8 @@ impl TcpProxy {
             in_flight: watch::channel(0).0,
             open: watch::channel(0).0,
             closed: watch::channel(false).0,
+            recording: AtomicBool::new(false),
+            recorded: std::sync::Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(accept_loop(listener, upstream, shared.clone()));
         Ok(TcpProxy {
@@ -132,6 +138,32 @@ impl TcpProxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// Keeps every byte clients send on connections accepted from now on,
+    /// one buffer per connection: what a test reads to prove which
+    /// statements or requests reached the backend (the audit's read-only
+    /// proof). Off unless asked, so runs keep nothing.
+    pub fn record(&self) {
+        self.shared.recording.store(true, Ordering::SeqCst);
+    }
+
+    /// What each recorded connection's client sent so far, in accept order.
+    pub fn recorded(&self) -> Vec<Vec<u8>> {
+        let connections = self
+            .shared
+            .recorded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        connections
+            .iter()
+            .map(|bytes| {
+                bytes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+            })
+            .collect()
     }
 
     pub fn mode(&self) -> ProxyMode {
@@ -306,6 +338,18 @@ async fn relay(
         ProxyMode::Delay => Answers::Held,
         _ => Answers::Client(&mut client_writing),
     };
+    let mut server_writing = Recorded {
+        inner: &mut server_writing,
+        kept: shared.recording.load(Ordering::SeqCst).then(|| {
+            let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+            shared
+                .recorded
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(kept.clone());
+            kept
+        }),
+    };
     let ended = tokio::select! {
         _ = forward_requests(&mut client_reading, &mut server_writing, shared, &unanswered) => {
             Ended::ClientDone
@@ -347,6 +391,42 @@ async fn relay(
     let left = unanswered.swap(0, Ordering::SeqCst);
     if left > 0 {
         shared.in_flight.send_modify(|in_flight| *in_flight -= left);
+    }
+}
+
+/// A writer that keeps a copy of what passes, when recording.
+struct Recorded<'a, W> {
+    inner: &'a mut W,
+    kept: Option<Arc<std::sync::Mutex<Vec<u8>>>>,
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Recorded<'_, W> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_write(context, buffer);
+        if let (std::task::Poll::Ready(Ok(written)), Some(kept)) = (&polled, &self.kept) {
+            kept.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(&buffer[..*written]);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(context)
     }
 }
 

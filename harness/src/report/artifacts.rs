@@ -44,11 +44,16 @@ pub fn write(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, WriteError> {
     }
     let mut written = Vec::new();
     for (name, contents) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|source| WriteError {
-            path: path.clone(),
-            source,
-        })?;
+        // Written aside and renamed over, so a reader (a Prometheus
+        // scraper during `audit --watch`) never sees half a file.
+        let path = dir.join(&name);
+        let partial = dir.join(format!(".{name}.partial"));
+        std::fs::write(&partial, contents)
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|source| WriteError {
+                path: path.clone(),
+                source,
+            })?;
         written.push(path);
     }
     Ok(written)

@@ -379,6 +379,7 @@ impl Builder {
         let defects = group_defects(&mut self.findings, &self.violations, &cases);
         Report {
             schema: REPORT_SCHEMA.to_owned(),
+            mode: super::model::ReportMode::Run,
             code_version: CODE_VERSION.to_owned(),
             profile,
             seed,

@@ -235,11 +235,23 @@ pub fn render(report: &Report) -> String {
     let names: Vec<&str> = report.scenarios.iter().map(|s| s.name.as_str()).collect();
     let _ = writeln!(out, "# Cutover drill report: {}", names.join(", "));
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "Produced by khala-parity {} (profile `{}`, seed {}): {} cases, {} steps against real PostgreSQL and a Convex HTTP backend.",
-        report.code_version, report.profile, report.seed, report.stats.cases, report.stats.steps
-    );
+    if report.mode == super::model::ReportMode::Audit {
+        let _ = writeln!(
+            out,
+            "Produced by khala-parity {} auditing a live deployment read-only: {} cycle(s), {} checkpoint comparison(s) against its PostgreSQL and Convex.",
+            report.code_version, report.stats.cases, report.stats.steps
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Produced by khala-parity {} (profile `{}`, seed {}): {} cases, {} steps against real PostgreSQL and a Convex HTTP backend.",
+            report.code_version,
+            report.profile,
+            report.seed,
+            report.stats.cases,
+            report.stats.steps
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -355,6 +367,9 @@ pub fn render(report: &Report) -> String {
     }
     let _ = writeln!(out);
 
+    if report.mode == super::model::ReportMode::Audit {
+        parity_audit(&mut out, report);
+    }
     let _ = writeln!(out, "## Findings");
     let _ = writeln!(out);
     if report.findings.is_empty() {
@@ -438,6 +453,47 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+/// The parity section of an audit's drill report: what the stores of the
+/// live deployment showed, mismatch by mismatch.
+fn parity_audit(out: &mut String, report: &Report) {
+    let all = &report.metrics.auditor.all;
+    let _ = writeln!(out, "## Parity audit of the live deployment");
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{} cycle(s) compared {} checkpoint(s) with Khala and Convex: {} mismatch(es), mismatch rate {}, khala_missing {}, max abs lag drift {}.",
+        all.cycles,
+        all.sampled,
+        all.mismatches,
+        rate(all.mismatch_rate()),
+        all.missing_documents,
+        all.max_abs_lag_drift
+    );
+    let _ = writeln!(out);
+    if report.violations.is_empty() {
+        let _ = writeln!(out, "No mismatch.");
+        let _ = writeln!(out);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| Cycle | Invariant | Reason | Document | What the stores hold |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for violation in &report.violations {
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{}` | {} | {} |",
+            violation.step_index,
+            violation.invariant,
+            violation.reason_class,
+            violation.document_id.as_deref().unwrap_or("–"),
+            violation.detail.replace('|', "\\|")
+        );
+    }
+    let _ = writeln!(out);
 }
 
 /// The headings and checklist rows every drill report has; used by the

@@ -3,7 +3,7 @@
 //! it), then the metrics. Colour only when the caller says the output is a
 //! terminal that accepts it.
 
-use super::model::{FieldDiff, Report, ReportedViolation};
+use super::model::{FieldDiff, Report, ReportMode, ReportedViolation};
 use crate::check::gate::{CheckOutcome, Decision};
 use crate::model::catalogue::Severity;
 use serde_json::Value;
@@ -140,15 +140,23 @@ pub fn render(report: &Report, colour: bool) -> String {
         report.seed,
         names.join(", ")
     );
-    let _ = writeln!(
-        out,
-        "{} cases, {} steps, {} shrink steps, {} finding(s) from {} defect(s)",
-        report.stats.cases,
-        report.stats.steps,
-        report.stats.shrink_steps,
-        report.findings.len(),
-        report.defects.len()
-    );
+    if report.mode == ReportMode::Audit {
+        let _ = writeln!(
+            out,
+            "audit of a live deployment: {} cycle(s), {} checkpoint comparison(s)",
+            report.stats.cases, report.stats.steps
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{} cases, {} steps, {} shrink steps, {} finding(s) from {} defect(s)",
+            report.stats.cases,
+            report.stats.steps,
+            report.stats.shrink_steps,
+            report.findings.len(),
+            report.defects.len()
+        );
+    }
     if report.interrupted {
         let _ = writeln!(
             out,
@@ -248,9 +256,40 @@ pub fn render(report: &Report, colour: bool) -> String {
             let _ = writeln!(out, "  replay: khala-parity replay {file}");
         }
     }
-    // Violations of no finding (none today) would otherwise go unseen.
-    for violation in report.violations.iter().filter(|v| v.finding.is_none()) {
-        let _ = writeln!(out, "  {}", violation_line(violation, &paint));
+    // Violations of no finding: an audit's (each explained, with the
+    // stores' field diff), none in a run.
+    let unattached: Vec<&ReportedViolation> = report
+        .violations
+        .iter()
+        .filter(|violation| violation.finding.is_none())
+        .collect();
+    if report.mode == ReportMode::Audit {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{} {} mismatch(es) in {} cycle(s)",
+            paint.bold("audit:"),
+            unattached.len(),
+            report.stats.cases
+        );
+    }
+    for violation in unattached {
+        if report.mode == ReportMode::Audit {
+            let _ = writeln!(
+                out,
+                "  {} {} {} on {} — cycle {}",
+                paint.bold(&violation.invariant),
+                violation.reason_class,
+                paint.severity(violation.severity),
+                violation.document_id.as_deref().unwrap_or("-"),
+                violation.step_index
+            );
+            let _ = writeln!(out, "    {}", violation.detail);
+            let _ = writeln!(out, "    {}", paint.dim(violation.reason_class.meaning()));
+            diff_table(&mut out, &violation.diff, &paint);
+        } else {
+            let _ = writeln!(out, "  {}", violation_line(violation, &paint));
+        }
     }
 
     let metrics = &report.metrics;

@@ -23,11 +23,25 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, 
 
 pub const REPORT_SCHEMA: &str = "khala-parity.report.v1";
 
+/// What produced a report: generated and stored cases played against the
+/// models (`run`, `replay`, `report merge`), or cycles of `audit` over a
+/// live deployment's stores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportMode {
+    /// Reports written before the field existed read back as runs.
+    #[default]
+    Run,
+    Audit,
+}
+
 /// A whole run: one or more scenarios (stored regressions count as one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
     pub schema: String,
+    #[serde(default)]
+    pub mode: ReportMode,
     /// The harness version that produced the report.
     pub code_version: String,
     pub profile: Profile,

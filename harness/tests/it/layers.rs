@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["plan"],
     &["play"],
     &["report"],
-    &["run", "merge", "facade", "exit"],
+    &["run", "merge", "facade", "exit", "audit"],
 ];
 
 /// Layers that must not do I/O (network, processes, databases, an async

@@ -78,6 +78,10 @@ mod clients_defects;
 // The parity auditor (A1–A3), and B2 and B18 under legacy with their hardened fixes.
 mod auditor;
 
+// `khala-parity audit` of stores a harness run populated: clean, legacy regressions,
+// hand-damaged stores, bad input, cycles and the artifacts they rewrite.
+mod audit;
+
 // Scenario files as data: malformed files refused with line and key, the library, `list scenarios`.
 mod scenarios;
 

@@ -574,6 +574,13 @@ impl PostgresBackend {
         self.fresh_database().await
     }
 
+    /// The URL of the database the last case left behind (the most
+    /// recently recycled one), until the next case takes it: what a test
+    /// of `khala-parity audit` points the audit at.
+    pub fn last_case_url(&self) -> Option<String> {
+        self.spares().last().map(|db| db.url.clone())
+    }
+
     /// Keeps `db` for a later `case_database` instead of dropping it.
     pub fn recycle(&self, db: CaseDatabase) {
         self.spares().push(db);

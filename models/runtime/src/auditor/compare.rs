@@ -163,7 +163,7 @@ pub fn compare_convex(checkpoint: &Checkpoint, document: Option<&Value>) -> Conv
 }
 
 /// Combines the Khala result and, when read, the Convex result.
-pub(crate) fn comparison(
+pub fn comparison(
     checkpoint: &Checkpoint,
     khala: (ReasonClass, i64),
     convex: Option<ConvexCheck>,

@@ -44,12 +44,46 @@ fn database(step: &'static str) -> impl FnOnce(sqlx::Error) -> AuditError {
     move |source| AuditError::Database { step, source }
 }
 
-/// The auditor: its configuration, the switches it obeys (B2, B18), and the
-/// sweep cursor of the hardened B18 sampling.
+/// The tables a cycle reads (spec §5), by default the runtime's own; a
+/// deployment that renamed them (or a copy under another schema) is audited
+/// by naming them here. Each name is a PostgreSQL identifier, optionally
+/// schema-qualified, used verbatim in the statements.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditorTables {
+    pub checkpoints: String,
+    pub run_summaries: String,
+    pub codex_worker_summaries: String,
+}
+
+impl Default for AuditorTables {
+    fn default() -> Self {
+        AuditorTables {
+            checkpoints: "runtime.convex_projection_checkpoints".to_owned(),
+            run_summaries: ProjectionKind::RunSummary.read_model_table().to_owned(),
+            codex_worker_summaries: ProjectionKind::CodexWorkerSummary
+                .read_model_table()
+                .to_owned(),
+        }
+    }
+}
+
+impl AuditorTables {
+    /// The read-model table of a projection.
+    pub fn read_model(&self, kind: ProjectionKind) -> &str {
+        match kind {
+            ProjectionKind::RunSummary => &self.run_summaries,
+            ProjectionKind::CodexWorkerSummary => &self.codex_worker_summaries,
+        }
+    }
+}
+
+/// The auditor: its configuration, the switches it obeys (B2, B18), the
+/// tables it reads, and the sweep cursor of the hardened B18 sampling.
 #[derive(Clone, Debug)]
 pub struct ParityAuditor {
     config: AuditorConfig,
     switches: Switches,
+    tables: AuditorTables,
     /// The last `(projection_name, entity_id)` audited by the sweep.
     cursor: Option<(String, String)>,
 }
@@ -59,8 +93,19 @@ impl ParityAuditor {
         ParityAuditor {
             config,
             switches,
+            tables: AuditorTables::default(),
             cursor: None,
         }
+    }
+
+    /// The same auditor reading `tables` instead of the runtime's own.
+    pub fn with_tables(mut self, tables: AuditorTables) -> Self {
+        self.tables = tables;
+        self
+    }
+
+    pub fn tables(&self) -> &AuditorTables {
+        &self.tables
     }
 
     pub fn config(&self) -> &AuditorConfig {
@@ -90,7 +135,7 @@ impl ParityAuditor {
             });
         }
         let sampled = if self.switches.b18_sampling_most_recent_only {
-            sample_most_recent(pool, &settings).await?
+            sample_most_recent(pool, &self.tables, &settings).await?
         } else {
             self.sample_sweep(pool, &settings).await?
         };
@@ -103,7 +148,10 @@ impl ParityAuditor {
         for checkpoint in &sampled {
             let kind = checkpoint.projection_name.parse::<ProjectionKind>().ok();
             let row = match kind {
-                Some(kind) => read_model_row(pool, kind, &checkpoint.document_id).await?,
+                Some(kind) => {
+                    read_model_row(pool, self.tables.read_model(kind), &checkpoint.document_id)
+                        .await?
+                }
                 None => None,
             };
             let khala = compare::compare_khala(checkpoint, row.as_ref());
@@ -159,33 +207,25 @@ impl ParityAuditor {
         }
         let names = names(settings);
         let (after_name, after_entity) = self.cursor.clone().unwrap_or_default();
-        let mut sampled: Vec<Checkpoint> = sqlx::query_as(
-            "SELECT * FROM runtime.convex_projection_checkpoints \
-             WHERE projection_name = ANY($1) \
-             AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") > ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
-             ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
-        )
-        .bind(&names)
-        .bind(&after_name)
-        .bind(&after_entity)
-        .bind(limit)
-        .fetch_all(pool)
-        .await
-        .map_err(database("sample checkpoints after the sweep cursor"))?;
-        if (sampled.len() as i64) < limit && self.cursor.is_some() {
-            let wrapped: Vec<Checkpoint> = sqlx::query_as(
-                "SELECT * FROM runtime.convex_projection_checkpoints \
-                 WHERE projection_name = ANY($1) \
-                 AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") <= ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
-                 ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4",
-            )
+        let after = sweep_statement(&self.tables.checkpoints, SweepPart::AfterCursor);
+        let mut sampled: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(after))
             .bind(&names)
             .bind(&after_name)
             .bind(&after_entity)
-            .bind(limit - sampled.len() as i64)
+            .bind(limit)
             .fetch_all(pool)
             .await
-            .map_err(database("sample checkpoints from the start of the sweep"))?;
+            .map_err(database("sample checkpoints after the sweep cursor"))?;
+        if (sampled.len() as i64) < limit && self.cursor.is_some() {
+            let from_start = sweep_statement(&self.tables.checkpoints, SweepPart::FromStart);
+            let wrapped: Vec<Checkpoint> = sqlx::query_as(sqlx::AssertSqlSafe(from_start))
+                .bind(&names)
+                .bind(&after_name)
+                .bind(&after_entity)
+                .bind(limit - sampled.len() as i64)
+                .fetch_all(pool)
+                .await
+                .map_err(database("sample checkpoints from the start of the sweep"))?;
             sampled.extend(wrapped);
         }
         if let Some(last) = sampled.last() {
@@ -193,6 +233,30 @@ impl ParityAuditor {
         }
         Ok(sampled)
     }
+}
+
+/// Which part of the hardened sweep a statement reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepPart {
+    /// The checkpoints after the cursor.
+    AfterCursor,
+    /// From the start up to the cursor (the wrap).
+    FromStart,
+}
+
+/// The statement of one part of the hardened B18 sweep over `table`: `$1`
+/// the projection names, `$2`/`$3` the cursor's `(projection_name,
+/// entity_id)`, `$4` the limit; in byte order, as the cursor compares.
+pub fn sweep_statement(table: &str, part: SweepPart) -> String {
+    let compare = match part {
+        SweepPart::AfterCursor => ">",
+        SweepPart::FromStart => "<=",
+    };
+    format!(
+        "SELECT * FROM {table} WHERE projection_name = ANY($1) \
+         AND (projection_name COLLATE \"C\", entity_id COLLATE \"C\") {compare} ($2::text COLLATE \"C\", $3::text COLLATE \"C\") \
+         ORDER BY projection_name COLLATE \"C\", entity_id COLLATE \"C\" LIMIT $4"
+    )
 }
 
 fn names(settings: &CycleSettings) -> Vec<String> {
@@ -206,28 +270,27 @@ fn names(settings: &CycleSettings) -> Vec<String> {
 /// The original sampling: the most recently updated checkpoints.
 async fn sample_most_recent(
     pool: &PgPool,
+    tables: &AuditorTables,
     settings: &CycleSettings,
 ) -> Result<Vec<Checkpoint>, AuditError> {
-    sqlx::query_as(
-        "SELECT * FROM runtime.convex_projection_checkpoints WHERE projection_name = ANY($1) \
-         ORDER BY updated_at DESC LIMIT $2",
-    )
-    .bind(names(settings))
-    .bind(i64::from(settings.sample_size))
-    .fetch_all(pool)
-    .await
-    .map_err(database("sample the most recently updated checkpoints"))
+    let statement = format!(
+        "SELECT * FROM {} WHERE projection_name = ANY($1) ORDER BY updated_at DESC LIMIT $2",
+        tables.checkpoints
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(names(settings))
+        .bind(i64::from(settings.sample_size))
+        .fetch_all(pool)
+        .await
+        .map_err(database("sample the most recently updated checkpoints"))
 }
 
 async fn read_model_row(
     pool: &PgPool,
-    kind: ProjectionKind,
+    table: &str,
     document_id: &str,
 ) -> Result<Option<ReadModelRow>, AuditError> {
-    let statement = format!(
-        "SELECT doc_version, payload FROM {} WHERE doc_key = $1",
-        kind.read_model_table()
-    );
+    let statement = format!("SELECT doc_version, payload FROM {table} WHERE doc_key = $1");
     sqlx::query_as(sqlx::AssertSqlSafe(statement))
         .bind(document_id)
         .fetch_optional(pool)

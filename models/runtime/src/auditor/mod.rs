@@ -10,13 +10,15 @@ mod telemetry;
 
 pub use compare::{
     ConvexCheck, EntityComparison, ReadModelRow, ReasonClass, Side, compare_convex, compare_khala,
-    summarise,
+    comparison, summarise,
 };
 pub use config::{
     AuditorConfig, AuditorConfigError, AuditorConfigErrorKind, AuditorConfigKey,
     DEFAULT_INTERVAL_MS, DEFAULT_SAMPLE_SIZE, MAX_SAMPLE_SIZE, MIN_INTERVAL_MS, RawAuditorConfig,
     RunOptions,
 };
-pub use cycle::{AuditError, CycleReport, ParityAuditor};
+pub use cycle::{
+    AuditError, AuditorTables, CycleReport, ParityAuditor, SweepPart, sweep_statement,
+};
 pub use summary::{CycleStatus, CycleSummary};
-pub use telemetry::{MetricKind, MetricSample, TelemetryEvent};
+pub use telemetry::{MetricKind, MetricSample, TelemetryEvent, events};

@@ -157,7 +157,7 @@ impl TelemetryEvent {
 
 /// The events of one enabled cycle, in emission order: per comparison its
 /// entity event then (on a mismatch) its failure, then the cycle event.
-pub(crate) fn events(
+pub fn events(
     summary: &CycleSummary,
     comparisons: &[EntityComparison],
     emit_entity_events: bool,

@@ -306,15 +306,73 @@ pub struct ConvexReadError {
 #[derive(Clone, Debug)]
 pub struct ConvexReader {
     http: ConvexHttp,
+    paths: ConvexQueryPaths,
 }
 
 const LIST_PAGE_SIZE: u32 = 100;
+
+/// The query functions a reader calls, by default those of
+/// `models/convex` (`runtime:getRunSummary`, …); a deployment whose
+/// functions live elsewhere is read by naming them here. A get takes
+/// `{document_id}` and answers `{document_id, summary}` or null; a list
+/// takes `{paginationOpts}` and answers Convex's pagination result.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConvexQueryPaths {
+    pub get_run_summary: String,
+    pub get_codex_worker_summary: String,
+    pub list_run_summaries: String,
+    pub list_codex_worker_summaries: String,
+}
+
+impl Default for ConvexQueryPaths {
+    fn default() -> Self {
+        ConvexQueryPaths {
+            get_run_summary: "runtime:getRunSummary".to_owned(),
+            get_codex_worker_summary: "runtime:getCodexWorkerSummary".to_owned(),
+            list_run_summaries: "runtime:listRunSummaries".to_owned(),
+            list_codex_worker_summaries: "runtime:listCodexWorkerSummaries".to_owned(),
+        }
+    }
+}
+
+impl ConvexQueryPaths {
+    pub fn get(&self, kind: ProjectionKind) -> &str {
+        match kind {
+            ProjectionKind::RunSummary => &self.get_run_summary,
+            ProjectionKind::CodexWorkerSummary => &self.get_codex_worker_summary,
+        }
+    }
+
+    pub fn list(&self, kind: ProjectionKind) -> &str {
+        match kind {
+            ProjectionKind::RunSummary => &self.list_run_summaries,
+            ProjectionKind::CodexWorkerSummary => &self.list_codex_worker_summaries,
+        }
+    }
+}
 
 impl ConvexReader {
     pub fn new(base_url: &str, admin_key: &str, timeout_ms: i64) -> Self {
         ConvexReader {
             http: ConvexHttp::new(base_url, admin_key, timeout_ms),
+            paths: ConvexQueryPaths::default(),
         }
+    }
+
+    /// The same reader calling `paths` instead of the default functions.
+    pub fn with_paths(mut self, paths: ConvexQueryPaths) -> Self {
+        self.paths = paths;
+        self
+    }
+
+    /// The same reader over `client` (its own timeouts and connections).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.http = self.http.with_client(client);
+        self
+    }
+
+    pub fn paths(&self) -> &ConvexQueryPaths {
+        &self.paths
     }
 
     async fn query(&self, path: &str, args: Value) -> Result<Value, ConvexReadError> {
@@ -342,10 +400,7 @@ impl ConvexReader {
         kind: ProjectionKind,
         document_id: &str,
     ) -> Result<Option<Value>, ConvexReadError> {
-        let path = match kind {
-            ProjectionKind::RunSummary => "runtime:getRunSummary",
-            ProjectionKind::CodexWorkerSummary => "runtime:getCodexWorkerSummary",
-        };
+        let path = self.paths.get(kind);
         match self
             .query(path, json!({"document_id": document_id}))
             .await?
@@ -365,10 +420,7 @@ impl ConvexReader {
         &self,
         kind: ProjectionKind,
     ) -> Result<Vec<(String, Value)>, ConvexReadError> {
-        let path = match kind {
-            ProjectionKind::RunSummary => "runtime:listRunSummaries",
-            ProjectionKind::CodexWorkerSummary => "runtime:listCodexWorkerSummaries",
-        };
+        let path = self.paths.list(kind);
         let mut documents = Vec::new();
         let mut cursor = Value::Null;
         loop {

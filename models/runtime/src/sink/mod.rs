@@ -9,7 +9,7 @@ mod noop;
 
 pub use contract::{ProjectionSink, SinkContext, SinkError};
 pub use convex::{
-    ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig,
+    ConvexHttp, ConvexHttpSink, ConvexQueryPaths, ConvexReadError, ConvexReader, ConvexSinkConfig,
     DEFAULT_TIMEOUT_MS, Endpoint, classify,
 };
 pub use fanout::FanoutSink;
