@@ -79,6 +79,11 @@ pub fn check_step(
         .into_iter()
         .map(|entity| (oracle.document_id(entity), oracle.latest_seq(entity)))
         .collect();
+    let entity_of: BTreeMap<String, EntityRef> = oracle
+        .entities()
+        .into_iter()
+        .map(|entity| (oracle.document_id(entity), entity))
+        .collect();
 
     let stores: [(Store, Vec<(&String, &Value)>); 2] = [
         (
@@ -105,9 +110,17 @@ pub fn check_step(
             let latest = document.get("latest_seq").and_then(Value::as_i64);
             let count = document.get("event_count").and_then(Value::as_i64);
             let runtime = latest_seq_of.get(key.as_str()).copied().unwrap_or(0);
+            // Equal unless event rows were removed (spec §2.3): then the
+            // count may fall short of the seq by the rows removed below it.
+            let count_fits = match (latest, count, entity_of.get(key.as_str())) {
+                (Some(latest), Some(count), Some(entity)) => {
+                    (latest - oracle.removed_below(*entity, latest)..=latest).contains(&count)
+                }
+                _ => latest == count,
+            };
             if seq.is_none()
                 || seq != latest
-                || latest != count
+                || !count_fits
                 || seq.is_some_and(|seq| seq > runtime)
             {
                 let detail = format!(
