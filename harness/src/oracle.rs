@@ -637,6 +637,47 @@ mod tests {
     }
 
     #[test]
+    fn removed_event_rows_lower_the_count_but_never_the_seq() {
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        let run = EntityRef::Run(0);
+        let remove = |count| Step::RemoveEvents { entity: run, count };
+        // Nothing to remove: no entity, then only its newest row.
+        oracle.apply(&remove(2));
+        assert_eq!(oracle.expected_document(run), None);
+        oracle.apply(&Step::AppendRunEvent {
+            run: 0,
+            event_type: RunEventType::Started,
+        });
+        oracle.apply(&remove(2));
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!((&document["latest_seq"], &document["event_count"]), (&json!(1), &json!(1)));
+        for _ in 0..4 {
+            oracle.apply(&Step::AppendRunEvent {
+                run: 0,
+                event_type: RunEventType::Delta,
+            });
+        }
+        // Rows 4 and 3 go (just below the newest, 5), then 2 and 1: never 5.
+        oracle.apply(&remove(2));
+        assert_eq!(oracle.removed_below(run, 5), 2);
+        assert_eq!(oracle.removed_below(run, 3), 0);
+        oracle.apply(&remove(9));
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!(document["latest_seq"], 5);
+        assert_eq!(document["runtime_source"]["seq"], 5);
+        assert_eq!(document["event_count"], 1);
+        assert_eq!(document["latest_event_type"], "run.delta");
+        assert_eq!(oracle.latest_seq(run), 5);
+        // Later events continue above the gap.
+        oracle.apply(&Step::AppendRunEvent {
+            run: 0,
+            event_type: RunEventType::Delta,
+        });
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!((&document["latest_seq"], &document["event_count"]), (&json!(6), &json!(2)));
+    }
+
+    #[test]
     fn semantic_part_drops_only_timestamps() {
         let document =
             json!({"latest_seq": 1, "projected_at": "x", "updated_at": "y", "status": "s"});

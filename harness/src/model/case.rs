@@ -741,6 +741,29 @@ mod tests {
     }
 
     #[test]
+    fn remove_events_that_removes_nothing_is_refused_naming_the_step() {
+        let case = |count| Case {
+            schema: CASE_SCHEMA.into(),
+            profile: Profile::Hardened,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps: vec![Step::RemoveEvents {
+                entity: EntityRef::Worker(1),
+                count,
+            }],
+            origin: None,
+        };
+        assert_eq!(case(1).validate(), Ok(()));
+        let error = case(0).validate().expect_err("refused");
+        assert_eq!((error.index, error.action), (0, "remove_events"));
+        let text = r#"{"action":"run_retention_at_row","rank":3}"#;
+        assert_eq!(
+            serde_json::from_str::<Step>(text).unwrap(),
+            Step::RunRetentionAtRow { rank: 3 }
+        );
+    }
+
+    #[test]
     fn ids_stay_within_the_limits_of_their_tables() {
         for style in [IdStyle::Plain, IdStyle::Long, IdStyle::Unicode] {
             let run = format!("runtime/run_summary:{}", style.run_id(255));

@@ -312,6 +312,13 @@ pub enum InvalidKind {
     )]
     ValuesWithoutMetadataSteps,
     #[error(
+        "[{table}] is set but `{kind}` has no weight, so it bounds no step; hint: weigh `{kind}` in [weights] or drop [{table}]"
+    )]
+    BoundsWithoutSteps {
+        table: &'static str,
+        kind: ActionKind,
+    },
+    #[error(
         "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
     )]
     AllWeightsZero,
@@ -566,6 +573,17 @@ impl Scenario {
     /// the retention step, at most `JOURNAL_ROWS_PER_STEP_MAX` a step.
     fn validate_corners(&self) -> Result<(), Problem> {
         let steps_before = self.max_steps - 1;
+        for (table, kind, set) in [
+            ("event_gap", ActionKind::EventGap, self.event_gap.is_some()),
+            ("retention", ActionKind::Retention, self.retention.is_some()),
+        ] {
+            if set && self.weight(kind) == 0 {
+                return Err(Problem {
+                    key: key(&[table]),
+                    kind: InvalidKind::BoundsWithoutSteps { table, kind },
+                });
+            }
+        }
         if let Some(gap) = self.event_gap {
             let most = steps_before.saturating_sub(1);
             if !(1..=most).contains(&u32::from(gap.events_removed_max)) {
@@ -589,7 +607,7 @@ impl Scenario {
                     kind: InvalidKind::OutOfRange {
                         value: retention.cutoff_rank_max.to_string(),
                         allowed: format!(
-                            "below {rows}: a cutoff outside the case's time span (the row of rank r needs r + 1 journal rows before the retention step; {} steps before it append at most {JOURNAL_ROWS_PER_STEP_MAX} each)",
+                            "0..{rows}: a cutoff outside the case's time span (the row of rank r needs r + 1 journal rows before the retention step; {} steps before it append at most {JOURNAL_ROWS_PER_STEP_MAX} each)",
                             steps_before
                         ),
                     },
