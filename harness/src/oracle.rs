@@ -650,7 +650,10 @@ mod tests {
         });
         oracle.apply(&remove(2));
         let document = oracle.expected_document(run).unwrap();
-        assert_eq!((&document["latest_seq"], &document["event_count"]), (&json!(1), &json!(1)));
+        assert_eq!(
+            (&document["latest_seq"], &document["event_count"]),
+            (&json!(1), &json!(1))
+        );
         for _ in 0..4 {
             oracle.apply(&Step::AppendRunEvent {
                 run: 0,
@@ -674,7 +677,10 @@ mod tests {
             event_type: RunEventType::Delta,
         });
         let document = oracle.expected_document(run).unwrap();
-        assert_eq!((&document["latest_seq"], &document["event_count"]), (&json!(6), &json!(2)));
+        assert_eq!(
+            (&document["latest_seq"], &document["event_count"]),
+            (&json!(6), &json!(2))
+        );
     }
 
     #[test]

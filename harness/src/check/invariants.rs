@@ -118,10 +118,7 @@ pub fn check_step(
                 }
                 _ => latest == count,
             };
-            if seq.is_none()
-                || seq != latest
-                || !count_fits
-                || seq.is_some_and(|seq| seq > runtime)
+            if seq.is_none() || seq != latest || !count_fits || seq.is_some_and(|seq| seq > runtime)
             {
                 let detail = format!(
                     "{store}: runtime_source.seq {seq:?}, latest_seq {latest:?}, event_count {count:?}, runtime seq {runtime}"

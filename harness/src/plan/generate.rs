@@ -83,8 +83,8 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     };
     let values = scenario.value_weights();
     let corners = scenario.corner_bounds();
-    let steps = kinds
-        .prop_flat_map(move |kinds| steps_between(&kinds, &values, &corners, lengths.clone()));
+    let steps =
+        kinds.prop_flat_map(move |kinds| steps_between(&kinds, &values, &corners, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {

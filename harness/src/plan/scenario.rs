@@ -561,9 +561,9 @@ impl Scenario {
             events_removed_max: self
                 .event_gap
                 .map_or(default.events_removed_max, |gap| gap.events_removed_max),
-            cutoff_rank_max: self
-                .retention
-                .map_or(default.cutoff_rank_max, |retention| retention.cutoff_rank_max),
+            cutoff_rank_max: self.retention.map_or(default.cutoff_rank_max, |retention| {
+                retention.cutoff_rank_max
+            }),
         }
     }
 

@@ -79,7 +79,11 @@ pub const JOURNAL_ROWS_PER_STEP_MAX: u32 = 2 * ENTITIES_PER_KIND as u32;
 
 /// The steps of one action kind; metadata values drawn by `values`, the
 /// corner steps within `corners`.
-pub fn steps_of(kind: ActionKind, values: &ValueWeights, corners: &CornerBounds) -> BoxedStrategy<Step> {
+pub fn steps_of(
+    kind: ActionKind,
+    values: &ValueWeights,
+    corners: &CornerBounds,
+) -> BoxedStrategy<Step> {
     match kind {
         ActionKind::WorkerMetadata => (run(), metadata_value(values))
             .prop_map(|(worker, (value, variant))| Step::ReportWorkerMetadata {

@@ -557,9 +557,7 @@ impl Delivery {
         match step {
             Step::RunRetention => running.retain(&pool, &clock, None, index).await?,
             Step::RunRetentionAtRow { rank } => {
-                running
-                    .retain(&pool, &clock, Some(*rank), index)
-                    .await?;
+                running.retain(&pool, &clock, Some(*rank), index).await?;
             }
             Step::DisconnectClient { surface } => {
                 running.offline.insert(*surface);
@@ -1377,7 +1375,11 @@ async fn read_truth(
 /// the `rank`-th oldest of the rows inserted at or after `earliest` (the
 /// cutoff a run now would have; older rows are pruned by any run from now
 /// on), or the newest of them when there are fewer; none if none is.
-fn boundary_row(stamps: &[JournalStamp], earliest: NaiveDateTime, rank: u8) -> Option<NaiveDateTime> {
+fn boundary_row(
+    stamps: &[JournalStamp],
+    earliest: NaiveDateTime,
+    rank: u8,
+) -> Option<NaiveDateTime> {
     let mut times: Vec<NaiveDateTime> = stamps
         .iter()
         .map(|stamp| stamp.inserted_at)

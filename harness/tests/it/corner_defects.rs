@@ -72,7 +72,10 @@ fn every_minimal_case_has(run: &ScenarioRun, needed: impl Fn(&Step) -> bool) {
 
 #[test]
 fn sink_mode_switches_finds_latest_seq_taken_from_the_count_only_through_gaps() {
-    let clean = play("sink-mode-switches", khala_runtime::PlantedDefects::default());
+    let clean = play(
+        "sink-mode-switches",
+        khala_runtime::PlantedDefects::default(),
+    );
     assert_eq!(found(&clean), [], "without the defect the gate allows");
 
     let planted = play(
@@ -82,14 +85,15 @@ fn sink_mode_switches_finds_latest_seq_taken_from_the_count_only_through_gaps() 
             ..khala_runtime::PlantedDefects::default()
         },
     );
-    every_minimal_case_has(&planted, |step| {
-        matches!(step, Step::RemoveEvents { .. })
-    });
+    every_minimal_case_has(&planted, |step| matches!(step, Step::RemoveEvents { .. }));
 }
 
 #[test]
 fn delivery_retention_finds_cutoffs_off_at_the_boundary_instant() {
-    let clean = play("delivery-retention", khala_runtime::PlantedDefects::default());
+    let clean = play(
+        "delivery-retention",
+        khala_runtime::PlantedDefects::default(),
+    );
     assert_eq!(found(&clean), [], "without the defects the gate allows");
 
     let inclusive = play(
@@ -121,4 +125,3 @@ fn delivery_retention_finds_cutoffs_off_at_the_boundary_instant() {
         found(&ahead)
     );
 }
-
