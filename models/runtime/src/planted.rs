@@ -4,6 +4,7 @@
 //! one: they are one-line slips a maintainer could make, each revealed only
 //! by an input the generators once never produced.
 
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 /// The planted defects; all off by default.
@@ -33,12 +34,58 @@ impl PlantedDefects {
         }
         summary
     }
+
+    /// The cutoff the planted retention job uses in place of the spec's
+    /// (`now − horizon`). Kept here, out of `sync::retention`, so that a
+    /// mutation tool mutates only the spec's arithmetic there.
+    pub fn retention_cutoff(
+        &self,
+        spec_cutoff: NaiveDateTime,
+        now: DateTime<Utc>,
+        horizon: TimeDelta,
+    ) -> NaiveDateTime {
+        if self.retention_cutoff_ahead {
+            (now + horizon).naive_utc()
+        } else {
+            spec_cutoff
+        }
+    }
+
+    /// The comparison the planted retention job deletes rows by: the
+    /// spec's `<`, or `<=`.
+    pub fn retention_older_than(&self) -> &'static str {
+        if self.retention_cutoff_inclusive {
+            "<="
+        } else {
+            "<"
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_the_planted_retention_job_moves_its_cutoff_or_its_comparison() {
+        let now = DateTime::from_timestamp(1_771_531_200, 0).expect("time");
+        let horizon = TimeDelta::seconds(60);
+        let spec = (now - horizon).naive_utc();
+        let clean = PlantedDefects::default();
+        assert_eq!(clean.retention_cutoff(spec, now, horizon), spec);
+        assert_eq!(clean.retention_older_than(), "<");
+        let planted = PlantedDefects {
+            retention_cutoff_ahead: true,
+            retention_cutoff_inclusive: true,
+            ..PlantedDefects::default()
+        };
+        assert_eq!(
+            planted.retention_cutoff(spec, now, horizon),
+            (now + horizon).naive_utc()
+        );
+        assert_eq!(planted.retention_older_than(), "<=");
+    }
 
     #[test]
     fn only_the_planted_projector_takes_the_count_for_the_seq() {

@@ -55,17 +55,9 @@ pub async fn run_once_planted(
     batch_size: i64,
     planted: PlantedDefects,
 ) -> Result<RetentionResult, RetentionError> {
-    let cutoff = if planted.retention_cutoff_ahead {
-        (now + horizon).naive_utc()
-    } else {
-        (now - horizon).naive_utc()
-    };
-    let older = if planted.retention_cutoff_inclusive {
-        "<="
-    } else {
-        "<"
-    };
-    // Built only from the two constant operators above, never from input.
+    let cutoff = planted.retention_cutoff((now - horizon).naive_utc(), now, horizon);
+    let older = planted.retention_older_than();
+    // Built only from `PlantedDefects`' two constant operators, never from input.
     let delete = format!(
         "WITH doomed AS ( \
              SELECT id FROM runtime.sync_stream_events WHERE inserted_at {older} $1 LIMIT $2), \
