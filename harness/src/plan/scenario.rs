@@ -584,34 +584,38 @@ impl Scenario {
                 });
             }
         }
+        let out_of_range = |path: &[&str], value: u8, allowed: String| {
+            Err(Problem {
+                key: key(path),
+                kind: InvalidKind::OutOfRange {
+                    value: value.to_string(),
+                    allowed,
+                },
+            })
+        };
         if let Some(gap) = self.event_gap {
             let most = steps_before.saturating_sub(1);
             if !(1..=most).contains(&u32::from(gap.events_removed_max)) {
-                return Err(Problem {
-                    key: key(&["event_gap", "events_removed_max"]),
-                    kind: InvalidKind::OutOfRange {
-                        value: gap.events_removed_max.to_string(),
-                        allowed: format!(
-                            "1..={most}: a gap longer than the history (removing n events needs n + 1 events of one entity and the gap step, and a case has at most {} steps)",
-                            self.max_steps
-                        ),
-                    },
-                });
+                return out_of_range(
+                    &["event_gap", "events_removed_max"],
+                    gap.events_removed_max,
+                    format!(
+                        "1..={most}: a gap longer than the history (removing n events needs n + 1 events of one entity and the gap step, and a case has at most {} steps)",
+                        self.max_steps
+                    ),
+                );
             }
         }
         if let Some(retention) = self.retention {
             let rows = steps_before * JOURNAL_ROWS_PER_STEP_MAX;
             if u32::from(retention.cutoff_rank_max) >= rows {
-                return Err(Problem {
-                    key: key(&["retention", "cutoff_rank_max"]),
-                    kind: InvalidKind::OutOfRange {
-                        value: retention.cutoff_rank_max.to_string(),
-                        allowed: format!(
-                            "0..{rows}: a cutoff outside the case's time span (the row of rank r needs r + 1 journal rows before the retention step; {} steps before it append at most {JOURNAL_ROWS_PER_STEP_MAX} each)",
-                            steps_before
-                        ),
-                    },
-                });
+                return out_of_range(
+                    &["retention", "cutoff_rank_max"],
+                    retention.cutoff_rank_max,
+                    format!(
+                        "0..{rows}: a cutoff outside the case's time span (the row of rank r needs r + 1 journal rows before the retention step; {steps_before} steps before it append at most {JOURNAL_ROWS_PER_STEP_MAX} each)"
+                    ),
+                );
             }
         }
         Ok(())

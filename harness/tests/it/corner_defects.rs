@@ -56,6 +56,12 @@ fn found(run: &ScenarioRun) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
+/// One of the run's findings is `signature`.
+fn assert_finds(run: &ScenarioRun, signature: (&str, &str)) {
+    let found = found(run);
+    assert!(found.contains(&signature), "{signature:?} not in {found:?}");
+}
+
 /// Every finding's minimal case needs a step `needed` accepts.
 fn every_minimal_case_has(run: &ScenarioRun, needed: impl Fn(&Step) -> bool) {
     assert!(!run.findings.is_empty(), "the planted defect is found");
@@ -70,58 +76,43 @@ fn every_minimal_case_has(run: &ScenarioRun, needed: impl Fn(&Step) -> bool) {
     }
 }
 
+/// A default scenario played clean finds nothing: the gate allows.
+fn clean_run_allows(name: &str) {
+    let clean = play(name, khala_runtime::PlantedDefects::default());
+    assert_eq!(found(&clean), [], "{name}: without a planted defect");
+}
+
+/// One planted defect, the rest off.
+fn only(plant: impl FnOnce(&mut khala_runtime::PlantedDefects)) -> khala_runtime::PlantedDefects {
+    let mut planted = khala_runtime::PlantedDefects::default();
+    plant(&mut planted);
+    planted
+}
+
 #[test]
 fn sink_mode_switches_finds_latest_seq_taken_from_the_count_only_through_gaps() {
-    let clean = play(
-        "sink-mode-switches",
-        khala_runtime::PlantedDefects::default(),
-    );
-    assert_eq!(found(&clean), [], "without the defect the gate allows");
-
+    clean_run_allows("sink-mode-switches");
     let planted = play(
         "sink-mode-switches",
-        khala_runtime::PlantedDefects {
-            latest_seq_from_event_count: true,
-            ..khala_runtime::PlantedDefects::default()
-        },
+        only(|planted| planted.latest_seq_from_event_count = true),
     );
     every_minimal_case_has(&planted, |step| matches!(step, Step::RemoveEvents { .. }));
 }
 
 #[test]
 fn delivery_retention_finds_cutoffs_off_at_the_boundary_instant() {
-    let clean = play(
-        "delivery-retention",
-        khala_runtime::PlantedDefects::default(),
-    );
-    assert_eq!(found(&clean), [], "without the defects the gate allows");
-
+    clean_run_allows("delivery-retention");
     let inclusive = play(
         "delivery-retention",
-        khala_runtime::PlantedDefects {
-            retention_cutoff_inclusive: true,
-            ..khala_runtime::PlantedDefects::default()
-        },
+        only(|planted| planted.retention_cutoff_inclusive = true),
     );
-    assert!(
-        found(&inclusive).contains(&("R1", "new_row_deleted")),
-        "{:?}",
-        found(&inclusive)
-    );
+    assert_finds(&inclusive, ("R1", "new_row_deleted"));
     every_minimal_case_has(&inclusive, |step| {
         matches!(step, Step::RunRetentionAtRow { .. })
     });
-
     let ahead = play(
         "delivery-retention",
-        khala_runtime::PlantedDefects {
-            retention_cutoff_ahead: true,
-            ..khala_runtime::PlantedDefects::default()
-        },
+        only(|planted| planted.retention_cutoff_ahead = true),
     );
-    assert!(
-        found(&ahead).contains(&("R1", "retention_cutoff_wrong")),
-        "{:?}",
-        found(&ahead)
-    );
+    assert_finds(&ahead, ("R1", "retention_cutoff_wrong"));
 }
