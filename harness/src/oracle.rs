@@ -11,7 +11,7 @@ use crate::model::case::{
 };
 use khala_runtime::SinkMode;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The fixed attributes every generated entity is created with (the driver
 /// creates them the same way).
@@ -34,6 +34,8 @@ pub const TIMESTAMP_KEYS: [&str; 7] = [
 #[derive(Clone, Debug, Default, PartialEq)]
 struct RunTruth {
     event_types: Vec<&'static str>,
+    /// The seqs of the event rows an operator removed (`RemoveEvents`).
+    removed: BTreeSet<i64>,
     status: &'static str,
     terminal_reason_class: Option<&'static str>,
 }
@@ -41,6 +43,8 @@ struct RunTruth {
 #[derive(Clone, Debug, Default, PartialEq)]
 struct WorkerTruth {
     event_types: Vec<&'static str>,
+    /// The seqs of the event rows an operator removed (`RemoveEvents`).
+    removed: BTreeSet<i64>,
     status: &'static str,
     /// The metadata as the authority row holds it (Postgres `jsonb`).
     metadata: Value,
@@ -207,7 +211,12 @@ impl Oracle {
                 truth.status = "stopped";
             }
             Step::SwitchSinkMode { mode } => self.sink_mode = *mode,
-            Step::RunRetention => self.retention_runs += 1,
+            Step::RunRetention | Step::RunRetentionAtRow { .. } => self.retention_runs += 1,
+            Step::RemoveEvents { entity, count } => {
+                if let Some((events, removed)) = self.events_mut(*entity) {
+                    remove_below_newest(events, removed, *count);
+                }
+            }
             Step::BumpProjectionVersion => self.projection_version += 1,
             Step::SetClientFlag { surface, enabled } => self.set_surface_flag(*surface, *enabled),
             Step::SetRolloutStage { stage } => self.set_stage(*stage),
@@ -287,6 +296,32 @@ impl Oracle {
         })
     }
 
+    /// The entity's event count and removed seqs, if it exists.
+    fn events_mut(&mut self, entity: EntityRef) -> Option<(usize, &mut BTreeSet<i64>)> {
+        match entity {
+            EntityRef::Run(index) => self
+                .runs
+                .get_mut(&index)
+                .map(|truth| (truth.event_types.len(), &mut truth.removed)),
+            EntityRef::Worker(index) => self
+                .workers
+                .get_mut(&index)
+                .map(|truth| (truth.event_types.len(), &mut truth.removed)),
+        }
+    }
+
+    /// How many event rows below `seq` an operator removed: a summary
+    /// built at `seq` counts between `seq` less that many and `seq` events
+    /// (spec §2.3: `event_count` is the number of rows, `latest_seq` the
+    /// last one's seq), depending on when it was built.
+    pub fn removed_below(&self, entity: EntityRef, seq: i64) -> i64 {
+        let removed = match entity {
+            EntityRef::Run(index) => self.runs.get(&index).map(|truth| &truth.removed),
+            EntityRef::Worker(index) => self.workers.get(&index).map(|truth| &truth.removed),
+        };
+        removed.map_or(0, |removed| removed.range(..seq).count() as i64)
+    }
+
     /// Every entity that exists, runs first.
     pub fn entities(&self) -> Vec<EntityRef> {
         let runs = self.runs.keys().map(|index| EntityRef::Run(*index));
@@ -345,6 +380,7 @@ impl Oracle {
                 let truth = self.runs.get(&index)?;
                 let run_id = self.entity_id(entity);
                 let seq = truth.event_types.len();
+                let count = seq - truth.removed.len();
                 Some(json!({
                     "document_id": document_id,
                     "kind": "run_summary",
@@ -354,7 +390,7 @@ impl Oracle {
                     "owner_user_id": OWNER_USER_ID,
                     "owner_guest_scope": null,
                     "latest_seq": seq,
-                    "event_count": seq,
+                    "event_count": count,
                     "latest_event_type": truth.event_types.last(),
                     "terminal_reason_class": truth.terminal_reason_class,
                     "terminal_reason": null,
@@ -366,6 +402,7 @@ impl Oracle {
                 let truth = self.workers.get(&index)?;
                 let worker_id = self.entity_id(entity);
                 let seq = truth.event_types.len();
+                let count = seq - truth.removed.len();
                 Some(json!({
                     "document_id": document_id,
                     "kind": "codex_worker_summary",
@@ -378,7 +415,7 @@ impl Oracle {
                     "adapter": "in_memory",
                     "metadata": truth.metadata,
                     "latest_seq": seq,
-                    "event_count": seq,
+                    "event_count": count,
                     "latest_event_type": truth.event_types.last(),
                     "runtime_source": {"entity": "codex_worker", "worker_id": worker_id, "seq": seq},
                     "projection_version": version,
@@ -386,6 +423,19 @@ impl Oracle {
             }
         }
     }
+}
+
+/// `RemoveEvents` on an entity with `events` events (seqs `1..=events`):
+/// up to `count` of the rows just below the newest that are still there
+/// are removed; the newest always stays.
+fn remove_below_newest(events: usize, removed: &mut BTreeSet<i64>, count: u8) {
+    let newest = events as i64;
+    let doomed: Vec<i64> = (1..newest)
+        .rev()
+        .filter(|seq| !removed.contains(seq))
+        .take(usize::from(count))
+        .collect();
+    removed.extend(doomed);
 }
 
 /// A value as a Postgres `jsonb` column gives it back: numbers are
@@ -584,6 +634,53 @@ mod tests {
         assert_eq!(oracle.projection_version(), "convex_summary_v2");
         assert_eq!(oracle.sink_mode(), SinkMode::KhalaOnly);
         assert_eq!(oracle.entities(), [EntityRef::Worker(3)]);
+    }
+
+    #[test]
+    fn removed_event_rows_lower_the_count_but_never_the_seq() {
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        let run = EntityRef::Run(0);
+        let remove = |count| Step::RemoveEvents { entity: run, count };
+        // Nothing to remove: no entity, then only its newest row.
+        oracle.apply(&remove(2));
+        assert_eq!(oracle.expected_document(run), None);
+        oracle.apply(&Step::AppendRunEvent {
+            run: 0,
+            event_type: RunEventType::Started,
+        });
+        oracle.apply(&remove(2));
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!(
+            (&document["latest_seq"], &document["event_count"]),
+            (&json!(1), &json!(1))
+        );
+        for _ in 0..4 {
+            oracle.apply(&Step::AppendRunEvent {
+                run: 0,
+                event_type: RunEventType::Delta,
+            });
+        }
+        // Rows 4 and 3 go (just below the newest, 5), then 2 and 1: never 5.
+        oracle.apply(&remove(2));
+        assert_eq!(oracle.removed_below(run, 5), 2);
+        assert_eq!(oracle.removed_below(run, 3), 0);
+        oracle.apply(&remove(9));
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!(document["latest_seq"], 5);
+        assert_eq!(document["runtime_source"]["seq"], 5);
+        assert_eq!(document["event_count"], 1);
+        assert_eq!(document["latest_event_type"], "run.delta");
+        assert_eq!(oracle.latest_seq(run), 5);
+        // Later events continue above the gap.
+        oracle.apply(&Step::AppendRunEvent {
+            run: 0,
+            event_type: RunEventType::Delta,
+        });
+        let document = oracle.expected_document(run).unwrap();
+        assert_eq!(
+            (&document["latest_seq"], &document["event_count"]),
+            (&json!(6), &json!(2))
+        );
     }
 
     #[test]

@@ -362,8 +362,16 @@ fn check_liveness_gap(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
 const WORKER_TOPIC: &str = "runtime.codex_worker_summaries";
 
 /// R1: the retention run's postcondition, from the journal before and
-/// after it.
+/// after it, judged by the cutoff spec §7.6 gives the job (the harness's
+/// `now − horizon`), not by the one the job reports.
 fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTreeSet<&String>) {
+    if run.cutoff != run.expected_cutoff {
+        let detail = format!(
+            "the job reported cutoff {}, its clock's now less the horizon is {}",
+            run.cutoff, run.expected_cutoff
+        );
+        recorder.record(JournalClass::RetentionCutoffWrong, None, detail, None);
+    }
     let after: BTreeSet<(&str, i64)> = run
         .after
         .iter()
@@ -372,7 +380,7 @@ fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTr
     let mut removed = 0u64;
     for stamp in &run.before {
         let kept = after.contains(&(stamp.topic.as_str(), stamp.watermark));
-        let old = stamp.inserted_at < run.cutoff;
+        let old = stamp.inserted_at < run.expected_cutoff;
         removed += u64::from(!kept);
         let class = match (old, kept) {
             (true, true) => JournalClass::OldRowRetained,
@@ -381,7 +389,7 @@ fn check_retention(recorder: &mut Recorder<'_>, run: &RetentionRun, topics: &BTr
         };
         let detail = format!(
             "topic {} watermark {} inserted at {} with cutoff {}",
-            stamp.topic, stamp.watermark, stamp.inserted_at, run.cutoff
+            stamp.topic, stamp.watermark, stamp.inserted_at, run.expected_cutoff
         );
         recorder.record(class, None, detail, None);
     }
@@ -812,6 +820,7 @@ mod tests {
         let with_run = |after: Vec<JournalStamp>, deleted, oldest| {
             let mut observed = clients(vec![lane(&document, 2)]);
             observed.retention = Some(RetentionRun {
+                expected_cutoff: at(100),
                 cutoff: at(100),
                 deleted,
                 oldest_retained: [(TOPIC.to_owned(), oldest)].into(),
@@ -846,6 +855,52 @@ mod tests {
         assert_eq!(
             check(&oracle, &observation, None, &with_run(vec![], 3, None)),
             [("R1", "new_row_deleted".into())]
+        );
+    }
+
+    /// A run whose cutoff lands on row 2's `inserted_at` (20 s): row 1 goes,
+    /// rows 2 and 3 stay.
+    fn boundary_run(cutoff: NaiveDateTime, after: Vec<JournalStamp>) -> RetentionRun {
+        let deleted = 3 - after.len() as u64;
+        let oldest = after.first().map(|stamp| stamp.watermark);
+        RetentionRun {
+            expected_cutoff: at(20),
+            cutoff,
+            deleted,
+            oldest_retained: [(TOPIC.to_owned(), oldest)].into(),
+            before: vec![stamp(1, 10), stamp(2, 20), stamp(3, 200)],
+            after,
+        }
+    }
+
+    #[test]
+    fn r1_keeps_the_row_at_the_cutoff_and_judges_by_the_harness_cutoff() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let judge = |run: RetentionRun| {
+            let mut observed = clients(vec![lane(&document, 2)]);
+            observed.retention = Some(run);
+            check(&oracle, &observation, None, &observed)
+        };
+        // The exact prune passes.
+        assert_eq!(
+            judge(boundary_run(at(20), vec![stamp(2, 20), stamp(3, 200)])),
+            []
+        );
+        // `<=` at the cutoff: the row inserted at it is gone.
+        assert_eq!(
+            judge(boundary_run(at(20), vec![stamp(3, 200)])),
+            [("R1", "new_row_deleted".into())]
+        );
+        // `now + horizon`: a cutoff far ahead prunes everything; judged by
+        // the cutoff it reports, it would pass.
+        assert_eq!(
+            judge(boundary_run(at(1_000), vec![])),
+            [
+                ("R1", "retention_cutoff_wrong".into()),
+                ("R1", "new_row_deleted".into()),
+                ("R1", "new_row_deleted".into())
+            ]
         );
     }
 }

@@ -78,9 +78,17 @@ pub struct InvalidStep {
 
 impl Case {
     /// Refuses steps serde accepts but the driver cannot play: an
-    /// `advance_time` with a negative, zero or absurd duration.
+    /// `advance_time` with a negative, zero or absurd duration, a
+    /// `remove_events` that removes nothing.
     pub fn validate(&self) -> Result<(), InvalidStep> {
         for (index, step) in self.steps.iter().enumerate() {
+            if let Step::RemoveEvents { count: 0, .. } = step {
+                return Err(InvalidStep {
+                    index,
+                    action: "remove_events",
+                    reason: "count = 0 removes nothing (1 or more)".to_owned(),
+                });
+            }
             if let Step::AdvanceTime { seconds } = step
                 && !(1..=ADVANCE_TIME_SECONDS_MAX).contains(seconds)
             {
@@ -421,6 +429,30 @@ pub enum Step {
     /// The clock moves past the retention horizon and the retention job
     /// runs: every journal row inserted before the jump is pruned.
     RunRetention,
+    /// The retention job runs when its cutoff (`now − horizon`, spec §7.6)
+    /// lands exactly on a journal row's `inserted_at`: the clock moves to
+    /// that instant plus the horizon. The row is the `rank`-th oldest
+    /// (from 0) of those the job could still keep at the current time
+    /// (inserted less than a horizon ago), or the newest of them when
+    /// there are fewer: the rows before it are pruned, it and every
+    /// newer one stay (a partial prune when `rank > 0`). With no such row
+    /// the job runs at the current time.
+    RunRetentionAtRow {
+        rank: u8,
+    },
+    /// An operator removes event rows of an entity from the authority
+    /// tables, then re-projects it with `reproject` (spec §10): up to
+    /// `count` of the rows just below its newest one, which always stays.
+    /// The original cannot skip a seq on its own (the increment and the
+    /// insert share a transaction, spec §2.3), so removed rows are how its
+    /// event sequences really get gaps ("unless rows are removed"); keeping
+    /// the newest row keeps `latest_seq`, so the gap shows only in
+    /// `event_count`, and the later events continue above it. Nothing if
+    /// the entity does not exist.
+    RemoveEvents {
+        entity: EntityRef,
+        count: u8,
+    },
     /// A surface's clients lose their sockets.
     DisconnectClient {
         surface: Surface,
@@ -529,11 +561,12 @@ pub enum ActionKind {
     AdvanceTime,
     WorkerMetadata,
     ShippedClientReload,
+    EventGap,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 21] = [
+    pub const ALL: [ActionKind; 22] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -555,6 +588,7 @@ impl ActionKind {
         ActionKind::AdvanceTime,
         ActionKind::WorkerMetadata,
         ActionKind::ShippedClientReload,
+        ActionKind::EventGap,
     ];
 
     /// The name scenario files use.
@@ -581,6 +615,7 @@ impl ActionKind {
             ActionKind::AdvanceTime => "advance_time",
             ActionKind::WorkerMetadata => "worker_metadata",
             ActionKind::ShippedClientReload => "shipped_client_reload",
+            ActionKind::EventGap => "event_gap",
         }
     }
 
@@ -630,7 +665,8 @@ impl Step {
             Step::SetRolloutStage { .. } => ActionKind::RolloutStage,
             Step::Rollback { .. } => ActionKind::Rollback,
             Step::AuditorCycle => ActionKind::AuditorCycle,
-            Step::RunRetention => ActionKind::Retention,
+            Step::RunRetention | Step::RunRetentionAtRow { .. } => ActionKind::Retention,
+            Step::RemoveEvents { .. } => ActionKind::EventGap,
             Step::DisconnectClient { .. } | Step::ReconnectClient { .. } => {
                 ActionKind::ClientReconnect
             }
@@ -702,6 +738,29 @@ mod tests {
                     .starts_with("step 1 (`advance_time`): seconds")
             );
         }
+    }
+
+    #[test]
+    fn remove_events_that_removes_nothing_is_refused_naming_the_step() {
+        let case = |count| Case {
+            schema: CASE_SCHEMA.into(),
+            profile: Profile::Hardened,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps: vec![Step::RemoveEvents {
+                entity: EntityRef::Worker(1),
+                count,
+            }],
+            origin: None,
+        };
+        assert_eq!(case(1).validate(), Ok(()));
+        let error = case(0).validate().expect_err("refused");
+        assert_eq!((error.index, error.action), (0, "remove_events"));
+        let text = r#"{"action":"run_retention_at_row","rank":3}"#;
+        assert_eq!(
+            serde_json::from_str::<Step>(text).unwrap(),
+            Step::RunRetentionAtRow { rank: 3 }
+        );
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "P2",
-        statement: "every stored document has latest_seq = runtime_source.seq = event_count, never ahead of the runtime",
+        statement: "every stored document has latest_seq = runtime_source.seq, never ahead of the runtime, and event_count = latest_seq unless event rows were removed, then short of it by at most the rows removed below it",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,
@@ -217,7 +217,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "R1",
-        statement: "after a retention run no journal row inserted before its cutoff remains, every newer one does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
+        statement: "after a retention run its cutoff is now - horizon of its clock, no journal row inserted before that cutoff remains, every other one (the row inserted at the cutoff included) does, the deleted count is exact and oldest_retained is each topic's lowest remaining watermark (none when empty)",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,

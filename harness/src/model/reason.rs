@@ -174,6 +174,8 @@ reason_family! {
             "the retention job reported another number of deleted rows than it deleted";
         OldestRetainedWrong => "R1", Critical, "oldest_retained_wrong",
             "the retention job reported another oldest retained watermark than the journal holds";
+        RetentionCutoffWrong => "R1", Critical, "retention_cutoff_wrong",
+            "the retention job's cutoff is not its clock's now less the horizon";
     }
 }
 

@@ -180,6 +180,10 @@ pub struct JournalStamp {
 /// One retention run: the journal around it and what the job reported.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct RetentionRun {
+    /// `now − horizon` of the harness's clock when the job ran: the cutoff
+    /// spec §7.6 gives the job, computed without it.
+    pub expected_cutoff: NaiveDateTime,
+    /// The cutoff the job reported.
     pub cutoff: NaiveDateTime,
     pub deleted: u64,
     pub oldest_retained: BTreeMap<String, Option<i64>>,

@@ -5,7 +5,7 @@
 use crate::model::case::{ActionKind, CASE_SCHEMA, Case, IdStyle, Step};
 use crate::model::values::ValueWeights;
 use crate::plan::scenario::Scenario;
-use crate::plan::steps::steps_of;
+use crate::plan::steps::{CornerBounds, steps_of};
 use khala_runtime::Profile;
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, NewTree, Union, ValueTree};
@@ -13,7 +13,11 @@ use proptest::test_runner::TestRunner;
 
 /// One step, drawn by the scenario's weights.
 pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
-    weighted_step(&weighted_kinds(scenario), &scenario.value_weights())
+    weighted_step(
+        &weighted_kinds(scenario),
+        &scenario.value_weights(),
+        &scenario.corner_bounds(),
+    )
 }
 
 /// The kinds with a weight above 0, and their weights.
@@ -25,11 +29,15 @@ fn weighted_kinds(scenario: &Scenario) -> Vec<(ActionKind, u32)> {
         .collect()
 }
 
-fn weighted_step(kinds: &[(ActionKind, u32)], values: &ValueWeights) -> BoxedStrategy<Step> {
+fn weighted_step(
+    kinds: &[(ActionKind, u32)],
+    values: &ValueWeights,
+    corners: &CornerBounds,
+) -> BoxedStrategy<Step> {
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = kinds
         .iter()
         .filter(|(_, weight)| *weight > 0)
-        .map(|(kind, weight)| (*weight, steps_of(*kind, values)))
+        .map(|(kind, weight)| (*weight, steps_of(*kind, values, corners)))
         .collect();
     Union::new_weighted(weighted).boxed()
 }
@@ -74,7 +82,9 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
         Just(weighted).boxed()
     };
     let values = scenario.value_weights();
-    let steps = kinds.prop_flat_map(move |kinds| steps_between(&kinds, &values, lengths.clone()));
+    let corners = scenario.corner_bounds();
+    let steps =
+        kinds.prop_flat_map(move |kinds| steps_between(&kinds, &values, &corners, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {
@@ -94,12 +104,14 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
 fn steps_between(
     kinds: &[(ActionKind, u32)],
     values: &ValueWeights,
+    corners: &CornerBounds,
     lengths: std::ops::RangeInclusive<usize>,
 ) -> BoxedStrategy<Vec<Step>> {
+    let step = weighted_step(kinds, values, corners);
     if *lengths.start() <= 1 {
-        return prop::collection::vec(weighted_step(kinds, values), lengths).boxed();
+        return prop::collection::vec(step, lengths).boxed();
     }
-    prop::collection::vec(Droppable(weighted_step(kinds, values)), lengths)
+    prop::collection::vec(Droppable(step), lengths)
         .prop_map(|steps| steps.into_iter().flatten().collect())
         .boxed()
 }
@@ -178,7 +190,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_strategy_and_steps_report_their_kind() {
         for kind in ActionKind::ALL {
-            let strategy = steps_of(kind, &ValueWeights::default());
+            let strategy = steps_of(kind, &ValueWeights::default(), &CornerBounds::default());
             let mut runner = TestRunner::deterministic();
             let step = strategy.new_tree(&mut runner).unwrap().current();
             let expected = match kind {

@@ -8,6 +8,7 @@ use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
 use crate::model::values::{ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
+use crate::plan::steps::{CornerBounds, JOURNAL_ROWS_PER_STEP_MAX};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -55,6 +56,28 @@ pub struct Scenario {
     pub gate: GateThresholds,
     #[serde(default)]
     pub coverage: CoverageSpec,
+    /// How many event rows an `event_gap` step removes at most; absent:
+    /// `CornerBounds::default`.
+    #[serde(default)]
+    pub event_gap: Option<EventGapSpec>,
+    /// Where a retention run's cutoff may land; absent:
+    /// `CornerBounds::default`.
+    #[serde(default)]
+    pub retention: Option<RetentionSpec>,
+}
+
+/// `[event_gap]`: the bound of the `remove_events` steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventGapSpec {
+    pub events_removed_max: u8,
+}
+
+/// `[retention]`: the bound of the `run_retention_at_row` steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    pub cutoff_rank_max: u8,
 }
 
 fn default_min_steps() -> u32 {
@@ -289,6 +312,13 @@ pub enum InvalidKind {
     )]
     ValuesWithoutMetadataSteps,
     #[error(
+        "[{table}] is set but `{kind}` has no weight, so it bounds no step; hint: weigh `{kind}` in [weights] or drop [{table}]"
+    )]
+    BoundsWithoutSteps {
+        table: &'static str,
+        kind: ActionKind,
+    },
+    #[error(
         "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
     )]
     AllWeightsZero,
@@ -460,6 +490,7 @@ impl Scenario {
         }
         self.validate_weights()?;
         self.validate_values()?;
+        self.validate_corners()?;
         if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
             return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
         }
@@ -521,6 +552,73 @@ impl Scenario {
                 .filter_map(|kind| Some((kind, *self.values.get(kind.name())?)))
                 .collect(),
         )
+    }
+
+    /// The bounds of the corner steps (`[event_gap]`, `[retention]`).
+    pub fn corner_bounds(&self) -> CornerBounds {
+        let default = CornerBounds::default();
+        CornerBounds {
+            events_removed_max: self
+                .event_gap
+                .map_or(default.events_removed_max, |gap| gap.events_removed_max),
+            cutoff_rank_max: self.retention.map_or(default.cutoff_rank_max, |retention| {
+                retention.cutoff_rank_max
+            }),
+        }
+    }
+
+    /// Bounds no case of the scenario can meet are refused: a gap of `n`
+    /// events needs `n + 1` events of one entity before the gap step, and
+    /// a cutoff on the row of rank `r` needs `r + 1` journal rows before
+    /// the retention step, at most `JOURNAL_ROWS_PER_STEP_MAX` a step.
+    fn validate_corners(&self) -> Result<(), Problem> {
+        let steps_before = self.max_steps - 1;
+        for (table, kind, set) in [
+            ("event_gap", ActionKind::EventGap, self.event_gap.is_some()),
+            ("retention", ActionKind::Retention, self.retention.is_some()),
+        ] {
+            if set && self.weight(kind) == 0 {
+                return Err(Problem {
+                    key: key(&[table]),
+                    kind: InvalidKind::BoundsWithoutSteps { table, kind },
+                });
+            }
+        }
+        let out_of_range = |path: &[&str], value: u8, allowed: String| {
+            Err(Problem {
+                key: key(path),
+                kind: InvalidKind::OutOfRange {
+                    value: value.to_string(),
+                    allowed,
+                },
+            })
+        };
+        if let Some(gap) = self.event_gap {
+            let most = steps_before.saturating_sub(1);
+            if !(1..=most).contains(&u32::from(gap.events_removed_max)) {
+                return out_of_range(
+                    &["event_gap", "events_removed_max"],
+                    gap.events_removed_max,
+                    format!(
+                        "1..={most}: a gap longer than the history (removing n events needs n + 1 events of one entity and the gap step, and a case has at most {} steps)",
+                        self.max_steps
+                    ),
+                );
+            }
+        }
+        if let Some(retention) = self.retention {
+            let rows = steps_before * JOURNAL_ROWS_PER_STEP_MAX;
+            if u32::from(retention.cutoff_rank_max) >= rows {
+                return out_of_range(
+                    &["retention", "cutoff_rank_max"],
+                    retention.cutoff_rank_max,
+                    format!(
+                        "0..{rows}: a cutoff outside the case's time span (the row of rank r needs r + 1 journal rows before the retention step; {steps_before} steps before it append at most {JOURNAL_ROWS_PER_STEP_MAX} each)"
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_values(&self) -> Result<(), Problem> {

@@ -54,8 +54,36 @@ fn metadata_value(values: &ValueWeights) -> BoxedStrategy<(ValueKind, u8)> {
     proptest::strategy::Union::new_weighted(weighted).boxed()
 }
 
-/// The steps of one action kind; metadata values drawn by `values`.
-pub fn steps_of(kind: ActionKind, values: &ValueWeights) -> BoxedStrategy<Step> {
+/// How far the corner generators reach (a scenario's `[event_gap]` and
+/// `[retention]` tables; `plan::scenario` refuses bounds no case can meet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CornerBounds {
+    /// The most event rows one `remove_events` step removes.
+    pub events_removed_max: u8,
+    /// The highest row rank a `run_retention_at_row` step lands on.
+    pub cutoff_rank_max: u8,
+}
+
+impl Default for CornerBounds {
+    fn default() -> Self {
+        CornerBounds {
+            events_removed_max: 2,
+            cutoff_rank_max: 4,
+        }
+    }
+}
+
+/// The most journal rows one step can append: a `reproject --all`, a
+/// hardened version bump or sink switch projects every entity once.
+pub const JOURNAL_ROWS_PER_STEP_MAX: u32 = 2 * ENTITIES_PER_KIND as u32;
+
+/// The steps of one action kind; metadata values drawn by `values`, the
+/// corner steps within `corners`.
+pub fn steps_of(
+    kind: ActionKind,
+    values: &ValueWeights,
+    corners: &CornerBounds,
+) -> BoxedStrategy<Step> {
     match kind {
         ActionKind::WorkerMetadata => (run(), metadata_value(values))
             .prop_map(|(worker, (value, variant))| Step::ReportWorkerMetadata {
@@ -99,7 +127,17 @@ pub fn steps_of(kind: ActionKind, values: &ValueWeights) -> BoxedStrategy<Step> 
         .prop_map(|switch| Step::Rollback { switch })
         .boxed(),
         ActionKind::AuditorCycle => Just(Step::AuditorCycle).boxed(),
-        ActionKind::Retention => Just(Step::RunRetention).boxed(),
+        // A run past every row, or one whose cutoff lands on a row: the
+        // boundary instant itself, and a partial prune when the rank is
+        // above 0.
+        ActionKind::Retention => prop_oneof![
+            1 => Just(Step::RunRetention),
+            2 => (0..=corners.cutoff_rank_max).prop_map(|rank| Step::RunRetentionAtRow { rank }),
+        ]
+        .boxed(),
+        ActionKind::EventGap => (entity(), 1..=corners.events_removed_max.max(1))
+            .prop_map(|(entity, count)| Step::RemoveEvents { entity, count })
+            .boxed(),
         ActionKind::ClientReconnect => prop_oneof![
             surface().prop_map(|surface| Step::DisconnectClient { surface }),
             surface().prop_map(|surface| Step::ReconnectClient { surface }),

@@ -112,6 +112,8 @@ pub struct Delivery {
     clock: Arc<ManualClock>,
     /// Surfaces whose users also run the shipped client.
     shipped_clients: Vec<Surface>,
+    /// Planted retention defects of the sync server, tests only.
+    planted_runtime: khala_runtime::PlantedDefects,
     /// The runtime's notifier: the server hears it.
     notifier: Notifier,
     /// The runtime's commit hold, pointed at the running server.
@@ -519,6 +521,7 @@ impl Delivery {
         start: &Start,
         pool: PgPool,
         clock: Arc<ManualClock>,
+        planted_runtime: khala_runtime::PlantedDefects,
         notifier: Notifier,
         hold: Arc<ServerHold>,
     ) -> Self {
@@ -530,6 +533,7 @@ impl Delivery {
             pool,
             clock,
             shipped_clients: start.shipped_clients.clone(),
+            planted_runtime,
             running: None,
         }
     }
@@ -551,7 +555,10 @@ impl Delivery {
         };
         running.truth = read_truth(&pool, &running.truth, index).await?;
         match step {
-            Step::RunRetention => running.retain(&pool, &clock, index).await?,
+            Step::RunRetention => running.retain(&pool, &clock, None, index).await?,
+            Step::RunRetentionAtRow { rank } => {
+                running.retain(&pool, &clock, Some(*rank), index).await?;
+            }
             Step::DisconnectClient { surface } => {
                 running.offline.insert(*surface);
                 let truth = running.worker_truth();
@@ -599,6 +606,7 @@ impl Delivery {
         // A profile only picks the switches, and they are the case's.
         let config = SyncConfig {
             switches: self.switches.runtime,
+            planted: self.planted_runtime,
             ..SyncConfig::new(Profile::Hardened)
         };
         let notifier = self.notifier.clone();
@@ -1002,26 +1010,41 @@ impl Running {
         })
     }
 
-    /// `RunRetention`: the clock jumps a horizon (and a second) ahead, so
-    /// every row inserted so far is older than the cutoff, and the job runs
-    /// at once; then the surfaces' timers that ran meanwhile fire (hardened
-    /// lanes heartbeat, polling lanes and mobile's refresh poll).
+    /// `RunRetention` (`rank` none): the clock jumps a horizon (and a
+    /// second) ahead, so every row inserted so far is older than the
+    /// cutoff. `RunRetentionAtRow`: the clock moves to the chosen row's
+    /// `inserted_at` plus the horizon (`boundary_row`), so the cutoff lands
+    /// exactly on it. The job runs at once, at the time the harness set;
+    /// the harness records the cutoff it expects (`now − horizon` of its
+    /// own clock), which R1 judges the job by. Then the surfaces' timers
+    /// that ran meanwhile fire (hardened lanes heartbeat, polling lanes and
+    /// mobile's refresh poll).
     async fn retain(
         &mut self,
         pool: &PgPool,
         clock: &Arc<ManualClock>,
+        rank: Option<u8>,
         index: usize,
     ) -> Result<(), StepError> {
         let before = read_stamps(pool, index).await?;
         let horizon = TimeDelta::seconds(self.config.retention_horizon_seconds);
-        let jump = horizon + TimeDelta::seconds(1);
         // The jump replays none of the ticks, sweeps and reconnects that
         // would fall in it, so it is no part of a stretch without a live
         // channel: one open now resumes after it. (The clock is read only
-        // then: reads move it, and cases that never advance time keep the
-        // stamps they always had.)
-        if self.lanes.iter().any(|lane| lane.not_live_since.is_some()) {
+        // then, and peeked otherwise: reads move it, and cases that never
+        // advance time keep the stamps they always had.)
+        let liveness_noted = self.lanes.iter().any(|lane| lane.not_live_since.is_some());
+        if liveness_noted {
             self.note_liveness(clock.now());
+        }
+        let now = clock.peek();
+        let run_at = match rank {
+            None => now + horizon + TimeDelta::seconds(1),
+            Some(rank) => boundary_row(&before, (now - horizon).naive_utc(), rank)
+                .map_or(now, |row| row.and_utc() + horizon),
+        };
+        let jump = run_at - now;
+        if liveness_noted {
             for since in self
                 .lanes
                 .iter_mut()
@@ -1030,7 +1053,8 @@ impl Running {
                 *since += jump;
             }
         }
-        clock.advance(jump);
+        clock.set(run_at);
+        let expected_cutoff = (run_at - horizon).naive_utc();
         let server = self.server.as_ref().ok_or_else(|| {
             plumbing(
                 index,
@@ -1053,6 +1077,7 @@ impl Running {
             }
         }
         self.retention = Some(RetentionRun {
+            expected_cutoff,
             cutoff: result.cutoff,
             deleted: result.deleted,
             oldest_retained: result.oldest_retained,
@@ -1344,6 +1369,26 @@ async fn read_truth(
             (topic, truth)
         })
         .collect())
+}
+
+/// The journal row a `RunRetentionAtRow` of `rank` lands its cutoff on:
+/// the `rank`-th oldest of the rows inserted at or after `earliest` (the
+/// cutoff a run now would have; older rows are pruned by any run from now
+/// on), or the newest of them when there are fewer; none if none is.
+fn boundary_row(
+    stamps: &[JournalStamp],
+    earliest: NaiveDateTime,
+    rank: u8,
+) -> Option<NaiveDateTime> {
+    let mut times: Vec<NaiveDateTime> = stamps
+        .iter()
+        .map(|stamp| stamp.inserted_at)
+        .filter(|inserted_at| *inserted_at >= earliest)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let last = times.len().checked_sub(1)?;
+    Some(times[usize::from(rank).min(last)])
 }
 
 async fn read_stamps(pool: &PgPool, index: usize) -> Result<Vec<JournalStamp>, DriverError> {

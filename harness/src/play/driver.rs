@@ -126,6 +126,9 @@ pub struct PlantedDefects {
     pub lane_apply_fails_from: Option<i64>,
     /// The defect switches in place of the case's profile's.
     pub switches: Option<DefectSwitches>,
+    /// Runtime and sync-server defects (`khala_runtime::PlantedDefects`):
+    /// the projector's sequence fields, the retention job's cutoff.
+    pub runtime: khala_runtime::PlantedDefects,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -600,6 +603,7 @@ async fn play_steps(
         let reprojected = matches!(
             step,
             Step::Reproject { .. }
+                | Step::RemoveEvents { .. }
                 | Step::SwitchSinkMode { .. }
                 | Step::BumpProjectionVersion
                 | Step::Rollback {
@@ -751,6 +755,7 @@ fn start_case(
         notifier: notifier.clone(),
         commit_hold: Some(hold.clone()),
         switches: switches.runtime,
+        planted: planted.runtime,
         ..RuntimeConfig::new(case.profile)
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
@@ -795,12 +800,41 @@ fn start_case(
             &case.start,
             db.pool.clone(),
             manual_clock,
+            planted.runtime,
             notifier,
             hold,
         ),
         windows: ParityWindows::new(case.start.sink_mode),
         refused: Vec::new(),
     })
+}
+
+/// The operator's half of `RemoveEvents`: up to `count` of the entity's
+/// event rows just below its newest one are deleted from the authority
+/// table (the oracle removes the same seqs).
+async fn remove_events_below_newest(
+    pool: &sqlx::PgPool,
+    entity: EntityRef,
+    id: &str,
+    count: u8,
+) -> Result<(), sqlx::Error> {
+    let (table, key) = match entity {
+        EntityRef::Run(_) => ("runtime.run_events", "run_id"),
+        EntityRef::Worker(_) => ("runtime.codex_worker_events", "worker_id"),
+    };
+    // Built only from the two constant table and column names above.
+    let delete = format!(
+        "DELETE FROM {table} WHERE {key} = $1 AND seq IN ( \
+             SELECT seq FROM {table} WHERE {key} = $1 \
+             AND seq < (SELECT MAX(seq) FROM {table} WHERE {key} = $1) \
+             ORDER BY seq DESC LIMIT $2)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(delete))
+        .bind(id)
+        .bind(i64::from(count))
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 fn kind_of(entity: EntityRef) -> ProjectionKind {
@@ -997,6 +1031,15 @@ async fn apply(
                 state.runtime.rebuild(kind_of(*entity), &id).await;
             }
         }
+        Step::RemoveEvents { entity, count } => {
+            if state.created.contains(entity) {
+                let id = state.oracle.entity_id(*entity);
+                remove_events_below_newest(&db.pool, *entity, &id, *count)
+                    .await
+                    .map_err(|error| DriverError::postgres(index, error))?;
+                state.runtime.rebuild(kind_of(*entity), &id).await;
+            }
+        }
         Step::Reproject { entity: None } => {
             let selection = khala_runtime::reprojection::RebuildSelection::default();
             state
@@ -1038,6 +1081,7 @@ async fn apply(
             switch: RollbackSwitch::ClientFlags,
         }
         | Step::RunRetention
+        | Step::RunRetentionAtRow { .. }
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer

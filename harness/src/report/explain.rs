@@ -90,6 +90,13 @@ pub fn describe_step(step: &Step) -> String {
         },
         Step::AuditorCycle => "the parity auditor runs one cycle".to_owned(),
         Step::RunRetention => "the retention job prunes the journal".to_owned(),
+        Step::RunRetentionAtRow { rank } => format!(
+            "the retention job runs with its cutoff exactly on the journal row of rank {rank}"
+        ),
+        Step::RemoveEvents { entity, count } => format!(
+            "an operator removes up to {count} event rows of {} below its newest, then reprojects it",
+            entity_name(*entity)
+        ),
         Step::DisconnectClient { surface } => {
             format!("the {} clients lose their sockets", surface.as_str())
         }

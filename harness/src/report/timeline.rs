@@ -116,6 +116,7 @@ fn marker_of(step: &Step) -> Option<Marker> {
         Step::Rollback { .. } => Marker::Rollback,
         Step::AuditorCycle => Marker::Auditor,
         Step::RunRetention
+        | Step::RunRetentionAtRow { .. }
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer
@@ -589,6 +590,11 @@ pub fn short_label(step: &Step) -> String {
         },
         Step::AuditorCycle => "audit".to_owned(),
         Step::RunRetention => "retention".to_owned(),
+        Step::RunRetentionAtRow { rank } => format!("retention @{rank}"),
+        Step::RemoveEvents {
+            entity: target,
+            count,
+        } => format!("{} -{count} ev", entity(*target)),
         Step::DisconnectClient { surface } => format!("{} drop", surface.as_str()),
         Step::ReconnectClient { surface } => format!("{} resume", surface.as_str()),
         Step::RestartSyncServer => "sync restart".to_owned(),

@@ -53,6 +53,10 @@ mod clients_liveness;
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 
+// Defects only event gaps and retention cutoffs on a row's instant reveal,
+// planted in the runtime and found by the default scenarios, hardened.
+mod corner_defects;
+
 // Cases against a deployment that is never reset: the Node front started by hand behind
 // the external provider; namespaced plays, and Convex faults refused there.
 mod external_deployment;

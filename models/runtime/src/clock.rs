@@ -47,6 +47,15 @@ impl ManualClock {
         state.0 += by;
     }
 
+    /// The time the next `now` will read, without moving the clock: so
+    /// that a caller can compute with it and leave every stamp as it was.
+    pub fn peek(&self) -> DateTime<Utc> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .0
+    }
+
     pub fn set(&self, to: DateTime<Utc>) {
         let mut state = self
             .state
@@ -92,6 +101,7 @@ mod tests {
         assert_eq!(iso8601(clock.now()), "2026-02-19T20:00:00.000000Z");
         assert_eq!(iso8601(clock.now()), "2026-02-19T20:00:00.000001Z");
         clock.advance(TimeDelta::seconds(60));
+        assert_eq!(iso8601(clock.peek()), "2026-02-19T20:01:00.000002Z");
         assert_eq!(iso8601(clock.now()), "2026-02-19T20:01:00.000002Z");
     }
 }

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod hashing;
 pub mod notifier;
+pub mod planted;
 pub mod profile;
 pub mod projector;
 pub mod reprojection;
@@ -17,6 +18,7 @@ pub mod summary;
 pub mod sync;
 pub mod watermark;
 
+pub use planted::PlantedDefects;
 pub use profile::{Profile, Switches};
 pub use runtime::{Runtime, RuntimeConfig, SinkMode};
 pub use summary::ProjectionKind;

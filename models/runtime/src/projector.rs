@@ -5,6 +5,7 @@ use crate::authority::{self, AuthorityError};
 use crate::checkpoint::{self, Action, DecisionReason, StoreMode};
 use crate::clock::Clock;
 use crate::notifier::{CommitHold, Notifier};
+use crate::planted::PlantedDefects;
 use crate::profile::Switches;
 use crate::sink::convex_value::{ConvexValueRefusal, refusal_of};
 use crate::sink::{ProjectionSink, SinkContext, SinkError};
@@ -159,6 +160,8 @@ pub struct ProjectorSettings {
     /// Awaited before every commit of a projection that wrote (see
     /// `CommitHold`); none in production.
     pub commit_hold: Option<Arc<dyn CommitHold>>,
+    /// Defects a test plants; none otherwise.
+    pub planted: PlantedDefects,
 }
 
 /// The projector with the sink it writes to.
@@ -228,7 +231,9 @@ impl Projector {
             .switches
             .b5_summary_built_before_lock
             .then(|| {
-                snapshot.summary(&self.settings.projection_version, self.settings.clock.now())
+                self.settings.planted.summary(
+                    snapshot.summary(&self.settings.projection_version, self.settings.clock.now()),
+                )
             });
         Ok(PreparedProjection {
             kind,
@@ -424,7 +429,9 @@ impl Projector {
                 kind,
                 entity_id: entity_id.to_owned(),
             })?;
-        Ok(snapshot.summary(&self.settings.projection_version, self.settings.clock.now()))
+        Ok(self.settings.planted.summary(
+            snapshot.summary(&self.settings.projection_version, self.settings.clock.now()),
+        ))
     }
 
     /// Hardened B1: remember a failed projection outside the rolled-back

@@ -5,6 +5,7 @@
 use crate::authority::{self, AuthorityError, NewRun, NewWorker, RunTerminal};
 use crate::clock::{Clock, SystemClock};
 use crate::notifier::{CommitHold, Notifier};
+use crate::planted::PlantedDefects;
 use crate::profile::{Profile, Switches};
 use crate::projector::{ProjectionError, ProjectionOutcome, Projector, ProjectorSettings};
 use crate::reprojection::{self, RebuildAllSummary, RebuildResult, RebuildSelection};
@@ -106,6 +107,8 @@ pub struct RuntimeConfig {
     pub notifier: Notifier,
     /// See `CommitHold`; none in production.
     pub commit_hold: Option<Arc<dyn CommitHold>>,
+    /// Defects a test plants (`PlantedDefects`); none otherwise.
+    pub planted: PlantedDefects,
 }
 
 impl RuntimeConfig {
@@ -119,6 +122,7 @@ impl RuntimeConfig {
             clock: Arc::new(SystemClock),
             notifier: Notifier::new(),
             commit_hold: None,
+            planted: PlantedDefects::default(),
         }
     }
 }
@@ -166,6 +170,7 @@ impl Runtime {
             clock: config.clock,
             notifier,
             commit_hold: config.commit_hold,
+            planted: config.planted,
         };
         let projector = Projector::new(pool.clone(), settings.clone(), Arc::new(NoopSink));
         let mut runtime = Runtime {

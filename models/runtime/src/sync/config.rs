@@ -1,6 +1,7 @@
 //! The sync server's configuration with the original's defaults (spec §12,
 //! §7.2 for authentication).
 
+use crate::planted::PlantedDefects;
 use crate::profile::{Profile, Switches};
 use crate::sync::jwt::AuthConfig;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -56,6 +57,8 @@ pub struct SyncConfig {
     /// `sync_topic_sequences` at this interval (the in-process notifier only
     /// sees this process's projections). `None` (the default) polls nothing.
     pub wake_poll_interval_ms: Option<u64>,
+    /// Retention defects a test plants (`PlantedDefects`); none otherwise.
+    pub planted: PlantedDefects,
 }
 
 impl SyncConfig {
@@ -76,6 +79,7 @@ impl SyncConfig {
             auth: AuthConfig::base(),
             background_loops: false,
             wake_poll_interval_ms: None,
+            planted: PlantedDefects::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! every known topic. The caller drives it: the server binary on its
 //! interval, tests directly.
 
+use crate::planted::PlantedDefects;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -43,30 +44,44 @@ pub async fn run_once(
     horizon: TimeDelta,
     batch_size: i64,
 ) -> Result<RetentionResult, RetentionError> {
-    let cutoff = (now - horizon).naive_utc();
+    run_once_planted(pool, now, horizon, batch_size, PlantedDefects::default()).await
+}
+
+/// `run_once` with the retention defects a test planted (`PlantedDefects`).
+pub async fn run_once_planted(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    horizon: TimeDelta,
+    batch_size: i64,
+    planted: PlantedDefects,
+) -> Result<RetentionResult, RetentionError> {
+    let cutoff = planted.retention_cutoff((now - horizon).naive_utc(), now, horizon);
+    let older = planted.retention_older_than();
+    // Built only from `PlantedDefects`' two constant operators, never from input.
+    let delete = format!(
+        "WITH doomed AS ( \
+             SELECT id FROM runtime.sync_stream_events WHERE inserted_at {older} $1 LIMIT $2), \
+         removed AS ( \
+             DELETE FROM runtime.sync_stream_events e USING doomed WHERE e.id = doomed.id \
+             RETURNING e.topic, e.watermark), \
+         floors AS ( \
+             INSERT INTO runtime.sync_retention_floors (topic, pruned_through, updated_at) \
+             SELECT topic, MAX(watermark), $3 FROM removed GROUP BY topic \
+             ON CONFLICT (topic) DO UPDATE SET \
+                 pruned_through = GREATEST(runtime.sync_retention_floors.pruned_through, EXCLUDED.pruned_through), \
+                 updated_at = EXCLUDED.updated_at \
+             RETURNING 1) \
+         SELECT COUNT(*) FROM removed"
+    );
     let mut deleted: u64 = 0;
     loop {
-        let removed: i64 = sqlx::query_scalar(
-            "WITH doomed AS ( \
-                 SELECT id FROM runtime.sync_stream_events WHERE inserted_at < $1 LIMIT $2), \
-             removed AS ( \
-                 DELETE FROM runtime.sync_stream_events e USING doomed WHERE e.id = doomed.id \
-                 RETURNING e.topic, e.watermark), \
-             floors AS ( \
-                 INSERT INTO runtime.sync_retention_floors (topic, pruned_through, updated_at) \
-                 SELECT topic, MAX(watermark), $3 FROM removed GROUP BY topic \
-                 ON CONFLICT (topic) DO UPDATE SET \
-                     pruned_through = GREATEST(runtime.sync_retention_floors.pruned_through, EXCLUDED.pruned_through), \
-                     updated_at = EXCLUDED.updated_at \
-                 RETURNING 1) \
-             SELECT COUNT(*) FROM removed",
-        )
-        .bind(cutoff)
-        .bind(batch_size)
-        .bind(now.naive_utc())
-        .fetch_one(pool)
-        .await
-        .map_err(|source| RetentionError::Delete { cutoff, source })?;
+        let removed: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(delete.clone()))
+            .bind(cutoff)
+            .bind(batch_size)
+            .bind(now.naive_utc())
+            .fetch_one(pool)
+            .await
+            .map_err(|source| RetentionError::Delete { cutoff, source })?;
         if removed <= 0 {
             break;
         }

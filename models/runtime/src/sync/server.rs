@@ -202,11 +202,12 @@ impl Shared {
     }
 
     async fn run_retention_once(&self) -> Result<RetentionResult, RetentionError> {
-        retention::run_once(
+        retention::run_once_planted(
             &self.context.pool,
             self.context.clock.now(),
             TimeDelta::seconds(self.config.retention_horizon_seconds),
             self.config.retention_batch_size,
+            self.config.planted,
         )
         .await
     }
