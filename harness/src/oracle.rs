@@ -9,7 +9,7 @@ use crate::model::case::ClientUser;
 use crate::model::case::{
     EntityRef, IdStyle, RollbackSwitch, RolloutStage, Start, Step, StopPath, Surface,
 };
-use khala_runtime::SinkMode;
+use khala_runtime::{Profile, SinkMode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -62,8 +62,11 @@ pub struct Oracle {
     projection_version: u32,
     runs: BTreeMap<u8, RunTruth>,
     workers: BTreeMap<u8, WorkerTruth>,
-    /// Each (surface, user)'s Khala flag.
-    flags: BTreeMap<(Surface, ClientUser), bool>,
+    /// The profile the case plays under: it decides how the desktop reads
+    /// its flag (spec §9.1, B23).
+    profile: Profile,
+    /// Each (surface, user)'s flag variable, as written (absent: unset).
+    flags: BTreeMap<(Surface, ClientUser), String>,
     rollout_stage: Option<RolloutStage>,
     auditor_enabled: bool,
     /// How many times the retention job has run.
@@ -80,8 +83,9 @@ pub fn projection_version_name(generation: u32) -> String {
 }
 
 impl Oracle {
-    pub fn new(ids: IdStyle, sink_mode: SinkMode) -> Self {
+    pub fn new(profile: Profile, ids: IdStyle, sink_mode: SinkMode) -> Self {
         Oracle {
+            profile,
             ids,
             namespace: String::new(),
             sink_mode,
@@ -96,10 +100,10 @@ impl Oracle {
     }
 
     /// The state before a case's first step.
-    pub fn at_start(ids: IdStyle, start: &Start) -> Self {
-        let mut oracle = Oracle::new(ids, start.sink_mode);
+    pub fn at_start(profile: Profile, ids: IdStyle, start: &Start) -> Self {
+        let mut oracle = Oracle::new(profile, ids, start.sink_mode);
         for surface in Surface::ALL {
-            oracle.set_surface_flag(surface, start.flags.get(surface));
+            oracle.set_surface_flag(surface, start.flags.get(surface).then_some("true"));
         }
         if let Some(stage) = start.rollout_stage {
             oracle.set_stage(stage);
@@ -117,9 +121,27 @@ impl Oracle {
         self.sink_mode
     }
 
-    /// Whether `user`'s client on `surface` runs its Khala lane.
+    /// Whether `user`'s client on `surface` runs its Khala lane: its flag
+    /// variable read by the surface's rule of spec §9.1. Web and mobile
+    /// take exactly `"true"`; the desktop's preload passes `=== "true"`
+    /// (legacy, B23), or, fixed, the config parser's answer: `true`, `1`
+    /// or `yes` in any case and padding.
     pub fn flag(&self, surface: Surface, user: ClientUser) -> bool {
-        self.flags.get(&(surface, user)).copied().unwrap_or(false)
+        let Some(value) = self.flag_value(surface, user) else {
+            return false;
+        };
+        match surface {
+            Surface::Web | Surface::Mobile => value == "true",
+            Surface::Desktop if self.profile == Profile::Legacy => value == "true",
+            Surface::Desktop => {
+                ["true", "1", "yes"].contains(&value.trim().to_ascii_lowercase().as_str())
+            }
+        }
+    }
+
+    /// `user`'s flag variable on `surface` as written; `None`: unset.
+    pub fn flag_value(&self, surface: Surface, user: ClientUser) -> Option<&str> {
+        self.flags.get(&(surface, user)).map(String::as_str)
     }
 
     /// Whether any user of `surface` runs the Khala lane.
@@ -154,17 +176,26 @@ impl Oracle {
             .collect()
     }
 
-    fn set_surface_flag(&mut self, surface: Surface, enabled: bool) {
+    fn set_surface_flag(&mut self, surface: Surface, value: Option<&str>) {
         for user in ClientUser::ALL {
-            self.flags.insert((surface, user), enabled);
+            self.set_flag(surface, user, value);
         }
     }
 
+    fn set_flag(&mut self, surface: Surface, user: ClientUser, value: Option<&str>) {
+        match value {
+            Some(value) => self.flags.insert((surface, user), value.to_owned()),
+            None => self.flags.remove(&(surface, user)),
+        };
+    }
+
+    /// A stage sets `"true"` for the users of its cohort and unsets the
+    /// others' flags.
     fn set_stage(&mut self, stage: RolloutStage) {
         self.rollout_stage = Some(stage);
         for surface in Surface::ALL {
             for user in ClientUser::ALL {
-                self.flags.insert((surface, user), user.in_stage(stage));
+                self.set_flag(surface, user, user.in_stage(stage).then_some("true"));
             }
         }
     }
@@ -209,12 +240,14 @@ impl Oracle {
             Step::SwitchSinkMode { mode } => self.sink_mode = *mode,
             Step::RunRetention => self.retention_runs += 1,
             Step::BumpProjectionVersion => self.projection_version += 1,
-            Step::SetClientFlag { surface, enabled } => self.set_surface_flag(*surface, *enabled),
+            Step::SetClientFlag { surface, value } => {
+                self.set_surface_flag(*surface, value.as_deref());
+            }
             Step::SetRolloutStage { stage } => self.set_stage(*stage),
             Step::Rollback { switch } => match switch {
                 RollbackSwitch::ClientFlags => {
                     for surface in Surface::ALL {
-                        self.set_surface_flag(surface, false);
+                        self.set_surface_flag(surface, None);
                     }
                 }
                 RollbackSwitch::RuntimeConvexOnly => self.sink_mode = SinkMode::ConvexOnly,
@@ -485,7 +518,7 @@ mod tests {
 
     #[test]
     fn a_finished_run_is_predicted_with_its_terminal_status_and_all_events() {
-        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        let mut oracle = Oracle::new(Profile::Hardened, IdStyle::Plain, SinkMode::Dual);
         oracle.apply(&Step::AppendRunEvent {
             run: 0,
             event_type: RunEventType::Started,
@@ -504,7 +537,7 @@ mod tests {
 
     #[test]
     fn a_namespace_prefixes_every_id_and_nothing_else() {
-        let plain = Oracle::new(IdStyle::Long, SinkMode::Dual);
+        let plain = Oracle::new(Profile::Hardened, IdStyle::Long, SinkMode::Dual);
         let mut spaced = plain.clone().in_namespace("kp1-7.");
         let mut plain = plain;
         let steps = [
@@ -560,7 +593,7 @@ mod tests {
 
     #[test]
     fn faults_and_projections_do_not_change_the_truth_but_bumps_and_switches_do() {
-        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Noop);
+        let mut oracle = Oracle::new(Profile::Hardened, IdStyle::Plain, SinkMode::Noop);
         oracle.apply(&Step::AppendWorkerEvent {
             worker: 3,
             event_type: WorkerEventType::Heartbeat,

@@ -3,6 +3,7 @@
 //! subscribe was answered, and what a retention run did.
 
 use super::invariants::{Recorder, differing_keys};
+use crate::model::case::Surface;
 use crate::model::observation::{Observation, document_seq};
 use crate::model::reason::{DeliveryClass, JournalClass, LaneClass};
 use crate::model::trace::{
@@ -36,6 +37,7 @@ pub fn check_clients(
     quiescent: bool,
 ) -> Vec<Violation> {
     let mut recorder = Recorder::new(step_index, current);
+    check_flags_read(&mut recorder, oracle, clients);
     for lane in &clients.lanes {
         let before =
             previous.and_then(|previous| previous.lane_of(lane.surface, lane.user, lane.kind));
@@ -59,6 +61,48 @@ pub fn check_clients(
         check_retention(&mut recorder, run, &topics);
     }
     recorder.found
+}
+
+/// X3 (every step): each online lane runs Khala iff its surface's flag
+/// variable, as written, selects it under spec §9.1 (the oracle's reading),
+/// and so does each desktop user's connectivity provider. An offline
+/// surface keeps its lane until it is back.
+fn check_flags_read(recorder: &mut Recorder<'_>, oracle: &Oracle, clients: &ClientsObservation) {
+    let value = |surface, user| {
+        oracle
+            .flag_value(surface, user)
+            .map_or_else(|| "unset".to_owned(), |value| format!("{value:?}"))
+    };
+    for lane in clients.lanes.iter().filter(|lane| lane.online) {
+        let expected = oracle.flag(lane.surface, lane.user);
+        if (lane.source == LaneSource::Khala) != expected {
+            let detail = format!(
+                "the {} reads {:?} with `{}` = {}, where the flag selects {}",
+                lane_name(lane),
+                lane.source,
+                lane.surface.flag_name(),
+                value(lane.surface, lane.user),
+                if expected { "khala" } else { "polling" }
+            );
+            recorder.record(LaneClass::LaneFlagMisread, None, detail, None);
+        }
+    }
+    for (user, provider) in &clients.desktop {
+        let expected = if oracle.flag(Surface::Desktop, *user) {
+            "khala"
+        } else {
+            "convex"
+        };
+        if *provider != expected {
+            let detail = format!(
+                "the desktop of user {} probes {provider} with `{}` = {}, where the flag selects {expected}",
+                user.as_str(),
+                Surface::Desktop.flag_name(),
+                value(Surface::Desktop, *user)
+            );
+            recorder.record(LaneClass::LaneFlagMisread, None, detail, None);
+        }
+    }
 }
 
 /// X4: a document a lane showed is still shown, at no lower seq.
@@ -427,7 +471,16 @@ mod tests {
     const TOPIC: &str = "runtime.codex_worker_summaries";
 
     fn oracle(events: usize) -> Oracle {
-        let mut oracle = Oracle::new(crate::model::case::IdStyle::Plain, SinkMode::KhalaOnly);
+        let mut oracle = Oracle::new(
+            khala_runtime::Profile::Hardened,
+            crate::model::case::IdStyle::Plain,
+            SinkMode::KhalaOnly,
+        );
+        // The web lanes read Khala, the mobile ones poll.
+        oracle.apply(&Step::SetClientFlag {
+            surface: Surface::Web,
+            value: Some("true".to_owned()),
+        });
         for _ in 0..events {
             oracle.apply(&Step::AppendWorkerEvent {
                 worker: 0,
@@ -519,6 +572,47 @@ mod tests {
     }
 
     #[test]
+    fn x3_catches_a_lane_or_desktop_reading_its_raw_flag_unlike_spec_9_1() {
+        let flagged = |surface, value: &str, profile| {
+            let mut oracle = Oracle::new(
+                profile,
+                crate::model::case::IdStyle::Plain,
+                SinkMode::KhalaOnly,
+            );
+            oracle.apply(&Step::SetClientFlag {
+                surface,
+                value: Some(value.to_owned()),
+            });
+            oracle
+        };
+        let (observation, document) = stores(&oracle(1));
+        let on = lane(&document, 1);
+        // `" true"` is not `"true"`: the web lane must poll.
+        let padded = flagged(Surface::Web, " true", khala_runtime::Profile::Hardened);
+        assert_eq!(
+            check(&padded, &observation, None, &clients(vec![on.clone()])),
+            [("X3", "lane_flag_misread".into())]
+        );
+        let exact = flagged(Surface::Web, "true", khala_runtime::Profile::Hardened);
+        assert_eq!(check(&exact, &observation, None, &clients(vec![on])), []);
+        // The desktop: `1` is on for the config parser, off for the
+        // legacy preload (B23).
+        let desktop = |provider| ClientsObservation {
+            desktop: [(ClientUser::Internal, provider)].into(),
+            ..clients(Vec::new())
+        };
+        let one = |profile| flagged(Surface::Desktop, "1", profile);
+        let hardened = one(khala_runtime::Profile::Hardened);
+        let legacy = one(khala_runtime::Profile::Legacy);
+        assert_eq!(check(&hardened, &observation, None, &desktop("khala")), []);
+        assert_eq!(check(&legacy, &observation, None, &desktop("convex")), []);
+        assert_eq!(
+            check(&hardened, &observation, None, &desktop("convex")),
+            [("X3", "lane_flag_misread".into())]
+        );
+    }
+
+    #[test]
     fn x3_catches_a_lane_missing_or_behind_a_document_its_source_holds() {
         let oracle = oracle(2);
         let (observation, document) = stores(&oracle);
@@ -526,6 +620,7 @@ mod tests {
         missing.documents.clear();
         missing.view.clear();
         missing.source = LaneSource::Polling;
+        missing.surface = Surface::Mobile;
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![missing])),
             [("X3", "polling_lane_missing".into())]
@@ -546,6 +641,7 @@ mod tests {
         let mut missing = lane(&document, 2);
         missing.documents.clear();
         missing.source = LaneSource::Polling;
+        missing.surface = Surface::Mobile;
         let lanes = clients(vec![missing]);
         observation.khala.get_mut(KEY).expect("row").1["status"] = "wrong".into();
         assert_eq!(check(&oracle, &observation, None, &lanes), []);
@@ -783,6 +879,7 @@ mod tests {
         );
         let mut polling = lane(&document, 2);
         polling.source = LaneSource::Polling;
+        polling.surface = Surface::Mobile;
         polling.cache.clear();
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![polling])),

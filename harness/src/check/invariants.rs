@@ -793,7 +793,7 @@ mod tests {
     const KEY: &str = "runtime/run_summary:run_0";
 
     fn oracle(events: usize, mode: SinkMode) -> Oracle {
-        let mut oracle = Oracle::new(IdStyle::Plain, mode);
+        let mut oracle = Oracle::new(khala_runtime::Profile::Hardened, IdStyle::Plain, mode);
         for _ in 0..events {
             oracle.apply(&Step::AppendRunEvent {
                 run: 0,
@@ -1318,7 +1318,7 @@ mod tests {
     /// A worker that reported variant `variant` of `value`, and what a
     /// store holding its truth (timestamps filled in) holds.
     fn worker_with(value: ValueKind, variant: u8) -> (Oracle, Value) {
-        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+        let mut oracle = Oracle::new(khala_runtime::Profile::Hardened, IdStyle::Plain, SinkMode::Dual);
         oracle.apply(&Step::ReportWorkerMetadata {
             worker: 0,
             value,

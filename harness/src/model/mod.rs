@@ -5,6 +5,7 @@
 
 pub mod case;
 pub mod catalogue;
+pub mod draws;
 pub mod observation;
 pub mod reason;
 pub mod shard;

@@ -31,7 +31,7 @@ impl Coverage {
     /// Counts the first `steps_played` steps of `case` (the steps the
     /// driver actually played), each in the state before it.
     pub fn record(&mut self, case: &Case, steps_played: usize) {
-        let mut oracle = Oracle::at_start(case.ids, &case.start);
+        let mut oracle = Oracle::at_start(case.profile, case.ids, &case.start);
         for step in case.steps.iter().take(steps_played) {
             let cell = Cell {
                 kind: step.kind().name(),

@@ -6,9 +6,8 @@
 
 use crate::model::case::ClientUser;
 use crate::model::case::{ActionKind, RolloutStage, Start, Step, Surface};
-use crate::model::values::ValueWeights;
 use crate::oracle::Oracle;
-use crate::plan::steps::steps_of;
+use crate::plan::steps::{Draws, steps_of};
 use khala_runtime::SinkMode;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -178,7 +177,7 @@ pub fn sample_steps(kinds: &[ActionKind]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut runner = TestRunner::deterministic();
     for kind in kinds {
-        let strategy = steps_of(*kind, &ValueWeights::default());
+        let strategy = steps_of(*kind, &Draws::default());
         for _ in 0..SAMPLES_PER_KIND {
             let Ok(tree) = strategy.new_tree(&mut runner) else {
                 break;
@@ -208,7 +207,13 @@ pub fn reachable_states(
     max_steps: u32,
 ) -> BTreeMap<State, u32> {
     let steps = sample_steps(kinds);
-    let oracle = Oracle::at_start(crate::model::case::IdStyle::Plain, start);
+    // The sampled flag steps write only `"true"` or nothing, which every
+    // profile reads alike.
+    let oracle = Oracle::at_start(
+        khala_runtime::Profile::Hardened,
+        crate::model::case::IdStyle::Plain,
+        start,
+    );
     let mut seen: BTreeSet<ConfigKey> = BTreeSet::new();
     let mut reachable: BTreeMap<State, u32> = BTreeMap::new();
     let mut queue = VecDeque::from([(oracle, 0u32)]);

@@ -126,6 +126,12 @@ pub struct PlantedDefects {
     pub lane_apply_fails_from: Option<i64>,
     /// The defect switches in place of the case's profile's.
     pub switches: Option<DefectSwitches>,
+    /// The web client reads its flag trimmed and case-insensitively
+    /// (`ClientSwitches::planted_web_flag_lenient`).
+    pub web_flag_lenient: bool,
+    /// The Convex sink takes a failed function for success
+    /// (`ConvexHttpSink::with_planted_function_error_ok`).
+    pub sink_function_error_ok: bool,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -727,6 +733,7 @@ fn start_case(
         .switches
         .unwrap_or_else(|| DefectSwitches::of(case.profile));
     switches.clients.planted_apply_fails_from = planted.lane_apply_fails_from;
+    switches.clients.planted_web_flag_lenient = planted.web_flag_lenient;
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     // The sync server hears the runtime's own wake-ups; every projection's
@@ -743,11 +750,16 @@ fn start_case(
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
     let sink_to = |base_url: String| {
-        ConvexHttpSink::new(&ConvexSinkConfig {
+        let sink = ConvexHttpSink::new(&ConvexSinkConfig {
             base_url,
             admin_key: admin_key.clone(),
             ..ConvexSinkConfig::default()
-        })
+        });
+        if planted.sink_function_error_ok {
+            sink.with_planted_function_error_ok()
+        } else {
+            sink
+        }
     };
     let sink: Arc<dyn khala_runtime::sink::ProjectionSink> = match &slot.proxy {
         // The original timeout: no case waits it out (see `ProxiedConvexSink`).
@@ -768,7 +780,7 @@ fn start_case(
     };
     Ok(CaseState {
         runtime,
-        oracle: Oracle::at_start(case.ids, &case.start).in_namespace(namespace),
+        oracle: Oracle::at_start(case.profile, case.ids, &case.start).in_namespace(namespace),
         namespace: namespace.to_owned(),
         reader,
         created: Default::default(),
@@ -1037,6 +1049,8 @@ async fn apply(
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
             ConvexFault::Delay => ProxyMode::Delay,
+            ConvexFault::FunctionError200 => ProxyMode::FunctionError200,
+            ConvexFault::FunctionError560 => ProxyMode::FunctionError560,
         }),
         Step::BreakKhala => {
             if !state.khala_broken {
