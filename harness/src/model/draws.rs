@@ -80,7 +80,9 @@ impl FlagSpelling {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|spelling| spelling.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|spelling| spelling.name() == name)
     }
 
     /// Every name, comma separated, for error messages.
@@ -162,8 +164,10 @@ mod tests {
         for kind in ConvexFaultKind::ALL {
             assert_eq!(ConvexFaultKind::from_name(kind.name()), Some(kind));
         }
-        let raws: std::collections::BTreeSet<Option<&str>> =
-            FlagSpelling::ALL.iter().map(|spelling| spelling.raw()).collect();
+        let raws: std::collections::BTreeSet<Option<&str>> = FlagSpelling::ALL
+            .iter()
+            .map(|spelling| spelling.raw())
+            .collect();
         assert_eq!(raws.len(), FlagSpelling::ALL.len());
         assert_eq!(FlagSpelling::from_name("maybe"), None);
         assert_eq!(ConvexFaultKind::from_name("nope"), None);

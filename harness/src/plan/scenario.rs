@@ -8,8 +8,8 @@ use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
 use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{ValueKind, ValueWeights};
-use crate::plan::steps::Draws;
 use crate::plan::reach::{self, FlagState, StageState, State};
+use crate::plan::steps::Draws;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -306,11 +306,17 @@ pub enum InvalidKind {
     #[error(
         "all weights of [{table}] are zero: `{kind}` steps would have nothing to draw; hint: give one a weight above 0, or leave [{table}] out"
     )]
-    AllDrawWeightsZero { table: &'static str, kind: ActionKind },
+    AllDrawWeightsZero {
+        table: &'static str,
+        kind: ActionKind,
+    },
     #[error(
         "[{table}] is set but `{kind}` has no weight, so nothing would be drawn from it; hint: weigh `{kind}` in [weights] or drop [{table}]"
     )]
-    DrawsWithoutSteps { table: &'static str, kind: ActionKind },
+    DrawsWithoutSteps {
+        table: &'static str,
+        kind: ActionKind,
+    },
     #[error(
         "all weights are zero: nothing would be generated; hint: give at least one action kind a weight above 0"
     )]

@@ -314,7 +314,11 @@ async fn fail_functions(
     let (mut reading, mut writing) = client.into_split();
     let answer = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{FUNCTION_ERROR_BODY}",
-        if status == 200 { "OK" } else { "Function Failed" },
+        if status == 200 {
+            "OK"
+        } else {
+            "Function Failed"
+        },
         FUNCTION_ERROR_BODY.len()
     );
     let answering = async {

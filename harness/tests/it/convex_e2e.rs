@@ -606,10 +606,19 @@ async fn through_the_proxy_a_failing_function_is_a_convex_error_and_writes_nothi
             "{mode:?}: {failed:?}"
         );
         ok(planted.send(RUN, &document_id, &summary).await);
-        assert!(!stored(run).await, "{mode:?}: a throwing mutation leaves nothing");
+        assert!(
+            !stored(run).await,
+            "{mode:?}: a throwing mutation leaves nothing"
+        );
     }
     proxy.set_mode(ProxyMode::Pass);
-    ok(sink.send(RUN, "runtime/run_summary:after", &run_summary("after", 1, "created")).await);
+    ok(sink
+        .send(
+            RUN,
+            "runtime/run_summary:after",
+            &run_summary("after", 1, "created"),
+        )
+        .await);
     assert!(stored("after").await);
     drop(proxy);
     ok(convex.shutdown().await);

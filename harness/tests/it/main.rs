@@ -53,6 +53,10 @@ mod clients_liveness;
 // The engine on real backends: determinism, and a legacy defect found and shrunk.
 mod engine_runs;
 
+// Raw flag spellings and failing Convex functions: a defect only each reveals is
+// found by the default scenario's hardened run, which allows without it.
+mod raw_inputs;
+
 // Cases against a deployment that is never reset: the Node front started by hand behind
 // the external provider; namespaced plays, and Convex faults refused there.
 mod external_deployment;

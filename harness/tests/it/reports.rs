@@ -245,7 +245,7 @@ fn traced_partial_fanout() -> (Case, CaseResult) {
         },
         Step::AuditorCycle,
     ]);
-    let mut oracle = khala_parity::oracle::Oracle::at_start(case.ids, &case.start);
+    let mut oracle = khala_parity::oracle::Oracle::at_start(case.profile, case.ids, &case.start);
     let mut trace = Vec::new();
     for (index, step) in case
         .steps
