@@ -41,7 +41,11 @@ pub fn check_clients(
     for lane in &clients.lanes {
         let before =
             previous.and_then(|previous| previous.lane_of(lane.surface, lane.user, lane.kind));
-        if let Some(before) = before {
+        // A shipped client whose flag is off is not in use (spec §9.1: the
+        // surface constructs none), so what it would show is nobody's
+        // view: a reload replaces it with one that never starts.
+        let in_use = lane.kind == LaneKind::Today || lane.source == LaneSource::Khala;
+        if let Some(before) = before.filter(|_| in_use) {
             check_view_monotone(&mut recorder, before, lane);
             check_watermark_monotone(&mut recorder, before, lane);
         }
@@ -609,6 +613,44 @@ mod tests {
         assert_eq!(
             check(&hardened, &observation, None, &desktop("convex")),
             [("X3", "lane_flag_misread".into())]
+        );
+    }
+
+    #[test]
+    fn x4_and_d7_judge_a_shipped_client_only_while_its_flag_has_it_in_use() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let shipped = |source| LaneObservation {
+            kind: LaneKind::Shipped,
+            source,
+            ..lane(&document, 2)
+        };
+        let before = clients(vec![shipped(LaneSource::Khala)]);
+        // Reloaded with the flag off: a client that never starts.
+        let mut reloaded = shipped(LaneSource::Polling);
+        reloaded.surface = Surface::Mobile;
+        reloaded.online = false;
+        reloaded.view.clear();
+        reloaded.documents.clear();
+        reloaded.watermark = None;
+        let mut before_mobile = before.clone();
+        before_mobile.lanes[0].surface = Surface::Mobile;
+        let now = clients(vec![reloaded.clone()]);
+        assert_eq!(check(&oracle, &observation, Some(&before_mobile), &now), []);
+        // The same loss on a client in use is X4 and D7.
+        let mut in_use = reloaded;
+        in_use.surface = Surface::Web;
+        in_use.source = LaneSource::Khala;
+        in_use.online = true;
+        let now = clients(vec![in_use]);
+        let found = check(&oracle, &observation, Some(&before), &now);
+        assert!(
+            found.contains(&("X4", "view_lost_document".into())),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("D7", "watermark_regressed".into())),
+            "{found:?}"
         );
     }
 
