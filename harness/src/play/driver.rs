@@ -30,7 +30,6 @@ use crate::play::error::{Component, DriverError, StepError, SystemFault};
 use crate::play::proxied_sink::ProxiedConvexSink;
 use crate::play::proxy::{ProxyLink, ProxyMode, TcpProxy, upstream_addr};
 use chrono::{DateTime, Utc};
-use khala_clients::ClientSwitches;
 use khala_runtime::auditor::AuditError;
 use khala_runtime::auditor::{AuditorConfig, ParityAuditor, RunOptions};
 use khala_runtime::authority::AuthorityError;
