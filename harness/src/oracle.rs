@@ -66,8 +66,8 @@ pub struct Oracle {
     projection_version: u32,
     runs: BTreeMap<u8, RunTruth>,
     workers: BTreeMap<u8, WorkerTruth>,
-    /// Each (surface, user)'s Khala flag.
-    flags: BTreeMap<(Surface, ClientUser), bool>,
+    /// Each (surface, user)'s flag variable, as written (absent: unset).
+    flags: BTreeMap<(Surface, ClientUser), String>,
     rollout_stage: Option<RolloutStage>,
     auditor_enabled: bool,
     /// How many times the retention job has run.
@@ -103,7 +103,7 @@ impl Oracle {
     pub fn at_start(ids: IdStyle, start: &Start) -> Self {
         let mut oracle = Oracle::new(ids, start.sink_mode);
         for surface in Surface::ALL {
-            oracle.set_surface_flag(surface, start.flags.get(surface));
+            oracle.set_surface_flag(surface, start.flags.get(surface).then_some("true"));
         }
         if let Some(stage) = start.rollout_stage {
             oracle.set_stage(stage);
@@ -121,9 +121,27 @@ impl Oracle {
         self.sink_mode
     }
 
-    /// Whether `user`'s client on `surface` runs its Khala lane.
+    /// Whether `user`'s client on `surface` runs its Khala lane: its flag
+    /// variable read as its user means it (spec §9.1). Web and mobile
+    /// take exactly `"true"`; the desktop takes the config parser's
+    /// answer, `true`, `1` or `yes` in any case and padding, whatever the
+    /// profile: legacy's preload passing `=== "true"` (B23) is the defect
+    /// X3 `lane_flag_misread` finds, not what the user asked for.
     pub fn flag(&self, surface: Surface, user: ClientUser) -> bool {
-        self.flags.get(&(surface, user)).copied().unwrap_or(false)
+        let Some(value) = self.flag_value(surface, user) else {
+            return false;
+        };
+        match surface {
+            Surface::Web | Surface::Mobile => value == "true",
+            Surface::Desktop => {
+                ["true", "1", "yes"].contains(&value.trim().to_ascii_lowercase().as_str())
+            }
+        }
+    }
+
+    /// `user`'s flag variable on `surface` as written; `None`: unset.
+    pub fn flag_value(&self, surface: Surface, user: ClientUser) -> Option<&str> {
+        self.flags.get(&(surface, user)).map(String::as_str)
     }
 
     /// Whether any user of `surface` runs the Khala lane.
@@ -158,17 +176,26 @@ impl Oracle {
             .collect()
     }
 
-    fn set_surface_flag(&mut self, surface: Surface, enabled: bool) {
+    fn set_surface_flag(&mut self, surface: Surface, value: Option<&str>) {
         for user in ClientUser::ALL {
-            self.flags.insert((surface, user), enabled);
+            self.set_flag(surface, user, value);
         }
     }
 
+    fn set_flag(&mut self, surface: Surface, user: ClientUser, value: Option<&str>) {
+        match value {
+            Some(value) => self.flags.insert((surface, user), value.to_owned()),
+            None => self.flags.remove(&(surface, user)),
+        };
+    }
+
+    /// A stage sets `"true"` for the users of its cohort and unsets the
+    /// others' flags.
     fn set_stage(&mut self, stage: RolloutStage) {
         self.rollout_stage = Some(stage);
         for surface in Surface::ALL {
             for user in ClientUser::ALL {
-                self.flags.insert((surface, user), user.in_stage(stage));
+                self.set_flag(surface, user, user.in_stage(stage).then_some("true"));
             }
         }
     }
@@ -218,12 +245,14 @@ impl Oracle {
                 }
             }
             Step::BumpProjectionVersion => self.projection_version += 1,
-            Step::SetClientFlag { surface, enabled } => self.set_surface_flag(*surface, *enabled),
+            Step::SetClientFlag { surface, value } => {
+                self.set_surface_flag(*surface, value.as_deref());
+            }
             Step::SetRolloutStage { stage } => self.set_stage(*stage),
             Step::Rollback { switch } => match switch {
                 RollbackSwitch::ClientFlags => {
                     for surface in Surface::ALL {
-                        self.set_surface_flag(surface, false);
+                        self.set_surface_flag(surface, None);
                     }
                 }
                 RollbackSwitch::RuntimeConvexOnly => self.sink_mode = SinkMode::ConvexOnly,

@@ -3,6 +3,7 @@
 //! subscribe was answered, and what a retention run did.
 
 use super::invariants::{Recorder, differing_keys};
+use crate::model::case::Surface;
 use crate::model::observation::{Observation, document_seq};
 use crate::model::reason::{DeliveryClass, JournalClass, LaneClass};
 use crate::model::trace::{
@@ -36,10 +37,15 @@ pub fn check_clients(
     quiescent: bool,
 ) -> Vec<Violation> {
     let mut recorder = Recorder::new(step_index, current);
+    check_flags_read(&mut recorder, oracle, clients);
     for lane in &clients.lanes {
         let before =
             previous.and_then(|previous| previous.lane_of(lane.surface, lane.user, lane.kind));
-        if let Some(before) = before {
+        // A shipped client whose flag is off is not in use (spec §9.1: the
+        // surface constructs none), so what it would show is nobody's
+        // view: a reload replaces it with one that never starts.
+        let in_use = lane.kind == LaneKind::Today || lane.source == LaneSource::Khala;
+        if let Some(before) = before.filter(|_| in_use) {
             check_view_monotone(&mut recorder, before, lane);
             check_watermark_monotone(&mut recorder, before, lane);
         }
@@ -59,6 +65,48 @@ pub fn check_clients(
         check_retention(&mut recorder, run, &topics);
     }
     recorder.found
+}
+
+/// X3 (every step): each online lane runs Khala iff its surface's flag
+/// variable, as written, selects it under spec §9.1 (the oracle's reading),
+/// and so does each desktop user's connectivity provider. An offline
+/// surface keeps its lane until it is back.
+fn check_flags_read(recorder: &mut Recorder<'_>, oracle: &Oracle, clients: &ClientsObservation) {
+    let value = |surface, user| {
+        oracle
+            .flag_value(surface, user)
+            .map_or_else(|| "unset".to_owned(), |value| format!("{value:?}"))
+    };
+    for lane in clients.lanes.iter().filter(|lane| lane.online) {
+        let expected = oracle.flag(lane.surface, lane.user);
+        if (lane.source == LaneSource::Khala) != expected {
+            let detail = format!(
+                "the {} reads {:?} with `{}` = {}, where the flag selects {}",
+                lane_name(lane),
+                lane.source,
+                lane.surface.flag_name(),
+                value(lane.surface, lane.user),
+                if expected { "khala" } else { "polling" }
+            );
+            recorder.record(LaneClass::LaneFlagMisread, None, detail, None);
+        }
+    }
+    for (user, provider) in &clients.desktop {
+        let expected = if oracle.flag(Surface::Desktop, *user) {
+            "khala"
+        } else {
+            "convex"
+        };
+        if *provider != expected {
+            let detail = format!(
+                "the desktop of user {} probes {provider} with `{}` = {}, where the flag selects {expected}",
+                user.as_str(),
+                Surface::Desktop.flag_name(),
+                value(Surface::Desktop, *user)
+            );
+            recorder.record(LaneClass::LaneFlagMisread, None, detail, None);
+        }
+    }
 }
 
 /// X4: a document a lane showed is still shown, at no lower seq.
@@ -435,7 +483,15 @@ mod tests {
     const TOPIC: &str = "runtime.codex_worker_summaries";
 
     fn oracle(events: usize) -> Oracle {
-        let mut oracle = Oracle::new(crate::model::case::IdStyle::Plain, SinkMode::KhalaOnly);
+        let mut oracle = Oracle::new(
+            crate::model::case::IdStyle::Plain,
+            SinkMode::KhalaOnly,
+        );
+        // The web lanes read Khala, the mobile ones poll.
+        oracle.apply(&Step::SetClientFlag {
+            surface: Surface::Web,
+            value: Some("true".to_owned()),
+        });
         for _ in 0..events {
             oracle.apply(&Step::AppendWorkerEvent {
                 worker: 0,
@@ -527,6 +583,81 @@ mod tests {
     }
 
     #[test]
+    fn x3_catches_a_lane_or_desktop_reading_its_raw_flag_unlike_spec_9_1() {
+        let flagged = |surface, value: &str| {
+            let mut oracle = Oracle::new(
+                crate::model::case::IdStyle::Plain,
+                SinkMode::KhalaOnly,
+            );
+            oracle.apply(&Step::SetClientFlag {
+                surface,
+                value: Some(value.to_owned()),
+            });
+            oracle
+        };
+        let (observation, document) = stores(&oracle(1));
+        let on = lane(&document, 1);
+        // `" true"` is not `"true"`: the web lane must poll.
+        let padded = flagged(Surface::Web, " true");
+        assert_eq!(
+            check(&padded, &observation, None, &clients(vec![on.clone()])),
+            [("X3", "lane_flag_misread".into())]
+        );
+        let exact = flagged(Surface::Web, "true");
+        assert_eq!(check(&exact, &observation, None, &clients(vec![on])), []);
+        // The desktop: `1` is on for the config parser, so the legacy
+        // preload reading it off (B23) is caught.
+        let desktop = |provider| ClientsObservation {
+            desktop: [(ClientUser::Internal, provider)].into(),
+            ..clients(Vec::new())
+        };
+        let one = flagged(Surface::Desktop, "1");
+        assert_eq!(check(&one, &observation, None, &desktop("khala")), []);
+        assert_eq!(
+            check(&one, &observation, None, &desktop("convex")),
+            [("X3", "lane_flag_misread".into())]
+        );
+    }
+
+    #[test]
+    fn x4_and_d7_judge_a_shipped_client_only_while_its_flag_has_it_in_use() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let shipped = |source| LaneObservation {
+            kind: LaneKind::Shipped,
+            source,
+            ..lane(&document, 2)
+        };
+        let before = clients(vec![shipped(LaneSource::Khala)]);
+        // Reloaded with the flag off: a client that never starts.
+        let mut reloaded = shipped(LaneSource::Polling);
+        reloaded.surface = Surface::Mobile;
+        reloaded.online = false;
+        reloaded.view.clear();
+        reloaded.documents.clear();
+        reloaded.watermark = None;
+        let mut before_mobile = before.clone();
+        before_mobile.lanes[0].surface = Surface::Mobile;
+        let now = clients(vec![reloaded.clone()]);
+        assert_eq!(check(&oracle, &observation, Some(&before_mobile), &now), []);
+        // The same loss on a client in use is X4 and D7.
+        let mut in_use = reloaded;
+        in_use.surface = Surface::Web;
+        in_use.source = LaneSource::Khala;
+        in_use.online = true;
+        let now = clients(vec![in_use]);
+        let found = check(&oracle, &observation, Some(&before), &now);
+        assert!(
+            found.contains(&("X4", "view_lost_document".into())),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("D7", "watermark_regressed".into())),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn x3_catches_a_lane_missing_or_behind_a_document_its_source_holds() {
         let oracle = oracle(2);
         let (observation, document) = stores(&oracle);
@@ -534,6 +665,7 @@ mod tests {
         missing.documents.clear();
         missing.view.clear();
         missing.source = LaneSource::Polling;
+        missing.surface = Surface::Mobile;
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![missing])),
             [("X3", "polling_lane_missing".into())]
@@ -554,6 +686,7 @@ mod tests {
         let mut missing = lane(&document, 2);
         missing.documents.clear();
         missing.source = LaneSource::Polling;
+        missing.surface = Surface::Mobile;
         let lanes = clients(vec![missing]);
         observation.khala.get_mut(KEY).expect("row").1["status"] = "wrong".into();
         assert_eq!(check(&oracle, &observation, None, &lanes), []);
@@ -791,6 +924,7 @@ mod tests {
         );
         let mut polling = lane(&document, 2);
         polling.source = LaneSource::Polling;
+        polling.surface = Surface::Mobile;
         polling.cache.clear();
         assert_eq!(
             check(&oracle, &observation, None, &clients(vec![polling])),

@@ -280,6 +280,33 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_convex_function_explains_the_window_it_opens_in_either_form() {
+        for fault in [ConvexFault::FunctionError200, ConvexFault::FunctionError560] {
+            let mut windows = ParityWindows::new(SinkMode::Dual);
+            let step = Step::BreakConvex { fault };
+            // Khala takes the projection, the throwing mutation leaves
+            // Convex behind.
+            assert!(
+                windows
+                    .observe(0, &step, &stores(Some(1), Some(1)))
+                    .is_empty()
+            );
+            let projected = Step::AppendRunEvent {
+                run: 0,
+                event_type: crate::model::case::RunEventType::Delta,
+            };
+            assert!(
+                windows
+                    .observe(1, &projected, &stores(Some(2), Some(1)))
+                    .is_empty(),
+                "{fault:?}"
+            );
+            windows.observe(2, &Step::Quiesce, &stores(Some(2), Some(2)));
+            assert_eq!(windows.finish(2).explained, 1, "{fault:?}");
+        }
+    }
+
+    #[test]
     fn an_explained_window_that_changes_without_a_fault_becomes_a_violation() {
         let mut windows = ParityWindows::new(SinkMode::KhalaOnly);
         assert!(

@@ -354,6 +354,16 @@ pub enum ConvexFault {
     /// Requests reach Convex and run, but the network delays every answer
     /// past the sink's timeout: a write the sink reports as failed is there.
     Delay,
+    /// Every mutation throws: the proxy answers, without forwarding (a
+    /// throwing mutation leaves nothing behind), what Convex answers a
+    /// failed function, HTTP 200 `{"status":"error","errorMessage":…}`
+    /// (real-systems.md §1.2).
+    #[serde(rename = "function_error_200")]
+    FunctionError200,
+    /// The same failure answered as HTTP 560, the status the official JS
+    /// client also takes for a failed function.
+    #[serde(rename = "function_error_560")]
+    FunctionError560,
 }
 
 /// One step of a case. Steps are verbs.
@@ -410,10 +420,20 @@ pub enum Step {
     ConvexOutage {
         outage: Outage,
     },
-    /// One surface's build-time client flag, for every user of the surface.
+    /// One surface's build-time client flag, for every user of the
+    /// surface: the variable's raw value as a person wrote it (`None`:
+    /// unset), which the surface's client reads by its own rules (spec
+    /// §9.1). Stored cases of the older form `enabled: true|false` load
+    /// as `"true"` and unset.
     SetClientFlag {
         surface: Surface,
-        enabled: bool,
+        #[serde(
+            default,
+            alias = "enabled",
+            deserialize_with = "raw_flag_value",
+            skip_serializing_if = "Option::is_none"
+        )]
+        value: Option<String>,
     },
     /// Advances (or moves back) the rollout to a stage: the flags of the
     /// users in the stage's cohort on, the others off.
@@ -482,6 +502,24 @@ pub enum Step {
     Heal,
     /// Heals, runs the system's own catch-up, and checks convergence.
     Quiesce,
+}
+
+/// A flag's raw value: a string, `null` (unset), or the older boolean
+/// form (`true` is `"true"`, `false` unset).
+fn raw_flag_value<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Enabled(bool),
+    }
+    Ok(match Option::<Raw>::deserialize(deserializer)? {
+        Some(Raw::Text(text)) => Some(text),
+        Some(Raw::Enabled(true)) => Some("true".to_owned()),
+        Some(Raw::Enabled(false)) | None => None,
+    })
 }
 
 /// The users of every surface: operators inside the company and three
@@ -714,8 +752,37 @@ mod tests {
             text,
             r#"{"action":"reproject","entity":{"kind":"worker","index":1}}"#
         );
+        let flag = Step::SetClientFlag {
+            surface: Surface::Web,
+            value: Some(" true".to_owned()),
+        };
+        let text = serde_json::to_string(&flag).unwrap();
+        assert_eq!(
+            text,
+            r#"{"action":"set_client_flag","surface":"web","value":" true"}"#
+        );
+        assert_eq!(serde_json::from_str::<Step>(&text).unwrap(), flag);
         let extra = r#"{"action":"append_run_event","run":1,"event_type":"run.delta","extra":1}"#;
         assert!(serde_json::from_str::<Step>(extra).is_err());
+    }
+
+    #[test]
+    fn stored_flag_steps_of_the_boolean_form_still_load() {
+        let read = |text: &str| serde_json::from_str::<Step>(text).unwrap();
+        let value = |step: Step| match step {
+            Step::SetClientFlag { value, .. } => value,
+            other => panic!("{other:?}"),
+        };
+        let on = read(r#"{"action":"set_client_flag","surface":"web","enabled":true}"#);
+        assert_eq!(value(on), Some("true".to_owned()));
+        let off = read(r#"{"action":"set_client_flag","surface":"web","enabled":false}"#);
+        assert_eq!(value(off), None);
+        let unset = read(r#"{"action":"set_client_flag","surface":"desktop"}"#);
+        assert_eq!(value(unset), None);
+        let null = read(r#"{"action":"set_client_flag","surface":"desktop","value":null}"#);
+        assert_eq!(value(null), None);
+        let number = r#"{"action":"set_client_flag","surface":"web","value":1}"#;
+        assert!(serde_json::from_str::<Step>(number).is_err());
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "X3",
-        statement: "at quiescence every online client lane shows each worker document as the oracle predicts (semantic part) wherever its source holds it so; checked while the sink mode writes Khala, the source of every lane (the socket, and the runtime API the polling lanes read, modelled by the read model's hydration list): a Khala lane while the runtime is Convex-only is a runbook-order hazard, not a lane defect, and a wrong source is X1's",
+        statement: "at quiescence every online client lane shows each worker document as the oracle predicts (semantic part) wherever its source holds it so; checked while the sink mode writes Khala, the source of every lane (the socket, and the runtime API the polling lanes read, modelled by the read model's hydration list): a Khala lane while the runtime is Convex-only is a runbook-order hazard, not a lane defect, and a wrong source is X1's; and after every step each online lane, and each desktop's probe provider, is the one the raw value of its surface's flag variable selects under §9.1 (web and mobile exactly \"true\"; the desktop's config parser also 1 and yes, except legacy's preload, B23)",
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
@@ -177,7 +177,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "X4",
-        statement: "no client lane's view of a document ever moves backwards in seq or loses the document",
+        statement: "no client lane's view of a document ever moves backwards in seq or loses the document (a shipped client whose flag is off is not in use, spec §9.1, and shows nobody anything)",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod case;
 pub mod catalogue;
+pub mod draws;
 pub mod observation;
 pub mod reason;
 pub mod shard;

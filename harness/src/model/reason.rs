@@ -215,6 +215,8 @@ reason_family! {
             "a lane's view of a document moved back to an older seq";
         ViewLostDocument => "X4", Critical, "view_lost_document",
             "a lane's view lost a document it showed";
+        LaneFlagMisread => "X3", Critical, "lane_flag_misread",
+            "a surface's client runs another lane (or desktop provider) than the raw value of its flag selects under spec §9.1";
     }
 }
 

@@ -3,9 +3,8 @@
 //! are created on first use, so proptest's shrinking may drop any step.
 
 use crate::model::case::{ActionKind, CASE_SCHEMA, Case, IdStyle, Step};
-use crate::model::values::ValueWeights;
 use crate::plan::scenario::Scenario;
-use crate::plan::steps::{CornerBounds, steps_of};
+use crate::plan::steps::{CornerBounds, Draws, steps_of};
 use khala_runtime::Profile;
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, NewTree, Union, ValueTree};
@@ -15,7 +14,7 @@ use proptest::test_runner::TestRunner;
 pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
     weighted_step(
         &weighted_kinds(scenario),
-        &scenario.value_weights(),
+        &scenario.draws(),
         &scenario.corner_bounds(),
     )
 }
@@ -31,13 +30,13 @@ fn weighted_kinds(scenario: &Scenario) -> Vec<(ActionKind, u32)> {
 
 fn weighted_step(
     kinds: &[(ActionKind, u32)],
-    values: &ValueWeights,
+    draws: &Draws,
     corners: &CornerBounds,
 ) -> BoxedStrategy<Step> {
     let weighted: Vec<(u32, BoxedStrategy<Step>)> = kinds
         .iter()
         .filter(|(_, weight)| *weight > 0)
-        .map(|(kind, weight)| (*weight, steps_of(*kind, values, corners)))
+        .map(|(kind, weight)| (*weight, steps_of(*kind, draws, corners)))
         .collect();
     Union::new_weighted(weighted).boxed()
 }
@@ -81,10 +80,10 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     } else {
         Just(weighted).boxed()
     };
-    let values = scenario.value_weights();
+    let draws = scenario.draws();
     let corners = scenario.corner_bounds();
     let steps =
-        kinds.prop_flat_map(move |kinds| steps_between(&kinds, &values, &corners, lengths.clone()));
+        kinds.prop_flat_map(move |kinds| steps_between(&kinds, &draws, &corners, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
     (steps, ids)
         .prop_map(move |(steps, ids)| Case {
@@ -103,11 +102,11 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
 /// `Droppable`: shrinking can still go down to the one step a failure needs.
 fn steps_between(
     kinds: &[(ActionKind, u32)],
-    values: &ValueWeights,
+    draws: &Draws,
     corners: &CornerBounds,
     lengths: std::ops::RangeInclusive<usize>,
 ) -> BoxedStrategy<Vec<Step>> {
-    let step = weighted_step(kinds, values, corners);
+    let step = weighted_step(kinds, draws, corners);
     if *lengths.start() <= 1 {
         return prop::collection::vec(step, lengths).boxed();
     }
@@ -190,7 +189,7 @@ mod tests {
     #[test]
     fn every_kind_has_a_strategy_and_steps_report_their_kind() {
         for kind in ActionKind::ALL {
-            let strategy = steps_of(kind, &ValueWeights::default(), &CornerBounds::default());
+            let strategy = steps_of(kind, &Draws::default(), &CornerBounds::default());
             let mut runner = TestRunner::deterministic();
             let step = strategy.new_tree(&mut runner).unwrap().current();
             let expected = match kind {
@@ -329,6 +328,41 @@ mod tests {
             values_of(&weighted),
             [ValueKind::Deep, ValueKind::Large].into()
         );
+    }
+
+    #[test]
+    fn flag_values_and_convex_faults_follow_their_weights() {
+        use crate::model::case::ConvexFault;
+        let steps_of_text = |text: &str| -> Vec<Step> {
+            draw_cases(&scenario(text), 20)
+                .iter()
+                .flat_map(|case| case.steps.clone())
+                .collect()
+        };
+        let flags = steps_of_text(
+            "name='t'\ndescription='d'\ncases=1\nmax_steps=20\n[weights]\nclient_flag=1\n[flag_values]\nupper_true=1\nunset=1\ntrue=0\n",
+        );
+        let values: std::collections::BTreeSet<Option<String>> = flags
+            .into_iter()
+            .filter_map(|step| match step {
+                Step::SetClientFlag { value, .. } => Some(value),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(values, [None, Some("TRUE".to_owned())].into());
+        let faults = steps_of_text(
+            "name='t'\ndescription='d'\ncases=1\nmax_steps=20\n[weights]\nfault_convex=1\n[convex_faults]\nfunction_error_200=1\nfunction_error_560=1\n",
+        );
+        let kinds: std::collections::BTreeSet<String> = faults
+            .into_iter()
+            .map(|step| match step {
+                Step::BreakConvex {
+                    fault: fault @ (ConvexFault::FunctionError200 | ConvexFault::FunctionError560),
+                } => format!("{fault:?}"),
+                other => panic!("not drawn by the weights: {other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds.len(), 2);
     }
 
     #[test]

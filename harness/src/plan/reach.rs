@@ -6,9 +6,8 @@
 
 use crate::model::case::ClientUser;
 use crate::model::case::{ActionKind, RolloutStage, Start, Step, Surface};
-use crate::model::values::ValueWeights;
 use crate::oracle::Oracle;
-use crate::plan::steps::{CornerBounds, steps_of};
+use crate::plan::steps::{CornerBounds, Draws, steps_of};
 use khala_runtime::SinkMode;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::TestRunner;
@@ -178,7 +177,7 @@ pub fn sample_steps(kinds: &[ActionKind]) -> Vec<Step> {
     let mut steps: Vec<Step> = Vec::new();
     let mut runner = TestRunner::deterministic();
     for kind in kinds {
-        let strategy = steps_of(*kind, &ValueWeights::default(), &CornerBounds::default());
+        let strategy = steps_of(*kind, &Draws::default(), &CornerBounds::default());
         for _ in 0..SAMPLES_PER_KIND {
             let Ok(tree) = strategy.new_tree(&mut runner) else {
                 break;

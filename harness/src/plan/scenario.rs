@@ -6,9 +6,10 @@
 
 use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
+use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
-use crate::plan::steps::{CornerBounds, JOURNAL_ROWS_PER_STEP_MAX};
+use crate::plan::steps::{CornerBounds, Draws, JOURNAL_ROWS_PER_STEP_MAX};
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -47,6 +48,15 @@ pub struct Scenario {
     /// `worker_metadata` steps; absent: only `plain`.
     #[serde(default, deserialize_with = "weight_table")]
     pub values: BTreeMap<String, u32>,
+    /// A weight per raw flag spelling (`model::draws::FlagSpelling`) for
+    /// the `client_flag` steps; absent: `"true"` or unset.
+    #[serde(default, deserialize_with = "weight_table")]
+    pub flag_values: BTreeMap<String, u32>,
+    /// A weight per Convex fault kind (`model::draws::ConvexFaultKind`)
+    /// for the `fault_convex` steps; absent: the transport faults and the
+    /// pause, as before.
+    #[serde(default, deserialize_with = "weight_table")]
+    pub convex_faults: BTreeMap<String, u32>,
     #[serde(default)]
     pub swarm: SwarmSpec,
     #[serde(default)]
@@ -311,6 +321,24 @@ pub enum InvalidKind {
         "[values] is set but `worker_metadata` has no weight, so no value would be drawn; hint: weigh `worker_metadata` in [weights] or drop [values]"
     )]
     ValuesWithoutMetadataSteps,
+    #[error("unknown flag spelling (allowed: {})", FlagSpelling::names())]
+    UnknownFlagSpelling,
+    #[error("unknown convex fault kind (allowed: {})", ConvexFaultKind::names())]
+    UnknownConvexFault,
+    #[error(
+        "all weights of [{table}] are zero: `{kind}` steps would have nothing to draw; hint: give one a weight above 0, or leave [{table}] out"
+    )]
+    AllDrawWeightsZero {
+        table: &'static str,
+        kind: ActionKind,
+    },
+    #[error(
+        "[{table}] is set but `{kind}` has no weight, so nothing would be drawn from it; hint: weigh `{kind}` in [weights] or drop [{table}]"
+    )]
+    DrawsWithoutSteps {
+        table: &'static str,
+        kind: ActionKind,
+    },
     #[error(
         "[{table}] is set but `{kind}` has no weight, so it bounds no step; hint: weigh `{kind}` in [weights] or drop [{table}]"
     )]
@@ -491,6 +519,20 @@ impl Scenario {
         self.validate_weights()?;
         self.validate_values()?;
         self.validate_corners()?;
+        self.validate_draws(
+            "flag_values",
+            &self.flag_values,
+            ActionKind::ClientFlag,
+            |name| FlagSpelling::from_name(name).is_some(),
+            InvalidKind::UnknownFlagSpelling,
+        )?;
+        self.validate_draws(
+            "convex_faults",
+            &self.convex_faults,
+            ActionKind::FaultConvex,
+            |name| ConvexFaultKind::from_name(name).is_some(),
+            InvalidKind::UnknownConvexFault,
+        )?;
         if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
             return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
         }
@@ -617,6 +659,56 @@ impl Scenario {
                     ),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// What the kinds draw within themselves (`[values]`,
+    /// `[flag_values]`, `[convex_faults]`), each in its enum's order.
+    pub fn draws(&self) -> Draws {
+        Draws {
+            values: self.value_weights(),
+            flag_spellings: FlagSpelling::ALL
+                .into_iter()
+                .filter_map(|spelling| Some((spelling, *self.flag_values.get(spelling.name())?)))
+                .collect(),
+            convex_faults: ConvexFaultKind::ALL
+                .into_iter()
+                .filter_map(|fault| Some((fault, *self.convex_faults.get(fault.name())?)))
+                .collect(),
+        }
+    }
+
+    /// A draw table (`[flag_values]`, `[convex_faults]`): known names, one
+    /// weight above zero, and its kind weighed.
+    fn validate_draws(
+        &self,
+        table: &'static str,
+        weights: &BTreeMap<String, u32>,
+        kind: ActionKind,
+        known: impl Fn(&str) -> bool,
+        unknown: InvalidKind,
+    ) -> Result<(), Problem> {
+        if weights.is_empty() {
+            return Ok(());
+        }
+        if let Some(name) = weights.keys().find(|name| !known(name)) {
+            return Err(Problem {
+                key: key(&[table, name]),
+                kind: unknown,
+            });
+        }
+        if weights.values().all(|weight| *weight == 0) {
+            return Err(Problem {
+                key: key(&[table]),
+                kind: InvalidKind::AllDrawWeightsZero { table, kind },
+            });
+        }
+        if self.weight(kind) == 0 {
+            return Err(Problem {
+                key: key(&[table]),
+                kind: InvalidKind::DrawsWithoutSteps { table, kind },
+            });
         }
         Ok(())
     }

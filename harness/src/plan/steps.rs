@@ -5,6 +5,7 @@ use crate::model::case::{
     ActionKind, ConvexFault, EntityRef, Outage, RollbackSwitch, RolloutStage, RunEventType, Step,
     StopPath, Surface, TerminalStatus, WorkerEventType,
 };
+use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{ValueKind, ValueWeights};
 use khala_runtime::SinkMode;
 use proptest::prelude::*;
@@ -29,6 +30,30 @@ fn sink_mode() -> impl Strategy<Value = SinkMode> {
 
 fn surface() -> impl Strategy<Value = Surface> {
     prop::sample::select(Surface::ALL.to_vec())
+}
+
+/// What the kinds draw within themselves, by the scenario's weights: the
+/// metadata values (`[values]`), the raw flag values (`[flag_values]`)
+/// and the Convex faults (`[convex_faults]`). An empty weight list keeps
+/// the kind's own draw (`"true"` or unset; the transport faults and the
+/// pause), so scenarios without the table draw the cases they always did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Draws {
+    pub values: ValueWeights,
+    pub flag_spellings: Vec<(FlagSpelling, u32)>,
+    pub convex_faults: Vec<(ConvexFaultKind, u32)>,
+}
+
+/// One of `weighted` by weight, shrinking toward the first listed.
+fn weighted_choice<T: Clone + std::fmt::Debug + 'static>(
+    weighted: &[(T, u32)],
+) -> Option<BoxedStrategy<T>> {
+    let choices: Vec<(u32, BoxedStrategy<T>)> = weighted
+        .iter()
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(choice, weight)| (*weight, Just(choice.clone()).boxed()))
+        .collect();
+    (!choices.is_empty()).then(|| proptest::strategy::Union::new_weighted(choices).boxed())
 }
 
 /// A metadata value drawn by the scenario's value weights: a kind, then
@@ -77,15 +102,11 @@ impl Default for CornerBounds {
 /// hardened version bump or sink switch projects every entity once.
 pub const JOURNAL_ROWS_PER_STEP_MAX: u32 = 2 * ENTITIES_PER_KIND as u32;
 
-/// The steps of one action kind; metadata values drawn by `values`, the
-/// corner steps within `corners`.
-pub fn steps_of(
-    kind: ActionKind,
-    values: &ValueWeights,
-    corners: &CornerBounds,
-) -> BoxedStrategy<Step> {
+/// The steps of one action kind; what they draw within drawn by `draws`,
+/// the corner steps within `corners`.
+pub fn steps_of(kind: ActionKind, draws: &Draws, corners: &CornerBounds) -> BoxedStrategy<Step> {
     match kind {
-        ActionKind::WorkerMetadata => (run(), metadata_value(values))
+        ActionKind::WorkerMetadata => (run(), metadata_value(&draws.values))
             .prop_map(|(worker, (value, variant))| Step::ReportWorkerMetadata {
                 worker,
                 value,
@@ -113,9 +134,20 @@ pub fn steps_of(
         .boxed(),
         ActionKind::DuplicateDelivery => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
         ActionKind::SinkMode => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
-        ActionKind::ClientFlag => (surface(), any::<bool>())
-            .prop_map(|(surface, enabled)| Step::SetClientFlag { surface, enabled })
-            .boxed(),
+        ActionKind::ClientFlag => match weighted_choice(&draws.flag_spellings) {
+            Some(spelling) => (surface(), spelling)
+                .prop_map(|(surface, spelling)| Step::SetClientFlag {
+                    surface,
+                    value: spelling.raw().map(str::to_owned),
+                })
+                .boxed(),
+            None => (surface(), any::<bool>())
+                .prop_map(|(surface, enabled)| Step::SetClientFlag {
+                    surface,
+                    value: enabled.then(|| "true".to_owned()),
+                })
+                .boxed(),
+        },
         ActionKind::RolloutStage => prop::sample::select(RolloutStage::ALL.to_vec())
             .prop_map(|stage| Step::SetRolloutStage { stage })
             .boxed(),
@@ -149,12 +181,15 @@ pub fn steps_of(
         ActionKind::RestartConvex => Just(Step::ConvexOutage { outage: Outage::Stop }).boxed(),
         ActionKind::Reproject => prop::option::weighted(0.7, entity()).prop_map(|entity| Step::Reproject { entity }).boxed(),
         ActionKind::ProjectionVersionBump => Just(Step::BumpProjectionVersion).boxed(),
-        ActionKind::FaultConvex => prop_oneof![
-            4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout, ConvexFault::Delay])
-                .prop_map(|fault| Step::BreakConvex { fault }),
-            1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
-        ]
-        .boxed(),
+        ActionKind::FaultConvex => match weighted_choice(&draws.convex_faults) {
+            Some(fault) => fault.prop_map(ConvexFaultKind::step).boxed(),
+            None => prop_oneof![
+                4 => prop::sample::select(vec![ConvexFault::Reset, ConvexFault::Timeout, ConvexFault::Delay])
+                    .prop_map(|fault| Step::BreakConvex { fault }),
+                1 => Just(Step::ConvexOutage { outage: Outage::Pause }),
+            ]
+            .boxed(),
+        },
         // A Khala failure is also what fails the second sink of the fanout.
         ActionKind::FaultKhala | ActionKind::FaultPartialFanout => Just(Step::BreakKhala).boxed(),
         ActionKind::Quiesce => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),

@@ -133,6 +133,8 @@ struct Running {
     lanes: Vec<Lane>,
     offline: BTreeSet<Surface>,
     truth: BTreeMap<String, TopicTruth>,
+    /// How the lanes behave and read their flags (`Delivery::switches`).
+    switches: ClientSwitches,
     retention: Option<RetentionRun>,
     /// When the server's next heartbeat tick is due on the case clock; set
     /// by the first advance (reading the manual clock moves it a tick, so
@@ -636,6 +638,7 @@ impl Delivery {
             lanes: Vec::new(),
             offline: BTreeSet::new(),
             truth,
+            switches: self.switches.clients,
             retention: None,
             next_tick_at: None,
             liveness_wait_seconds: None,
@@ -645,12 +648,11 @@ impl Delivery {
         };
         for surface in VIEW_SURFACES {
             for user in ClientUser::ALL {
-                let switches = self.switches.clients;
                 let mut lane = running.new_lane(
                     surface,
                     user,
-                    oracle.flag(surface, user),
-                    switches,
+                    running.reads_flag(surface, oracle.flag_value(surface, user)),
+                    self.switches.clients,
                     &self.clock,
                     index,
                 )?;
@@ -664,7 +666,7 @@ impl Delivery {
                 let lane = running.new_shipped_lane(
                     surface,
                     user,
-                    oracle.flag(surface, user),
+                    running.reads_flag(surface, oracle.flag_value(surface, user)),
                     &self.clock,
                     index,
                 )?;
@@ -723,12 +725,15 @@ impl Delivery {
         // Lanes are independent: they settle concurrently, each to a state
         // that does not depend on the interleaving.
         let offline = &running.offline;
+        let switches = running.switches;
         let switching = running
             .lanes
             .iter_mut()
             .filter(|lane| !offline.contains(&lane.surface))
             .map(|lane| {
-                let flag = oracle.flag(lane.surface, lane.user);
+                // The surface reads its variable by its own rules.
+                let value = oracle.flag_value(lane.surface, lane.user);
+                let flag = lane.surface.reads_flag(value, switches);
                 switch_lane(lane, flag, truth)
             });
         every_lane(switching, index).await?;
@@ -818,6 +823,13 @@ async fn catch_up_lane(
 }
 
 impl Running {
+    /// Whether `surface`'s client turns its Khala lane on when its flag
+    /// variable holds `value`: the client model's reading, not the
+    /// oracle's.
+    fn reads_flag(&self, surface: Surface, value: Option<&str>) -> bool {
+        surface.reads_flag(value, self.switches)
+    }
+
     fn worker_truth(&self) -> TopicTruth {
         self.truth.get(WORKER_TOPIC).copied().unwrap_or_default()
     }
@@ -942,8 +954,8 @@ impl Running {
         let truth = self.worker_truth();
         let online = !self.offline.contains(&surface);
         for user in ClientUser::ALL {
-            let mut lane =
-                self.new_shipped_lane(surface, user, oracle.flag(surface, user), clock, index)?;
+            let flag = self.reads_flag(surface, oracle.flag_value(surface, user));
+            let mut lane = self.new_shipped_lane(surface, user, flag, clock, index)?;
             let old = self.lanes.iter().position(|lane| {
                 lane.surface == surface
                     && lane.user == user
@@ -1319,7 +1331,8 @@ impl Running {
         let desktop = ClientUser::ALL
             .into_iter()
             .map(|user| {
-                let provider = if oracle.flag(Surface::Desktop, user) {
+                let value = oracle.flag_value(Surface::Desktop, user);
+                let provider = if self.reads_flag(Surface::Desktop, value) {
                     "khala"
                 } else {
                     "convex"

@@ -129,6 +129,12 @@ pub struct PlantedDefects {
     /// Runtime and sync-server defects (`khala_runtime::PlantedDefects`):
     /// the projector's sequence fields, the retention job's cutoff.
     pub runtime: khala_runtime::PlantedDefects,
+    /// The web client reads its flag trimmed and case-insensitively
+    /// (`ClientSwitches::planted_web_flag_lenient`).
+    pub web_flag_lenient: bool,
+    /// The Convex sink takes a failed function for success
+    /// (`ConvexHttpSink::with_planted_function_error_ok`).
+    pub sink_function_error_ok: bool,
 }
 
 /// A Convex backend behind its fault proxy: one case at a time plays on it.
@@ -743,6 +749,7 @@ fn start_case(
         .switches
         .unwrap_or_else(|| DefectSwitches::of(case.profile));
     switches.clients.planted_apply_fails_from = planted.lane_apply_fails_from;
+    switches.clients.planted_web_flag_lenient = planted.web_flag_lenient;
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     // The sync server hears the runtime's own wake-ups; every projection's
@@ -760,11 +767,16 @@ fn start_case(
     };
     let admin_key = slot.convex.admin_key().unwrap_or_default().to_owned();
     let sink_to = |base_url: String| {
-        ConvexHttpSink::new(&ConvexSinkConfig {
+        let sink = ConvexHttpSink::new(&ConvexSinkConfig {
             base_url,
             admin_key: admin_key.clone(),
             ..ConvexSinkConfig::default()
-        })
+        });
+        if planted.sink_function_error_ok {
+            sink.with_planted_function_error_ok()
+        } else {
+            sink
+        }
     };
     let sink: Arc<dyn khala_runtime::sink::ProjectionSink> = match &slot.proxy {
         // The original timeout: no case waits it out (see `ProxiedConvexSink`).
@@ -1093,6 +1105,8 @@ async fn apply(
             ConvexFault::Reset => ProxyMode::Reset,
             ConvexFault::Timeout => ProxyMode::Blackhole,
             ConvexFault::Delay => ProxyMode::Delay,
+            ConvexFault::FunctionError200 => ProxyMode::FunctionError200,
+            ConvexFault::FunctionError560 => ProxyMode::FunctionError560,
         }),
         Step::BreakKhala => {
             if !state.khala_broken {

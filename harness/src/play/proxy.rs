@@ -1,7 +1,8 @@
 //! A userspace TCP proxy in front of a backend, for network faults the
 //! kernel here cannot inject (no `tc netem`): pass, reset every new
-//! connection, black-hole it (accept and never answer), or delay every
-//! answer beyond any client's patience.
+//! connection, black-hole it (accept and never answer), delay every
+//! answer beyond any client's patience, or answer every request itself as
+//! Convex answers a function that threw (nothing reaches the backend).
 //!
 //! The proxy also counts the HTTP requests that reach it whole, and those
 //! whose fate is sealed with no answer to come before the fault heals (a
@@ -37,6 +38,12 @@ pub enum ProxyMode {
     /// Requests pass and run; their answers are held back (the network
     /// delays them past every timeout); open connections are cut.
     Delay,
+    /// Every request is answered by the proxy, never forwarded, with HTTP
+    /// 200 `{"status":"error","errorMessage":…}`: a mutation that threw,
+    /// which leaves nothing behind (real-systems.md §1.2).
+    FunctionError200,
+    /// The same answer with HTTP 560 (`STATUS_CODE_UDF_FAILED`).
+    FunctionError560,
 }
 
 impl ProxyMode {
@@ -46,6 +53,8 @@ impl ProxyMode {
             ProxyMode::Reset => 1,
             ProxyMode::Blackhole => 2,
             ProxyMode::Delay => 3,
+            ProxyMode::FunctionError200 => 4,
+            ProxyMode::FunctionError560 => 5,
         }
     }
 
@@ -54,6 +63,8 @@ impl ProxyMode {
             1 => ProxyMode::Reset,
             2 => ProxyMode::Blackhole,
             3 => ProxyMode::Delay,
+            4 => ProxyMode::FunctionError200,
+            5 => ProxyMode::FunctionError560,
             _ => ProxyMode::Pass,
         }
     }
@@ -245,8 +256,13 @@ impl ProxyLink {
     /// backend. (A reset answers, with an error, at once.)
     pub fn answers(&self) -> bool {
         let mode = ProxyMode::from_u8(self.shared.mode.load(Ordering::SeqCst));
-        matches!(mode, ProxyMode::Pass | ProxyMode::Reset)
-            && !self.shared.upstream_frozen.load(Ordering::SeqCst)
+        match mode {
+            ProxyMode::FunctionError200 | ProxyMode::FunctionError560 => true,
+            ProxyMode::Pass | ProxyMode::Reset => {
+                !self.shared.upstream_frozen.load(Ordering::SeqCst)
+            }
+            ProxyMode::Blackhole | ProxyMode::Delay => false,
+        }
     }
 
     /// The whole requests that have arrived so far.
@@ -294,6 +310,8 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
         tokio::spawn(async move {
             match mode {
                 ProxyMode::Blackhole => swallow(client, &shared, changed).await,
+                ProxyMode::FunctionError200 => fail_functions(client, 200, &shared, changed).await,
+                ProxyMode::FunctionError560 => fail_functions(client, 560, &shared, changed).await,
                 _ => relay(client, upstream, mode, &shared, changed).await,
             }
             shared.open.send_modify(|open| *open -= 1);
@@ -309,6 +327,52 @@ async fn swallow(client: TcpStream, shared: &Shared, mut changed: watch::Receive
     let mut nowhere = tokio::io::sink();
     tokio::select! {
         _ = forward_requests(&mut reading, &mut nowhere, shared, &unanswered) => {}
+        _ = changed.changed() => {}
+    }
+}
+
+/// What Convex answers a mutation that threw (real-systems.md §1.2).
+pub const FUNCTION_ERROR_BODY: &str = r#"{"status":"error","errorMessage":"[Request ID: 0000000000000000] Server Error\nUncaught Error: the mutation threw (injected by the fault proxy)\n    at handler (../convex/runtime.ts)"}"#;
+
+/// A failing function: answers each whole request of the client with
+/// `status` and `FUNCTION_ERROR_BODY`, forwarding nothing, until the client
+/// leaves or the mode changes.
+async fn fail_functions(
+    client: TcpStream,
+    status: u16,
+    shared: &Shared,
+    mut changed: watch::Receiver<u64>,
+) {
+    let (mut reading, mut writing) = client.into_split();
+    let answer = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{FUNCTION_ERROR_BODY}",
+        if status == 200 {
+            "OK"
+        } else {
+            "Function Failed"
+        },
+        FUNCTION_ERROR_BODY.len()
+    );
+    let answering = async {
+        let mut scanner = RequestScanner::default();
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let read = reading.read(&mut buffer).await?;
+            if read == 0 {
+                return Ok::<(), std::io::Error>(());
+            }
+            let whole = scanner.feed(&buffer[..read]);
+            if whole == 0 {
+                continue;
+            }
+            shared.arrived.send_modify(|arrived| *arrived += whole);
+            for _ in 0..whole {
+                writing.write_all(answer.as_bytes()).await?;
+            }
+        }
+    };
+    tokio::select! {
+        _ = answering => {}
         _ = changed.changed() => {}
     }
 }

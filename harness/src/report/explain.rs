@@ -67,17 +67,27 @@ pub fn describe_step(step: &Step) -> String {
             ConvexFault::Delay => {
                 "Convex answers arrive too late (writes run, the sink times out)".to_owned()
             }
+            ConvexFault::FunctionError200 => {
+                "every Convex mutation throws (HTTP 200, `status: \"error\"`)".to_owned()
+            }
+            ConvexFault::FunctionError560 => {
+                "every Convex mutation throws (HTTP 560, `status: \"error\"`)".to_owned()
+            }
         },
         Step::BreakKhala => "Khala's database starts refusing writes".to_owned(),
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "the Convex backend is paused".to_owned(),
             Outage::Stop => "the Convex backend is stopped".to_owned(),
         },
-        Step::SetClientFlag { surface, enabled } => format!(
-            "the {} client flag is switched {}",
-            surface.as_str(),
-            if *enabled { "on" } else { "off" }
-        ),
+        Step::SetClientFlag { surface, value } => match value.as_deref() {
+            Some("true") => format!("the {} client flag is switched on", surface.as_str()),
+            None => format!("the {} client flag is switched off", surface.as_str()),
+            Some(value) => format!(
+                "the {} client flag `{}` is set to {value:?}",
+                surface.as_str(),
+                surface.flag_name()
+            ),
+        },
         Step::SetRolloutStage { stage } => {
             format!("the rollout moves to stage {}", stage.as_str())
         }

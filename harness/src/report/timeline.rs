@@ -130,7 +130,8 @@ impl Timeline {
     /// Replays the oracle along the trace and places every store against it.
     pub fn from_trace(case: &Case, trace: &[StepTrace]) -> Timeline {
         let namespace = trace.first().map_or("", |entry| entry.namespace.as_str());
-        let mut oracle = Oracle::at_start(case.ids, &case.start).in_namespace(namespace);
+        let mut oracle =
+            Oracle::at_start(case.ids, &case.start).in_namespace(namespace);
         let mut steps = Vec::new();
         let mut documents: Vec<DocumentTrack> = Vec::new();
         let mut fault_active = false;
@@ -571,17 +572,19 @@ pub fn short_label(step: &Step) -> String {
             ConvexFault::Reset => "convex reset".to_owned(),
             ConvexFault::Timeout => "convex hang".to_owned(),
             ConvexFault::Delay => "convex slow".to_owned(),
+            ConvexFault::FunctionError200 => "convex throws 200".to_owned(),
+            ConvexFault::FunctionError560 => "convex throws 560".to_owned(),
         },
         Step::BreakKhala => "khala down".to_owned(),
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "convex pause".to_owned(),
             Outage::Stop => "convex stop".to_owned(),
         },
-        Step::SetClientFlag { surface, enabled } => format!(
-            "{} {}",
-            surface.as_str(),
-            if *enabled { "on" } else { "off" }
-        ),
+        Step::SetClientFlag { surface, value } => match value.as_deref() {
+            Some("true") => format!("{} on", surface.as_str()),
+            None => format!("{} off", surface.as_str()),
+            Some(value) => format!("{}={value:?}", surface.as_str()),
+        },
         Step::SetRolloutStage { stage } => format!("stage {}", stage.as_str()),
         Step::Rollback { switch } => match switch {
             RollbackSwitch::ClientFlags => "rb flags".to_owned(),

@@ -571,6 +571,59 @@ async fn through_the_proxy_a_stranded_request_times_out_and_the_store_shows_its_
     ok(convex.shutdown().await);
 }
 
+/// A failing function, answered by the proxy as Convex answers a mutation
+/// that threw (HTTP 200 or 560, `status: "error"`), is `convex_error` to
+/// the sink in both forms and leaves nothing in Convex; the sink with the
+/// planted defect takes it for success although Convex lacks the write.
+#[tokio::test]
+async fn through_the_proxy_a_failing_function_is_a_convex_error_and_writes_nothing() {
+    use khala_parity::play::proxied_sink::ProxiedConvexSink;
+    use khala_parity::play::proxy::{ProxyMode, TcpProxy, upstream_addr};
+    let convex = convex_backend().await;
+    let upstream = upstream_addr(&convex.base_url()).expect("host:port");
+    let proxy = ok(TcpProxy::start(upstream).await);
+    let sink_of = |sink: ConvexHttpSink| ProxiedConvexSink::new(sink, proxy.link());
+    let config = ConvexSinkConfig {
+        base_url: format!("http://{}", proxy.addr()),
+        ..sink_config(&convex, None)
+    };
+    let sink = sink_of(ConvexHttpSink::new(&config));
+    let planted = sink_of(ConvexHttpSink::new(&config).with_planted_function_error_ok());
+    let stored = async |run: &str| {
+        let document_id = format!("runtime/run_summary:{run}");
+        ok(reader(&convex).get(RUN, &document_id).await).is_some()
+    };
+    for (mode, run) in [
+        (ProxyMode::FunctionError200, "failed_200"),
+        (ProxyMode::FunctionError560, "failed_560"),
+    ] {
+        proxy.set_mode(mode);
+        let document_id = format!("runtime/run_summary:{run}");
+        let summary = run_summary(run, 1, "created");
+        let failed = sink.send(RUN, &document_id, &summary).await;
+        assert!(
+            matches!(&failed, Err(SinkError::ConvexError { message }) if message.starts_with("[Request ID: ")),
+            "{mode:?}: {failed:?}"
+        );
+        ok(planted.send(RUN, &document_id, &summary).await);
+        assert!(
+            !stored(run).await,
+            "{mode:?}: a throwing mutation leaves nothing"
+        );
+    }
+    proxy.set_mode(ProxyMode::Pass);
+    ok(sink
+        .send(
+            RUN,
+            "runtime/run_summary:after",
+            &run_summary("after", 1, "created"),
+        )
+        .await);
+    assert!(stored("after").await);
+    drop(proxy);
+    ok(convex.shutdown().await);
+}
+
 /// A write a paused backend queued runs when it resumes, even though its
 /// client gave up and the heal cut the client's connection; the reset that
 /// opens the next case travels on another connection, so only waiting for

@@ -56,6 +56,9 @@ mod engine_runs;
 // Defects only event gaps and retention cutoffs on a row's instant reveal,
 // planted in the runtime and found by the default scenarios, hardened.
 mod corner_defects;
+// Raw flag spellings and failing Convex functions: a defect only each reveals is
+// found by the default scenario's hardened run, which allows without it.
+mod raw_inputs;
 
 // Cases against a deployment that is never reset: the Node front started by hand behind
 // the external provider; namespaced plays, and Convex faults refused there.

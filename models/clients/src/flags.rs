@@ -41,14 +41,22 @@ impl Surface {
         lookup: impl Fn(&str) -> Option<String>,
         switches: ClientSwitches,
     ) -> bool {
-        let value = lookup(self.flag_name());
+        self.reads_flag(lookup(self.flag_name()).as_deref(), switches)
+    }
+
+    /// Whether the surface's Khala lane is on when its variable holds
+    /// `value` (`None`: unset), by the surface's own reading (spec §9.1).
+    pub fn reads_flag(self, value: Option<&str>, switches: ClientSwitches) -> bool {
         match self {
-            Surface::Web | Surface::Mobile => strict_true(value.as_deref()),
+            Surface::Web if switches.planted_web_flag_lenient => {
+                value.is_some_and(|value| value.trim().eq_ignore_ascii_case("true"))
+            }
+            Surface::Web | Surface::Mobile => strict_true(value),
             Surface::Desktop if switches.b23_desktop_flag_strict => {
                 // The preload bridge: `process.env.X === "true"`.
-                strict_true(value.as_deref())
+                strict_true(value)
             }
-            Surface::Desktop => desktop_config_flag(value.as_deref()).unwrap_or(false),
+            Surface::Desktop => desktop_config_flag(value).unwrap_or(false),
         }
     }
 }
@@ -134,6 +142,20 @@ mod tests {
         assert!(Surface::Web.flag_enabled(lookup, switches));
         assert!(!Surface::Mobile.flag_enabled(lookup, switches));
         assert!(!Surface::Desktop.flag_enabled(lookup, switches));
+    }
+
+    #[test]
+    fn the_planted_lenient_web_flag_reads_padded_and_upper_case_true_as_on() {
+        let switches = ClientSwitches {
+            planted_web_flag_lenient: true,
+            ..ClientSwitches::new(Profile::Hardened)
+        };
+        for value in ["true", " true", "TRUE", "True "] {
+            assert!(Surface::Web.reads_flag(Some(value), switches), "{value:?}");
+            assert!(!Surface::Mobile.reads_flag(Some(value), switches) || value == "true");
+        }
+        assert!(!Surface::Web.reads_flag(Some("1"), switches));
+        assert!(!Surface::Web.reads_flag(None, switches));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct ClientSwitches {
     /// is a finding of the system under test. Today's lane fails to apply
     /// any update batch carrying this watermark or a higher one.
     pub planted_apply_fails_from: Option<i64>,
+    /// Not a defect of the original and never set by a profile: a defect
+    /// planted by the harness's tests, which only raw flag strings reveal.
+    /// The web flag is read trimmed and case-insensitively, so `" true"`
+    /// and `"TRUE"` turn the Khala lane on where Vite's `=== "true"` does
+    /// not.
+    pub planted_web_flag_lenient: bool,
 }
 
 impl ClientSwitches {
@@ -37,6 +43,7 @@ impl ClientSwitches {
             b13_ui_merge_ignores_version: on,
             b23_desktop_flag_strict: on,
             planted_apply_fails_from: None,
+            planted_web_flag_lenient: false,
         }
     }
 }

@@ -231,6 +231,10 @@ pub struct ConvexHttpSink {
     http: ConvexHttp,
     run_summary_mutation_path: String,
     codex_worker_summary_mutation_path: String,
+    /// A defect planted by the harness's tests, never by a profile: a
+    /// function's failure (`convex_error`) is taken for success, so the
+    /// checkpoint advances while Convex holds nothing of the write.
+    planted_function_error_ok: bool,
 }
 
 impl ConvexHttpSink {
@@ -243,7 +247,15 @@ impl ConvexHttpSink {
             ),
             run_summary_mutation_path: config.run_summary_mutation_path.clone(),
             codex_worker_summary_mutation_path: config.codex_worker_summary_mutation_path.clone(),
+            planted_function_error_ok: false,
         }
+    }
+
+    /// The same sink with a planted defect only a failing Convex function
+    /// reveals (tests only): it takes `convex_error` for success.
+    pub fn with_planted_function_error_ok(mut self) -> Self {
+        self.planted_function_error_ok = true;
+        self
     }
 
     /// The same sink over `client` (see `ConvexHttp::with_client`).
@@ -287,10 +299,10 @@ impl ConvexHttpSink {
             ProjectionKind::CodexWorkerSummary => &self.codex_worker_summary_mutation_path,
         };
         let args = json!({"document_id": document_id, "summary": summary});
-        self.http
-            .call(Endpoint::Mutation, path, args)
-            .await
-            .map(drop)
+        match self.http.call(Endpoint::Mutation, path, args).await {
+            Err(SinkError::ConvexError { .. }) if self.planted_function_error_ok => Ok(()),
+            answer => answer.map(drop),
+        }
     }
 }
 
