@@ -483,10 +483,7 @@ mod tests {
     const TOPIC: &str = "runtime.codex_worker_summaries";
 
     fn oracle(events: usize) -> Oracle {
-        let mut oracle = Oracle::new(
-            crate::model::case::IdStyle::Plain,
-            SinkMode::KhalaOnly,
-        );
+        let mut oracle = Oracle::new(crate::model::case::IdStyle::Plain, SinkMode::KhalaOnly);
         // The web lanes read Khala, the mobile ones poll.
         oracle.apply(&Step::SetClientFlag {
             surface: Surface::Web,
@@ -585,10 +582,7 @@ mod tests {
     #[test]
     fn x3_catches_a_lane_or_desktop_reading_its_raw_flag_unlike_spec_9_1() {
         let flagged = |surface, value: &str| {
-            let mut oracle = Oracle::new(
-                crate::model::case::IdStyle::Plain,
-                SinkMode::KhalaOnly,
-            );
+            let mut oracle = Oracle::new(crate::model::case::IdStyle::Plain, SinkMode::KhalaOnly);
             oracle.apply(&Step::SetClientFlag {
                 surface,
                 value: Some(value.to_owned()),

@@ -1359,10 +1359,7 @@ mod tests {
     /// A worker that reported variant `variant` of `value`, and what a
     /// store holding its truth (timestamps filled in) holds.
     fn worker_with(value: ValueKind, variant: u8) -> (Oracle, Value) {
-        let mut oracle = Oracle::new(
-            IdStyle::Plain,
-            SinkMode::Dual,
-        );
+        let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
         oracle.apply(&Step::ReportWorkerMetadata {
             worker: 0,
             value,

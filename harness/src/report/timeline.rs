@@ -130,8 +130,7 @@ impl Timeline {
     /// Replays the oracle along the trace and places every store against it.
     pub fn from_trace(case: &Case, trace: &[StepTrace]) -> Timeline {
         let namespace = trace.first().map_or("", |entry| entry.namespace.as_str());
-        let mut oracle =
-            Oracle::at_start(case.ids, &case.start).in_namespace(namespace);
+        let mut oracle = Oracle::at_start(case.ids, &case.start).in_namespace(namespace);
         let mut steps = Vec::new();
         let mut documents: Vec<DocumentTrack> = Vec::new();
         let mut fault_active = false;
