@@ -23,6 +23,19 @@ use std::time::Duration;
 /// A default scenario, hardened, with `runtime` planted, as its data test
 /// plays it (its seed and cases, the data test's shrink budget).
 fn play(name: &str, runtime: khala_runtime::PlantedDefects) -> ScenarioRun {
+    library_run(
+        name,
+        None,
+        PlantedDefects {
+            runtime,
+            ..PlantedDefects::default()
+        },
+    )
+}
+
+/// The library scenario `name`, hardened, with `planted`: its seed, its
+/// cases unless `cases` says, the data test's shrink budget.
+pub fn library_run(name: &str, cases: Option<u32>, planted: PlantedDefects) -> ScenarioRun {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
         .join(format!("{name}.toml"));
@@ -32,16 +45,13 @@ fn play(name: &str, runtime: khala_runtime::PlantedDefects) -> ScenarioRun {
         max_shrink_time: Duration::from_secs(60),
         ..EngineSettings::new(
             Profile::Hardened,
-            scenario.cases,
+            cases.unwrap_or(scenario.cases),
             scenario.seed.unwrap_or(1),
         )
     };
     let tokio = support::tokio();
     let mut backends = one_slot(&tokio);
-    backends.plant(PlantedDefects {
-        runtime,
-        ..PlantedDefects::default()
-    });
+    backends.plant(planted);
     let run = engine::run_scenario(&tokio, &backends, &scenario, &settings);
     tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
     assert_eq!(run.unknown, None, "{name}: the backends must not fail");
@@ -49,7 +59,7 @@ fn play(name: &str, runtime: khala_runtime::PlantedDefects) -> ScenarioRun {
 }
 
 /// The (invariant, reason class) of every finding.
-fn found(run: &ScenarioRun) -> Vec<(&'static str, &'static str)> {
+pub fn found(run: &ScenarioRun) -> Vec<(&'static str, &'static str)> {
     run.findings
         .iter()
         .map(|finding| (finding.invariant, finding.reason_class.name()))

@@ -3,64 +3,18 @@
 //! planted in the models that only that input reveals is a finding of the
 //! default scenario's hardened run, and the same run without it allows.
 
-use crate::convex_backend::convex_backend;
-use crate::support;
+use crate::corner_defects::{found, library_run};
 use khala_parity::model::reason::{LaneClass, ReasonClass};
-use khala_parity::plan::scenario::Scenario;
-use khala_parity::play::driver::{Backends, PlantedDefects};
-use khala_parity::play::engine::{self, EngineSettings, ScenarioRun};
-use khala_runtime::Profile;
-use std::path::Path;
-
-/// The seed `run` uses unless told otherwise.
-const DEFAULT_SEED: u64 = 1;
-
-fn library_scenario(name: &str) -> Scenario {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(format!("{name}.toml"));
-    support::ok(Scenario::load(&path))
-}
-
-/// `cases` hardened cases of the library scenario `name`, with `planted`.
-fn hardened_run(name: &str, cases: u32, planted: PlantedDefects) -> ScenarioRun {
-    let scenario = library_scenario(name);
-    let tokio = support::tokio();
-    let backends = tokio.block_on(async {
-        let postgres = support::backend().await;
-        let convex = convex_backend().await;
-        let mut backends = support::ok(Backends::new(postgres, convex).await);
-        backends.plant(planted);
-        backends
-    });
-    let settings = EngineSettings {
-        max_shrink_iters: 64,
-        ..EngineSettings::new(
-            Profile::Hardened,
-            cases,
-            scenario.seed.unwrap_or(DEFAULT_SEED),
-        )
-    };
-    let run = engine::run_scenario(&tokio, &backends, &scenario, &settings);
-    tokio.block_on(async { support::ok(backends.shutdown().await.map_err(std::io::Error::other)) });
-    run
-}
-
-fn found(run: &ScenarioRun) -> Vec<(&'static str, &'static str)> {
-    run.findings
-        .iter()
-        .map(|finding| (finding.invariant, finding.reason_class.name()))
-        .collect()
-}
+use khala_parity::play::driver::PlantedDefects;
 
 /// Cases of `delivery-retention` played in each direction.
 const FLAG_CASES: u32 = 24;
 
 #[test]
 fn a_web_flag_read_leniently_is_found_by_delivery_retention_and_the_strict_read_allows() {
-    let planted = hardened_run(
+    let planted = library_run(
         "delivery-retention",
-        FLAG_CASES,
+        Some(FLAG_CASES),
         PlantedDefects {
             web_flag_lenient: true,
             ..PlantedDefects::default()
@@ -101,7 +55,11 @@ fn a_web_flag_read_leniently_is_found_by_delivery_retention_and_the_strict_read_
         finding.case.steps
     );
 
-    let strict = hardened_run("delivery-retention", FLAG_CASES, PlantedDefects::default());
+    let strict = library_run(
+        "delivery-retention",
+        Some(FLAG_CASES),
+        PlantedDefects::default(),
+    );
     assert_eq!(strict.unknown, None);
     assert_eq!(found(&strict), [], "hardened delivery-retention allows");
 }
@@ -111,9 +69,9 @@ const FAULT_CASES: u32 = 40;
 
 #[test]
 fn a_sink_taking_a_failed_function_for_success_is_found_by_fanout_faults_and_the_fix_allows() {
-    let planted = hardened_run(
+    let planted = library_run(
         "fanout-faults",
-        FAULT_CASES,
+        Some(FAULT_CASES),
         PlantedDefects {
             sink_function_error_ok: true,
             ..PlantedDefects::default()
@@ -152,7 +110,11 @@ fn a_sink_taking_a_failed_function_for_success_is_found_by_fanout_faults_and_the
         finding.case.steps
     );
 
-    let fixed = hardened_run("fanout-faults", FAULT_CASES, PlantedDefects::default());
+    let fixed = library_run(
+        "fanout-faults",
+        Some(FAULT_CASES),
+        PlantedDefects::default(),
+    );
     assert_eq!(fixed.unknown, None);
     assert_eq!(found(&fixed), [], "hardened fanout-faults allows");
 }
