@@ -471,7 +471,7 @@ impl AuditSession {
             let recorded: std::collections::BTreeSet<&String> = documents.iter().collect();
             for kind in ProjectionKind::ALL {
                 pace(&mut self.convex_limit).await;
-                let listed = match self.reader.list_all(kind).await {
+                let (listed, malformed) = match self.reader.list_each(kind).await {
                     Ok(listed) => listed,
                     Err(error) => {
                         let path = error.path.clone();
@@ -485,6 +485,18 @@ impl AuditSession {
                         .filter(|(id, _)| !recorded.contains(id))
                         .map(|(id, _)| (AuditedStore::Convex, id)),
                 );
+                let source = self.reader.paths().list(kind).to_owned();
+                read.unparseable
+                    .extend(malformed.into_iter().enumerate().map(|(index, bad)| {
+                        Unparseable {
+                            store: AuditedStore::Convex,
+                            source: source.clone(),
+                            id: bad
+                                .document_id
+                                .unwrap_or_else(|| format!("malformed listed item {}", index + 1)),
+                            reason: format!("not a {{document_id, summary}} pair: {}", bad.item),
+                        }
+                    }));
             }
         }
         for checkpoint in &read.checkpoints {

@@ -427,13 +427,28 @@ impl ConvexReader {
     }
 
     /// Every document of a projection as `(document_id, summary)`, in
-    /// `document_id` order, following the pagination cursor.
+    /// `document_id` order, following the pagination cursor. A listed item
+    /// that is not such a pair fails the whole listing (see `list_each`).
     pub async fn list_all(
         &self,
         kind: ProjectionKind,
     ) -> Result<Vec<(String, Value)>, ConvexReadError> {
+        let (documents, malformed) = self.list_each(kind).await?;
+        match malformed.first() {
+            Some(bad) => Err(Self::malformed(self.paths.list(kind), &bad.item)),
+            None => Ok(documents),
+        }
+    }
+
+    /// `list_all`, keeping aside each listed item that is not a
+    /// `{document_id, summary}` pair instead of failing: an auditor reports
+    /// it and goes on. A page that is not a page still fails.
+    pub async fn list_each(
+        &self,
+        kind: ProjectionKind,
+    ) -> Result<(Vec<(String, Value)>, Vec<MalformedItem>), ConvexReadError> {
         let path = self.paths.list(kind);
-        let mut documents = Vec::new();
+        let (mut documents, mut malformed) = (Vec::new(), Vec::new());
         let mut cursor = Value::Null;
         loop {
             let page = self
@@ -447,18 +462,19 @@ impl ConvexReader {
                 .and_then(Value::as_array)
                 .ok_or_else(|| Self::malformed(path, &page))?;
             for item in items {
-                let id = item
-                    .get("document_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| Self::malformed(path, item))?;
-                let summary = item
-                    .get("summary")
-                    .cloned()
-                    .ok_or_else(|| Self::malformed(path, item))?;
-                documents.push((id.to_owned(), summary));
+                match listed_document(item) {
+                    Some(document) => documents.push(document),
+                    None => malformed.push(MalformedItem {
+                        document_id: item
+                            .get("document_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
+                        item: item.clone(),
+                    }),
+                }
             }
             if page.get("isDone").and_then(Value::as_bool).unwrap_or(true) {
-                return Ok(documents);
+                return Ok((documents, malformed));
             }
             cursor = page
                 .get("continueCursor")
@@ -468,9 +484,37 @@ impl ConvexReader {
     }
 }
 
+/// A listed item that is not a `{document_id, summary}` pair: its
+/// `document_id` when it has one as a string, and the item as listed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MalformedItem {
+    pub document_id: Option<String>,
+    pub item: Value,
+}
+
+/// A listed item as `(document_id, summary)`, if it is one.
+fn listed_document(item: &Value) -> Option<(String, Value)> {
+    let id = item.get("document_id")?.as_str()?;
+    Some((id.to_owned(), item.get("summary")?.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_item_is_a_document_only_with_a_string_id_and_a_summary() {
+        assert_eq!(
+            listed_document(&json!({"document_id": "d", "summary": {"a": 1}})),
+            Some(("d".to_owned(), json!({"a": 1})))
+        );
+        assert_eq!(listed_document(&json!({"document_id": "d"})), None);
+        assert_eq!(
+            listed_document(&json!({"document_id": 7, "summary": {}})),
+            None
+        );
+        assert_eq!(listed_document(&json!("d")), None);
+    }
 
     #[test]
     fn every_response_class_maps_to_its_error() {
