@@ -371,13 +371,13 @@ pub fn detect(
         })
         .collect();
     let groups = defects::group(&inputs);
-    let mut causes: Vec<Option<Cause>> = Vec::new();
+    // Groups are numbered by first appearance: a new one is the next.
     let mut defect_of_group: Vec<usize> = Vec::new();
     let mut defects: Vec<DefectFound> = Vec::new();
     for ((scenario, case_index, (until_cases, until_seconds), _, finding), group) in
         found.iter().zip(&groups)
     {
-        if *group == causes.len() {
+        if *group == defect_of_group.len() {
             let cause = cause_of(tokio, backends, finding).unwrap_or_else(|error| {
                 unknown.push(format!("{scenario}: attributing a finding: {error}"));
                 None
@@ -395,10 +395,9 @@ pub fn detect(
                     cases_until_found: *until_cases,
                     seconds_until_found: *until_seconds,
                     breaks: Vec::new(),
-                    cause: cause.clone(),
+                    cause,
                 });
             }
-            causes.push(cause);
         }
         let defect = &mut defects[defect_of_group[*group]];
         for violation in &finding.violations {
