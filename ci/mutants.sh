@@ -56,6 +56,9 @@ case " $* " in
 *) for file in "${files[@]}"; do file_args+=(--file "$file"); done ;;
 esac
 
+# Only the `data` test binary (scenarios and stored regressions) is built
+# and run per mutant: building the workspace's other test binaries would
+# add about 4 s a mutant for tests the profile filters out anyway.
 # cargo-mutants tests its baseline with the mutated packages' tests only,
 # which the `mutants` profile filters out; the unmutated tree is what
 # .ci/run tests, so the baseline is skipped and the timeout set here.
@@ -63,7 +66,8 @@ export KHALA_PARITY_BACKEND="${KHALA_PARITY_BACKEND:-local}"
 export PROPTEST_CASES="${PROPTEST_CASES:-6}"
 exec cargo mutants \
     --package khala-runtime --package khala-clients \
-    --test-workspace=true --baseline=skip \
+    --test-package khala-parity --cargo-test-arg=--test=data \
+    --baseline=skip \
     --test-tool nextest --cargo-arg=--profile=mutants \
     --timeout "${MUTANT_TIMEOUT:-240}" \
     "${file_args[@]}" "$@"
