@@ -19,6 +19,15 @@ pub const OWNER_USER_ID: i64 = 7;
 pub const WORKSPACE_REF: &str = "ws_1";
 pub use crate::model::values::WORKER_REGION;
 
+/// The build-time variable that turns `surface`'s Khala lane on (§9.1).
+pub fn flag_variable(surface: Surface) -> &'static str {
+    match surface {
+        Surface::Web => "VITE_KHALA_SYNC_ENABLED",
+        Surface::Mobile => "EXPO_PUBLIC_KHALA_SYNC_ENABLED",
+        Surface::Desktop => "OA_DESKTOP_KHALA_SYNC_ENABLED",
+    }
+}
+
 /// Keys whose values depend on wall-clock stamps; the oracle does not
 /// predict them (cross-store checks compare them instead).
 pub const TIMESTAMP_KEYS: [&str; 7] = [
@@ -137,6 +146,20 @@ impl Oracle {
                 ["true", "1", "yes"].contains(&value.trim().to_ascii_lowercase().as_str())
             }
         }
+    }
+
+    /// `user`'s build environment: every surface's flag variable, as the
+    /// user wrote it (unset ones absent). The names are the spec's (§9.1),
+    /// written here and not taken from the client model, so a client that
+    /// reads the wrong variable is caught.
+    pub fn build_environment(&self, user: ClientUser) -> BTreeMap<&'static str, String> {
+        Surface::ALL
+            .into_iter()
+            .filter_map(|surface| {
+                let value = self.flag_value(surface, user)?;
+                Some((flag_variable(surface), value.to_owned()))
+            })
+            .collect()
     }
 
     /// `user`'s flag variable on `surface` as written; `None`: unset.

@@ -651,7 +651,7 @@ impl Delivery {
                 let mut lane = running.new_lane(
                     surface,
                     user,
-                    running.reads_flag(surface, oracle.flag_value(surface, user)),
+                    running.reads_flag(oracle, surface, user),
                     self.switches.clients,
                     &self.clock,
                     index,
@@ -666,7 +666,7 @@ impl Delivery {
                 let lane = running.new_shipped_lane(
                     surface,
                     user,
-                    running.reads_flag(surface, oracle.flag_value(surface, user)),
+                    running.reads_flag(oracle, surface, user),
                     &self.clock,
                     index,
                 )?;
@@ -732,8 +732,7 @@ impl Delivery {
             .filter(|lane| !offline.contains(&lane.surface))
             .map(|lane| {
                 // The surface reads its variable by its own rules.
-                let value = oracle.flag_value(lane.surface, lane.user);
-                let flag = lane.surface.reads_flag(value, switches);
+                let flag = client_reads_flag(oracle, lane.surface, lane.user, switches);
                 switch_lane(lane, flag, truth)
             });
         every_lane(switching, index).await?;
@@ -822,12 +821,22 @@ async fn catch_up_lane(
     Ok(())
 }
 
+/// Whether `user`'s `surface` client turns its Khala lane on: the client
+/// model looks its variable up in the user's build environment and reads it
+/// by its own rules (not the oracle's).
+fn client_reads_flag(
+    oracle: &Oracle,
+    surface: Surface,
+    user: ClientUser,
+    switches: ClientSwitches,
+) -> bool {
+    let environment = oracle.build_environment(user);
+    surface.flag_enabled(|name| environment.get(name).cloned(), switches)
+}
+
 impl Running {
-    /// Whether `surface`'s client turns its Khala lane on when its flag
-    /// variable holds `value`: the client model's reading, not the
-    /// oracle's.
-    fn reads_flag(&self, surface: Surface, value: Option<&str>) -> bool {
-        surface.reads_flag(value, self.switches)
+    fn reads_flag(&self, oracle: &Oracle, surface: Surface, user: ClientUser) -> bool {
+        client_reads_flag(oracle, surface, user, self.switches)
     }
 
     fn worker_truth(&self) -> TopicTruth {
@@ -954,7 +963,7 @@ impl Running {
         let truth = self.worker_truth();
         let online = !self.offline.contains(&surface);
         for user in ClientUser::ALL {
-            let flag = self.reads_flag(surface, oracle.flag_value(surface, user));
+            let flag = self.reads_flag(oracle, surface, user);
             let mut lane = self.new_shipped_lane(surface, user, flag, clock, index)?;
             let old = self.lanes.iter().position(|lane| {
                 lane.surface == surface
@@ -1331,8 +1340,7 @@ impl Running {
         let desktop = ClientUser::ALL
             .into_iter()
             .map(|user| {
-                let value = oracle.flag_value(Surface::Desktop, user);
-                let provider = if self.reads_flag(Surface::Desktop, value) {
+                let provider = if self.reads_flag(oracle, Surface::Desktop, user) {
                     "khala"
                 } else {
                     "convex"
@@ -1419,4 +1427,29 @@ async fn read_stamps(pool: &PgPool, index: usize) -> Result<Vec<JournalStamp>, D
             inserted_at,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::case::IdStyle;
+    use khala_runtime::SinkMode;
+
+    #[test]
+    fn each_client_reads_its_own_variable_from_the_build_environment() {
+        let switches = ClientSwitches::new(Profile::Hardened);
+        for surface in Surface::ALL {
+            let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+            oracle.apply(&Step::SetClientFlag {
+                surface,
+                value: Some("true".to_owned()),
+            });
+            for reader in Surface::ALL {
+                for user in ClientUser::ALL {
+                    let on = client_reads_flag(&oracle, reader, user, switches);
+                    assert_eq!(on, reader == surface, "{reader} client of {user:?}");
+                }
+            }
+        }
+    }
 }
