@@ -7,6 +7,7 @@
 //! the read models and the topic sequences (J1, W2, W3), and rows or
 //! documents that do not parse (J2). Pure: every divergence is returned.
 
+use crate::check::invariants::short_hash as short;
 use crate::model::audit::{AuditedStore, CycleRead, JournalRow};
 use crate::model::reason::{
     AuditorReportClass, CheckpointClass, DeploymentClass, JournalClass, ReasonClass, SinkClass,
@@ -79,10 +80,6 @@ fn seq_of(summary: &Value) -> Option<i64> {
         .pointer("/runtime_source/seq")
         .and_then(Value::as_i64)
         .or_else(|| summary.get("latest_seq").and_then(Value::as_i64))
-}
-
-fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
 }
 
 fn checkpoint_at(checkpoint: &Checkpoint) -> String {

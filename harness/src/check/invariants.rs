@@ -206,6 +206,25 @@ pub fn check_step(
                 format!("khala row at doc_version {version} holds runtime_source.seq {seq:?}");
             recorder.record(SinkClass::KhalaVersionNotSeq, Some(key), detail, None);
         }
+        // The hash is over the summary as the runtime built it; jsonb keeps
+        // that exactly unless it holds a float (numeric drops the float
+        // form: 1.0e15 reads back as the integer 1000000000000000).
+        if !holds_float(payload) {
+            let stored = current.khala_hashes.get(key).cloned().flatten();
+            let expected = payload_hash(payload);
+            if stored.as_deref() != Some(expected.as_str()) {
+                let detail = format!(
+                    "khala row at doc_version {version} has payload_hash {}",
+                    stored.as_deref().map_or("NULL", short_hash)
+                );
+                recorder.record(
+                    SinkClass::KhalaPayloadHashWrong,
+                    Some(key),
+                    detail,
+                    Some(Value::String(expected)),
+                );
+            }
+        }
         if let Some(checkpoint) = current.checkpoints.get(key)
             && *version > checkpoint.last_runtime_seq
         {
@@ -749,10 +768,60 @@ fn short_float(value: f64) -> String {
 }
 
 /// The checkpoint hash of a document, computed independently of the models:
-/// SHA-256 hex of its sorted, compact JSON without `projected_at`, floats
-/// in the short form of spec §6.1. Matches the models' definition for the
-/// values the harness generates (no control characters).
+/// SHA-256 hex of its canonical JSON (spec §6.1) without `projected_at`
+/// (§6.3, option b).
 pub fn parity_hash(document: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_text(&without_projected_at(
+        document,
+    ))))
+}
+
+/// The Khala `payload_hash` of a summary, hex: SHA-256 of the canonical JSON
+/// of the whole summary (spec §5.2 step 2), computed independently of the
+/// models.
+pub fn payload_hash(summary: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_text(summary)))
+}
+
+/// The first characters of a hash, for messages.
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+/// Whether a float appears anywhere in `value`.
+fn holds_float(value: &Value) -> bool {
+    match value {
+        Value::Number(number) => number.is_f64(),
+        Value::Array(items) => items.iter().any(holds_float),
+        Value::Object(map) => map.values().any(holds_float),
+        _ => false,
+    }
+}
+
+/// Spec §6.1's canonical JSON, written here from the spec: keys sorted by
+/// their UTF-8 bytes, no whitespace, floats in the short form, strings with
+/// `"` and `\` escaped, the five short escapes and other control characters as
+/// uppercase `\u00XX`, everything else raw.
+fn canonical_text(value: &Value) -> String {
+    fn text(raw: &str, out: &mut String) {
+        out.push('"');
+        for character in raw.chars() {
+            match character {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                control if u32::from(control) < 0x20 => {
+                    out.push_str(&format!("\\u{:04X}", u32::from(control)));
+                }
+                other => out.push(other),
+            }
+        }
+        out.push('"');
+    }
     fn write(value: &Value, out: &mut String) {
         match value {
             Value::Object(map) => {
@@ -763,7 +832,7 @@ pub fn parity_hash(document: &Value) -> String {
                     if index > 0 {
                         out.push(',');
                     }
-                    out.push_str(&Value::String(key.clone()).to_string());
+                    text(key, out);
                     out.push(':');
                     write(&map[key], out);
                 }
@@ -779,15 +848,16 @@ pub fn parity_hash(document: &Value) -> String {
                 }
                 out.push(']');
             }
+            Value::String(raw) => text(raw, out),
             Value::Number(number) if number.is_f64() => {
                 out.push_str(&short_float(number.as_f64().unwrap_or_default()));
             }
             scalar => out.push_str(&scalar.to_string()),
         }
     }
-    let mut text = String::new();
-    write(&without_projected_at(document), &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    let mut out = String::new();
+    write(value, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -825,6 +895,10 @@ mod tests {
         observation
             .khala
             .insert(KEY.into(), (seq, document.clone()));
+        let stored_hash = hex::encode(khala_runtime::hashing::payload_hash(&document));
+        observation
+            .khala_hashes
+            .insert(KEY.into(), Some(stored_hash));
         observation.convex.insert(KEY.into(), document.clone());
         let checkpoint = CheckpointView {
             document_id: KEY.into(),
@@ -1118,6 +1192,51 @@ mod tests {
         assert_eq!(
             ids(&check_step(&oracle, &observation, &observation, 0, false)),
             [("S2", "khala_version_not_seq".into())]
+        );
+    }
+
+    #[test]
+    fn s2_catches_a_payload_hash_that_is_not_of_its_payload() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        assert_eq!(
+            ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            []
+        );
+        let hashes = [Some("00".repeat(32)), None];
+        for hash in hashes {
+            observation.khala_hashes.insert(KEY.into(), hash);
+            assert_eq!(
+                ids(&check_step(&oracle, &observation, &observation, 0, false)),
+                [("S2", "khala_payload_hash_wrong".into())]
+            );
+        }
+    }
+
+    #[test]
+    fn s2_leaves_the_hash_of_a_payload_with_floats_unjudged() {
+        // jsonb drops the float form the runtime hashed.
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        observation.khala.get_mut(KEY).unwrap().1["metadata"] = serde_json::json!({"f": 1.0e15});
+        observation.khala_hashes.insert(KEY.into(), None);
+        let found = ids(&check_step(&oracle, &observation, &observation, 0, false));
+        assert!(
+            !found.contains(&("S2", "khala_payload_hash_wrong".into())),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn the_payload_hash_agrees_with_the_models_over_strings_and_keys() {
+        let document = serde_json::json!({
+            "z": ["a\u{1}b\u{1f}", "tab\there", "quote\"back\\slash", "\u{8}\u{c}\n\r"],
+            "é": {"𝄞": "e\u{301}", "": null, "a": [true, false, -3, 9007199254740993_i64]},
+            "A": "مرحبا 世界 🙂",
+        });
+        assert_eq!(
+            payload_hash(&document),
+            hex::encode(khala_runtime::hashing::payload_hash(&document))
         );
     }
 

@@ -28,6 +28,8 @@ pub struct Observation {
     pub khala: BTreeMap<String, (i64, Value)>,
     /// Convex documents by `document_id`.
     pub convex: BTreeMap<String, Value>,
+    /// Each Khala read model's stored `payload_hash`, hex (`None`: NULL).
+    pub khala_hashes: BTreeMap<String, Option<String>>,
     /// Checkpoints by `document_id`.
     pub checkpoints: BTreeMap<String, CheckpointView>,
     /// The journal per topic, in watermark order.

@@ -1219,7 +1219,7 @@ const OBSERVED_DOCUMENTS_MAX: u32 = 10_000;
 fn observation_statement() -> String {
     let read_model = |kind: ProjectionKind| {
         format!(
-            "(SELECT coalesce(json_agg(json_build_array(doc_key, doc_version, payload) ORDER BY doc_key), '[]') FROM {})",
+            "(SELECT coalesce(json_agg(json_build_array(doc_key, doc_version, payload, encode(payload_hash, 'hex')) ORDER BY doc_key), '[]') FROM {})",
             kind.read_model_table()
         )
     };
@@ -1244,7 +1244,7 @@ fn observe_arguments(namespace: &str) -> Value {
     }
 }
 
-type ReadModelRows = Json<Vec<(String, i64, serde_json::Value)>>;
+type ReadModelRows = Json<Vec<(String, i64, serde_json::Value, Option<String>)>>;
 type CheckpointRows = Json<Vec<(String, i64, String, String)>>;
 type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 
@@ -1293,11 +1293,10 @@ async fn observe(
     };
     let convex = convex.map_err(convex_error)?;
     let mut observation = Observation::default();
-    observation.khala.extend(
-        runs.into_iter()
-            .chain(workers)
-            .map(|(key, version, payload)| (key, (version, payload))),
-    );
+    for (key, version, payload, hash) in runs.into_iter().chain(workers) {
+        observation.khala_hashes.insert(key.clone(), hash);
+        observation.khala.insert(key, (version, payload));
+    }
     let (convex, tables) = match convex {
         Some(convex) => (
             convex,
