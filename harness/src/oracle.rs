@@ -38,6 +38,7 @@ struct RunTruth {
     removed: BTreeSet<i64>,
     status: &'static str,
     terminal_reason_class: Option<&'static str>,
+    terminal_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +47,10 @@ struct WorkerTruth {
     /// The seqs of the event rows an operator removed (`RemoveEvents`).
     removed: BTreeSet<i64>,
     status: &'static str,
+    /// The owner: a user id, or else a guest scope.
+    owner_guest_scope: Option<String>,
+    workspace_ref: Option<String>,
+    codex_home_ref: Option<String>,
     /// The metadata as the authority row holds it (Postgres `jsonb`).
     metadata: Value,
     /// Every document this worker had to show while Convex could hold it,
@@ -211,11 +216,30 @@ impl Oracle {
             Step::AppendRunEvent { run, event_type } => {
                 self.run(*run).event_types.push(event_type.as_str());
             }
-            Step::FinishRun { run, status } => {
+            Step::FinishRun {
+                run,
+                status,
+                reason,
+            } => {
                 let truth = self.run(*run);
                 truth.event_types.push("run.finished");
                 truth.status = status.as_str();
                 truth.terminal_reason_class = Some(status.as_str());
+                truth.terminal_reason = reason.value();
+            }
+            Step::CreateWorker {
+                worker,
+                owner_guest_scope,
+                workspace_ref,
+                codex_home_ref,
+            } => {
+                if !self.workers.contains_key(worker) {
+                    let truth = self.worker(*worker);
+                    truth.event_types.push("worker.started");
+                    truth.owner_guest_scope = owner_guest_scope.value();
+                    truth.workspace_ref = workspace_ref.value();
+                    truth.codex_home_ref = codex_home_ref.value();
+                }
             }
             Step::AppendWorkerEvent { worker, event_type } => {
                 self.worker(*worker).event_types.push(event_type.as_str());
@@ -320,6 +344,7 @@ impl Oracle {
     fn worker(&mut self, index: u8) -> &mut WorkerTruth {
         self.workers.entry(index).or_insert_with(|| WorkerTruth {
             status: "running",
+            workspace_ref: Some(WORKSPACE_REF.to_owned()),
             metadata: json!({"region": WORKER_REGION}),
             ..WorkerTruth::default()
         })
@@ -422,7 +447,7 @@ impl Oracle {
                     "event_count": count,
                     "latest_event_type": truth.event_types.last(),
                     "terminal_reason_class": truth.terminal_reason_class,
-                    "terminal_reason": null,
+                    "terminal_reason": truth.terminal_reason,
                     "runtime_source": {"entity": "run", "run_id": run_id, "seq": seq},
                     "projection_version": version,
                 }))
@@ -437,10 +462,10 @@ impl Oracle {
                     "kind": "codex_worker_summary",
                     "worker_id": worker_id,
                     "status": truth.status,
-                    "owner_user_id": OWNER_USER_ID,
-                    "owner_guest_scope": null,
-                    "workspace_ref": WORKSPACE_REF,
-                    "codex_home_ref": null,
+                    "owner_user_id": truth.owner_guest_scope.is_none().then_some(OWNER_USER_ID),
+                    "owner_guest_scope": truth.owner_guest_scope,
+                    "workspace_ref": truth.workspace_ref,
+                    "codex_home_ref": truth.codex_home_ref,
                     "adapter": "in_memory",
                     "metadata": truth.metadata,
                     "latest_seq": seq,
@@ -572,9 +597,14 @@ mod tests {
         oracle.apply(&Step::FinishRun {
             run: 0,
             status: TerminalStatus::Succeeded,
+            reason: crate::model::values::Text {
+                kind: crate::model::values::TextKind::Control,
+                variant: 0,
+            },
         });
         let document = oracle.expected_document(EntityRef::Run(0)).unwrap();
         assert_eq!(document["status"], "succeeded");
+        assert_eq!(document["terminal_reason"], " padded\t\n");
         assert_eq!(document["latest_seq"], 2);
         assert_eq!(document["latest_event_type"], "run.finished");
         assert_eq!(document["runtime_source"]["seq"], 2);

@@ -748,10 +748,38 @@ fn short_float(value: f64) -> String {
     }
 }
 
+/// A JSON string as spec §6.1 escapes it (Jason's `:json` escaping):
+/// `"`, `\\` and the five short escapes, other bytes below 0x20 as
+/// `\u00XX` in uppercase hex, everything else raw (serde_json writes
+/// lowercase hex, so it cannot stand in).
+fn jason_string(text: &str, out: &mut String) {
+    out.push('"');
+    for character in text.chars() {
+        let short = match character {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\u{8}' => "\\b",
+            '\t' => "\\t",
+            '\n' => "\\n",
+            '\u{c}' => "\\f",
+            '\r' => "\\r",
+            control if u32::from(control) < 0x20 => {
+                out.push_str(&format!("\\u{:04X}", u32::from(control)));
+                continue;
+            }
+            other => {
+                out.push(other);
+                continue;
+            }
+        };
+        out.push_str(short);
+    }
+    out.push('"');
+}
+
 /// The checkpoint hash of a document, computed independently of the models:
-/// SHA-256 hex of its sorted, compact JSON without `projected_at`, floats
-/// in the short form of spec §6.1. Matches the models' definition for the
-/// values the harness generates (no control characters).
+/// SHA-256 hex of its sorted, compact JSON without `projected_at`, strings
+/// escaped and floats written as spec §6.1 says.
 pub fn parity_hash(document: &Value) -> String {
     fn write(value: &Value, out: &mut String) {
         match value {
@@ -763,7 +791,7 @@ pub fn parity_hash(document: &Value) -> String {
                     if index > 0 {
                         out.push(',');
                     }
-                    out.push_str(&Value::String(key.clone()).to_string());
+                    jason_string(key, out);
                     out.push(':');
                     write(&map[key], out);
                 }
@@ -782,6 +810,7 @@ pub fn parity_hash(document: &Value) -> String {
             Value::Number(number) if number.is_f64() => {
                 out.push_str(&short_float(number.as_f64().unwrap_or_default()));
             }
+            Value::String(text) => jason_string(text, out),
             scalar => out.push_str(&scalar.to_string()),
         }
     }
@@ -1430,6 +1459,39 @@ mod tests {
                 "{kind}/{variant}"
             );
         }
+    }
+
+    #[test]
+    fn the_parity_hash_agrees_with_the_models_summary_hash_on_every_generated_text() {
+        use crate::model::values::{Text, TextKind};
+        for kind in TextKind::ALL {
+            for variant in 0..kind.variants() {
+                let text = Text { kind, variant };
+                let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+                oracle.apply(&Step::CreateWorker {
+                    worker: 0,
+                    owner_guest_scope: text,
+                    workspace_ref: text,
+                    codex_home_ref: text,
+                });
+                let mut document = oracle.expected_document(EntityRef::Worker(0)).unwrap();
+                document[text.value().unwrap_or_default()] = json!(1);
+                assert_eq!(
+                    parity_hash(&document),
+                    khala_runtime::hashing::summary_hash(&document),
+                    "{text}"
+                );
+            }
+        }
+        // serde_json's escape is lowercase, spec §6.1's uppercase.
+        assert_ne!(
+            parity_hash(&json!({"s": "\u{1f}"})),
+            hex::encode(Sha256::digest(br#"{"s":"\u001f"}"#))
+        );
+        assert_eq!(
+            parity_hash(&json!({"s": "\u{1f}"})),
+            hex::encode(Sha256::digest(br#"{"s":"\u001F"}"#))
+        );
     }
 
     /// A dual-publish worker document for every value Convex can hold,
