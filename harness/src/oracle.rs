@@ -425,6 +425,38 @@ impl Oracle {
         self.holdable_documents(entity).last().cloned()
     }
 
+    /// Which timestamp keys of the entity's document must be set rather
+    /// than `null`: the oracle does not predict their instants, but which
+    /// exist follows from the truth (spec §2.4, §2.5, §5.6): the newest
+    /// event's instant once there are events, a run's `terminal_at` once
+    /// it finished, a worker's `stopped_at` once it stopped and its
+    /// `last_heartbeat_at` once it appended an event (every worker append
+    /// stamps it, spec §2.7); `updated_at`, `started_at` and
+    /// `projected_at` always (the columns are NOT NULL).
+    pub fn timestamps_set(&self, entity: EntityRef) -> Vec<(&'static str, bool)> {
+        match entity {
+            EntityRef::Run(index) => self.runs.get(&index).map_or_else(Vec::new, |truth| {
+                vec![
+                    ("latest_event_at", !truth.event_types.is_empty()),
+                    ("terminal_at", truth.terminal_reason_class.is_some()),
+                    ("updated_at", true),
+                    ("projected_at", true),
+                ]
+            }),
+            EntityRef::Worker(index) => self.workers.get(&index).map_or_else(Vec::new, |truth| {
+                let evented = !truth.event_types.is_empty();
+                vec![
+                    ("latest_event_at", evented),
+                    ("started_at", true),
+                    ("stopped_at", truth.status == "stopped"),
+                    ("last_heartbeat_at", evented),
+                    ("updated_at", true),
+                    ("projected_at", true),
+                ]
+            }),
+        }
+    }
+
     /// The document of the runtime's truth, without the timestamp keys.
     fn truth_document(&self, entity: EntityRef) -> Option<Value> {
         let document_id = self.document_id(entity);

@@ -545,7 +545,10 @@ pub fn check_quiescence(
                 }
                 Some(document) => {
                     let semantic = semantic_part(document);
-                    let differing = differing_keys(&expected, &semantic);
+                    let mut differing = differing_keys(&expected, &semantic);
+                    if differing.is_empty() {
+                        differing = timestamps_misset(oracle, entity, document);
+                    }
                     if !differing.is_empty() {
                         let behind = document_seq(document)
                             .is_some_and(|seq| seq < oracle.latest_seq(entity));
@@ -693,6 +696,21 @@ pub(super) fn without_projected_at(document: &Value) -> Value {
 }
 
 /// Top-level keys whose values differ (or exist on one side only), sorted.
+/// The timestamp keys of a stored document that are `null` where the
+/// oracle says they are set, or set where it says `null`.
+fn timestamps_misset(
+    oracle: &Oracle,
+    entity: crate::model::case::EntityRef,
+    document: &Value,
+) -> Vec<String> {
+    oracle
+        .timestamps_set(entity)
+        .into_iter()
+        .filter(|(key, set)| document.get(key).is_none_or(Value::is_null) == *set)
+        .map(|(key, _)| key.to_owned())
+        .collect()
+}
+
 pub fn differing_keys(left: &Value, right: &Value) -> Vec<String> {
     let (Value::Object(left), Value::Object(right)) = (left, right) else {
         return if left == right {
@@ -828,6 +846,7 @@ mod tests {
     use crate::model::case::{EntityRef, IdStyle, RunEventType, Step, ValueKind};
     use crate::model::observation::{CheckpointView, JournalEntry};
     use khala_runtime::SinkMode;
+    use serde_json::json;
 
     const KEY: &str = "runtime/run_summary:run_0";
 
@@ -952,6 +971,52 @@ mod tests {
         missing.khala.remove(KEY);
         let reported = [comparison(ReasonClass::KhalaMissing)];
         assert_eq!(ids(&check_audit(&oracle, &missing, &reported, 1)), []);
+    }
+
+    /// `observation` with `key` of the run's document set to `value` in
+    /// both stores, the checkpoint's hash following: a projector writing it.
+    fn with_timestamp(observation: &Observation, key: &str, value: Value) -> Observation {
+        let mut written = observation.clone();
+        written.khala.get_mut(KEY).unwrap().1[key] = value.clone();
+        written.convex.get_mut(KEY).unwrap()[key] = value;
+        written.checkpoints.get_mut(KEY).unwrap().summary_hash = parity_hash(&written.convex[KEY]);
+        written
+    }
+
+    #[test]
+    fn x1_catches_a_timestamp_null_where_it_is_set_or_set_where_it_is_null() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let observation = consistent(&oracle);
+        for (key, value) in [
+            ("latest_event_at", Value::Null),
+            ("updated_at", Value::Null),
+            ("terminal_at", "2026-02-19T20:00:02.000000Z".into()),
+        ] {
+            let misset = with_timestamp(&observation, key, value);
+            assert_eq!(
+                ids(&check_quiescence(&oracle, &misset, 0)),
+                [("X1", "khala_wrong".into()), ("X1", "convex_wrong".into())],
+                "{key}"
+            );
+        }
+        // Finished, the run's `terminal_at` must be set.
+        let mut finished = oracle.clone();
+        finished.apply(&Step::FinishRun {
+            run: 0,
+            status: crate::model::case::TerminalStatus::Failed,
+            reason: Default::default(),
+        });
+        let observation = consistent(&finished);
+        assert_eq!(
+            ids(&check_quiescence(&finished, &observation, 0)),
+            [("X1", "khala_wrong".into()), ("X1", "convex_wrong".into())]
+        );
+        let stamped = with_timestamp(
+            &observation,
+            "terminal_at",
+            "2026-02-19T20:00:02.000000Z".into(),
+        );
+        assert_eq!(ids(&check_quiescence(&finished, &stamped, 0)), []);
     }
 
     #[test]
@@ -1399,8 +1464,10 @@ mod tests {
             .unwrap_or_else(|| serde_json::json!({"document_id": WORKER_KEY}));
         document["metadata"] = crate::oracle::as_postgres_stores(value.metadata(variant));
         for key in crate::oracle::TIMESTAMP_KEYS {
-            if key != "terminal_at" {
-                document[key] = "2026-02-19T20:00:00.000000Z".into();
+            match key {
+                "terminal_at" => {}
+                "stopped_at" => document[key] = Value::Null,
+                _ => document[key] = "2026-02-19T20:00:00.000000Z".into(),
             }
         }
         (oracle, document)
