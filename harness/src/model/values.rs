@@ -1,8 +1,10 @@
 //! The value space of summaries' free-form fields: the kinds of worker
-//! metadata a scenario weighs (`[values]`), and each kind's variants as
-//! plain data. A case names a value by kind and variant, so a stored case
-//! stays small and shrinking moves between variants; the value itself is
-//! built here, the same for the driver and the oracle.
+//! metadata a scenario weighs (`[values]`), the kinds of free text
+//! (`[texts]`: terminal reasons, owner scopes, workspace and Codex home
+//! refs), and each kind's variants as plain data. A case names a value by
+//! kind and variant, so a stored case stays small and shrinking moves
+//! between variants; the value itself is built here, the same for the
+//! driver and the oracle.
 //!
 //! The variants sit on both sides of Convex's limits
 //! (`../shared/spec/real-systems.md` §1.1): field names (printable ASCII),
