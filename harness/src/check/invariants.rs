@@ -206,6 +206,15 @@ pub fn check_step(
                 format!("khala row at doc_version {version} holds runtime_source.seq {seq:?}");
             recorder.record(SinkClass::KhalaVersionNotSeq, Some(key), detail, None);
         }
+        let expected_hash = payload_hash_hex(payload);
+        if let Some(held) = current.khala_payload_hashes.get(key)
+            && *held != expected_hash
+        {
+            let detail = format!(
+                "khala row's payload_hash {held} is not the SHA-256 of its payload, {expected_hash}"
+            );
+            recorder.record(SinkClass::KhalaPayloadHashWrong, Some(key), detail, None);
+        }
         if let Some(checkpoint) = current.checkpoints.get(key)
             && *version > checkpoint.last_runtime_seq
         {
@@ -799,6 +808,13 @@ fn jason_string(text: &str, out: &mut String) {
 /// SHA-256 hex of its sorted, compact JSON without `projected_at`, strings
 /// escaped and floats written as spec §6.1 says.
 pub fn parity_hash(document: &Value) -> String {
+    payload_hash_hex(&without_projected_at(document))
+}
+
+/// The Khala `payload_hash` of a payload (spec §4.4, §6.1), computed
+/// independently of the models: SHA-256 of its canonical JSON, lowercase
+/// hex.
+pub fn payload_hash_hex(payload: &Value) -> String {
     fn write(value: &Value, out: &mut String) {
         match value {
             Value::Object(map) => {
@@ -833,7 +849,7 @@ pub fn parity_hash(document: &Value) -> String {
         }
     }
     let mut text = String::new();
-    write(&without_projected_at(document), &mut text);
+    write(payload, &mut text);
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -1017,6 +1033,29 @@ mod tests {
             "2026-02-19T20:00:02.000000Z".into(),
         );
         assert_eq!(ids(&check_quiescence(&finished, &stamped, 0)), []);
+    }
+
+    #[test]
+    fn s2_catches_a_payload_hash_that_is_not_its_payloads() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut observation = consistent(&oracle);
+        let payload = observation.khala[KEY].1.clone();
+        let model_hash = hex::encode(khala_runtime::hashing::payload_hash(&payload));
+        observation
+            .khala_payload_hashes
+            .insert(KEY.into(), model_hash);
+        assert_eq!(
+            ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            []
+        );
+        // The hash of the payload without `projected_at` (the checkpoint's).
+        observation
+            .khala_payload_hashes
+            .insert(KEY.into(), parity_hash(&payload));
+        assert_eq!(
+            ids(&check_step(&oracle, &observation, &observation, 0, false)),
+            [("S2", "khala_payload_hash_wrong".into())]
+        );
     }
 
     #[test]
@@ -1546,6 +1585,11 @@ mod tests {
                 assert_eq!(
                     parity_hash(&document),
                     khala_runtime::hashing::summary_hash(&document),
+                    "{text}"
+                );
+                assert_eq!(
+                    payload_hash_hex(&document),
+                    hex::encode(khala_runtime::hashing::payload_hash(&document)),
                     "{text}"
                 );
             }

@@ -32,6 +32,11 @@ pub struct Observation {
     pub checkpoints: BTreeMap<String, CheckpointView>,
     /// The journal per topic, in watermark order.
     pub journal: BTreeMap<String, Vec<JournalEntry>>,
+    /// Each Khala read-model row's `payload_hash` by `doc_key`, lowercase
+    /// hex (absent: the row has none). Not in traces: a hash says nothing
+    /// a reader of the timeline needs.
+    #[serde(skip)]
+    pub khala_payload_hashes: BTreeMap<String, String>,
 }
 
 /// A document's `runtime_source.seq`, if it has one.

@@ -76,6 +76,8 @@ reason_family! {
     SinkClass as ReasonClass::Sink {
         KhalaVersionNotSeq => "S2", Critical, "khala_version_not_seq",
             "a Khala row's doc_version is not the seq of the summary it holds";
+        KhalaPayloadHashWrong => "S2", Critical, "khala_payload_hash_wrong",
+            "a Khala row's payload_hash is not the SHA-256 of its payload's canonical JSON (spec §6.1), so a client that keeps documents by hash keeps another one";
         KhalaAheadOfCheckpoint => "S3", Critical, "khala_ahead_of_checkpoint",
             "a Khala row is past its checkpoint, written by a projection whose transaction did not commit the checkpoint";
     }

@@ -1264,7 +1264,7 @@ const OBSERVED_DOCUMENTS_MAX: u32 = 10_000;
 fn observation_statement() -> String {
     let read_model = |kind: ProjectionKind| {
         format!(
-            "(SELECT coalesce(json_agg(json_build_array(doc_key, doc_version, payload) ORDER BY doc_key), '[]') FROM {})",
+            "(SELECT coalesce(json_agg(json_build_array(doc_key, doc_version, payload, encode(payload_hash, 'hex')) ORDER BY doc_key), '[]') FROM {})",
             kind.read_model_table()
         )
     };
@@ -1306,7 +1306,7 @@ fn read_convex_as_predicted(observation: &mut Observation, oracle: &Oracle) {
     }
 }
 
-type ReadModelRows = Json<Vec<(String, i64, serde_json::Value)>>;
+type ReadModelRows = Json<Vec<(String, i64, serde_json::Value, Option<String>)>>;
 type CheckpointRows = Json<Vec<(String, i64, String, String)>>;
 type JournalRows = Json<Vec<(String, i64, String, i64)>>;
 
@@ -1355,11 +1355,14 @@ async fn observe(
     };
     let convex = convex.map_err(convex_error)?;
     let mut observation = Observation::default();
-    observation.khala.extend(
-        runs.into_iter()
-            .chain(workers)
-            .map(|(key, version, payload)| (key, (version, payload))),
-    );
+    for (key, version, payload, payload_hash) in runs.into_iter().chain(workers) {
+        if let Some(payload_hash) = payload_hash {
+            observation
+                .khala_payload_hashes
+                .insert(key.clone(), payload_hash);
+        }
+        observation.khala.insert(key, (version, payload));
+    }
     let (convex, tables) = match convex {
         Some(convex) => (
             convex,
