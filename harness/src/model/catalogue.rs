@@ -268,7 +268,7 @@ pub const CATALOGUE: &[Invariant] = &[
         phase: Phase::EveryStep,
         checked_by: Some("harness/tests/it/projection.rs"),
         not_in_cases: Some(
-            "cases check doc_version = seq on every Khala row (khala_version_not_seq); the payload hash and the journal row count per write are the projection tests', since an observation holds neither the stored hash nor which write appended a journal row",
+            "cases check doc_version = seq and the stored payload hash on every Khala row (khala_version_not_seq, khala_payload_hash_wrong); the journal row count per write is the projection tests', since an observation does not hold which write appended a journal row",
         ),
     },
     Invariant {
