@@ -47,6 +47,7 @@ struct RunTruth {
     removed: BTreeSet<i64>,
     status: &'static str,
     terminal_reason_class: Option<&'static str>,
+    terminal_reason: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -55,6 +56,10 @@ struct WorkerTruth {
     /// The seqs of the event rows an operator removed (`RemoveEvents`).
     removed: BTreeSet<i64>,
     status: &'static str,
+    /// The owner: a user id, or else a guest scope.
+    owner_guest_scope: Option<String>,
+    workspace_ref: Option<String>,
+    codex_home_ref: Option<String>,
     /// The metadata as the authority row holds it (Postgres `jsonb`).
     metadata: Value,
     /// Every document this worker had to show while Convex could hold it,
@@ -234,11 +239,30 @@ impl Oracle {
             Step::AppendRunEvent { run, event_type } => {
                 self.run(*run).event_types.push(event_type.as_str());
             }
-            Step::FinishRun { run, status } => {
+            Step::FinishRun {
+                run,
+                status,
+                reason,
+            } => {
                 let truth = self.run(*run);
                 truth.event_types.push("run.finished");
                 truth.status = status.as_str();
                 truth.terminal_reason_class = Some(status.as_str());
+                truth.terminal_reason = reason.value();
+            }
+            Step::CreateWorker {
+                worker,
+                owner_guest_scope,
+                workspace_ref,
+                codex_home_ref,
+            } => {
+                if !self.workers.contains_key(worker) {
+                    let truth = self.worker(*worker);
+                    truth.event_types.push("worker.started");
+                    truth.owner_guest_scope = owner_guest_scope.value();
+                    truth.workspace_ref = workspace_ref.value();
+                    truth.codex_home_ref = codex_home_ref.value();
+                }
             }
             Step::AppendWorkerEvent { worker, event_type } => {
                 self.worker(*worker).event_types.push(event_type.as_str());
@@ -343,6 +367,7 @@ impl Oracle {
     fn worker(&mut self, index: u8) -> &mut WorkerTruth {
         self.workers.entry(index).or_insert_with(|| WorkerTruth {
             status: "running",
+            workspace_ref: Some(WORKSPACE_REF.to_owned()),
             metadata: json!({"region": WORKER_REGION}),
             ..WorkerTruth::default()
         })
@@ -423,6 +448,38 @@ impl Oracle {
         self.holdable_documents(entity).last().cloned()
     }
 
+    /// Which timestamp keys of the entity's document must be set rather
+    /// than `null`: the oracle does not predict their instants, but which
+    /// exist follows from the truth (spec §2.4, §2.5, §5.6): the newest
+    /// event's instant once there are events, a run's `terminal_at` once
+    /// it finished, a worker's `stopped_at` once it stopped and its
+    /// `last_heartbeat_at` once it appended an event (every worker append
+    /// stamps it, spec §2.7); `updated_at`, `started_at` and
+    /// `projected_at` always (the columns are NOT NULL).
+    pub fn timestamps_set(&self, entity: EntityRef) -> Vec<(&'static str, bool)> {
+        match entity {
+            EntityRef::Run(index) => self.runs.get(&index).map_or_else(Vec::new, |truth| {
+                vec![
+                    ("latest_event_at", !truth.event_types.is_empty()),
+                    ("terminal_at", truth.terminal_reason_class.is_some()),
+                    ("updated_at", true),
+                    ("projected_at", true),
+                ]
+            }),
+            EntityRef::Worker(index) => self.workers.get(&index).map_or_else(Vec::new, |truth| {
+                let evented = !truth.event_types.is_empty();
+                vec![
+                    ("latest_event_at", evented),
+                    ("started_at", true),
+                    ("stopped_at", truth.status == "stopped"),
+                    ("last_heartbeat_at", evented),
+                    ("updated_at", true),
+                    ("projected_at", true),
+                ]
+            }),
+        }
+    }
+
     /// The document of the runtime's truth, without the timestamp keys.
     fn truth_document(&self, entity: EntityRef) -> Option<Value> {
         let document_id = self.document_id(entity);
@@ -445,7 +502,7 @@ impl Oracle {
                     "event_count": count,
                     "latest_event_type": truth.event_types.last(),
                     "terminal_reason_class": truth.terminal_reason_class,
-                    "terminal_reason": null,
+                    "terminal_reason": truth.terminal_reason,
                     "runtime_source": {"entity": "run", "run_id": run_id, "seq": seq},
                     "projection_version": version,
                 }))
@@ -460,10 +517,10 @@ impl Oracle {
                     "kind": "codex_worker_summary",
                     "worker_id": worker_id,
                     "status": truth.status,
-                    "owner_user_id": OWNER_USER_ID,
-                    "owner_guest_scope": null,
-                    "workspace_ref": WORKSPACE_REF,
-                    "codex_home_ref": null,
+                    "owner_user_id": truth.owner_guest_scope.is_none().then_some(OWNER_USER_ID),
+                    "owner_guest_scope": truth.owner_guest_scope,
+                    "workspace_ref": truth.workspace_ref,
+                    "codex_home_ref": truth.codex_home_ref,
                     "adapter": "in_memory",
                     "metadata": truth.metadata,
                     "latest_seq": seq,
@@ -595,9 +652,14 @@ mod tests {
         oracle.apply(&Step::FinishRun {
             run: 0,
             status: TerminalStatus::Succeeded,
+            reason: crate::model::values::Text {
+                kind: crate::model::values::TextKind::Control,
+                variant: 0,
+            },
         });
         let document = oracle.expected_document(EntityRef::Run(0)).unwrap();
         assert_eq!(document["status"], "succeeded");
+        assert_eq!(document["terminal_reason"], " padded\t\n");
         assert_eq!(document["latest_seq"], 2);
         assert_eq!(document["latest_event_type"], "run.finished");
         assert_eq!(document["runtime_source"]["seq"], 2);

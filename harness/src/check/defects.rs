@@ -203,6 +203,7 @@ mod tests {
         Step::FinishRun {
             run,
             status: TerminalStatus::Succeeded,
+            reason: Default::default(),
         }
     }
 

@@ -209,8 +209,9 @@ pub fn check_step(
         // The hash is over the summary as the runtime built it; jsonb keeps
         // that exactly unless it holds a float (numeric drops the float
         // form: 1.0e15 reads back as the integer 1000000000000000).
-        if !holds_float(payload) {
-            let stored = current.khala_hashes.get(key).cloned().flatten();
+        if let Some(stored) = current.khala_hashes.get(key)
+            && !holds_float(payload)
+        {
             let expected = payload_hash(payload);
             if stored.as_deref() != Some(expected.as_str()) {
                 let detail = format!(
@@ -564,7 +565,10 @@ pub fn check_quiescence(
                 }
                 Some(document) => {
                     let semantic = semantic_part(document);
-                    let differing = differing_keys(&expected, &semantic);
+                    let mut differing = differing_keys(&expected, &semantic);
+                    if differing.is_empty() {
+                        differing = timestamps_misset(oracle, entity, document);
+                    }
                     if !differing.is_empty() {
                         let behind = document_seq(document)
                             .is_some_and(|seq| seq < oracle.latest_seq(entity));
@@ -712,6 +716,21 @@ pub(super) fn without_projected_at(document: &Value) -> Value {
 }
 
 /// Top-level keys whose values differ (or exist on one side only), sorted.
+/// The timestamp keys of a stored document that are `null` where the
+/// oracle says they are set, or set where it says `null`.
+fn timestamps_misset(
+    oracle: &Oracle,
+    entity: crate::model::case::EntityRef,
+    document: &Value,
+) -> Vec<String> {
+    oracle
+        .timestamps_set(entity)
+        .into_iter()
+        .filter(|(key, set)| document.get(key).is_none_or(Value::is_null) == *set)
+        .map(|(key, _)| key.to_owned())
+        .collect()
+}
+
 pub fn differing_keys(left: &Value, right: &Value) -> Vec<String> {
     let (Value::Object(left), Value::Object(right)) = (left, right) else {
         return if left == right {
@@ -869,6 +888,7 @@ mod tests {
     use crate::model::case::{EntityRef, IdStyle, RunEventType, Step, ValueKind};
     use crate::model::observation::{CheckpointView, JournalEntry};
     use khala_runtime::SinkMode;
+    use serde_json::json;
 
     const KEY: &str = "runtime/run_summary:run_0";
 
@@ -895,10 +915,6 @@ mod tests {
         observation
             .khala
             .insert(KEY.into(), (seq, document.clone()));
-        let stored_hash = hex::encode(khala_runtime::hashing::payload_hash(&document));
-        observation
-            .khala_hashes
-            .insert(KEY.into(), Some(stored_hash));
         observation.convex.insert(KEY.into(), document.clone());
         let checkpoint = CheckpointView {
             document_id: KEY.into(),
@@ -997,6 +1013,52 @@ mod tests {
         missing.khala.remove(KEY);
         let reported = [comparison(ReasonClass::KhalaMissing)];
         assert_eq!(ids(&check_audit(&oracle, &missing, &reported, 1)), []);
+    }
+
+    /// `observation` with `key` of the run's document set to `value` in
+    /// both stores, the checkpoint's hash following: a projector writing it.
+    fn with_timestamp(observation: &Observation, key: &str, value: Value) -> Observation {
+        let mut written = observation.clone();
+        written.khala.get_mut(KEY).unwrap().1[key] = value.clone();
+        written.convex.get_mut(KEY).unwrap()[key] = value;
+        written.checkpoints.get_mut(KEY).unwrap().summary_hash = parity_hash(&written.convex[KEY]);
+        written
+    }
+
+    #[test]
+    fn x1_catches_a_timestamp_null_where_it_is_set_or_set_where_it_is_null() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let observation = consistent(&oracle);
+        for (key, value) in [
+            ("latest_event_at", Value::Null),
+            ("updated_at", Value::Null),
+            ("terminal_at", "2026-02-19T20:00:02.000000Z".into()),
+        ] {
+            let misset = with_timestamp(&observation, key, value);
+            assert_eq!(
+                ids(&check_quiescence(&oracle, &misset, 0)),
+                [("X1", "khala_wrong".into()), ("X1", "convex_wrong".into())],
+                "{key}"
+            );
+        }
+        // Finished, the run's `terminal_at` must be set.
+        let mut finished = oracle.clone();
+        finished.apply(&Step::FinishRun {
+            run: 0,
+            status: crate::model::case::TerminalStatus::Failed,
+            reason: Default::default(),
+        });
+        let observation = consistent(&finished);
+        assert_eq!(
+            ids(&check_quiescence(&finished, &observation, 0)),
+            [("X1", "khala_wrong".into()), ("X1", "convex_wrong".into())]
+        );
+        let stamped = with_timestamp(
+            &observation,
+            "terminal_at",
+            "2026-02-19T20:00:02.000000Z".into(),
+        );
+        assert_eq!(ids(&check_quiescence(&finished, &stamped, 0)), []);
     }
 
     #[test]
@@ -1199,11 +1261,17 @@ mod tests {
     fn s2_catches_a_payload_hash_that_is_not_of_its_payload() {
         let oracle = oracle(2, SinkMode::Dual);
         let mut observation = consistent(&oracle);
+        let stored = hex::encode(khala_runtime::hashing::payload_hash(
+            &observation.khala[KEY].1,
+        ));
+        observation.khala_hashes.insert(KEY.into(), Some(stored));
         assert_eq!(
             ids(&check_step(&oracle, &observation, &observation, 0, false)),
             []
         );
-        let hashes = [Some("00".repeat(32)), None];
+        // Zeros, NULL, and the hash without `projected_at` (the checkpoint's).
+        let payload = &observation.khala[KEY].1;
+        let hashes = [Some("00".repeat(32)), None, Some(parity_hash(payload))];
         for hash in hashes {
             observation.khala_hashes.insert(KEY.into(), hash);
             assert_eq!(
@@ -1489,8 +1557,10 @@ mod tests {
             .unwrap_or_else(|| serde_json::json!({"document_id": WORKER_KEY}));
         document["metadata"] = crate::oracle::as_postgres_stores(value.metadata(variant));
         for key in crate::oracle::TIMESTAMP_KEYS {
-            if key != "terminal_at" {
-                document[key] = "2026-02-19T20:00:00.000000Z".into();
+            match key {
+                "terminal_at" => {}
+                "stopped_at" => document[key] = Value::Null,
+                _ => document[key] = "2026-02-19T20:00:00.000000Z".into(),
             }
         }
         (oracle, document)
@@ -1549,6 +1619,44 @@ mod tests {
                 "{kind}/{variant}"
             );
         }
+    }
+
+    #[test]
+    fn the_parity_hash_agrees_with_the_models_summary_hash_on_every_generated_text() {
+        use crate::model::values::{Text, TextKind};
+        for kind in TextKind::ALL {
+            for variant in 0..kind.variants() {
+                let text = Text { kind, variant };
+                let mut oracle = Oracle::new(IdStyle::Plain, SinkMode::Dual);
+                oracle.apply(&Step::CreateWorker {
+                    worker: 0,
+                    owner_guest_scope: text,
+                    workspace_ref: text,
+                    codex_home_ref: text,
+                });
+                let mut document = oracle.expected_document(EntityRef::Worker(0)).unwrap();
+                document[text.value().unwrap_or_default()] = json!(1);
+                assert_eq!(
+                    parity_hash(&document),
+                    khala_runtime::hashing::summary_hash(&document),
+                    "{text}"
+                );
+                assert_eq!(
+                    payload_hash(&document),
+                    hex::encode(khala_runtime::hashing::payload_hash(&document)),
+                    "{text}"
+                );
+            }
+        }
+        // serde_json's escape is lowercase, spec §6.1's uppercase.
+        assert_ne!(
+            parity_hash(&json!({"s": "\u{1f}"})),
+            hex::encode(Sha256::digest(br#"{"s":"\u001f"}"#))
+        );
+        assert_eq!(
+            parity_hash(&json!({"s": "\u{1f}"})),
+            hex::encode(Sha256::digest(br#"{"s":"\u001F"}"#))
+        );
     }
 
     /// A dual-publish worker document for every value Convex can hold,

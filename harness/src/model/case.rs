@@ -7,7 +7,7 @@ use crate::model::reason::ReasonClass;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::values::ValueKind;
+pub use crate::model::values::{Text, TextKind, ValueKind};
 
 /// The case file format's name; bumped on incompatible changes.
 pub const CASE_SCHEMA: &str = "khala-parity.case.v1";
@@ -375,10 +375,28 @@ pub enum Step {
         run: u8,
         event_type: RunEventType,
     },
-    /// The executor's end of a run: `run.finished` plus terminal fields.
+    /// The executor's end of a run: `run.finished` plus terminal fields,
+    /// the reason (`terminal_reason`, `null` when absent) among them.
     FinishRun {
         run: u8,
         status: TerminalStatus,
+        #[serde(default, skip_serializing_if = "Text::is_null")]
+        reason: Text,
+    },
+    /// A worker is created with its free-text attributes (spec §2.5,
+    /// §5.6): a guest owner scope in place of the owner user id when not
+    /// `null`, a workspace and a Codex home. Entities are otherwise created
+    /// on first use (owner user 7, workspace `ws_1`, no Codex home); a
+    /// worker that exists already is left as it is, since its creation
+    /// request came once.
+    CreateWorker {
+        worker: u8,
+        #[serde(default, skip_serializing_if = "Text::is_null")]
+        owner_guest_scope: Text,
+        #[serde(default, skip_serializing_if = "Text::is_null")]
+        workspace_ref: Text,
+        #[serde(default, skip_serializing_if = "Text::is_null")]
+        codex_home_ref: Text,
     },
     /// Appends a worker event (creating the worker first if needed).
     AppendWorkerEvent {
@@ -600,11 +618,12 @@ pub enum ActionKind {
     WorkerMetadata,
     ShippedClientReload,
     EventGap,
+    CreateWorker,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 22] = [
+    pub const ALL: [ActionKind; 23] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -627,6 +646,7 @@ impl ActionKind {
         ActionKind::WorkerMetadata,
         ActionKind::ShippedClientReload,
         ActionKind::EventGap,
+        ActionKind::CreateWorker,
     ];
 
     /// The name scenario files use.
@@ -654,6 +674,7 @@ impl ActionKind {
             ActionKind::WorkerMetadata => "worker_metadata",
             ActionKind::ShippedClientReload => "shipped_client_reload",
             ActionKind::EventGap => "event_gap",
+            ActionKind::CreateWorker => "create_worker",
         }
     }
 
@@ -682,6 +703,20 @@ impl std::fmt::Display for ActionKind {
 }
 
 impl Step {
+    /// The free-text fields the step carries (`[texts]` draws them).
+    pub fn texts(&self) -> Vec<Text> {
+        match self {
+            Step::FinishRun { reason, .. } => vec![*reason],
+            Step::CreateWorker {
+                owner_guest_scope,
+                workspace_ref,
+                codex_home_ref,
+                ..
+            } => vec![*owner_guest_scope, *workspace_ref, *codex_home_ref],
+            _ => Vec::new(),
+        }
+    }
+
     /// The action kind that draws this step.
     pub fn kind(&self) -> ActionKind {
         match self {
@@ -713,6 +748,7 @@ impl Step {
             Step::AdvanceTime { .. } => ActionKind::AdvanceTime,
             Step::ReportWorkerMetadata { .. } => ActionKind::WorkerMetadata,
             Step::ReloadShippedClient { .. } => ActionKind::ShippedClientReload,
+            Step::CreateWorker { .. } => ActionKind::CreateWorker,
         }
     }
 }

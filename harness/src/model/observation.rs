@@ -28,7 +28,10 @@ pub struct Observation {
     pub khala: BTreeMap<String, (i64, Value)>,
     /// Convex documents by `document_id`.
     pub convex: BTreeMap<String, Value>,
-    /// Each Khala read model's stored `payload_hash`, hex (`None`: NULL).
+    /// Each Khala read model's stored `payload_hash`, lowercase hex
+    /// (`None`: NULL). Not in traces: a hash says nothing a reader of the
+    /// timeline needs.
+    #[serde(skip)]
     pub khala_hashes: BTreeMap<String, Option<String>>,
     /// Checkpoints by `document_id`.
     pub checkpoints: BTreeMap<String, CheckpointView>,

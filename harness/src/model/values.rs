@@ -1,8 +1,10 @@
 //! The value space of summaries' free-form fields: the kinds of worker
-//! metadata a scenario weighs (`[values]`), and each kind's variants as
-//! plain data. A case names a value by kind and variant, so a stored case
-//! stays small and shrinking moves between variants; the value itself is
-//! built here, the same for the driver and the oracle.
+//! metadata a scenario weighs (`[values]`), the kinds of free text
+//! (`[texts]`: terminal reasons, owner scopes, workspace and Codex home
+//! refs), and each kind's variants as plain data. A case names a value by
+//! kind and variant, so a stored case stays small and shrinking moves
+//! between variants; the value itself is built here, the same for the
+//! driver and the oracle.
 //!
 //! The variants sit on both sides of Convex's limits
 //! (`../shared/spec/real-systems.md` §1.1): field names (printable ASCII),
@@ -195,6 +197,186 @@ fn wide(fields: usize) -> Value {
     )
 }
 
+/// One kind of free-text summary field (`terminal_reason`,
+/// `workspace_ref`, `codex_home_ref`, `owner_guest_scope`); its TOML name
+/// in `[texts]` is `name()`. The strings are the metadata's string space
+/// (astral-plane characters, combining marks, mixed scripts, right-to-left
+/// text, empty strings) plus what only a free-text field shows: control
+/// characters canonical JSON must escape (`\u001F` uppercase, spec §6.1),
+/// padding a trim would remove, quotes and backslashes, and the longest
+/// string the runtime's `varchar(255)` columns hold.
+///
+/// Two strings are never drawn, because nothing can carry them to a
+/// summary: U+0000 (PostgreSQL's `text`, `varchar` and `jsonb` refuse it,
+/// so the authority write fails before any projection, in the original as
+/// here) and a lone surrogate (not a Rust `String`, nor valid UTF-8 for
+/// PostgreSQL). Strings near Convex's 1 MiB document limit are metadata's
+/// `large`: a run's terminal reason that long would need the oracle to keep
+/// every run document Convex could hold, as it does for workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextKind {
+    /// The field is `null` (a run finished without a reason, a worker
+    /// created without a workspace).
+    Null,
+    /// Short ASCII, as the system writes today.
+    Plain,
+    /// Characters outside the Basic Multilingual Plane (four UTF-8 bytes,
+    /// two UTF-16 units).
+    Astral,
+    /// Decomposed letters: a base and a combining mark (not NFC).
+    Combining,
+    /// Cyrillic, CJK, Arabic digits and right-to-left Hebrew and Arabic
+    /// beside Latin, with a right-to-left mark.
+    MixedScripts,
+    /// The empty string (not `null`).
+    Empty,
+    /// Control characters, padding whitespace, quotes and backslashes.
+    Control,
+    /// 255 characters, the `varchar(255)` limit, in one- and four-byte
+    /// characters.
+    Long,
+}
+
+impl TextKind {
+    /// Every kind, in the order scenarios list them.
+    pub const ALL: [TextKind; 8] = [
+        TextKind::Null,
+        TextKind::Plain,
+        TextKind::Astral,
+        TextKind::Combining,
+        TextKind::MixedScripts,
+        TextKind::Empty,
+        TextKind::Control,
+        TextKind::Long,
+    ];
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextKind::Null => "null",
+            TextKind::Plain => "plain",
+            TextKind::Astral => "astral",
+            TextKind::Combining => "combining",
+            TextKind::MixedScripts => "mixed_scripts",
+            TextKind::Empty => "empty",
+            TextKind::Control => "control",
+            TextKind::Long => "long",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Every name, comma separated, for error messages.
+    pub fn names() -> String {
+        Self::ALL.map(TextKind::name).join(", ")
+    }
+
+    /// How many variants `text` builds for this kind.
+    pub fn variants(self) -> u8 {
+        match self {
+            TextKind::Null | TextKind::Empty => 1,
+            TextKind::Plain
+            | TextKind::Astral
+            | TextKind::Combining
+            | TextKind::MixedScripts
+            | TextKind::Long => 2,
+            TextKind::Control => 3,
+        }
+    }
+
+    /// Variant `variant` (taken modulo `variants()`) of this kind: the
+    /// string, or `None` for `null`.
+    pub fn text(self, variant: u8) -> Option<String> {
+        let variant = usize::from(variant % self.variants());
+        let text = match self {
+            TextKind::Null => return None,
+            TextKind::Plain => ["timeout", "exit code 137"][variant].to_owned(),
+            TextKind::Astral => ["rate limit 🚀", "𝄞𐍈😀"][variant].to_owned(),
+            TextKind::Combining => ["e\u{301}", "cafe\u{301} n\u{303}o"][variant].to_owned(),
+            TextKind::MixedScripts => [
+                "Привет 日本語 ١٢٣",
+                "\u{5d0}\u{5d1} abc \u{627}\u{644}\u{200f}!",
+            ][variant]
+                .to_owned(),
+            TextKind::Empty => String::new(),
+            // Jason escapes 0x01, 0x0B and 0x1F as `\u0001`, `\u000B`,
+            // `\u001F` (uppercase) and emits DEL, U+2028 and `/` raw.
+            TextKind::Control => [
+                " padded\t\n",
+                "line\u{1}\u{b}\u{1f}end",
+                "\"quoted\" \\ /\u{7f}\u{2028}",
+            ][variant]
+                .to_owned(),
+            TextKind::Long => [
+                "x".repeat(TEXT_CHARACTERS_MAX),
+                "🚀".repeat(TEXT_CHARACTERS_MAX),
+            ][variant]
+                .clone(),
+        };
+        Some(text)
+    }
+}
+
+impl std::fmt::Display for TextKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The characters a `varchar(255)` column of the runtime holds.
+pub const TEXT_CHARACTERS_MAX: usize = 255;
+
+/// A free-text field's value in a case: a kind and one of its variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Text {
+    pub kind: TextKind,
+    pub variant: u8,
+}
+
+impl Text {
+    /// The field left `null`.
+    pub const NULL: Text = Text {
+        kind: TextKind::Null,
+        variant: 0,
+    };
+
+    pub fn is_null(&self) -> bool {
+        self.kind == TextKind::Null
+    }
+
+    /// The string, or `None` for `null`.
+    pub fn value(self) -> Option<String> {
+        self.kind.text(self.variant)
+    }
+}
+
+/// `kind/variant`, or `null`.
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_null() {
+            f.write_str("null")
+        } else {
+            write!(f, "{}/{}", self.kind, self.variant)
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Self {
+        Text::NULL
+    }
+}
+
+/// The text weights of a scenario (`[texts]`): which kinds free-text
+/// fields draw, and how often. Empty without the table: terminal reasons
+/// are then `null`, as before.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TextWeights(pub Vec<(TextKind, u32)>);
+
 /// The value weights of a scenario: which kinds metadata steps draw, and
 /// how often. Without a `[values]` table only `plain` is drawn.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,5 +425,24 @@ mod tests {
         let long = ValueKind::LongArrays.metadata(2);
         assert_eq!(long["samples"].as_array().unwrap().len(), 8193);
         assert!(ValueKind::BigIntegers.metadata(3)["count"] == json!(9007199254740993_i64));
+    }
+
+    #[test]
+    fn every_text_kind_is_named_once_and_only_null_is_none() {
+        for kind in TextKind::ALL {
+            assert_eq!(TextKind::from_name(kind.name()), Some(kind));
+            for variant in 0..kind.variants() {
+                let text = kind.text(variant);
+                assert_eq!(text.is_none(), kind == TextKind::Null, "{kind}");
+                let text = text.unwrap_or_default();
+                assert!(!text.contains('\0'), "{kind}: PostgreSQL refuses NUL");
+                assert!(text.chars().count() <= TEXT_CHARACTERS_MAX, "{kind}");
+            }
+            assert_eq!(kind.text(kind.variants()), kind.text(0));
+        }
+        assert_eq!(Text::default(), Text::NULL);
+        let long = TextKind::Long.text(1).unwrap();
+        assert_eq!((long.chars().count(), long.len()), (255, 1020));
+        assert!(TextKind::Control.text(1).unwrap().contains('\u{1f}'));
     }
 }

@@ -25,6 +25,8 @@ pub struct Coverage {
     cells: BTreeMap<Cell, u64>,
     /// `worker_metadata` steps per value kind.
     per_value: BTreeMap<&'static str, u64>,
+    /// Free-text fields of fired steps per text kind.
+    per_text: BTreeMap<&'static str, u64>,
 }
 
 impl Coverage {
@@ -41,6 +43,9 @@ impl Coverage {
             *self.cells.entry(cell).or_default() += 1;
             if let Step::ReportWorkerMetadata { value, .. } = step {
                 *self.per_value.entry(value.name()).or_default() += 1;
+            }
+            for text in step.texts() {
+                *self.per_text.entry(text.kind.name()).or_default() += 1;
             }
             oracle.apply(step);
         }
@@ -92,9 +97,16 @@ impl Coverage {
             count: self.per_value.get(value.as_str()).copied().unwrap_or(0),
             min: *min,
         });
+        let per_text = spec.min_per_text.iter().map(|(text, min)| CoverageGap {
+            key: format!("coverage.min_per_text.{text}"),
+            cell: format!("text kind {text}"),
+            count: self.per_text.get(text.as_str()).copied().unwrap_or(0),
+            min: *min,
+        });
         per_kind
             .chain(cells)
             .chain(per_value)
+            .chain(per_text)
             .filter(|gap| gap.count < gap.min)
             .collect()
     }
@@ -109,6 +121,9 @@ impl Coverage {
         }
         for (value, count) in &other.per_value {
             *self.per_value.entry(value).or_default() += count;
+        }
+        for (text, count) in &other.per_text {
+            *self.per_text.entry(text).or_default() += count;
         }
     }
 
@@ -134,6 +149,10 @@ impl Coverage {
         for (name, count) in &coverage.per_value {
             let value = crate::model::values::ValueKind::from_name(name)?;
             counts.per_value.insert(value.name(), *count);
+        }
+        for (name, count) in &coverage.per_text {
+            let text = crate::model::values::TextKind::from_name(name)?;
+            counts.per_text.insert(text.name(), *count);
         }
         Some(counts)
     }
@@ -178,6 +197,11 @@ impl Coverage {
                 .per_value
                 .iter()
                 .map(|(value, count)| ((*value).to_owned(), *count))
+                .collect(),
+            per_text: self
+                .per_text
+                .iter()
+                .map(|(text, count)| ((*text).to_owned(), *count))
                 .collect(),
             cells: self
                 .cells
@@ -260,6 +284,9 @@ pub struct ScenarioCoverage {
     /// Fired `worker_metadata` steps per value kind.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub per_value: BTreeMap<String, u64>,
+    /// Free-text fields of fired steps per text kind.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_text: BTreeMap<String, u64>,
     /// Fired steps per action kind and state, sorted.
     pub cells: Vec<CellCount>,
     /// The declared minimums the run fell short of (empty when unchecked).

@@ -7,7 +7,7 @@
 use crate::check::gate::{GateErrorKind, GateThresholds};
 use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
 use crate::model::draws::{ConvexFaultKind, FlagSpelling};
-use crate::model::values::{ValueKind, ValueWeights};
+use crate::model::values::{TextKind, TextWeights, ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
 use crate::plan::steps::{CornerBounds, Draws, JOURNAL_ROWS_PER_STEP_MAX};
 use khala_runtime::{Profile, SinkMode};
@@ -48,6 +48,13 @@ pub struct Scenario {
     /// `worker_metadata` steps; absent: only `plain`.
     #[serde(default, deserialize_with = "weight_table")]
     pub values: BTreeMap<String, u32>,
+    /// A weight per free-text kind (`model::values::TextKind`) for the
+    /// free-text fields: a finished run's `terminal_reason` (`run_event`)
+    /// and a created worker's owner scope, workspace and Codex home
+    /// (`create_worker`); absent: reasons `null`, created workers' fields
+    /// `null` or plain.
+    #[serde(default, deserialize_with = "weight_table")]
+    pub texts: BTreeMap<String, u32>,
     /// A weight per raw flag spelling (`model::draws::FlagSpelling`) for
     /// the `client_flag` steps; absent: `"true"` or unset.
     #[serde(default, deserialize_with = "weight_table")]
@@ -201,6 +208,9 @@ pub struct CoverageSpec {
     /// Fired `worker_metadata` steps per value kind (`[values]`), at least.
     #[serde(default)]
     pub min_per_value: BTreeMap<String, u64>,
+    /// Free-text fields of fired steps per text kind (`[texts]`), at least.
+    #[serde(default)]
+    pub min_per_text: BTreeMap<String, u64>,
 }
 
 /// A minimum for one action kind in the states that match the given
@@ -321,6 +331,16 @@ pub enum InvalidKind {
         "[values] is set but `worker_metadata` has no weight, so no value would be drawn; hint: weigh `worker_metadata` in [weights] or drop [values]"
     )]
     ValuesWithoutMetadataSteps,
+    #[error("unknown text kind (allowed: {})", TextKind::names())]
+    UnknownTextKind,
+    #[error(
+        "all weights of [texts] are zero: free-text fields would have nothing to draw; hint: give one a weight above 0, or leave [texts] out"
+    )]
+    AllTextWeightsZero,
+    #[error(
+        "[texts] is set but neither `run_event` nor `create_worker` has a weight, so no text would be drawn; hint: weigh one of them in [weights] or drop [texts]"
+    )]
+    TextsWithoutSteps,
     #[error("unknown flag spelling (allowed: {})", FlagSpelling::names())]
     UnknownFlagSpelling,
     #[error("unknown convex fault kind (allowed: {})", ConvexFaultKind::names())]
@@ -518,6 +538,7 @@ impl Scenario {
         }
         self.validate_weights()?;
         self.validate_values()?;
+        self.validate_texts()?;
         self.validate_corners()?;
         self.validate_draws(
             "flag_values",
@@ -596,6 +617,83 @@ impl Scenario {
         )
     }
 
+    /// The free-text weights (`[texts]`), in `TextKind::ALL` order.
+    pub fn text_weights(&self) -> TextWeights {
+        TextWeights(
+            TextKind::ALL
+                .into_iter()
+                .filter_map(|kind| Some((kind, *self.texts.get(kind.name())?)))
+                .collect(),
+        )
+    }
+
+    /// Whether some weighed kind draws free text.
+    fn draws_texts(&self) -> bool {
+        self.weight(ActionKind::RunEvent) > 0 || self.weight(ActionKind::CreateWorker) > 0
+    }
+
+    fn validate_texts(&self) -> Result<(), Problem> {
+        if self.texts.is_empty() {
+            return Ok(());
+        }
+        if let Some(name) = self
+            .texts
+            .keys()
+            .find(|name| TextKind::from_name(name).is_none())
+        {
+            return Err(Problem {
+                key: key(&["texts", name]),
+                kind: InvalidKind::UnknownTextKind,
+            });
+        }
+        let kind = if self.texts.values().all(|weight| *weight == 0) {
+            InvalidKind::AllTextWeightsZero
+        } else if !self.draws_texts() {
+            InvalidKind::TextsWithoutSteps
+        } else {
+            return Ok(());
+        };
+        Err(Problem {
+            key: key(&["texts"]),
+            kind,
+        })
+    }
+
+    /// `coverage.min_per_text`: known text kinds the scenario's `[texts]`
+    /// draws. Each fired step counts once per free-text field (a finished
+    /// run has one, a created worker three).
+    fn validate_text_coverage(&self) -> Result<(), Problem> {
+        let fields_at_most = 3 * u64::from(self.cases) * u64::from(self.max_steps);
+        for (name, min) in &self.coverage.min_per_text {
+            let at = key(&["coverage", "min_per_text", name]);
+            let Some(kind) = TextKind::from_name(name) else {
+                return Err(Problem {
+                    key: at,
+                    kind: InvalidKind::UnknownTextKind,
+                });
+            };
+            let reason = if !self.draws_texts()
+                || self.texts.get(kind.name()).is_none_or(|w| *w == 0)
+            {
+                format!(
+                    "`{kind}` texts are never drawn (hint: weigh `run_event` or `create_worker`, and `texts.{kind}`)"
+                )
+            } else if *min > fields_at_most {
+                format!(
+                    "the scenario draws at most {fields_at_most} texts (3 per step, {} cases × {} max_steps)",
+                    self.cases, self.max_steps
+                )
+            } else {
+                continue;
+            };
+            return Err(Problem {
+                key: at,
+                kind: InvalidKind::Unreachable { min: *min, reason },
+            });
+        }
+        Ok(())
+    }
+
     /// The bounds of the corner steps (`[event_gap]`, `[retention]`).
     pub fn corner_bounds(&self) -> CornerBounds {
         let default = CornerBounds::default();
@@ -668,6 +766,7 @@ impl Scenario {
     pub fn draws(&self) -> Draws {
         Draws {
             values: self.value_weights(),
+            texts: self.text_weights(),
             flag_spellings: FlagSpelling::ALL
                 .into_iter()
                 .filter_map(|spelling| Some((spelling, *self.flag_values.get(spelling.name())?)))
@@ -845,6 +944,7 @@ impl Scenario {
     /// state the weighted kinds can never bring about from `[start]`.
     fn validate_coverage(&self) -> Result<(), Problem> {
         self.validate_value_coverage()?;
+        self.validate_text_coverage()?;
         if self.coverage.min_per_kind.is_empty() && self.coverage.cell.is_empty() {
             return Ok(());
         }

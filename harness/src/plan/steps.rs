@@ -6,7 +6,7 @@ use crate::model::case::{
     StopPath, Surface, TerminalStatus, WorkerEventType,
 };
 use crate::model::draws::{ConvexFaultKind, FlagSpelling};
-use crate::model::values::{ValueKind, ValueWeights};
+use crate::model::values::{Text, TextKind, TextWeights, ValueKind, ValueWeights};
 use khala_runtime::SinkMode;
 use proptest::prelude::*;
 
@@ -40,6 +40,7 @@ fn surface() -> impl Strategy<Value = Surface> {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Draws {
     pub values: ValueWeights,
+    pub texts: TextWeights,
     pub flag_spellings: Vec<(FlagSpelling, u32)>,
     pub convex_faults: Vec<(ConvexFaultKind, u32)>,
 }
@@ -75,6 +76,35 @@ fn metadata_value(values: &ValueWeights) -> BoxedStrategy<(ValueKind, u8)> {
         .collect();
     if weighted.is_empty() {
         return Just((ValueKind::Plain, 0)).boxed();
+    }
+    proptest::strategy::Union::new_weighted(weighted).boxed()
+}
+
+/// A free-text value drawn by the scenario's text weights (`[texts]`,
+/// or `without` when the scenario has no such table): a kind, then one of
+/// its variants. A finished run's reason without the table is `null`, as
+/// before, so the RNG stream of scenarios without it is unchanged.
+fn text_value(texts: &TextWeights, without: &[(TextKind, u32)]) -> BoxedStrategy<Text> {
+    let texts = if texts.0.is_empty() {
+        without
+    } else {
+        &texts.0
+    };
+    let weighted: Vec<(u32, BoxedStrategy<Text>)> = texts
+        .iter()
+        .filter(|(_, weight)| *weight > 0)
+        .map(|(kind, weight)| {
+            let kind = *kind;
+            (
+                *weight,
+                (0..kind.variants())
+                    .prop_map(move |variant| Text { kind, variant })
+                    .boxed(),
+            )
+        })
+        .collect();
+    if weighted.is_empty() {
+        return Just(Text::NULL).boxed();
     }
     proptest::strategy::Union::new_weighted(weighted).boxed()
 }
@@ -116,8 +146,8 @@ pub fn steps_of(kind: ActionKind, draws: &Draws, corners: &CornerBounds) -> Boxe
         ActionKind::RunEvent => prop_oneof![
             4 => (run(), prop::sample::select(vec![RunEventType::Started, RunEventType::Delta, RunEventType::CancelRequested]))
                 .prop_map(|(run, event_type)| Step::AppendRunEvent { run, event_type }),
-            1 => (run(), prop::sample::select(vec![TerminalStatus::Succeeded, TerminalStatus::Failed, TerminalStatus::Canceled]))
-                .prop_map(|(run, status)| Step::FinishRun { run, status }),
+            1 => (run(), prop::sample::select(vec![TerminalStatus::Succeeded, TerminalStatus::Failed, TerminalStatus::Canceled]), text_value(&draws.texts, &[]))
+                .prop_map(|(run, status, reason)| Step::FinishRun { run, status, reason }),
         ]
         .boxed(),
         ActionKind::WorkerEvent => prop_oneof![
@@ -132,6 +162,22 @@ pub fn steps_of(kind: ActionKind, draws: &Draws, corners: &CornerBounds) -> Boxe
                 .prop_map(|(worker, path)| Step::StopWorker { worker, path }),
         ]
         .boxed(),
+        // Without `[texts]`, plain text or none.
+        ActionKind::CreateWorker => {
+            let text = || text_value(&draws.texts, &[(TextKind::Null, 1), (TextKind::Plain, 1)]);
+            (run(), text(), text(), text())
+                .prop_map(
+                    |(worker, owner_guest_scope, workspace_ref, codex_home_ref)| {
+                        Step::CreateWorker {
+                            worker,
+                            owner_guest_scope,
+                            workspace_ref,
+                            codex_home_ref,
+                        }
+                    },
+                )
+                .boxed()
+        }
         ActionKind::DuplicateDelivery => entity().prop_map(|entity| Step::DuplicateDelivery { entity }).boxed(),
         ActionKind::SinkMode => sink_mode().prop_map(|mode| Step::SwitchSinkMode { mode }).boxed(),
         ActionKind::ClientFlag => match weighted_choice(&draws.flag_spellings) {

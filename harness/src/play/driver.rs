@@ -591,7 +591,8 @@ async fn play_steps(
                 && !matches!(step, Step::Heal | Step::Quiesce));
         convex_requests = requests;
         let unchanged_convex = convex_unchanged.then_some(&previous.convex);
-        let current = observe(slot, db, index, unchanged_convex, &namespace).await?;
+        let mut current = observe(slot, db, index, unchanged_convex, &namespace).await?;
+        read_convex_as_predicted(&mut current, &state.oracle);
         let clients = match state
             .delivery
             .settle(step, index, &state.oracle, &current)
@@ -973,17 +974,61 @@ async fn apply(
                 &mut state.refused,
             )?;
         }
-        Step::FinishRun { run, status } => {
+        Step::FinishRun {
+            run,
+            status,
+            reason,
+        } => {
             let entity = EntityRef::Run(*run);
             ensure_created(state, entity, index).await?;
             let id = state.oracle.entity_id(entity);
             let terminal = RunTerminal {
                 status: status.as_str().to_owned(),
                 terminal_reason_class: Some(status.as_str().to_owned()),
-                terminal_reason: None,
+                terminal_reason: reason.value(),
             };
             let finished = state.runtime.finish_run(&id, &terminal).await;
             authority_write(finished, index, &mut state.refused)?;
+        }
+        Step::CreateWorker {
+            worker,
+            owner_guest_scope,
+            workspace_ref,
+            codex_home_ref,
+        } => {
+            let entity = EntityRef::Worker(*worker);
+            if state.created.contains(&entity) {
+                return Ok(());
+            }
+            let guest = owner_guest_scope.value();
+            let created = NewWorker {
+                worker_id: state.oracle.entity_id(entity),
+                owner_user_id: guest.is_none().then_some(oracle::OWNER_USER_ID as i32),
+                owner_guest_scope: guest,
+                workspace_ref: workspace_ref.value(),
+                codex_home_ref: codex_home_ref.value(),
+                adapter: None,
+                metadata: json!({"region": oracle::WORKER_REGION}),
+            };
+            let id = created.worker_id.clone();
+            state
+                .runtime
+                .create_worker(&created)
+                .await
+                .map_err(runtime_failed(index))?;
+            state.created.insert(entity);
+            // `Workers.create_worker` appends `worker.started` (spec §2.7's
+            // example counts it: created, a request, its answer and the
+            // stop are seq 4).
+            let kind = ProjectionKind::CodexWorkerSummary;
+            authority_write(
+                state
+                    .runtime
+                    .append_event(kind, &id, "worker.started", &json!({}))
+                    .await,
+                index,
+                &mut state.refused,
+            )?;
         }
         Step::AppendWorkerEvent { worker, event_type } => {
             let entity = EntityRef::Worker(*worker);
@@ -1241,6 +1286,23 @@ fn observe_arguments(namespace: &str) -> Value {
         json!({"limit": OBSERVED_DOCUMENTS_MAX})
     } else {
         json!({"limit": OBSERVED_DOCUMENTS_MAX, "namespace": namespace})
+    }
+}
+
+/// Convex documents are also read against the oracle's document, by the
+/// rule `observe` reads them against the Khala row: where Khala holds no
+/// row or an older one (a Convex-only or noop sink mode since), Convex's
+/// Float64 `0` is still the `0.0` the runtime sent (a negative zero, which
+/// Postgres stores as `0.0`, was once taken for another number there).
+fn read_convex_as_predicted(observation: &mut Observation, oracle: &Oracle) {
+    for entity in oracle.entities() {
+        let id = oracle.document_id(entity);
+        if let (Some(document), Some(expected)) = (
+            observation.convex.get_mut(&id),
+            oracle.expected_document(entity),
+        ) {
+            *document = as_sent(document, &expected);
+        }
     }
 }
 

@@ -25,9 +25,29 @@ pub fn describe_step(step: &Step) -> String {
         Step::AppendRunEvent { run, event_type } => {
             format!("the runtime appends `{}` to run {run}", event_type.as_str())
         }
-        Step::FinishRun { run, status } => {
+        Step::FinishRun {
+            run,
+            status,
+            reason,
+        } if reason.is_null() => {
             format!("run {run} finishes as `{}`", status.as_str())
         }
+        Step::FinishRun {
+            run,
+            status,
+            reason,
+        } => format!(
+            "run {run} finishes as `{}` with a `{reason}` terminal reason",
+            status.as_str()
+        ),
+        Step::CreateWorker {
+            worker,
+            owner_guest_scope,
+            workspace_ref,
+            codex_home_ref,
+        } => format!(
+            "worker {worker} is created (guest scope `{owner_guest_scope}`, workspace `{workspace_ref}`, Codex home `{codex_home_ref}`) and appends `worker.started`"
+        ),
         Step::AppendWorkerEvent { worker, event_type } => {
             format!(
                 "the runtime appends `{}` to worker {worker}",

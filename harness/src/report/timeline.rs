@@ -549,7 +549,17 @@ pub fn short_label(step: &Step) -> String {
             let event = event_type.as_str().trim_start_matches("run.");
             format!("r{run} {event}")
         }
-        Step::FinishRun { run, status } => format!("r{run} {}", status.as_str()),
+        Step::FinishRun {
+            run,
+            status,
+            reason,
+        } if reason.is_null() => format!("r{run} {}", status.as_str()),
+        Step::FinishRun {
+            run,
+            status,
+            reason,
+        } => format!("r{run} {} {reason}", status.as_str()),
+        Step::CreateWorker { worker, .. } => format!("w{worker} create"),
         Step::AppendWorkerEvent { worker, event_type } => {
             let event = event_type.as_str().trim_start_matches("worker.");
             format!("w{worker} {event}")

@@ -8,7 +8,9 @@
 //!   sequence with a gap (`remove_events`) tells them apart;
 //! - the retention job deleting the row at its cutoff (`<=`), or cutting
 //!   at `now + horizon`: only a run whose cutoff lands on a row
-//!   (`run_retention_at_row`) tells them apart from the spec.
+//!   (`run_retention_at_row`) tells them apart from the spec;
+//! - the projector trimming a run's `terminal_reason`: only a reason with
+//!   padding whitespace (`[texts]`' `control`) tells them apart.
 
 use crate::engine_runs::one_slot;
 use crate::support;
@@ -125,4 +127,20 @@ fn delivery_retention_finds_cutoffs_off_at_the_boundary_instant() {
         only(|planted| planted.retention_cutoff_ahead = true),
     );
     assert_finds(&ahead, ("R1", "retention_cutoff_wrong"));
+}
+
+#[test]
+fn terminal_status_finds_a_trimmed_terminal_reason_only_through_padded_text() {
+    clean_run_allows("terminal-status");
+    let trimmed = play(
+        "terminal-status",
+        only(|planted| planted.terminal_reason_trimmed = true),
+    );
+    every_minimal_case_has(&trimmed, |step| {
+        matches!(
+            step,
+            Step::FinishRun { reason, .. }
+                if reason.value().is_some_and(|text| text.trim() != text)
+        )
+    });
 }

@@ -22,6 +22,10 @@ pub struct PlantedDefects {
     /// every row is pruned, whatever the horizon. Only a run that should
     /// keep some rows tells them apart.
     pub retention_cutoff_ahead: bool,
+    /// The projector trims the run's `terminal_reason` (spec §2.4 copies
+    /// the row's string as it is). Only a reason with leading or trailing
+    /// whitespace tells them apart.
+    pub terminal_reason_trimmed: bool,
 }
 
 impl PlantedDefects {
@@ -31,6 +35,11 @@ impl PlantedDefects {
             let count = summary["event_count"].clone();
             summary["latest_seq"] = count.clone();
             summary["runtime_source"]["seq"] = count;
+        }
+        if self.terminal_reason_trimmed
+            && let Some(reason) = summary["terminal_reason"].as_str()
+        {
+            summary["terminal_reason"] = Value::String(reason.trim().to_owned());
         }
         summary
     }
@@ -99,5 +108,21 @@ mod tests {
             planted.summary(summary),
             json!({"latest_seq": 2, "event_count": 2, "runtime_source": {"seq": 2}})
         );
+    }
+
+    #[test]
+    fn only_the_planted_projector_trims_the_terminal_reason() {
+        let summary = json!({"terminal_reason": " padded\t\n"});
+        assert_eq!(PlantedDefects::default().summary(summary.clone()), summary);
+        let planted = PlantedDefects {
+            terminal_reason_trimmed: true,
+            ..PlantedDefects::default()
+        };
+        assert_eq!(
+            planted.summary(summary),
+            json!({"terminal_reason": "padded"})
+        );
+        let null = json!({"terminal_reason": null});
+        assert_eq!(planted.summary(null.clone()), null);
     }
 }
