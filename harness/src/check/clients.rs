@@ -674,6 +674,58 @@ mod tests {
         );
     }
 
+    /// `lane` of `kind` holding the document as a pointer update left it:
+    /// its version, no payload, nothing shown in full.
+    fn pointer_lane(document: &Value, kind: LaneKind, version: i64) -> LaneObservation {
+        let mut lane = LaneObservation {
+            kind,
+            ..lane(document, 2)
+        };
+        lane.documents.clear();
+        lane.view = [(KEY.to_owned(), version)].into();
+        lane.cache = [(
+            KEY.to_owned(),
+            CachedDocument {
+                doc_version: version,
+                payload: None,
+            },
+        )]
+        .into();
+        lane
+    }
+
+    #[test]
+    fn x3_and_d7_take_a_pointer_at_the_read_models_version_from_a_shipped_client_only() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let seq = document_seq(&document).expect("seq");
+        let shipped = pointer_lane(&document, LaneKind::Shipped, seq);
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![shipped])),
+            []
+        );
+        // Today's lane must reload a pointer over HTTP: holding one is X3
+        // and D7.
+        let today = pointer_lane(&document, LaneKind::Today, seq);
+        let found = check(&oracle, &observation, None, &clients(vec![today]));
+        assert!(
+            found.contains(&("X3", "khala_lane_missing".into())),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("D7", "cache_diverged".into())),
+            "{found:?}"
+        );
+        // A shipped client's pointer at an older version is behind.
+        let behind = pointer_lane(&document, LaneKind::Shipped, seq - 1);
+        let found = check(&oracle, &observation, None, &clients(vec![behind]));
+        assert!(
+            found.contains(&("X3", "khala_lane_missing".into())),
+            "{found:?}"
+        );
+        assert!(found.contains(&("D7", "cache_stale".into())), "{found:?}");
+    }
+
     #[test]
     fn x3_catches_a_lane_missing_or_behind_a_document_its_source_holds() {
         let oracle = oracle(2);

@@ -1236,6 +1236,12 @@ quiesce = 1
             "listed twice",
         );
         check(
+            &format!("{GOOD}[start]\npayload_modes = {{ inline = 0, pointer = 0 }}\n"),
+            10,
+            "start.payload_modes",
+            "all weights of `payload_modes` are zero",
+        );
+        check(
             &format!("{GOOD}[invariants]\nexclude = [\"P1\",\n  \"Q7\"]\n"),
             11,
             "invariants.exclude[1]",
