@@ -265,6 +265,9 @@ fn check_view_converged(
             continue;
         }
         let shown = lane.documents.get(&key);
+        if shown.is_none() && holds_pointer_at(lane, &key, current) {
+            continue;
+        }
         let class = match shown {
             None => lane_class(
                 lane.source,
@@ -302,8 +305,25 @@ fn check_view_converged(
     }
 }
 
+/// The shipped client holds `key` as a pointer (no payload) at the read
+/// model's version: in pointer mode (spec §7.3) that is all the client
+/// itself keeps (facts §2, `payload: null, hydration_required: true`); the
+/// surface above it fetches the document over HTTP (spec §9.1), which
+/// today's lane of the same surface models and is judged on.
+fn holds_pointer_at(lane: &LaneObservation, key: &str, current: &Observation) -> bool {
+    lane.kind == LaneKind::Shipped
+        && lane.cache.get(key).is_some_and(|cached| {
+            cached.payload.is_none()
+                && current
+                    .khala
+                    .get(key)
+                    .is_some_and(|(version, _)| cached.doc_version == *version)
+        })
+}
+
 /// D7 (at quiescence): a settled Khala lane's doc cache holds every
-/// read-model row of its topic at the row's version, with its payload.
+/// read-model row of its topic at the row's version, with its payload (a
+/// shipped client may hold a pointer instead, see `holds_pointer_at`).
 fn check_cache_converged(
     recorder: &mut Recorder<'_>,
     current: &Observation,
@@ -319,7 +339,10 @@ fn check_cache_converged(
             None => DeliveryClass::CacheMissing,
             Some(cached) if cached.doc_version < *version => DeliveryClass::CacheStale,
             Some(cached) if cached.doc_version > *version => DeliveryClass::CacheDiverged,
-            Some(cached) if cached.payload.as_ref() != Some(payload) => {
+            Some(cached)
+                if cached.payload.as_ref() != Some(payload)
+                    && !holds_pointer_at(lane, key, current) =>
+            {
                 DeliveryClass::CacheDiverged
             }
             Some(_) => continue,
@@ -649,6 +672,58 @@ mod tests {
             found.contains(&("D7", "watermark_regressed".into())),
             "{found:?}"
         );
+    }
+
+    /// `lane` of `kind` holding the document as a pointer update left it:
+    /// its version, no payload, nothing shown in full.
+    fn pointer_lane(document: &Value, kind: LaneKind, version: i64) -> LaneObservation {
+        let mut lane = LaneObservation {
+            kind,
+            ..lane(document, 2)
+        };
+        lane.documents.clear();
+        lane.view = [(KEY.to_owned(), version)].into();
+        lane.cache = [(
+            KEY.to_owned(),
+            CachedDocument {
+                doc_version: version,
+                payload: None,
+            },
+        )]
+        .into();
+        lane
+    }
+
+    #[test]
+    fn x3_and_d7_take_a_pointer_at_the_read_models_version_from_a_shipped_client_only() {
+        let oracle = oracle(2);
+        let (observation, document) = stores(&oracle);
+        let seq = document_seq(&document).expect("seq");
+        let shipped = pointer_lane(&document, LaneKind::Shipped, seq);
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![shipped])),
+            []
+        );
+        // Today's lane must reload a pointer over HTTP: holding one is X3
+        // and D7.
+        let today = pointer_lane(&document, LaneKind::Today, seq);
+        let found = check(&oracle, &observation, None, &clients(vec![today]));
+        assert!(
+            found.contains(&("X3", "khala_lane_missing".into())),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("D7", "cache_diverged".into())),
+            "{found:?}"
+        );
+        // A shipped client's pointer at an older version is behind.
+        let behind = pointer_lane(&document, LaneKind::Shipped, seq - 1);
+        let found = check(&oracle, &observation, None, &clients(vec![behind]));
+        assert!(
+            found.contains(&("X3", "khala_lane_missing".into())),
+            "{found:?}"
+        );
+        assert!(found.contains(&("D7", "cache_stale".into())), "{found:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! freely).
 
 use crate::model::reason::ReasonClass;
+use khala_runtime::sink::PayloadMode;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,16 @@ pub struct Start {
     /// (facts §2) beside today's lane model (none unless given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shipped_clients: Vec<Surface>,
+    /// How the Khala sink writes journal rows (spec §4.4): a deploy-time
+    /// setting of the runtime, inline unless given. In pointer mode every
+    /// update carries `payload: null, hydration_required: true`, and a
+    /// lane must fetch the document over HTTP.
+    #[serde(default, skip_serializing_if = "is_inline")]
+    pub payload_mode: PayloadMode,
+}
+
+fn is_inline(mode: &PayloadMode) -> bool {
+    *mode == PayloadMode::Inline
 }
 
 impl Start {
@@ -58,6 +69,7 @@ impl Start {
             flags: Flags::default(),
             rollout_stage: None,
             shipped_clients: Vec::new(),
+            payload_mode: PayloadMode::Inline,
         }
     }
 }

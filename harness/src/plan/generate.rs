@@ -2,13 +2,15 @@
 //! cases. A few entities per case so that steps collide on them; entities
 //! are created on first use, so proptest's shrinking may drop any step.
 
-use crate::model::case::{ActionKind, CASE_SCHEMA, Case, IdStyle, Step};
+use crate::model::case::{ActionKind, CASE_SCHEMA, Case, IdStyle, Start, Step};
 use crate::plan::scenario::Scenario;
 use crate::plan::steps::{CornerBounds, Draws, steps_of};
 use khala_runtime::Profile;
+use khala_runtime::sink::PayloadMode;
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, NewTree, Union, ValueTree};
 use proptest::test_runner::TestRunner;
+use std::collections::BTreeMap;
 
 /// One step, drawn by the scenario's weights.
 pub fn step(scenario: &Scenario) -> BoxedStrategy<Step> {
@@ -85,16 +87,36 @@ pub fn case(scenario: &Scenario, profile: Profile) -> BoxedStrategy<Case> {
     let steps =
         kinds.prop_flat_map(move |kinds| steps_between(&kinds, &draws, &corners, lengths.clone()));
     let ids = prop_oneof![8 => Just(IdStyle::Plain), 1 => Just(IdStyle::Long), 1 => Just(IdStyle::Unicode)];
-    (steps, ids)
-        .prop_map(move |(steps, ids)| Case {
+    (steps, ids, payload_mode(&scenario.start.payload_modes))
+        .prop_map(move |(steps, ids, payload_mode)| Case {
             schema: CASE_SCHEMA.to_owned(),
             profile,
-            start: start.clone(),
+            start: Start {
+                payload_mode,
+                ..start.clone()
+            },
             ids,
             steps,
             origin: None,
         })
         .boxed()
+}
+
+/// The payload mode a case is deployed with, by the scenario's weights
+/// (shrinking towards inline, the original's default). Without weights
+/// nothing is drawn: `Just` takes nothing from the RNG, so the case stream
+/// of scenarios that do not weigh it is unchanged.
+fn payload_mode(weights: &BTreeMap<PayloadMode, u32>) -> BoxedStrategy<PayloadMode> {
+    let weighted: Vec<(u32, BoxedStrategy<PayloadMode>)> = weights
+        .iter()
+        .filter(|(_, weight)| **weight > 0)
+        .map(|(mode, weight)| (*weight, Just(*mode).boxed()))
+        .collect();
+    if weighted.is_empty() {
+        Just(PayloadMode::Inline).boxed()
+    } else {
+        Union::new_weighted(weighted).boxed()
+    }
 }
 
 /// Between `lengths` steps drawn by weight. A vector never shrinks below

@@ -10,6 +10,7 @@ use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{TextKind, TextWeights, ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
 use crate::plan::steps::{CornerBounds, Draws, JOURNAL_ROWS_PER_STEP_MAX};
+use khala_runtime::sink::PayloadMode;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -116,6 +117,11 @@ pub struct StartSpec {
     /// Surfaces whose users also run the shipped client lane.
     #[serde(default)]
     pub shipped_clients: Vec<Surface>,
+    /// The Khala sink's payload mode each case is deployed with, drawn by
+    /// weight (`{ inline = 3, pointer = 1 }`); empty: inline, nothing
+    /// drawn (the RNG stream of scenarios without it is unchanged).
+    #[serde(default)]
+    pub payload_modes: BTreeMap<PayloadMode, u32>,
 }
 
 impl Default for StartSpec {
@@ -125,6 +131,7 @@ impl Default for StartSpec {
             flags: Flags::default(),
             rollout_stage: None,
             shipped_clients: Vec::new(),
+            payload_modes: BTreeMap::new(),
         }
     }
 }
@@ -327,6 +334,10 @@ pub enum InvalidKind {
         "all value weights are zero: `worker_metadata` steps would have nothing to draw; hint: give at least one value kind a weight above 0, or leave [values] out for plain metadata"
     )]
     AllValueWeightsZero,
+    #[error(
+        "all weights of `payload_modes` are zero: no payload mode would be drawn; hint: give one a weight above 0, or leave it out for inline"
+    )]
+    AllPayloadModeWeightsZero,
     #[error(
         "[values] is set but `worker_metadata` has no weight, so no value would be drawn; hint: weigh `worker_metadata` in [weights] or drop [values]"
     )]
@@ -554,6 +565,14 @@ impl Scenario {
             |name| ConvexFaultKind::from_name(name).is_some(),
             InvalidKind::UnknownConvexFault,
         )?;
+        if !self.start.payload_modes.is_empty()
+            && self.start.payload_modes.values().all(|weight| *weight == 0)
+        {
+            return problem(
+                key(&["start", "payload_modes"]),
+                InvalidKind::AllPayloadModeWeightsZero,
+            );
+        }
         if !self.start.flags.all_off() && self.start.rollout_stage.is_some() {
             return problem(key(&["start", "rollout_stage"]), InvalidKind::FlagsAndStage);
         }
@@ -1315,6 +1334,12 @@ quiesce = 1
             10,
             "start.shipped_clients[1]",
             "listed twice",
+        );
+        check(
+            &format!("{GOOD}[start]\npayload_modes = {{ inline = 0, pointer = 0 }}\n"),
+            10,
+            "start.payload_modes",
+            "all weights of `payload_modes` are zero",
         );
         check(
             &format!("{GOOD}[invariants]\nexclude = [\"P1\",\n  \"Q7\"]\n"),

@@ -246,6 +246,15 @@ impl LaneModel {
         }
     }
 
+    /// The documents a shipped lane holds as pointers, with their
+    /// versions; none for today's lanes, which hydrate them at once.
+    fn pointers(&self) -> BTreeMap<String, i64> {
+        match self {
+            LaneModel::Today(_) => BTreeMap::new(),
+            LaneModel::Shipped(lane) => lane.pointers(),
+        }
+    }
+
     fn cached(&self, doc_key: &str) -> Option<&CachedDoc> {
         match self {
             LaneModel::Today(lane) => lane.cached(doc_key),
@@ -383,13 +392,17 @@ impl Lane {
         let online = online && (self.lane.kind() == LaneKind::Today || self.lane.flag());
         let rows = self.lane.rows();
         let rows = &rows;
-        let view = rows
+        let mut view: BTreeMap<String, i64> = rows
             .iter()
             .map(|(doc_key, row)| {
                 let seq = document_seq(&row.payload).unwrap_or(row.doc_version);
                 (doc_key.clone(), seq)
             })
             .collect();
+        // The shipped client holds a pointer update's document as its
+        // version without a payload (facts §2): it shows that version once
+        // the surface has fetched it, which is not the client's part.
+        view.extend(self.lane.pointers());
         let keys: BTreeSet<&String> = rows
             .keys()
             .chain(read_model.khala.keys().filter(|key| is_worker_doc(key)))

@@ -41,7 +41,7 @@ use khala_runtime::runtime::RuntimeError;
 use khala_runtime::sink::convex_value::as_sent;
 use khala_runtime::sink::{
     ConvexHttp, ConvexHttpSink, ConvexReadError, ConvexReader, ConvexSinkConfig, Endpoint,
-    PayloadMode, SinkError,
+    SinkError,
 };
 use khala_runtime::{Profile, ProjectionKind, Runtime, RuntimeConfig};
 use serde_json::Value;
@@ -132,6 +132,15 @@ pub struct PlantedDefects {
     /// The web client reads its flag trimmed and case-insensitively
     /// (`ClientSwitches::planted_web_flag_lenient`).
     pub web_flag_lenient: bool,
+    /// Today's lanes take pointer updates as needing no hydration
+    /// (`ClientSwitches::planted_pointer_batch_merged`).
+    pub lane_pointer_batch_merged: bool,
+    /// Today's lanes merge the lowest version of each document in a batch
+    /// (`ClientSwitches::planted_batch_merge_keeps_oldest`).
+    pub lane_batch_merge_keeps_oldest: bool,
+    /// Today's lanes leave updates at the shown row's version out of the
+    /// merge (`ClientSwitches::planted_merge_skips_equal_version`).
+    pub lane_merge_skips_equal_version: bool,
     /// The Convex sink takes a failed function for success
     /// (`ConvexHttpSink::with_planted_function_error_ok`).
     pub sink_function_error_ok: bool,
@@ -751,6 +760,9 @@ fn start_case(
         .unwrap_or_else(|| DefectSwitches::of(case.profile));
     switches.clients.planted_apply_fails_from = planted.lane_apply_fails_from;
     switches.clients.planted_web_flag_lenient = planted.web_flag_lenient;
+    switches.clients.planted_pointer_batch_merged = planted.lane_pointer_batch_merged;
+    switches.clients.planted_batch_merge_keeps_oldest = planted.lane_batch_merge_keeps_oldest;
+    switches.clients.planted_merge_skips_equal_version = planted.lane_merge_skips_equal_version;
     let manual_clock = Arc::new(ManualClock::new(case_start_time()));
     let clock: Arc<dyn Clock> = manual_clock.clone();
     // The sync server hears the runtime's own wake-ups; every projection's
@@ -758,7 +770,7 @@ fn start_case(
     let notifier = Notifier::new();
     let hold = Arc::new(ServerHold::default());
     let config = RuntimeConfig {
-        payload_mode: PayloadMode::Inline,
+        payload_mode: case.start.payload_mode,
         clock,
         notifier: notifier.clone(),
         commit_hold: Some(hold.clone()),

@@ -56,6 +56,10 @@ mod engine_runs;
 // Defects only event gaps and retention cutoffs on a row's instant reveal,
 // planted in the runtime and found by the default scenarios, hardened.
 mod corner_defects;
+// Client corners: pointer payloads, several versions of a document in one
+// batch, an older update after a newer one; planted in today's lanes and
+// found by the default scenarios, hardened.
+mod client_corners;
 // Raw flag spellings and failing Convex functions: a defect only each reveals is
 // found by the default scenario's hardened run, which allows without it.
 mod raw_inputs;

@@ -825,15 +825,28 @@ impl ClientLane {
             }
         }
         let topic = updates.first().map(|update| update.topic.clone());
-        let reloaded = updates.iter().any(Update::needs_hydration);
+        let reloaded = !self.config.switches.planted_pointer_batch_merged
+            && updates.iter().any(Update::needs_hydration);
         if reloaded {
             self.reload_over_http(&[]).await?;
         } else {
+            let mut merged = if self.config.switches.planted_batch_merge_keeps_oldest {
+                oldest_of_each_document(&updates)
+            } else {
+                updates.clone()
+            };
+            if self.config.switches.planted_merge_skips_equal_version {
+                let rows = &self.rows;
+                merged.retain(|update| {
+                    rows.get(&update.doc_key)
+                        .is_none_or(|row| row.doc_version != update.doc_version)
+                });
+            }
             // Legacy (B13) merges every update the batch carried, including
             // the ones the doc cache skipped, without looking at the row shown.
             apply::merge_batch_into_view(
                 &mut self.rows,
-                &updates,
+                &merged,
                 !self.config.switches.b13_ui_merge_ignores_version,
             );
         }
@@ -843,6 +856,19 @@ impl ClientLane {
             reloaded,
         })
     }
+}
+
+/// The planted `planted_batch_merge_keeps_oldest` defect: of each
+/// document's updates in a batch only the lowest `doc_version` is kept.
+fn oldest_of_each_document(updates: &[Update]) -> Vec<Update> {
+    let mut oldest: BTreeMap<&str, &Update> = BTreeMap::new();
+    for update in updates {
+        let kept = oldest.entry(&update.doc_key).or_insert(update);
+        if update.doc_version < kept.doc_version {
+            *kept = update;
+        }
+    }
+    oldest.into_values().cloned().collect()
 }
 
 /// The topics of a `stale_cursor` payload.

@@ -185,6 +185,20 @@ impl ShippedLane {
             .collect()
     }
 
+    /// The documents the doc cache holds as pointers (`payload: null`,
+    /// `hydration_required: true`, spec §7.3), with their `doc_version`:
+    /// the client keeps no payload for them, and the surface on top of it
+    /// fetches them over HTTP (spec §9.1), which the shipped client itself
+    /// never does.
+    pub fn pointers(&self) -> BTreeMap<String, i64> {
+        self.cache
+            .docs
+            .iter()
+            .filter(|(_, doc)| doc.payload.is_none())
+            .map(|(doc_key, doc)| (doc_key.clone(), doc.doc_version))
+            .collect()
+    }
+
     /// Mounts the surface: connects when the flag is on.
     pub async fn start(&mut self) -> Result<(), ClientError> {
         if self.flag {

@@ -33,6 +33,24 @@ pub struct ClientSwitches {
     /// and `"TRUE"` turn the Khala lane on where Vite's `=== "true"` does
     /// not.
     pub planted_web_flag_lenient: bool,
+    /// Not a defect of the original and never set by a profile: a defect
+    /// planted by the harness's tests, which only pointer-mode updates
+    /// reveal. Today's lane takes a batch of pointer updates
+    /// (`payload: null, hydration_required: true`) as if it needed no
+    /// hydration: no HTTP reload, and the merge leaves the payload-less
+    /// updates out, so the view keeps what it showed.
+    pub planted_pointer_batch_merged: bool,
+    /// Not a defect of the original and never set by a profile: a defect
+    /// planted by the harness's tests, which only a batch holding several
+    /// versions of one document reveals. Today's lane merges the lowest
+    /// version of each document in the batch instead of the highest.
+    pub planted_batch_merge_keeps_oldest: bool,
+    /// Not a defect of the original and never set by a profile: a defect
+    /// planted by the harness's tests, which only a new payload at an
+    /// unchanged `doc_version` reveals (a rebuild, an event gap). Today's
+    /// lane leaves out of the merge every update whose `doc_version` equals
+    /// the row shown.
+    pub planted_merge_skips_equal_version: bool,
 }
 
 impl ClientSwitches {
@@ -44,6 +62,9 @@ impl ClientSwitches {
             b23_desktop_flag_strict: on,
             planted_apply_fails_from: None,
             planted_web_flag_lenient: false,
+            planted_pointer_batch_merged: false,
+            planted_batch_merge_keeps_oldest: false,
+            planted_merge_skips_equal_version: false,
         }
     }
 }

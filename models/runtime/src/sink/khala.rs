@@ -12,9 +12,23 @@ use std::sync::Arc;
 
 /// Whether journal rows carry the payload (`inline`) or only point at the
 /// read model (`pointer`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadMode {
+    /// The original's default (`config.exs`).
+    #[default]
     Inline,
     Pointer,
 }
