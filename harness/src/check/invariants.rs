@@ -7,7 +7,7 @@ use crate::oracle::{Oracle, convex_refusal, semantic_part};
 use khala_runtime::sink::convex_value::int_precision_lost;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::reason::{
     AuditClass, CheckpointClass, JournalClass, ProjectionClass, ReasonClass, SinkClass, Store,
@@ -480,7 +480,19 @@ pub fn check_catch_up(
     if !oracle.sink_mode().writes_khala() {
         return Vec::new();
     }
+    // An entity whose truth Convex cannot hold is refused at every
+    // projection (V1 judges that): its stores keep the last document they
+    // took, or none, so the auditor's drift on it is the refusal's trace.
+    let refused: BTreeSet<String> = oracle
+        .entities()
+        .into_iter()
+        .filter(|entity| oracle.convex_refusal(*entity).is_some())
+        .map(|entity| oracle.document_id(entity))
+        .collect();
     for comparison in comparisons {
+        if refused.contains(&comparison.document_id) {
+            continue;
+        }
         let convex_lag = comparison
             .convex
             .as_ref()
@@ -1166,6 +1178,34 @@ mod tests {
             ids(&check_catch_up(&convex_only, &observation, &[lagging], 5)),
             []
         );
+    }
+
+    #[test]
+    fn x6_leaves_the_drift_of_a_refused_entity_to_v1() {
+        use khala_runtime::auditor::ReasonClass;
+        let mut drifting = comparison(ReasonClass::KhalaMissing);
+        drifting.document_id = WORKER_KEY.into();
+        drifting.lag_drift = 1;
+        drifting.khala_lag_drift = 1;
+        let judged = |value: ValueKind, variant: u8| {
+            let (oracle, _) = worker_with(value, variant);
+            let refused = oracle.convex_refusal(EntityRef::Worker(0)).is_some();
+            let observation = Observation::default();
+            let found = ids(&check_catch_up(
+                &oracle,
+                &observation,
+                &[drifting.clone()],
+                5,
+            ));
+            (refused, found)
+        };
+        let (refused, found) = judged(ValueKind::Plain, 0);
+        assert!(!refused);
+        assert_eq!(found, [("X6", "lag_drift_after_catch_up".into())]);
+        let unholdable = every_variant()
+            .find(|(value, variant)| judged(*value, *variant).0)
+            .expect("some value Convex cannot hold");
+        assert_eq!(judged(unholdable.0, unholdable.1).1, []);
     }
 
     #[test]

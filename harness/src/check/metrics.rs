@@ -205,9 +205,16 @@ impl RunMetrics {
         // Each lane's source at the previous step: on Khala or not.
         let mut lane_sources: BTreeMap<(Surface, ClientUser), bool> = BTreeMap::new();
         let mut rolled_back = false;
+        // A summary Convex cannot hold is a fault of the input: V1 judges
+        // how it is refused, and from then on a refused entity's checkpoint
+        // may stay ahead of stores that refused it (one projected under
+        // noop, say), which the auditor rightly reports but which is no
+        // steady state of the deployment.
+        let mut refusal_seen = false;
         let mut windows = ParityWindows::new(start_mode);
         for entry in trace {
             let step = &entry.step;
+            refusal_seen |= !entry.refused.is_empty();
             // Violations were recorded as the case played; here only the
             // windows' lengths count.
             let _ = windows.observe(entry.index, step, &entry.observation);
@@ -297,7 +304,7 @@ impl RunMetrics {
                 }
             }
             if let Some(summary) = &entry.auditor {
-                let steady = writes_khala && !fault_active;
+                let steady = writes_khala && !fault_active && !refusal_seen;
                 self.observe_cycle(summary, steady, steady && quiescent, rolled_back);
             }
         }
@@ -531,6 +538,35 @@ mod tests {
         assert_eq!(evidence.mismatch_rate, Some(1.0 / 6.0));
         assert_eq!(evidence.khala_missing, Some(0));
         assert_eq!(evidence.lag_drift_p95, Some(3.0));
+    }
+
+    #[test]
+    fn cycles_after_a_refused_summary_are_no_steady_state() {
+        use crate::model::case::{CASE_SCHEMA, IdStyle, Start};
+        let mut trace = trace(vec![
+            (Step::AuditorCycle, Some(summary(2, 0, 0, 0, 0))),
+            (Step::Quiesce, Some(summary(2, 1, 1, 0, 1))),
+            (Step::AuditorCycle, Some(summary(2, 1, 1, 0, 1))),
+        ]);
+        trace[1].refused = vec!["runtime/codex_worker_summary:worker_0".to_owned()];
+        let case = Case {
+            schema: CASE_SCHEMA.to_owned(),
+            profile: khala_runtime::Profile::Hardened,
+            start: Start::new(SinkMode::Dual),
+            ids: IdStyle::Plain,
+            steps: Vec::new(),
+            origin: None,
+        };
+        let mut metrics = RunMetrics::default();
+        metrics.observe_played_case(&case, &trace);
+        assert_eq!(metrics.auditor.all.cycles, 3);
+        assert_eq!(
+            (
+                metrics.auditor.steady.cycles,
+                metrics.auditor.steady.mismatches
+            ),
+            (1, 0)
+        );
     }
 
     #[test]
