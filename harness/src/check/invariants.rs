@@ -2,7 +2,7 @@
 //! rather than stopping at the first; a divergence is a result, not an error.
 
 use crate::model::case::{EntityRef, Step};
-use crate::model::observation::{Observation, document_seq};
+use crate::model::observation::{JournalEntry, Observation, document_seq};
 use crate::oracle::{Oracle, convex_refusal, semantic_part};
 use khala_runtime::sink::convex_value::int_precision_lost;
 use serde_json::Value;
@@ -449,6 +449,10 @@ pub fn check_redelivery(
             "checkpoint",
             previous.checkpoints.get(&key) != current.checkpoints.get(&key),
         ),
+        (
+            "journal",
+            journal_rows(previous, &key) != journal_rows(current, &key),
+        ),
     ]
     .into_iter()
     .filter_map(|(part, changed)| changed.then_some(part))
@@ -466,6 +470,16 @@ pub fn check_redelivery(
         );
     }
     recorder.found
+}
+
+/// The journal rows of one document, in every topic, in watermark order.
+fn journal_rows<'a>(observation: &'a Observation, doc_key: &str) -> Vec<&'a JournalEntry> {
+    observation
+        .journal
+        .values()
+        .flatten()
+        .filter(|entry| entry.doc_key == doc_key)
+        .collect()
 }
 
 /// X6: the auditor cycle run after the catch-up at quiescence must report
@@ -620,8 +634,13 @@ pub fn check_quiescence(
             }
         }
         if refused {
-            // The checkpoint stays with the last document a store took.
+            // The checkpoint stays with the last document a store took, and
+            // a repair recorded before the refusal cannot complete.
             continue;
+        }
+        if current.pending_repairs.contains(&key) {
+            let detail = "a repair is still recorded after the catch-up at quiescence".to_owned();
+            recorder.record(CheckpointClass::RepairLeftPending, Some(&key), detail, None);
         }
         let runtime_seq = oracle.latest_seq(entity);
         match current.checkpoints.get(&key) {
@@ -1074,6 +1093,24 @@ mod tests {
     }
 
     #[test]
+    fn x2_catches_a_repair_left_pending_after_the_catch_up() {
+        let oracle = oracle(2, SinkMode::Dual);
+        let mut pending = consistent(&oracle);
+        assert_eq!(ids(&check_quiescence(&oracle, &pending, 0)), []);
+        pending.pending_repairs.insert(KEY.to_owned());
+        assert_eq!(
+            ids(&check_quiescence(&oracle, &pending, 0)),
+            [("X2", "repair_left_pending".into())]
+        );
+        // A repair of a document the oracle does not know is not judged.
+        let mut unknown = consistent(&oracle);
+        unknown
+            .pending_repairs
+            .insert("runtime/run_summary:elsewhere".to_owned());
+        assert_eq!(ids(&check_quiescence(&oracle, &unknown, 0)), []);
+    }
+
+    #[test]
     fn p3_catches_an_extra_or_missing_key() {
         let oracle = oracle(1, SinkMode::Dual);
         let observation = consistent(&oracle);
@@ -1140,6 +1177,22 @@ mod tests {
             "2026-02-19T20:05:00.000000Z".into();
         assert_eq!(
             ids(&check_redelivery(&oracle, entity, &before, &rewritten, 2)),
+            [("P4", "redelivery_not_idempotent".into())]
+        );
+        // The same document written again still journals it again: every
+        // lane is sent it once more.
+        let mut journaled = before.clone();
+        journaled
+            .journal
+            .entry("runtime.run_summaries".to_owned())
+            .or_default()
+            .push(JournalEntry {
+                watermark: 99,
+                doc_key: KEY.to_owned(),
+                doc_version: 2,
+            });
+        assert_eq!(
+            ids(&check_redelivery(&oracle, entity, &before, &journaled, 2)),
             [("P4", "redelivery_not_idempotent".into())]
         );
         // Not current before (the checkpoint lagged): a rewrite is expected.

@@ -97,7 +97,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "X2",
-        statement: "at quiescence every checkpoint is at the runtime's seq and its hash matches each store the sink mode writes",
+        statement: "at quiescence every checkpoint is at the runtime's seq and its hash matches each store the sink mode writes, and the catch-up left no failed projection recorded for repair",
         severity: Severity::Critical,
         phase: Phase::Quiescence,
         checked_by: None,
@@ -129,7 +129,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "P4",
-        statement: "redelivering an entity whose stores and checkpoint are current changes nothing (idempotent skip, no sink call)",
+        statement: "redelivering an entity whose stores and checkpoint are current changes nothing: no store, no checkpoint, no journal row (idempotent skip, no sink call)",
         severity: Severity::Warning,
         phase: Phase::EveryStep,
         checked_by: None,

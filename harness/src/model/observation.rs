@@ -1,9 +1,10 @@
 //! What the backends hold after a step, read in one pass: Khala read
-//! models, Convex documents, checkpoints and the journal. Plain data; the
+//! models, Convex documents, checkpoints, the journal and the runtime's
+//! pending repairs. Plain data; the
 //! invariants compare it with the oracle and with the previous observation.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One checkpoint row, as the invariants need it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -37,6 +38,10 @@ pub struct Observation {
     pub checkpoints: BTreeMap<String, CheckpointView>,
     /// The journal per topic, in watermark order.
     pub journal: BTreeMap<String, Vec<JournalEntry>>,
+    /// The `document_id` of each projection the runtime recorded as failed
+    /// and still means to repair (`runtime.projection_repairs`, hardened B1).
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub pending_repairs: BTreeSet<String>,
 }
 
 /// A document's `runtime_source.seq`, if it has one.

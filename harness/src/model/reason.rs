@@ -140,6 +140,8 @@ reason_family! {
             "the checkpoint's hash does not match the Khala document, so the checkpoint vouches for something else";
         ConvexHashMismatch => "X2", Critical, "convex_hash_mismatch",
             "the checkpoint's hash does not match the Convex document, so the checkpoint vouches for something else";
+        RepairLeftPending => "X2", Warning, "repair_left_pending",
+            "the catch-up repaired a failed projection but left it recorded, so every later catch-up projects it again and the backlog never drains";
     }
 }
 

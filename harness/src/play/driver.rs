@@ -1285,7 +1285,9 @@ fn observation_statement() -> String {
          (SELECT coalesce(json_agg(json_build_array(document_id, last_runtime_seq, projection_version, summary_hash)), '[]') \
           FROM runtime.convex_projection_checkpoints), \
          (SELECT coalesce(json_agg(json_build_array(topic, watermark, doc_key, doc_version) ORDER BY topic, watermark), '[]') \
-          FROM runtime.sync_stream_events)",
+          FROM runtime.sync_stream_events), \
+         (SELECT coalesce(json_agg(json_build_array(projection_name, entity_id)), '[]') \
+          FROM runtime.projection_repairs)",
         read_model(ProjectionKind::RunSummary),
         read_model(ProjectionKind::CodexWorkerSummary),
     )
@@ -1321,6 +1323,7 @@ fn read_convex_as_predicted(observation: &mut Observation, oracle: &Oracle) {
 type ReadModelRows = Json<Vec<(String, i64, serde_json::Value, Option<String>)>>;
 type CheckpointRows = Json<Vec<(String, i64, String, String)>>;
 type JournalRows = Json<Vec<(String, i64, String, i64)>>;
+type RepairRows = Json<Vec<(String, String)>>;
 
 /// Reads every store after a step: one SQL statement and one Convex query
 /// (it bypasses the proxy: observing must work during faults), both at once.
@@ -1335,9 +1338,16 @@ async fn observe(
     namespace: &str,
 ) -> Result<Observation, DriverError> {
     let statement = observation_statement();
-    let khala = sqlx::query_as::<_, (ReadModelRows, ReadModelRows, CheckpointRows, JournalRows)>(
-        sqlx::AssertSqlSafe(statement),
-    )
+    let khala = sqlx::query_as::<
+        _,
+        (
+            ReadModelRows,
+            ReadModelRows,
+            CheckpointRows,
+            JournalRows,
+            RepairRows,
+        ),
+    >(sqlx::AssertSqlSafe(statement))
     .fetch_one(&db.pool);
     let convex = async {
         match unchanged_convex {
@@ -1354,7 +1364,7 @@ async fn observe(
         }
     };
     let (khala, convex) = tokio::join!(khala, convex);
-    let (Json(runs), Json(workers), Json(checkpoints), Json(journal)) =
+    let (Json(runs), Json(workers), Json(checkpoints), Json(journal), Json(repairs)) =
         khala.map_err(|error| DriverError::postgres(step, error))?;
     let convex_error = |source| {
         DriverError::convex(
@@ -1429,6 +1439,15 @@ async fn observe(
                 doc_key,
                 doc_version,
             });
+    }
+    for (projection_name, entity_id) in repairs {
+        // A projection name the harness does not know is still a repair
+        // left pending; it keeps its raw name.
+        let document_id = match projection_name.parse::<ProjectionKind>() {
+            Ok(kind) => kind.document_id(&entity_id),
+            Err(_) => format!("{projection_name}:{entity_id}"),
+        };
+        observation.pending_repairs.insert(document_id);
     }
     Ok(observation)
 }
