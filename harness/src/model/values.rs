@@ -173,9 +173,10 @@ pub const WORKER_REGION: &str = "us-central1";
 
 const EXACT: i64 = 1 << 53;
 const BIG_INTEGERS: [i64; 6] = [EXACT - 1, EXACT, -EXACT, EXACT + 1, -(EXACT + 1), i64::MAX];
-/// The last is a tie of the short form: `0.0015` and `1.5e-3` are equally
-/// long, and spec §6.1 writes the plain one.
-const FLOATS: [f64; 6] = [0.5, -2.25, 0.1, 1.5e-7, 1.5e300, 0.0015];
+/// The last three are ties of the short form: `0.0015` and `1.5e-3` (and
+/// likewise the others) are equally long, and spec §6.1 writes the plain
+/// one. Three draws in eight are ties, so a short run meets one.
+const FLOATS: [f64; 8] = [0.5, -2.25, 0.1, 1.5e-7, 1.5e300, 0.0015, -0.0025, 0.0012];
 /// Levels of `extra`'s value: the metadata's nesting is one more, the
 /// summary's two more, the stored document's three more (14 to 17).
 const DEEP_LEVELS: [usize; 4] = [11, 12, 13, 14];
