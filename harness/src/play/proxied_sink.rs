@@ -67,14 +67,16 @@ impl ProjectionSink for ProxiedConvexSink {
         self.sink.is_transactional()
     }
 
+    /// The model sink's own entry point, as the projector calls it.
     async fn upsert(
         &self,
-        _: SinkContext<'_>,
+        context: SinkContext<'_>,
         kind: ProjectionKind,
         document_id: &str,
         summary: &Value,
     ) -> Result<(), SinkError> {
-        self.send(kind, document_id, summary).await
+        let upsert = self.sink.upsert(context, kind, document_id, summary);
+        self.unless_stranded(upsert).await
     }
 }
 
@@ -88,12 +90,20 @@ impl ProxiedConvexSink {
         summary: &Value,
     ) -> Result<(), SinkError> {
         let send = self.sink.send(kind, document_id, summary);
+        self.unless_stranded(send).await
+    }
+
+    /// `call`'s result, or `TIMED_OUT` as soon as its request is stranded.
+    async fn unless_stranded(
+        &self,
+        call: impl Future<Output = Result<(), SinkError>>,
+    ) -> Result<(), SinkError> {
         if self.link.answers() {
-            return send.await;
+            return call.await;
         }
         let stranded = self.link.stranded();
         tokio::select! {
-            result = send => result,
+            result = call => result,
             () = self.link.stranded_beyond(stranded) => Err(SinkError::HttpRequestFailed {
                 reason: TIMED_OUT.to_owned(),
             }),
