@@ -333,7 +333,16 @@ struct Builder {
 impl Builder {
     fn add_scenario(&mut self, summary: ScenarioSummary, findings: &[FindingInput]) {
         for finding in findings {
-            let Some(first) = finding.violations.first() else {
+            // The violation the finding is named after leads its story and
+            // its timeline; a case without an origin leads with its first.
+            let signature = finding.case.origin.as_ref();
+            let named = finding.violations.iter().find(|violation| {
+                signature.is_some_and(|origin| {
+                    origin.invariant == violation.invariant
+                        && origin.reason_class == violation.reason_class
+                })
+            });
+            let Some(first) = named.or(finding.violations.first()) else {
                 continue;
             };
             let finding_index = self.findings.len();
@@ -363,7 +372,12 @@ impl Builder {
                 reason_class,
                 profile: finding.case.profile,
                 case_file: finding.case_file.clone(),
-                explanation: explain(finding.case, finding.violations, timeline.as_ref()),
+                explanation: explain(
+                    finding.case,
+                    first,
+                    finding.violations.len(),
+                    timeline.as_ref(),
+                ),
                 timeline,
                 reproduced: finding.reproduced,
                 defect: None,

@@ -274,15 +274,14 @@ pub fn first_step(violation: &Violation, timeline: &Timeline) -> Option<usize> {
 }
 
 /// The prose of a finding: the steps in order, where the stores began to
-/// diverge, and why the invariant is broken.
-pub fn explain(case: &Case, violations: &[Violation], timeline: Option<&Timeline>) -> String {
-    let Some(first) = violations.first() else {
-        return format!(
-            "The {} case of {} steps shows no violation.",
-            case.profile,
-            case.steps.len()
-        );
-    };
+/// diverge, and why the invariant is broken, told by `first` (the
+/// violation the finding is named after) of the case's `count`.
+pub fn explain(
+    case: &Case,
+    first: &Violation,
+    count: usize,
+    timeline: Option<&Timeline>,
+) -> String {
     let mut text = format!(
         "Under the {} profile, starting with sink mode `{}`:\n",
         case.profile, case.start.sink_mode
@@ -315,11 +314,8 @@ pub fn explain(case: &Case, violations: &[Violation], timeline: Option<&Timeline
         first.reason_class.meaning(),
         first.detail
     ));
-    if violations.len() > 1 {
-        text.push_str(&format!(
-            " The case shows {} violation(s) in all.",
-            violations.len()
-        ));
+    if count > 1 {
+        text.push_str(&format!(" The case shows {count} violation(s) in all."));
     }
     text
 }
