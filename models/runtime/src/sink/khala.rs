@@ -33,17 +33,6 @@ pub enum PayloadMode {
     Pointer,
 }
 
-impl PayloadMode {
-    /// The original's normalisation: anything other than `pointer` is `inline`.
-    pub fn from_config(value: &str) -> Self {
-        if value == "pointer" {
-            PayloadMode::Pointer
-        } else {
-            PayloadMode::Inline
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct KhalaSink {
     payload_mode: PayloadMode,
