@@ -540,23 +540,29 @@ mod tests {
         assert_eq!(evidence.lag_drift_p95, Some(3.0));
     }
 
+    /// A hardened case with no steps, starting in `sink_mode`: what the
+    /// metrics read of a played case besides its trace.
+    fn hardened_case(sink_mode: SinkMode) -> Case {
+        use crate::model::case::{CASE_SCHEMA, IdStyle, Start};
+        Case {
+            schema: CASE_SCHEMA.to_owned(),
+            profile: khala_runtime::Profile::Hardened,
+            start: Start::new(sink_mode),
+            ids: IdStyle::Plain,
+            steps: Vec::new(),
+            origin: None,
+        }
+    }
+
     #[test]
     fn cycles_after_a_refused_summary_are_no_steady_state() {
-        use crate::model::case::{CASE_SCHEMA, IdStyle, Start};
         let mut trace = trace(vec![
             (Step::AuditorCycle, Some(summary(2, 0, 0, 0, 0))),
             (Step::Quiesce, Some(summary(2, 1, 1, 0, 1))),
             (Step::AuditorCycle, Some(summary(2, 1, 1, 0, 1))),
         ]);
         trace[1].refused = vec!["runtime/codex_worker_summary:worker_0".to_owned()];
-        let case = Case {
-            schema: CASE_SCHEMA.to_owned(),
-            profile: khala_runtime::Profile::Hardened,
-            start: Start::new(SinkMode::Dual),
-            ids: IdStyle::Plain,
-            steps: Vec::new(),
-            origin: None,
-        };
+        let case = hardened_case(SinkMode::Dual);
         let mut metrics = RunMetrics::default();
         metrics.observe_played_case(&case, &trace);
         assert_eq!(metrics.auditor.all.cycles, 3);
@@ -571,7 +577,7 @@ mod tests {
 
     #[test]
     fn cycles_without_khala_written_are_no_steady_state() {
-        use crate::model::case::{CASE_SCHEMA, IdStyle, RollbackSwitch, Start};
+        use crate::model::case::RollbackSwitch;
         let trace = trace(vec![
             (Step::AuditorCycle, Some(summary(2, 2, 2, 2, 1))),
             (
@@ -589,14 +595,7 @@ mod tests {
             ),
             (Step::Quiesce, Some(summary(2, 2, 0, 2, 3))),
         ]);
-        let case = Case {
-            schema: CASE_SCHEMA.to_owned(),
-            profile: khala_runtime::Profile::Hardened,
-            start: Start::new(SinkMode::ConvexOnly),
-            ids: IdStyle::Plain,
-            steps: Vec::new(),
-            origin: None,
-        };
+        let case = hardened_case(SinkMode::ConvexOnly);
         let mut metrics = RunMetrics::default();
         metrics.observe_played_case(&case, &trace);
         assert_eq!(metrics.auditor.all.cycles, 3);
