@@ -7,6 +7,7 @@ use crate::model::reason::ReasonClass;
 use khala_runtime::sink::PayloadMode;
 use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
 
 pub use crate::model::values::{Text, TextKind, ValueKind};
 
@@ -56,6 +57,12 @@ pub struct Start {
     /// lane must fetch the document over HTTP.
     #[serde(default, skip_serializing_if = "is_inline")]
     pub payload_mode: PayloadMode,
+    /// The sync server's `khala_sync_replay_batch_size` (spec §7.4, §12):
+    /// the most journal rows one `update_batch` carries, 200 unless given.
+    /// A smaller size splits replays into batches whose last one alone
+    /// says `replay_complete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_batch_size: Option<NonZeroU32>,
 }
 
 fn is_inline(mode: &PayloadMode) -> bool {
@@ -70,6 +77,7 @@ impl Start {
             rollout_stage: None,
             shipped_clients: Vec::new(),
             payload_mode: PayloadMode::Inline,
+            replay_batch_size: None,
         }
     }
 }

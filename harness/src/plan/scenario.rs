@@ -15,6 +15,7 @@ use khala_runtime::{Profile, SinkMode};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -122,6 +123,10 @@ pub struct StartSpec {
     /// drawn (the RNG stream of scenarios without it is unchanged).
     #[serde(default)]
     pub payload_modes: BTreeMap<PayloadMode, u32>,
+    /// The sync server's replay batch size every case is deployed with
+    /// (`Start::replay_batch_size`); absent: the default, 200.
+    #[serde(default)]
+    pub replay_batch_size: Option<NonZeroU32>,
 }
 
 impl Default for StartSpec {
@@ -132,6 +137,7 @@ impl Default for StartSpec {
             rollout_stage: None,
             shipped_clients: Vec::new(),
             payload_modes: BTreeMap::new(),
+            replay_batch_size: None,
         }
     }
 }
@@ -142,6 +148,7 @@ impl StartSpec {
             flags: self.flags,
             rollout_stage: self.rollout_stage,
             shipped_clients: self.shipped_clients.clone(),
+            replay_batch_size: self.replay_batch_size,
             ..Start::new(self.sink_mode)
         }
     }
@@ -1340,6 +1347,12 @@ quiesce = 1
             10,
             "start.payload_modes",
             "all weights of `payload_modes` are zero",
+        );
+        check(
+            &format!("{GOOD}[start]\nreplay_batch_size = 0\n"),
+            10,
+            "start.replay_batch_size",
+            "nonzero",
         );
         check(
             &format!("{GOOD}[invariants]\nexclude = [\"P1\",\n  \"Q7\"]\n"),

@@ -55,6 +55,7 @@ use khala_runtime::sync::{SyncConfig, SyncServer, SyncServerHandle};
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -112,6 +113,8 @@ pub struct Delivery {
     clock: Arc<ManualClock>,
     /// Surfaces whose users also run the shipped client.
     shipped_clients: Vec<Surface>,
+    /// The server's replay batch size, when the case sets one.
+    replay_batch_size: Option<NonZeroU32>,
     /// Planted retention defects of the sync server, tests only.
     planted_runtime: khala_runtime::PlantedDefects,
     /// The runtime's notifier: the server hears it.
@@ -548,6 +551,7 @@ impl Delivery {
             pool,
             clock,
             shipped_clients: start.shipped_clients.clone(),
+            replay_batch_size: start.replay_batch_size,
             planted_runtime,
             running: None,
         }
@@ -619,10 +623,14 @@ impl Delivery {
             return Ok(());
         }
         // A profile only picks the switches, and they are the case's.
+        let defaults = SyncConfig::new(Profile::Hardened);
         let config = SyncConfig {
             switches: self.switches.runtime,
             planted: self.planted_runtime,
-            ..SyncConfig::new(Profile::Hardened)
+            replay_batch_size: self
+                .replay_batch_size
+                .map_or(defaults.replay_batch_size, |size| i64::from(size.get())),
+            ..defaults
         };
         let notifier = self.notifier.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
