@@ -224,6 +224,13 @@ async fn b5_hardened_builds_under_the_lock_and_keeps_the_latest_row_data() {
 
 /// B6: two concurrent first projections of one entity, held at a rendezvous
 /// inside the sink. Returns (sink calls, results).
+/// Whether the original raised this out of the projector (instead of
+/// returning `{:error, _}`), so it reached the caller of `append_event`
+/// although the event had committed (spec §2.7, B6).
+fn raised(error: &ProjectionError) -> bool {
+    matches!(error, ProjectionError::CheckpointWriteFailed { .. })
+}
+
 async fn first_projection_race(profile: Profile) -> (usize, Vec<Result<WriteResult, bool>>) {
     let env = Env::new().await;
     let runtime = fixtures::runtime(env.pool(), profile, SinkMode::KhalaOnly);
@@ -248,7 +255,7 @@ async fn first_projection_race(profile: Profile) -> (usize, Vec<Result<WriteResu
         .map(|result| {
             result
                 .map(|outcome| outcome.write)
-                .map_err(|error| error.raised())
+                .map_err(|error| raised(&error))
         })
         .collect();
     let calls = rendezvous.calls.load(Ordering::SeqCst);

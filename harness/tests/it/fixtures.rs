@@ -308,6 +308,15 @@ pub async fn checkpoint(
     kind: ProjectionKind,
     entity_id: &str,
 ) -> Option<khala_runtime::checkpoint::Checkpoint> {
-    let mut conn = support::ok(pool.acquire().await);
-    support::ok(khala_runtime::checkpoint::fetch(&mut conn, kind, entity_id).await)
+    // Unlocked: the projector's own read locks the row (`select_for_update`).
+    support::ok(
+        sqlx::query_as(
+            "SELECT * FROM runtime.convex_projection_checkpoints \
+             WHERE projection_name = $1 AND entity_id = $2",
+        )
+        .bind(kind.name())
+        .bind(entity_id)
+        .fetch_optional(pool)
+        .await,
+    )
 }

@@ -148,19 +148,6 @@ pub async fn select_for_update(
     .await
 }
 
-/// Reads a checkpoint without locking (for observers).
-pub async fn fetch(
-    conn: &mut PgConnection,
-    kind: ProjectionKind,
-    entity_id: &str,
-) -> Result<Option<Checkpoint>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM runtime.convex_projection_checkpoints WHERE projection_name = $1 AND entity_id = $2")
-        .bind(kind.name())
-        .bind(entity_id)
-        .fetch_optional(conn)
-        .await
-}
-
 /// How a checkpoint is stored after a successful sink call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreMode {

@@ -100,13 +100,6 @@ impl ProjectionError {
             ProjectionError::Database { .. } | ProjectionError::Authority { .. } => "error".into(),
         }
     }
-
-    /// Whether the original raised this out of the projector (instead of
-    /// returning `{:error, _}`), so it reached the caller of `append_event`
-    /// although the event had committed (spec §2.7, B6).
-    pub fn raised(&self) -> bool {
-        matches!(self, ProjectionError::CheckpointWriteFailed { .. })
-    }
 }
 
 /// A projection between its two phases. In the original (B5) the summary is

@@ -67,10 +67,7 @@ impl ConvexHttp {
         }
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
+    /// The request timeout the client was built with (the unit tests').
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -579,7 +576,11 @@ mod tests {
     fn base_url_and_key_are_normalised_and_the_timeout_defaults() {
         let http = ConvexHttp::new("  http://h:1/// ", "  ", 0);
         assert_eq!(
-            (http.base_url(), http.admin_key.as_str(), http.timeout),
+            (
+                http.base_url.as_str(),
+                http.admin_key.as_str(),
+                http.timeout()
+            ),
             ("http://h:1", "", Duration::from_millis(2500))
         );
         assert_eq!(

@@ -109,29 +109,6 @@ pub async fn fetch_batch(
     Ok(Batch { events, next, head })
 }
 
-/// The lowest watermark of `topic` still in the journal.
-pub async fn oldest(
-    executor: impl PgExecutor<'_>,
-    topic: &str,
-) -> Result<Option<i64>, ReplayError> {
-    sqlx::query_scalar("SELECT MIN(watermark) FROM runtime.sync_stream_events WHERE topic = $1")
-        .bind(topic)
-        .fetch_one(executor)
-        .await
-        .map_err(failed("read the oldest watermark", topic))
-}
-
-/// The highest watermark of `topic` in the journal, 0 when empty.
-pub async fn head(executor: impl PgExecutor<'_>, topic: &str) -> Result<i64, ReplayError> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(MAX(watermark), 0)::bigint FROM runtime.sync_stream_events WHERE topic = $1",
-    )
-    .bind(topic)
-    .fetch_one(executor)
-    .await
-    .map_err(failed("read the head watermark", topic))
-}
-
 /// What the stale rule needs to know about a topic, read in one statement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct TopicBounds {
