@@ -285,7 +285,9 @@ impl Oracle {
                 truth.status = "stopped";
             }
             Step::SwitchSinkMode { mode } => self.sink_mode = *mode,
-            Step::RunRetention | Step::RunRetentionAtRow { .. } => self.retention_runs += 1,
+            Step::RunRetention | Step::RunRetentionAtRow { .. } | Step::RunRetentionAtCursor => {
+                self.retention_runs += 1
+            }
             Step::RemoveEvents { entity, count } => {
                 if let Some((events, removed)) = self.events_mut(*entity) {
                     remove_below_newest(events, removed, *count);

@@ -498,6 +498,15 @@ pub enum Step {
     RunRetentionAtRow {
         rank: u8,
     },
+    /// The retention job runs with its cutoff exactly on the first journal
+    /// row of the worker topic that the lane furthest behind has not
+    /// received (the lowest worker-topic watermark of any lane): the job
+    /// prunes exactly through that lane's cursor, so its next subscribe
+    /// sends a cursor equal to the retention floor, the boundary of the
+    /// stale rule (spec §7.5). When every lane holds the whole journal, or
+    /// that row is older than the job could keep, the job runs at the
+    /// current time.
+    RunRetentionAtCursor,
     /// An operator removes event rows of an entity from the authority
     /// tables, then re-projects it with `reproject` (spec §10): up to
     /// `count` of the rows just below its newest one, which always stays.
@@ -639,11 +648,12 @@ pub enum ActionKind {
     ShippedClientReload,
     EventGap,
     CreateWorker,
+    RetentionAtCursor,
 }
 
 impl ActionKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ActionKind; 23] = [
+    pub const ALL: [ActionKind; 24] = [
         ActionKind::RunEvent,
         ActionKind::WorkerEvent,
         ActionKind::DuplicateDelivery,
@@ -667,6 +677,7 @@ impl ActionKind {
         ActionKind::ShippedClientReload,
         ActionKind::EventGap,
         ActionKind::CreateWorker,
+        ActionKind::RetentionAtCursor,
     ];
 
     /// The name scenario files use.
@@ -695,6 +706,7 @@ impl ActionKind {
             ActionKind::ShippedClientReload => "shipped_client_reload",
             ActionKind::EventGap => "event_gap",
             ActionKind::CreateWorker => "create_worker",
+            ActionKind::RetentionAtCursor => "retention_at_cursor",
         }
     }
 
@@ -759,6 +771,7 @@ impl Step {
             Step::Rollback { .. } => ActionKind::Rollback,
             Step::AuditorCycle => ActionKind::AuditorCycle,
             Step::RunRetention | Step::RunRetentionAtRow { .. } => ActionKind::Retention,
+            Step::RunRetentionAtCursor => ActionKind::RetentionAtCursor,
             Step::RemoveEvents { .. } => ActionKind::EventGap,
             Step::DisconnectClient { .. } | Step::ReconnectClient { .. } => {
                 ActionKind::ClientReconnect
@@ -883,6 +896,10 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Step>(text).unwrap(),
             Step::RunRetentionAtRow { rank: 3 }
+        );
+        assert_eq!(
+            serde_json::from_str::<Step>(r#"{"action":"run_retention_at_cursor"}"#).unwrap(),
+            Step::RunRetentionAtCursor
         );
     }
 

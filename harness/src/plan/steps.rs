@@ -213,6 +213,7 @@ pub fn steps_of(kind: ActionKind, draws: &Draws, corners: &CornerBounds) -> Boxe
             2 => (0..=corners.cutoff_rank_max).prop_map(|rank| Step::RunRetentionAtRow { rank }),
         ]
         .boxed(),
+        ActionKind::RetentionAtCursor => Just(Step::RunRetentionAtCursor).boxed(),
         ActionKind::EventGap => (entity(), 1..=corners.events_removed_max.max(1))
             .prop_map(|(entity, count)| Step::RemoveEvents { entity, count })
             .boxed(),

@@ -574,9 +574,20 @@ impl Delivery {
         };
         running.truth = read_truth(&pool, &running.truth, index).await?;
         match step {
-            Step::RunRetention => running.retain(&pool, &clock, None, index).await?,
+            Step::RunRetention => {
+                running
+                    .retain(&pool, &clock, Cutoff::PastEveryRow, index)
+                    .await?
+            }
             Step::RunRetentionAtRow { rank } => {
-                running.retain(&pool, &clock, Some(*rank), index).await?;
+                running
+                    .retain(&pool, &clock, Cutoff::OnRow(*rank), index)
+                    .await?;
+            }
+            Step::RunRetentionAtCursor => {
+                running
+                    .retain(&pool, &clock, Cutoff::OnLowestCursor, index)
+                    .await?;
             }
             Step::DisconnectClient { surface } => {
                 running.offline.insert(*surface);
@@ -1052,11 +1063,12 @@ impl Running {
         })
     }
 
-    /// `RunRetention` (`rank` none): the clock jumps a horizon (and a
-    /// second) ahead, so every row inserted so far is older than the
-    /// cutoff. `RunRetentionAtRow`: the clock moves to the chosen row's
-    /// `inserted_at` plus the horizon (`boundary_row`), so the cutoff lands
-    /// exactly on it. The job runs at once, at the time the harness set;
+    /// `RunRetention` (`Cutoff::PastEveryRow`): the clock jumps a horizon
+    /// (and a second) ahead, so every row inserted so far is older than the
+    /// cutoff. `RunRetentionAtRow` and `RunRetentionAtCursor`: the clock
+    /// moves to the chosen row's `inserted_at` plus the horizon
+    /// (`boundary_row`, `row_after_cursor`), so the cutoff lands exactly on
+    /// it. The job runs at once, at the time the harness set;
     /// the harness records the cutoff it expects (`now − horizon` of its
     /// own clock), which R1 judges the job by. Then the surfaces' timers
     /// that ran meanwhile fire (hardened lanes heartbeat, polling lanes and
@@ -1065,7 +1077,7 @@ impl Running {
         &mut self,
         pool: &PgPool,
         clock: &Arc<ManualClock>,
-        rank: Option<u8>,
+        cutoff: Cutoff,
         index: usize,
     ) -> Result<(), StepError> {
         let before = read_stamps(pool, index).await?;
@@ -1080,10 +1092,21 @@ impl Running {
             self.note_liveness(clock.now());
         }
         let now = clock.peek();
-        let run_at = match rank {
-            None => now + horizon + TimeDelta::seconds(1),
-            Some(rank) => boundary_row(&before, (now - horizon).naive_utc(), rank)
-                .map_or(now, |row| row.and_utc() + horizon),
+        let earliest = (now - horizon).naive_utc();
+        let row = match cutoff {
+            Cutoff::PastEveryRow => None,
+            Cutoff::OnRow(rank) => boundary_row(&before, earliest, rank),
+            Cutoff::OnLowestCursor => self
+                .lanes
+                .iter()
+                .filter_map(|lane| lane.lane.watermark(WORKER_TOPIC))
+                .min()
+                .and_then(|cursor| row_after_cursor(&before, earliest, cursor)),
+        };
+        let run_at = match (cutoff, row) {
+            (Cutoff::PastEveryRow, _) => now + horizon + TimeDelta::seconds(1),
+            (_, Some(row)) => row.and_utc() + horizon,
+            (_, None) => now,
         };
         let jump = run_at - now;
         if liveness_noted {
@@ -1413,6 +1436,33 @@ async fn read_truth(
         .collect())
 }
 
+/// Where a retention step puts the job's cutoff (`Running::retain`).
+#[derive(Clone, Copy, Debug)]
+enum Cutoff {
+    PastEveryRow,
+    /// On the row of this rank (`boundary_row`).
+    OnRow(u8),
+    /// On the row after the lowest worker-topic watermark of any lane
+    /// (`row_after_cursor`).
+    OnLowestCursor,
+}
+
+/// The `inserted_at` of the worker topic's first journal row above
+/// `cursor`, if the job could still keep it (inserted at or after
+/// `earliest`): a cutoff there prunes exactly the rows up to the cursor.
+fn row_after_cursor(
+    stamps: &[JournalStamp],
+    earliest: NaiveDateTime,
+    cursor: i64,
+) -> Option<NaiveDateTime> {
+    stamps
+        .iter()
+        .filter(|stamp| stamp.topic == WORKER_TOPIC && stamp.watermark > cursor)
+        .min_by_key(|stamp| stamp.watermark)
+        .map(|stamp| stamp.inserted_at)
+        .filter(|inserted_at| *inserted_at >= earliest)
+}
+
 /// The journal row a `RunRetentionAtRow` of `rank` lands its cutoff on:
 /// the `rank`-th oldest of the rows inserted at or after `earliest` (the
 /// cutoff a run now would have; older rows are pruned by any run from now
@@ -1472,5 +1522,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_cursor_cutoff_lands_on_the_first_worker_row_above_the_cursor() {
+        let at = |seconds: i64| {
+            chrono::DateTime::from_timestamp(1_000 + seconds, 0)
+                .expect("in range")
+                .naive_utc()
+        };
+        let stamp = |topic: &str, watermark, seconds| JournalStamp {
+            topic: topic.to_owned(),
+            watermark,
+            inserted_at: at(seconds),
+        };
+        let stamps = [
+            stamp(WORKER_TOPIC, 1, 1),
+            stamp(WORKER_TOPIC, 2, 2),
+            stamp("runtime.run_summaries", 3, 3),
+            stamp(WORKER_TOPIC, 4, 4),
+            stamp(WORKER_TOPIC, 3, 5),
+        ];
+        // The row after cursor 2 is watermark 3 (not the older-stamped
+        // 4, and not the run topic's 3).
+        assert_eq!(row_after_cursor(&stamps, at(0), 2), Some(at(5)));
+        assert_eq!(row_after_cursor(&stamps, at(0), 0), Some(at(1)));
+        // A lane at the head: no row to land on.
+        assert_eq!(row_after_cursor(&stamps, at(0), 4), None);
+        // The row is older than the job could keep: none.
+        assert_eq!(row_after_cursor(&stamps, at(6), 2), None);
     }
 }

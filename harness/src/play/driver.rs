@@ -1151,6 +1151,7 @@ async fn apply(
         }
         | Step::RunRetention
         | Step::RunRetentionAtRow { .. }
+        | Step::RunRetentionAtCursor
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer

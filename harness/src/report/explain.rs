@@ -123,6 +123,10 @@ pub fn describe_step(step: &Step) -> String {
         Step::RunRetentionAtRow { rank } => format!(
             "the retention job runs with its cutoff exactly on the journal row of rank {rank}"
         ),
+        Step::RunRetentionAtCursor => {
+            "the retention job prunes exactly through the cursor of the lane furthest behind"
+                .to_owned()
+        }
         Step::RemoveEvents { entity, count } => format!(
             "an operator removes up to {count} event rows of {} below its newest, then reprojects it",
             entity_name(*entity)

@@ -117,6 +117,7 @@ fn marker_of(step: &Step) -> Option<Marker> {
         Step::AuditorCycle => Marker::Auditor,
         Step::RunRetention
         | Step::RunRetentionAtRow { .. }
+        | Step::RunRetentionAtCursor
         | Step::DisconnectClient { .. }
         | Step::ReconnectClient { .. }
         | Step::RestartSyncServer
@@ -603,6 +604,7 @@ pub fn short_label(step: &Step) -> String {
         Step::AuditorCycle => "audit".to_owned(),
         Step::RunRetention => "retention".to_owned(),
         Step::RunRetentionAtRow { rank } => format!("retention @{rank}"),
+        Step::RunRetentionAtCursor => "retention @cursor".to_owned(),
         Step::RemoveEvents {
             entity: target,
             count,
