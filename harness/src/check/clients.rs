@@ -45,6 +45,9 @@ pub fn check_clients(
         // surface constructs none), so what it would show is nobody's
         // view: a reload replaces it with one that never starts.
         let in_use = lane.kind == LaneKind::Today || lane.source == LaneSource::Khala;
+        if in_use {
+            check_view_flicker(&mut recorder, lane);
+        }
         if let Some(before) = before.filter(|_| in_use) {
             check_view_monotone(&mut recorder, before, lane);
             check_watermark_monotone(&mut recorder, before, lane);
@@ -106,6 +109,25 @@ fn check_flags_read(recorder: &mut Recorder<'_>, oracle: &Oracle, clients: &Clie
             );
             recorder.record(LaneClass::LaneFlagMisread, None, detail, None);
         }
+    }
+}
+
+/// X4 within the step: no batch showed a document at a lower version than
+/// it showed before (a flicker a later batch of the same step may hide).
+fn check_view_flicker(recorder: &mut Recorder<'_>, lane: &LaneObservation) {
+    for regression in &lane.regressed_in_step {
+        let detail = format!(
+            "a batch put the {} back from version {} to {} during the step",
+            lane_name(lane),
+            regression.from,
+            regression.to
+        );
+        recorder.record(
+            LaneClass::ViewRegressed,
+            Some(&regression.doc_key),
+            detail,
+            None,
+        );
     }
 }
 
@@ -499,6 +521,7 @@ mod tests {
         CachedDocument, DeliveryRun, JournalStamp, SubscribeAttempt, TopicTruth,
     };
     use chrono::{DateTime, NaiveDateTime};
+    use khala_clients::lane::ViewRegression;
     use khala_runtime::SinkMode;
     use serde_json::Value;
 
@@ -557,6 +580,7 @@ mod tests {
                 },
             )]
             .into(),
+            regressed_in_step: Vec::new(),
             deliveries: Vec::new(),
             subscribes: Vec::new(),
             liveness_gap_seconds: None,
@@ -789,6 +813,18 @@ mod tests {
         assert!(
             found.contains(&("X4", "view_lost_document".into())),
             "{found:?}"
+        );
+        // A flicker during the step, hidden again by its end, even on the
+        // step that started the lane (no observation before it).
+        let mut flickered = lane(&document, 2);
+        flickered.regressed_in_step.push(ViewRegression {
+            doc_key: KEY.into(),
+            from: 2,
+            to: 1,
+        });
+        assert_eq!(
+            check(&oracle, &observation, None, &clients(vec![flickered])),
+            [("X4", "view_regressed".into())]
         );
     }
 

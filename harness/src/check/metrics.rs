@@ -636,6 +636,7 @@ mod tests {
             view: BTreeMap::new(),
             documents: BTreeMap::new(),
             cache: BTreeMap::new(),
+            regressed_in_step: Vec::new(),
             liveness_gap_seconds: None,
             deliveries: vec![DeliveryRun {
                 from: None,

@@ -177,7 +177,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "X4",
-        statement: "no client lane's view of a document ever moves backwards in seq or loses the document (a shipped client whose flag is off is not in use, spec §9.1, and shows nobody anything)",
+        statement: "no client lane's view of a document ever moves backwards in seq or loses the document, nor does any batch during a step show it at a lower version than before (a shipped client whose flag is off is not in use, spec §9.1, and shows nobody anything)",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: None,

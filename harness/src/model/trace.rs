@@ -7,6 +7,7 @@ use crate::model::case::{ClientUser, Step, Surface};
 use crate::model::observation::Observation;
 use crate::model::violation::Violation;
 use chrono::NaiveDateTime;
+use khala_clients::lane::ViewRegression;
 use khala_runtime::auditor::CycleSummary;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -145,6 +146,10 @@ pub struct LaneObservation {
     /// The doc cache, for every document the view or the read model holds.
     #[serde(skip)]
     pub cache: BTreeMap<String, CachedDocument>,
+    /// Documents a batch showed at a lower version than before during the
+    /// step (a flicker the view after the step may no longer show).
+    #[serde(skip)]
+    pub regressed_in_step: Vec<ViewRegression>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<DeliveryRun>,
     #[serde(skip_serializing_if = "Vec::is_empty")]

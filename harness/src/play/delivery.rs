@@ -37,7 +37,7 @@ use crate::oracle::Oracle;
 use crate::play::error::{Component, DriverError, StepError};
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use khala_clients::apply::{CachedDoc, ViewRow};
-use khala_clients::lane::WORKER_TOPIC;
+use khala_clients::lane::{ViewRegression, WORKER_TOPIC};
 use khala_clients::{
     ClientError, ClientLane, ClientSwitches, HydrationReadPath, LaneConfig, LaneStats,
     LegacyReadPath, MemoryWatermarkStore, PersistedWatermarkStore, ShippedConfig, ShippedLane,
@@ -242,6 +242,15 @@ impl LaneModel {
         }
     }
 
+    /// What batches showed lower than before since the last observation;
+    /// none for shipped lanes, whose view the surface above them owns.
+    fn take_view_regressions(&mut self) -> Vec<ViewRegression> {
+        match self {
+            LaneModel::Today(lane) => lane.take_view_regressions(),
+            LaneModel::Shipped(_) => Vec::new(),
+        }
+    }
+
     fn rows(&self) -> BTreeMap<String, ViewRow> {
         match self {
             LaneModel::Today(lane) => lane.rows().clone(),
@@ -440,6 +449,7 @@ impl Lane {
                 .map(|(doc_key, row)| (doc_key.clone(), row.payload.clone()))
                 .collect(),
             cache,
+            regressed_in_step: self.lane.take_view_regressions(),
             deliveries: std::mem::take(&mut self.deliveries),
             subscribes: std::mem::take(&mut self.subscribes),
             liveness_gap_seconds: self.liveness_gap.take().map(|gap| gap.num_seconds()),

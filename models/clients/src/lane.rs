@@ -267,9 +267,21 @@ pub struct ClientLane {
     http: reqwest::Client,
     flag: bool,
     rows: BTreeMap<String, ViewRow>,
+    /// Documents a batch put back to a lower version than they showed,
+    /// since the last `take_view_regressions`: what the user saw between
+    /// two observations, which a later batch may have hidden again.
+    regressed: Vec<ViewRegression>,
     cache: ClientCache,
     socket: Option<Socket>,
     stats: LaneStats,
+}
+
+/// A document a batch showed at a lower version than it showed before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewRegression {
+    pub doc_key: String,
+    pub from: i64,
+    pub to: i64,
 }
 
 impl std::fmt::Debug for ClientLane {
@@ -316,6 +328,7 @@ impl ClientLane {
             http,
             flag,
             rows: BTreeMap::new(),
+            regressed: Vec::new(),
             cache,
             socket: None,
             stats: LaneStats::default(),
@@ -360,6 +373,11 @@ impl ClientLane {
 
     pub fn rows(&self) -> &BTreeMap<String, ViewRow> {
         &self.rows
+    }
+
+    /// The view regressions batches made since the last call.
+    pub fn take_view_regressions(&mut self) -> Vec<ViewRegression> {
+        std::mem::take(&mut self.regressed)
     }
 
     /// The client's doc cache (§7.9), separate from what the UI shows.
@@ -827,6 +845,11 @@ impl ClientLane {
         let topic = updates.first().map(|update| update.topic.clone());
         let reloaded = !self.config.switches.planted_pointer_batch_merged
             && updates.iter().any(Update::needs_hydration);
+        let shown: BTreeMap<String, i64> = self
+            .rows
+            .iter()
+            .map(|(doc_key, row)| (doc_key.clone(), row.doc_version))
+            .collect();
         if reloaded {
             self.reload_over_http(&[]).await?;
         } else {
@@ -849,6 +872,17 @@ impl ClientLane {
                 &merged,
                 !self.config.switches.b13_ui_merge_ignores_version,
             );
+        }
+        for (doc_key, row) in &self.rows {
+            if let Some(&from) = shown.get(doc_key)
+                && row.doc_version < from
+            {
+                self.regressed.push(ViewRegression {
+                    doc_key: doc_key.clone(),
+                    from,
+                    to: row.doc_version,
+                });
+            }
         }
         Ok(LaneEvent::Batch {
             topic,
