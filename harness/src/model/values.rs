@@ -33,7 +33,8 @@ pub enum ValueKind {
     Nulls,
     /// Integers just below, at and above 2^53, both signs.
     BigIntegers,
-    /// Fractional, tiny and huge floats.
+    /// Fractional, tiny and huge floats, alone and in an array beside an
+    /// integral one (`2.0`).
     Floats,
     /// A negative zero (Postgres keeps it as `0.0`).
     NegativeZero,
@@ -142,7 +143,12 @@ impl ValueKind {
             ][variant]
                 .clone(),
             ValueKind::BigIntegers => json!({"count": BIG_INTEGERS[variant]}),
-            ValueKind::Floats => json!({"ratio": FLOATS[variant]}),
+            // Also in an array, beside an integral float: Convex holds
+            // `2.0` as the Float64 2 and exports it as `2.0`, which reads
+            // back as the integer 2, in arrays as anywhere.
+            ValueKind::Floats => {
+                json!({"ratio": FLOATS[variant], "ratios": [FLOATS[variant], 2.0]})
+            }
             ValueKind::NegativeZero => json!({"offset": -0.0}),
             // The metadata object is one level above `extra`'s value, the
             // summary one above it and Convex's stored document (`{document_id,
