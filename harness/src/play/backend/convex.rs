@@ -85,6 +85,10 @@ const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 const LOCAL_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// The front closes its connections and exits at once on SIGTERM (at most 1 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a pause or unpause waits out Docker's state catching up (see
+/// `until_settled`), and how often it tries.
+const STATE_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+const STATE_SETTLE_INTERVAL: Duration = Duration::from_millis(20);
 /// Where a container front keeps its journal of committed mutations.
 const CONTAINER_JOURNAL: &str = "/tmp/convex-journal.jsonl";
 const REAP_TIMEOUT_IN_DROP: Duration = Duration::from_secs(2);
@@ -701,8 +705,7 @@ impl ConvexBackend {
         match &self.server {
             Server::Container(pod) => {
                 let container = self.front("pause", pod)?;
-                container
-                    .pause()
+                until_settled(STATE_SETTLE_TIMEOUT, || container.pause())
                     .await
                     .map_err(|source| control_error("pause", container, source))
             }
@@ -715,8 +718,7 @@ impl ConvexBackend {
         match &self.server {
             Server::Container(pod) => {
                 let container = self.front("unpause", pod)?;
-                container
-                    .unpause()
+                until_settled(STATE_SETTLE_TIMEOUT, || container.unpause())
                     .await
                     .map_err(|source| control_error("unpause", container, source))
             }
@@ -941,6 +943,47 @@ impl Drop for ConvexBackend {
         }
         // Local fronts are killed in `LocalFront::drop`, after this.
     }
+}
+
+/// Runs a pause or unpause again while Docker refuses it with 409 for a
+/// state that is not yet true. Docker sets `Paused` when the call returns,
+/// and again when containerd's event for it arrives, which can be after the
+/// opposite call: a pause right after an unpause is then refused as
+/// "already paused" although the front runs, until the resume's own event
+/// puts the state right (moby `daemon/monitor.go`, `EventPaused`). Any other
+/// error, or a conflict that outlasts `timeout`, is returned.
+async fn until_settled<F, Fut>(timeout: Duration, mut call: F) -> Result<(), TestcontainersError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), TestcontainersError>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match call().await {
+            Err(error) if is_state_conflict(&error) && Instant::now() < deadline => {
+                tracing::debug!(%error, "docker state not settled yet; trying again");
+                tokio::time::sleep(STATE_SETTLE_INTERVAL).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn is_state_conflict(error: &TestcontainersError) -> bool {
+    use testcontainers::bollard::errors::Error::DockerResponseServerError;
+    use testcontainers::core::error::ClientError::{PauseContainer, UnpauseContainer};
+    matches!(
+        error,
+        TestcontainersError::Client(
+            PauseContainer(DockerResponseServerError {
+                status_code: 409,
+                ..
+            }) | UnpauseContainer(DockerResponseServerError {
+                status_code: 409,
+                ..
+            })
+        )
+    )
 }
 
 fn control_error(
@@ -1516,6 +1559,48 @@ async fn forward_stderr(stderr: impl AsyncRead + Unpin, pid: u32, tail: Arc<Mute
 mod tests {
     use super::*;
     use crate::play::backend::postgres::{ENV_BACKEND, ENV_REQUIRE_CONTAINERS};
+
+    /// Only Docker's 409 to a pause or unpause is waited out; a pause that
+    /// keeps being refused returns the refusal after the settle timeout, and
+    /// any other failure at once.
+    #[tokio::test]
+    async fn a_pause_refused_as_a_state_conflict_is_tried_again_until_docker_settles() {
+        use testcontainers::bollard::errors::Error as Bollard;
+        use testcontainers::core::error::ClientError;
+        let refused = |status_code| {
+            TestcontainersError::Client(ClientError::PauseContainer(
+                Bollard::DockerResponseServerError {
+                    status_code,
+                    message: "Container abc is already paused".to_owned(),
+                },
+            ))
+        };
+        const TIMEOUT: Duration = Duration::from_millis(100);
+        let calls = AtomicU32::new(0);
+        let settles_on_third = until_settled(TIMEOUT, || async {
+            match calls.fetch_add(1, Ordering::Relaxed) {
+                0 | 1 => Err(refused(409)),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(settles_on_third.is_ok(), "{settles_on_third:?}");
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+
+        let started = Instant::now();
+        let never_settles = until_settled(TIMEOUT, || async { Err(refused(409)) }).await;
+        assert!(is_state_conflict(&never_settles.unwrap_err()));
+        assert!(started.elapsed() >= TIMEOUT);
+
+        calls.store(0, Ordering::Relaxed);
+        let other = until_settled(TIMEOUT, || async {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Err(refused(500))
+        })
+        .await;
+        assert!(other.is_err_and(|error| !is_state_conflict(&error)));
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "a 500 is not tried again");
+    }
 
     #[test]
     fn the_udf_failure_status_is_200_or_560_and_anything_else_is_refused_naming_it() {
