@@ -31,7 +31,8 @@ pub enum ValueKind {
     Empty,
     /// Nulls in nullable places.
     Nulls,
-    /// Integers just below, at and above 2^53, both signs.
+    /// Integers just below, at and above 2^53, both signs, alone and in an
+    /// array.
     BigIntegers,
     /// Fractional, tiny and huge floats, alone and in an array beside an
     /// integral one (`2.0`).
@@ -142,7 +143,10 @@ impl ValueKind {
                 json!({"tags": [null, "a"], "extra": {"x": null}}),
             ][variant]
                 .clone(),
-            ValueKind::BigIntegers => json!({"count": BIG_INTEGERS[variant]}),
+            // Also in an array: Convex holds each element as a Float64 too.
+            ValueKind::BigIntegers => {
+                json!({"count": BIG_INTEGERS[variant], "counts": [BIG_INTEGERS[variant]]})
+            }
             // Also in an array, beside an integral float: Convex holds
             // `2.0` as the Float64 2 and exports it as `2.0`, which reads
             // back as the integer 2, in arrays as anywhere.
