@@ -1818,6 +1818,7 @@ mod tests {
             .insert(WORKER_KEY.into(), (1, document.clone()));
         let mut rounded = document.clone();
         rounded["metadata"]["count"] = Value::from(9_007_199_254_740_992_i64);
+        rounded["metadata"]["counts"][0] = Value::from(9_007_199_254_740_992_i64);
         observation.convex.insert(WORKER_KEY.into(), rounded);
         let found = ids(&check_refusals(&oracle, &step, &[], &observation, 0));
         assert_eq!(
