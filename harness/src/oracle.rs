@@ -9,6 +9,7 @@ use crate::model::case::ClientUser;
 use crate::model::case::{
     EntityRef, IdStyle, RollbackSwitch, RolloutStage, Start, Step, StopPath, Surface,
 };
+use crate::model::values::{EXACT_SIZE_FIELD, ValueKind};
 use khala_runtime::SinkMode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,53 @@ struct WorkerTruth {
     /// Every document this worker had to show while Convex could hold it,
     /// oldest first: what the stores may show while it cannot.
     holdable: Vec<Value>,
+}
+
+impl WorkerTruth {
+    /// A worker as its first step creates it.
+    fn fresh() -> Self {
+        WorkerTruth {
+            status: "running",
+            workspace_ref: Some(WORKSPACE_REF.to_owned()),
+            metadata: json!({"region": WORKER_REGION}),
+            ..WorkerTruth::default()
+        }
+    }
+
+    /// The truth without the documents it had to show (`holdable`).
+    fn now(&self) -> Self {
+        WorkerTruth {
+            event_types: self.event_types.clone(),
+            removed: self.removed.clone(),
+            status: self.status,
+            owner_guest_scope: self.owner_guest_scope.clone(),
+            workspace_ref: self.workspace_ref.clone(),
+            codex_home_ref: self.codex_home_ref.clone(),
+            metadata: self.metadata.clone(),
+            holdable: Vec::new(),
+        }
+    }
+
+    /// A `ReportWorkerMetadata` step: the authority row takes the metadata
+    /// as Postgres keeps it and the worker appends a heartbeat.
+    fn report_metadata(&mut self, metadata: &Value) {
+        self.metadata = as_postgres_stores(metadata.clone());
+        self.event_types.push("worker.heartbeat");
+    }
+
+    /// Which timestamp keys of the worker's document are set (see
+    /// `Oracle::timestamps_set`).
+    fn timestamps_set(&self) -> Vec<(&'static str, bool)> {
+        let evented = !self.event_types.is_empty();
+        vec![
+            ("latest_event_at", evented),
+            ("started_at", true),
+            ("stopped_at", self.status == "stopped"),
+            ("last_heartbeat_at", evented),
+            ("updated_at", true),
+            ("projected_at", true),
+        ]
+    }
 }
 
 /// The reference state after some prefix of a case.
@@ -272,9 +320,8 @@ impl Oracle {
                 value,
                 variant,
             } => {
-                let truth = self.worker(*worker);
-                truth.metadata = as_postgres_stores(value.metadata(*variant));
-                truth.event_types.push("worker.heartbeat");
+                let metadata = self.metadata_sent(*worker, *value, *variant);
+                self.worker(*worker).report_metadata(&metadata);
             }
             Step::StopWorker {
                 worker,
@@ -328,9 +375,11 @@ impl Oracle {
     fn remember_holdable_documents(&mut self) {
         let indices: Vec<u8> = self.workers.keys().copied().collect();
         for index in indices {
-            let document = self.truth_document(EntityRef::Worker(index));
-            let Some(document) = document.filter(|document| convex_refusal(document).is_none())
-            else {
+            let entity = EntityRef::Worker(index);
+            if self.convex_refusal(entity).is_some() {
+                continue;
+            }
+            let Some(document) = self.truth_document(entity) else {
                 continue;
             };
             let truth = self.workers.get_mut(&index).expect("listed above");
@@ -344,7 +393,7 @@ impl Oracle {
     /// truth makes it, if it cannot: its projection must then be refused
     /// before any store is written, and the stores keep an older document.
     pub fn convex_refusal(&self, entity: EntityRef) -> Option<String> {
-        convex_refusal(&self.truth_document(entity)?)
+        convex_refusal(&self.sized_document(entity)?)
     }
 
     /// Every document the entity had to show while Convex could hold it: a
@@ -367,12 +416,7 @@ impl Oracle {
     }
 
     fn worker(&mut self, index: u8) -> &mut WorkerTruth {
-        self.workers.entry(index).or_insert_with(|| WorkerTruth {
-            status: "running",
-            workspace_ref: Some(WORKSPACE_REF.to_owned()),
-            metadata: json!({"region": WORKER_REGION}),
-            ..WorkerTruth::default()
-        })
+        self.workers.entry(index).or_insert_with(WorkerTruth::fresh)
     }
 
     /// The entity's event count and removed seqs, if it exists.
@@ -444,7 +488,7 @@ impl Oracle {
     /// could (none if there never was one).
     pub fn expected_document(&self, entity: EntityRef) -> Option<Value> {
         let document = self.truth_document(entity)?;
-        if convex_refusal(&document).is_none() {
+        if self.convex_refusal(entity).is_none() {
             return Some(document);
         }
         self.holdable_documents(entity).last().cloned()
@@ -468,17 +512,10 @@ impl Oracle {
                     ("projected_at", true),
                 ]
             }),
-            EntityRef::Worker(index) => self.workers.get(&index).map_or_else(Vec::new, |truth| {
-                let evented = !truth.event_types.is_empty();
-                vec![
-                    ("latest_event_at", evented),
-                    ("started_at", true),
-                    ("stopped_at", truth.status == "stopped"),
-                    ("last_heartbeat_at", evented),
-                    ("updated_at", true),
-                    ("projected_at", true),
-                ]
-            }),
+            EntityRef::Worker(index) => self
+                .workers
+                .get(&index)
+                .map_or_else(Vec::new, WorkerTruth::timestamps_set),
         }
     }
 
@@ -510,29 +547,66 @@ impl Oracle {
                 }))
             }
             EntityRef::Worker(index) => {
-                let truth = self.workers.get(&index)?;
-                let worker_id = self.entity_id(entity);
-                let seq = truth.event_types.len();
-                let count = seq - truth.removed.len();
-                Some(json!({
-                    "document_id": document_id,
-                    "kind": "codex_worker_summary",
-                    "worker_id": worker_id,
-                    "status": truth.status,
-                    "owner_user_id": truth.owner_guest_scope.is_none().then_some(OWNER_USER_ID),
-                    "owner_guest_scope": truth.owner_guest_scope,
-                    "workspace_ref": truth.workspace_ref,
-                    "codex_home_ref": truth.codex_home_ref,
-                    "adapter": "in_memory",
-                    "metadata": truth.metadata,
-                    "latest_seq": seq,
-                    "event_count": count,
-                    "latest_event_type": truth.event_types.last(),
-                    "runtime_source": {"entity": "codex_worker", "worker_id": worker_id, "seq": seq},
-                    "projection_version": version,
-                }))
+                Some(self.worker_document(index, self.workers.get(&index)?))
             }
         }
+    }
+
+    /// The document of a worker whose truth is `truth`, without the
+    /// timestamp keys.
+    fn worker_document(&self, index: u8, truth: &WorkerTruth) -> Value {
+        let entity = EntityRef::Worker(index);
+        let worker_id = self.entity_id(entity);
+        let document_id = self.document_id(entity);
+        let version = self.projection_version();
+        let seq = truth.event_types.len();
+        let count = seq - truth.removed.len();
+        json!({
+            "document_id": document_id,
+            "kind": "codex_worker_summary",
+            "worker_id": worker_id,
+            "status": truth.status,
+            "owner_user_id": truth.owner_guest_scope.is_none().then_some(OWNER_USER_ID),
+            "owner_guest_scope": truth.owner_guest_scope,
+            "workspace_ref": truth.workspace_ref,
+            "codex_home_ref": truth.codex_home_ref,
+            "adapter": "in_memory",
+            "metadata": truth.metadata,
+            "latest_seq": seq,
+            "event_count": count,
+            "latest_event_type": truth.event_types.last(),
+            "runtime_source": {"entity": "codex_worker", "worker_id": worker_id, "seq": seq},
+            "projection_version": version,
+        })
+    }
+
+    /// The entity's document as the stores hold it, to the byte as Convex
+    /// counts it: the truth with every timestamp key, those set as an
+    /// instant of the width the runtime writes.
+    pub fn sized_document(&self, entity: EntityRef) -> Option<Value> {
+        let document = self.truth_document(entity)?;
+        Some(with_timestamps(document, self.timestamps_set(entity)))
+    }
+
+    /// The metadata a `ReportWorkerMetadata` step sends: the variant's,
+    /// and for `exact_size` with its padding as long as brings the worker's
+    /// stored document after the step to the variant's size, to the byte.
+    pub fn metadata_sent(&self, worker: u8, value: ValueKind, variant: u8) -> Value {
+        let mut metadata = value.metadata(variant);
+        let Some(target) = value.exact_size(variant) else {
+            return metadata;
+        };
+        let mut after = self
+            .workers
+            .get(&worker)
+            .map_or_else(WorkerTruth::fresh, WorkerTruth::now);
+        after.report_metadata(&metadata);
+        let document =
+            with_timestamps(self.worker_document(worker, &after), after.timestamps_set());
+        if let Ok((bytes, _)) = stored_measure(&document) {
+            metadata[EXACT_SIZE_FIELD] = Value::from("x".repeat(target.saturating_sub(bytes)));
+        }
+        metadata
     }
 }
 
@@ -564,11 +638,15 @@ pub fn as_postgres_stores(value: Value) -> Value {
     }
 }
 
-/// The bytes of the keys the oracle leaves out of a worker document (five
-/// timestamps of at most 27 characters and `projected_at`) and of the
-/// system fields Convex adds (`_id`, `_creationTime`), as Convex counts
-/// them: a bound, so the oracle never calls a document too large by less.
-const UNPREDICTED_BYTES: usize = 6 * (20 + 1 + 29) + (3 + 1 + 34) + (13 + 1 + 9);
+/// The bytes of the system fields Convex adds to every document it stores
+/// (`_id`, 32 characters, and `_creationTime`, a Float64), as it counts
+/// them.
+const SYSTEM_FIELD_BYTES: usize = (3 + 1 + 34) + (13 + 1 + 9);
+
+/// An instant as the runtime writes every timestamp (`clock::iso8601`:
+/// always 27 characters), standing for the ones the oracle does not
+/// predict when it sizes a document.
+const ANY_INSTANT: &str = "2026-01-01T00:00:00.000000Z";
 
 /// Why Convex would refuse the summary `document` or hold it as another
 /// value (`../shared/spec/real-systems.md` §1.1), if it would. The
@@ -577,7 +655,20 @@ const UNPREDICTED_BYTES: usize = 6 * (20 + 1 + 29) + (3 + 1 + 34) + (13 + 1 + 9)
 /// starts with `$` or is over 1024 characters, an object over 1024 fields,
 /// an array over 8192 elements, an integer beyond ±2^53 (held as its
 /// nearest Float64), a stored document nested over 16 levels or over 1 MiB.
+/// The size is exact: `document` carries every key of the summary,
+/// timestamps included.
 pub fn convex_refusal(document: &Value) -> Option<String> {
+    match stored_measure(document) {
+        Err(reason) => Some(reason),
+        Ok((_, nesting)) if nesting > 16 => Some(format!("stored nested {nesting} levels")),
+        Ok((bytes, _)) if bytes > 1 << 20 => Some(format!("stored {bytes} bytes")),
+        Ok(_) => None,
+    }
+}
+
+/// The size in Convex's bytes and the nesting of the document Convex
+/// stores for the summary `document`, or the first value it refuses.
+fn stored_measure(document: &Value) -> Result<(usize, usize), String> {
     // (size in Convex's bytes, nesting) of a value, or the first refusal.
     fn walk(value: &Value) -> Result<(usize, usize), String> {
         Ok(match value {
@@ -610,20 +701,27 @@ pub fn convex_refusal(document: &Value) -> Option<String> {
             })?,
         })
     }
-    let stored = json!({
+    // `{document_id, summary}`, with the summary counted apart (uncopied).
+    let wrapper = json!({
         "document_id": document.get("document_id").cloned().unwrap_or(Value::Null),
-        "summary": {},
+        "summary": null,
     });
-    let (wrapper_size, _) = walk(&stored).ok()?;
-    match walk(document) {
-        Err(reason) => Some(reason),
-        Ok((_, depth)) if depth + 1 > 16 => Some(format!("stored nested {} levels", depth + 1)),
-        Ok((size, _)) if wrapper_size - 2 + size + UNPREDICTED_BYTES > 1 << 20 => Some(format!(
-            "stored {} bytes",
-            wrapper_size - 2 + size + UNPREDICTED_BYTES
-        )),
-        Ok(_) => None,
+    let (wrapper_bytes, _) = walk(&wrapper)?;
+    let (bytes, nesting) = walk(document)?;
+    Ok((wrapper_bytes - 1 + bytes + SYSTEM_FIELD_BYTES, nesting + 1))
+}
+
+/// `document` with the timestamp keys `set` names: those set as an
+/// instant of the width the runtime writes, the others `null`.
+fn with_timestamps(mut document: Value, set: Vec<(&'static str, bool)>) -> Value {
+    for (key, set) in set {
+        document[key] = if set {
+            Value::from(ANY_INSTANT)
+        } else {
+            Value::Null
+        };
     }
+    document
 }
 
 /// A stored document without the keys the oracle does not predict.

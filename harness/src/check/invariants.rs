@@ -298,7 +298,7 @@ pub fn check_refusals(
         .iter()
         .map(|(key, document)| ("convex", key, document));
     for (store, key, document) in khala.chain(convex) {
-        if let Some(reason) = convex_refusal(&semantic_part(document)) {
+        if let Some(reason) = convex_refusal(document) {
             let detail = format!("{store} holds a document Convex cannot hold ({reason})");
             recorder.record(ValueClass::ConvexUnholdableStored, Some(key), detail, None);
         }
@@ -1645,17 +1645,9 @@ mod tests {
             value,
             variant,
         });
-        let mut document = oracle
-            .expected_document(EntityRef::Worker(0))
-            .unwrap_or_else(|| serde_json::json!({"document_id": WORKER_KEY}));
-        document["metadata"] = crate::oracle::as_postgres_stores(value.metadata(variant));
-        for key in crate::oracle::TIMESTAMP_KEYS {
-            match key {
-                "terminal_at" => {}
-                "stopped_at" => document[key] = Value::Null,
-                _ => document[key] = "2026-02-19T20:00:00.000000Z".into(),
-            }
-        }
+        let document = oracle
+            .sized_document(EntityRef::Worker(0))
+            .expect("the step created the worker");
         (oracle, document)
     }
 
@@ -1698,7 +1690,19 @@ mod tests {
                 "long_arrays/2",
                 "long_arrays/3",
                 "large/1",
+                "exact_size/1",
             ]
+        );
+        // `exact_size` lands on the size limit to the byte, counted as the
+        // guard counts: one byte over is refused naming its size.
+        let (_, over) = worker_with(ValueKind::ExactSize, 1);
+        assert_eq!(
+            khala_runtime::sink::convex_value::refusal_of(WORKER_KEY, &over),
+            Some(
+                khala_runtime::sink::convex_value::ConvexValueRefusal::TooLarge {
+                    bytes: (1 << 20) + 1
+                }
+            )
         );
     }
 

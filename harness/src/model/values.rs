@@ -47,11 +47,16 @@ pub enum ValueKind {
     LongArrays,
     /// A string that brings the document near 1 MiB, below and above.
     Large,
+    /// A string that brings the stored document to exactly 1 MiB as Convex
+    /// counts it, and to one byte over. How long it must be depends on the
+    /// rest of the document, so the oracle sizes it when the step is
+    /// played (`Oracle::metadata_sent`); `metadata` gives it empty.
+    ExactSize,
 }
 
 impl ValueKind {
     /// Every kind, in the order scenarios list them.
-    pub const ALL: [ValueKind; 12] = [
+    pub const ALL: [ValueKind; 13] = [
         ValueKind::Plain,
         ValueKind::UnicodeValues,
         ValueKind::UnicodeKeys,
@@ -64,6 +69,7 @@ impl ValueKind {
         ValueKind::Wide,
         ValueKind::LongArrays,
         ValueKind::Large,
+        ValueKind::ExactSize,
     ];
 
     /// The name scenario files use.
@@ -81,6 +87,7 @@ impl ValueKind {
             ValueKind::Wide => "wide",
             ValueKind::LongArrays => "long_arrays",
             ValueKind::Large => "large",
+            ValueKind::ExactSize => "exact_size",
         }
     }
 
@@ -108,6 +115,7 @@ impl ValueKind {
             ValueKind::Wide => 4,
             ValueKind::LongArrays => 4,
             ValueKind::Large => 2,
+            ValueKind::ExactSize => EXACT_SIZES.len() as u8,
         }
     }
 
@@ -162,6 +170,7 @@ impl ValueKind {
             ValueKind::Wide => json!({"extra": wide(WIDE_FIELDS[variant])}),
             ValueKind::LongArrays => json!({"samples": vec![1; ARRAY_ELEMENTS[variant]]}),
             ValueKind::Large => json!({"blob": "x".repeat(LARGE_BYTES[variant])}),
+            ValueKind::ExactSize => json!({EXACT_SIZE_FIELD: ""}),
         };
         let mut metadata = Map::new();
         metadata.insert("region".to_owned(), json!(WORKER_REGION));
@@ -169,6 +178,13 @@ impl ValueKind {
             metadata.extend(extra);
         }
         Value::Object(metadata)
+    }
+
+    /// The size in Convex's bytes the stored document of variant `variant`
+    /// must have, for the kinds sized when played (`exact_size`).
+    pub fn exact_size(self, variant: u8) -> Option<usize> {
+        let variant = usize::from(variant % self.variants());
+        (self == ValueKind::ExactSize).then(|| EXACT_SIZES[variant])
     }
 }
 
@@ -195,6 +211,11 @@ const ARRAY_ELEMENTS: [usize; 4] = [8191, 8192, 8193, 8194];
 /// 16 KiB on either side of the 1 MiB document limit, far enough from it
 /// that the summary's other fields do not decide the side.
 const LARGE_BYTES: [usize; 2] = [(1 << 20) - (16 << 10), (1 << 20) + (16 << 10)];
+
+/// `exact_size`'s documents: at Convex's 1 MiB limit, and one byte over.
+const EXACT_SIZES: [usize; 2] = [1 << 20, (1 << 20) + 1];
+/// The metadata field `exact_size` pads.
+pub const EXACT_SIZE_FIELD: &str = "padding";
 
 /// An object nested `levels` deep (1: `{"v": 1}`).
 fn nested(levels: usize) -> Value {

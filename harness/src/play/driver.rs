@@ -1064,7 +1064,7 @@ async fn apply(
             let entity = EntityRef::Worker(*worker);
             ensure_created(state, entity, index).await?;
             let id = state.oracle.entity_id(entity);
-            let metadata = value.metadata(*variant);
+            let metadata = state.oracle.metadata_sent(*worker, *value, *variant);
             let outcome = state.runtime.report_worker_metadata(&id, &metadata).await;
             authority_write(outcome, index, &mut state.refused)?;
         }
