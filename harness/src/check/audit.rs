@@ -10,8 +10,8 @@
 use crate::check::invariants::short_hash as short;
 use crate::model::audit::{AuditedStore, CycleRead, JournalRow};
 use crate::model::reason::{
-    AuditorReportClass, CheckpointClass, DeploymentClass, JournalClass, ReasonClass, SinkClass,
-    StoreClass, ValueClass,
+    AuditClass, AuditorReportClass, CheckpointClass, DeploymentClass, JournalClass, ReasonClass,
+    SinkClass, StoreClass, ValueClass,
 };
 use crate::model::violation::Violation;
 use khala_runtime::ProjectionKind;
@@ -374,6 +374,50 @@ pub fn check_cycle(read: &CycleRead) -> AuditedCycle {
 
 /// J1, W2, W3 over the journal rows of the sampled documents and every
 /// topic's bounds.
+/// X9: the live audit of a case that ended in parity (dual mode, no
+/// violation): the cycle it judged, or why it could not read a store. The
+/// stores agree with the oracle, so whatever the audit reports is a false
+/// alarm, and a store it cannot read (which the harness just read) a
+/// failure of the audit; each is one violation at `step_index`.
+pub fn check_live_audit(audited: Result<&AuditedCycle, &str>, step_index: usize) -> Vec<Violation> {
+    let violation = |class: AuditClass, document_id: Option<String>, detail: String| Violation {
+        invariant: ReasonClass::from(class).invariant(),
+        severity: ReasonClass::from(class).severity(),
+        reason_class: class.into(),
+        document_id,
+        step_index,
+        detail,
+        expected: None,
+        khala: None,
+        convex: None,
+        checkpoint: None,
+    };
+    match audited {
+        Err(error) => vec![violation(
+            AuditClass::LiveAuditFailed,
+            None,
+            format!("the audit could not read the stores: {error}"),
+        )],
+        Ok(cycle) => cycle
+            .violations
+            .iter()
+            .map(|found| Violation {
+                khala: found.khala.clone(),
+                convex: found.convex.clone(),
+                checkpoint: found.checkpoint.clone(),
+                ..violation(
+                    AuditClass::LiveAuditFalseAlarm,
+                    found.document_id.clone(),
+                    format!(
+                        "the audit reported {} `{}`: {}",
+                        found.invariant, found.reason_class, found.detail
+                    ),
+                )
+            })
+            .collect(),
+    }
+}
+
 fn check_journal(found: &mut Found<'_>) {
     let read = found.read;
     let mut by_document: BTreeMap<(&str, &str), Vec<&JournalRow>> = BTreeMap::new();
@@ -557,6 +601,38 @@ mod tests {
         assert_eq!(audited.violations, Vec::new());
         assert_eq!(audited.report.summary.sampled, 1);
         assert_eq!(audited.report.summary.mismatches, 0);
+    }
+
+    /// X9: the live audit of a case that ended in parity reports nothing;
+    /// each thing it reports is a false alarm naming what it reported, and
+    /// a store it could not read is a failure.
+    #[test]
+    fn x9_catches_a_live_audit_that_reports_or_cannot_read_a_case_in_parity() {
+        let clean = check_cycle(&agreeing());
+        assert_eq!(check_live_audit(Ok(&clean), 9), Vec::new());
+
+        let mut read = agreeing();
+        read.uncheckpointed
+            .push((AuditedStore::Convex, DOC.to_owned()));
+        let alarmed = check_live_audit(Ok(&check_cycle(&read)), 9);
+        assert_eq!(alarmed.len(), 1, "{alarmed:?}");
+        assert_eq!(alarmed[0].invariant, "X9");
+        assert_eq!(
+            alarmed[0].reason_class.to_string(),
+            "live_audit_false_alarm"
+        );
+        assert_eq!(alarmed[0].document_id.as_deref(), Some(DOC));
+        assert_eq!(alarmed[0].step_index, 9);
+        assert!(
+            alarmed[0].detail.contains("`checkpoint_missing`"),
+            "{}",
+            alarmed[0].detail
+        );
+
+        let failed = check_live_audit(Err("convex at http://x: refused"), 4);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].reason_class.to_string(), "live_audit_failed");
+        assert!(failed[0].detail.ends_with("convex at http://x: refused"));
     }
 
     #[test]

@@ -525,8 +525,8 @@ mod tests {
             Err("reason_severity.khala_mising".to_owned())
         );
         assert_eq!(
-            parse("[invariant_severity]\nX9 = \"warning\""),
-            Err("invariant_severity.X9".to_owned())
+            parse("[invariant_severity]\nX99 = \"warning\""),
+            Err("invariant_severity.X99".to_owned())
         );
         let unknown_key = parse("max_mismatch = 0.5").unwrap_err();
         assert!(unknown_key.contains("max_mismatch"), "{unknown_key}");

@@ -160,6 +160,14 @@ pub const CATALOGUE: &[Invariant] = &[
         not_in_cases: None,
     },
     Invariant {
+        id: "X9",
+        statement: "the live audit (`khala-parity audit`, one cycle over every checkpoint) of a case that ended in parity, in dual mode and without a violation, reads both stores and reports nothing",
+        severity: Severity::Critical,
+        phase: Phase::Quiescence,
+        checked_by: None,
+        not_in_cases: None,
+    },
+    Invariant {
         id: "X8",
         statement: "after every step Khala and Convex hold each document alike, except in a window every change of which a Convex fault since the last quiescence, or a sink mode writing one store or none, explains; explained windows are measured and the gate can bound their length",
         severity: Severity::Critical,

@@ -185,7 +185,7 @@ reason_family! {
 
 reason_family! {
     /// X5, X6, A1 and A3: the parity auditor against the ground truth and
-    /// spec §8.
+    /// spec §8; X9: the live audit (`khala-parity audit`) of a case's stores.
     AuditClass as ReasonClass::Audit {
         AuditorMissedDrift => "X5", Critical, "auditor_missed_drift",
             "the auditor reported agreement where the stores disagree";
@@ -197,6 +197,10 @@ reason_family! {
             "an auditor cycle's summary is not spec §8's arithmetic over its own comparisons";
         DisabledCycleNotEmpty => "A3", Critical, "disabled_cycle_not_empty",
             "a disabled auditor cycle reported something other than a zeroed summary, or compared or emitted something";
+        LiveAuditFalseAlarm => "X9", Critical, "live_audit_false_alarm",
+            "the live audit reported a violation in the stores of a case that ended in parity";
+        LiveAuditFailed => "X9", Critical, "live_audit_failed",
+            "the live audit could not read the stores of a case that ended in parity";
     }
 }
 

@@ -675,6 +675,17 @@ async fn play_steps(
                 matches!(step, Step::Quiesce),
             ));
         }
+        // X9: a case that ended in parity with both stores written is what
+        // `khala-parity audit` must find clean. (An external deployment
+        // holds other plays' documents too: the audit is left to them.)
+        let ended_in_parity = index == case.steps.len()
+            && found.is_empty()
+            && result.violations.is_empty()
+            && state.oracle.sink_mode() == khala_runtime::SinkMode::Dual
+            && namespace.is_empty();
+        if ended_in_parity {
+            found.extend(audit_live(slot, db, index).await);
+        }
         result.steps_run = index + 1;
         let failed = !found.is_empty();
         result.violations.extend(found);
@@ -694,6 +705,35 @@ async fn play_steps(
         previous_clients = clients;
     }
     Ok(())
+}
+
+/// X9: the case's stores audited as `khala-parity audit` audits a live
+/// deployment (one cycle over every checkpoint), judged by
+/// `check::audit::check_live_audit`.
+async fn audit_live(slot: &Slot, db: &CaseDatabase, index: usize) -> Vec<Violation> {
+    use crate::model::audit::{AuditTables, AuditTarget, Sampling};
+    use crate::play::audit::{self, AuditConnect};
+    let connect = AuditConnect {
+        postgres_url: db.url.clone(),
+        convex_url: slot.convex.base_url(),
+        convex_admin_key: slot.convex.admin_key().unwrap_or_default().to_owned(),
+        max_rps: None,
+    };
+    let target = AuditTarget {
+        tables: AuditTables::default(),
+        paths: khala_runtime::sink::ConvexQueryPaths::default(),
+        sampling: Sampling::All { max_entities: None },
+    };
+    let audited = match audit::open(&connect, target).await {
+        Err(error) => Err(error.to_string()),
+        Ok(mut session) => {
+            let read = session.read_cycle().await;
+            session.close().await;
+            read.map(|read| crate::check::audit::check_cycle(&read))
+                .map_err(|error| error.to_string())
+        }
+    };
+    crate::check::audit::check_live_audit(audited.as_ref().map_err(String::as_str), index)
 }
 
 /// The system fault a step raised, if any; the harness's own failure
