@@ -10,4 +10,5 @@ pub mod defects;
 pub mod gate;
 pub mod invariants;
 pub mod metrics;
+pub mod rebuild;
 pub mod windows;

@@ -128,6 +128,14 @@ pub const CATALOGUE: &[Invariant] = &[
         not_in_cases: None,
     },
     Invariant {
+        id: "P5",
+        statement: "a reprojection answers spec §10's result for the entity it rebuilt: its scope (`run`, `codex_worker`) and id, `ok` with the write applied (the checkpoint was dropped: decision row 0, no reason) or `error` with no write and a reason class of spec §3.5; `rebuild_all` answers once for every entity of the authority, runs first, and counts them",
+        severity: Severity::Warning,
+        phase: Phase::EveryStep,
+        checked_by: None,
+        not_in_cases: None,
+    },
+    Invariant {
         id: "P4",
         statement: "redelivering an entity whose stores and checkpoint are current changes nothing: no store, no checkpoint, no journal row (idempotent skip, no sink call)",
         severity: Severity::Warning,

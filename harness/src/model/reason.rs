@@ -58,7 +58,8 @@ macro_rules! reason_family {
 }
 
 reason_family! {
-    /// P1–P4: the shape of one stored document.
+    /// P1–P4: the shape of one stored document; P5: what a reprojection
+    /// answers.
     ProjectionClass as ReasonClass::Projection {
         DocumentIdMismatch => "P1", Critical, "document_id_mismatch",
             "a store holds a document under a key other than its document_id, or one the runtime has no entity for";
@@ -68,6 +69,8 @@ reason_family! {
             "the document lacks keys of its projection or carries others";
         RedeliveryNotIdempotent => "P4", Warning, "redelivery_not_idempotent",
             "redelivering an entity whose stores and checkpoint were current changed something";
+        RebuildReportWrong => "P5", Warning, "rebuild_report_wrong",
+            "a reprojection's result is not spec §10's for the entity it rebuilt";
     }
 }
 

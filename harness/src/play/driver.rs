@@ -14,6 +14,7 @@
 
 use crate::check::cycle::check_cycle;
 use crate::check::invariants;
+use crate::check::rebuild::{Rebuilt, check_rebuilds};
 use crate::check::windows::ParityWindows;
 use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
@@ -352,6 +353,8 @@ struct CaseState {
     /// The documents whose projection the current step's appends saw
     /// refused because Convex cannot hold them (the hardened guard).
     refused: Vec<String>,
+    /// What the current step's reprojections answered (P5).
+    rebuilt: Rebuilt,
 }
 
 /// Plays `case` under its profile on the first slot. Stops at the first
@@ -645,6 +648,12 @@ async fn play_steps(
                 index,
             ));
         }
+        found.extend(check_rebuilds(
+            &state.oracle,
+            &std::mem::take(&mut state.rebuilt),
+            &current,
+            index,
+        ));
         if let Step::DuplicateDelivery { entity } = step {
             found.extend(invariants::check_redelivery(
                 &state.oracle,
@@ -871,6 +880,7 @@ fn start_case(
         ),
         windows: ParityWindows::new(case.start.sink_mode),
         refused: Vec::new(),
+        rebuilt: Rebuilt::default(),
     })
 }
 
@@ -1137,7 +1147,8 @@ async fn apply(
         } => {
             if state.created.contains(entity) {
                 let id = state.oracle.entity_id(*entity);
-                state.runtime.rebuild(kind_of(*entity), &id).await;
+                let result = state.runtime.rebuild(kind_of(*entity), &id).await;
+                state.rebuilt.single.push((*entity, result));
             }
         }
         Step::RemoveEvents { entity, count } => {
@@ -1146,16 +1157,19 @@ async fn apply(
                 remove_events_below_newest(&db.pool, *entity, &id, *count)
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
-                state.runtime.rebuild(kind_of(*entity), &id).await;
+                let result = state.runtime.rebuild(kind_of(*entity), &id).await;
+                state.rebuilt.single.push((*entity, result));
             }
         }
         Step::Reproject { entity: None } => {
             let selection = khala_runtime::reprojection::RebuildSelection::default();
-            state
+            let summary = state
                 .runtime
                 .rebuild_all(&selection)
                 .await
                 .map_err(|error| runtime_failed(index)(RuntimeError::Authority(error)))?;
+            let entities = state.created.iter().copied().collect();
+            state.rebuilt.all = Some((summary, entities));
         }
         Step::BumpProjectionVersion => {
             state.version_generation += 1;

@@ -501,7 +501,9 @@ async fn reprojection_failure(profile: Profile) -> (Option<i64>, &'static str) {
         Arc::new(FailingSink::default()),
     );
     let result = khala_runtime::reprojection::rebuild(&failing, RUN, "run_1").await;
-    assert_eq!(result.reason.as_deref(), Some("simulated_sink_failure"));
+    // Spec §10: the projector's `{:sink_write_failed, reason}` under §3.5's
+    // rule, not the sink's own class (the telemetry's).
+    assert_eq!(result.reason.as_deref(), Some("sink_write_failed"));
     let seen = (checkpoint_seq(&env).await, result.result);
     env.finish().await;
     seen

@@ -54,7 +54,7 @@ pub async fn rebuild(
             Some(outcome.write),
             outcome.reason.map(|reason| reason.as_str().to_owned()),
         ),
-        Err(error) => ("error", None, Some(error.reason_class())),
+        Err(error) => ("error", None, Some(failure_class(&error))),
     };
     RebuildResult {
         scope: kind.entity(),
@@ -63,6 +63,17 @@ pub async fn rebuild(
         write,
         reason,
         duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The class a failed rebuild answers (spec §10: `run_not_found`,
+/// `sink_write_failed`, …): §3.5's rule over the projector's error itself
+/// (§3.4), where the telemetry's class (`ProjectionError::reason_class`)
+/// is the failing sink's own.
+fn failure_class(error: &ProjectionError) -> String {
+    match error {
+        ProjectionError::SinkWriteFailed { .. } => "sink_write_failed".to_owned(),
+        other => other.reason_class(),
     }
 }
 
