@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod clients;
 pub mod cycle;
+pub mod decision;
 pub mod defects;
 pub mod gate;
 pub mod invariants;

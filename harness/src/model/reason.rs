@@ -127,8 +127,12 @@ reason_family! {
 }
 
 reason_family! {
-    /// C2, C3 and X2: checkpoints against the runtime and the stores.
+    /// C1, C2, C3 and X2: checkpoints against the runtime and the stores.
     CheckpointClass as ReasonClass::Checkpoint {
+        DecisionWrong => "C1", Critical, "decision_wrong",
+            "a projection wrote where spec §3.3 skips, or skipped where it writes, for the checkpoint it read";
+        DecisionTelemetryWrong => "C1", Warning, "decision_telemetry_wrong",
+            "a projection answered another reason, lag_events or drift signal than spec §3.3 gives for the checkpoint it read, so lag dashboards and drift alerts mislead";
         CheckpointAheadOfKhala => "C2", Critical, "checkpoint_ahead_of_khala",
             "the checkpoint moved to a state Khala does not hold";
         CheckpointAheadOfConvex => "C2", Critical, "checkpoint_ahead_of_convex",

@@ -13,6 +13,7 @@
 //! harness runs, and playing one there is refused.
 
 use crate::check::cycle::check_cycle;
+use crate::check::decision::check_decisions;
 use crate::check::invariants;
 use crate::check::rebuild::{Rebuilt, check_rebuilds};
 use crate::check::windows::ParityWindows;
@@ -37,7 +38,7 @@ use khala_runtime::authority::AuthorityError;
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::notifier::Notifier;
-use khala_runtime::projector::ProjectionError;
+use khala_runtime::projector::{ProjectionError, ProjectionOutcome};
 use khala_runtime::runtime::RuntimeError;
 use khala_runtime::sink::convex_value::as_sent;
 use khala_runtime::sink::{
@@ -350,11 +351,34 @@ struct CaseState {
     delivery: Delivery,
     /// X8's divergence windows so far.
     windows: ParityWindows,
-    /// The documents whose projection the current step's appends saw
-    /// refused because Convex cannot hold them (the hardened guard).
-    refused: Vec<String>,
+    /// What the current step's projections answered.
+    projections: Projections,
     /// What the current step's reprojections answered (P5).
     rebuilt: Rebuilt,
+    /// Switch B7, which C1's decision table reads.
+    checkpoint_ahead_skips: bool,
+}
+
+/// What the projections of the current step's writes answered.
+#[derive(Default)]
+struct Projections {
+    /// The documents the hardened guard refused because Convex cannot hold
+    /// them.
+    refused: Vec<String>,
+    /// Every projection that succeeded, in the order they ran (C1).
+    outcomes: Vec<ProjectionOutcome>,
+}
+
+impl Projections {
+    fn note(&mut self, projection: Result<ProjectionOutcome, ProjectionError>) {
+        match projection {
+            Ok(outcome) => self.outcomes.push(outcome),
+            Err(ProjectionError::ConvexValueRefused {
+                kind, entity_id, ..
+            }) => self.refused.push(kind.document_id(&entity_id)),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Plays `case` under its profile on the first slot. Stops at the first
@@ -585,7 +609,7 @@ async fn play_steps(
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        state.refused.clear();
+        state.projections = Projections::default();
         let applied = apply(slot, db, state, step, index).await;
         if let Some(fault) = system_fault(applied)? {
             record_fault(slot, db, &namespace, step, &previous, fault, result).await?;
@@ -635,7 +659,14 @@ async fn play_steps(
         found.extend(invariants::check_refusals(
             &state.oracle,
             step,
-            &state.refused,
+            &state.projections.refused,
+            &current,
+            index,
+        ));
+        found.extend(check_decisions(
+            &previous,
+            &state.projections.outcomes,
+            state.checkpoint_ahead_skips,
             &current,
             index,
         ));
@@ -705,7 +736,7 @@ async fn play_steps(
             observation: current.clone(),
             auditor: state.audited.take().map(|report| report.summary),
             clients: clients.clone(),
-            refused: std::mem::take(&mut state.refused),
+            refused: std::mem::take(&mut state.projections.refused),
         });
         if failed && stop_at_first {
             break;
@@ -879,7 +910,8 @@ fn start_case(
             hold,
         ),
         windows: ParityWindows::new(case.start.sink_mode),
-        refused: Vec::new(),
+        projections: Projections::default(),
+        checkpoint_ahead_skips: switches.runtime.b7_checkpoint_ahead_skips,
         rebuilt: Rebuilt::default(),
     })
 }
@@ -959,20 +991,15 @@ async fn ensure_created(
 
 /// Projection failures are the system's behaviour under faults, observed
 /// through the stores; a failed authority write is the runtime's error,
-/// or the backend's when the database could not be reached. A projection
-/// the hardened guard refused is noted in `refused`, for the trace.
+/// or the backend's when the database could not be reached. What the
+/// projection answered is noted in `projections`.
 fn authority_write(
     result: Result<khala_runtime::runtime::AppendOutcome, RuntimeError>,
     step: usize,
-    refused: &mut Vec<String>,
+    projections: &mut Projections,
 ) -> Result<(), StepError> {
     let outcome = result.map_err(runtime_failed(step))?;
-    if let Err(ProjectionError::ConvexValueRefused {
-        kind, entity_id, ..
-    }) = &outcome.projection
-    {
-        refused.push(kind.document_id(entity_id));
-    }
+    projections.note(outcome.projection);
     Ok(())
 }
 
@@ -1033,7 +1060,7 @@ async fn apply(
                     )
                     .await,
                 index,
-                &mut state.refused,
+                &mut state.projections,
             )?;
         }
         Step::FinishRun {
@@ -1050,7 +1077,7 @@ async fn apply(
                 terminal_reason: reason.value(),
             };
             let finished = state.runtime.finish_run(&id, &terminal).await;
-            authority_write(finished, index, &mut state.refused)?;
+            authority_write(finished, index, &mut state.projections)?;
         }
         Step::CreateWorker {
             worker,
@@ -1089,7 +1116,7 @@ async fn apply(
                     .append_event(kind, &id, "worker.started", &json!({}))
                     .await,
                 index,
-                &mut state.refused,
+                &mut state.projections,
             )?;
         }
         Step::AppendWorkerEvent { worker, event_type } => {
@@ -1103,7 +1130,7 @@ async fn apply(
                     .append_event(kind, &id, event_type.as_str(), &json!({}))
                     .await,
                 index,
-                &mut state.refused,
+                &mut state.projections,
             )?;
         }
         Step::ReportWorkerMetadata {
@@ -1116,7 +1143,7 @@ async fn apply(
             let id = state.oracle.entity_id(entity);
             let metadata = state.oracle.metadata_sent(*worker, *value, *variant);
             let outcome = state.runtime.report_worker_metadata(&id, &metadata).await;
-            authority_write(outcome, index, &mut state.refused)?;
+            authority_write(outcome, index, &mut state.projections)?;
         }
         Step::StopWorker { worker, path } => {
             let entity = EntityRef::Worker(*worker);
@@ -1126,13 +1153,13 @@ async fn apply(
                 StopPath::Stop => state.runtime.stop_worker(&id).await,
                 StopPath::Ingest => state.runtime.ingest_worker_stopped(&id).await,
             };
-            authority_write(outcome, index, &mut state.refused)?;
+            authority_write(outcome, index, &mut state.projections)?;
         }
         Step::DuplicateDelivery { entity } => {
             if state.created.contains(entity) {
                 let id = state.oracle.entity_id(*entity);
-                let _projection_outcome_is_observed_in_the_stores =
-                    state.runtime.project(kind_of(*entity), &id).await;
+                let projection = state.runtime.project(kind_of(*entity), &id).await;
+                state.projections.note(projection);
             }
         }
         Step::SwitchSinkMode { mode } => {

@@ -240,7 +240,9 @@ pub fn stores_of(reason_class: ReasonClass) -> Option<&'static [&'static str]> {
             CheckpointClass::CheckpointAheadOfKhala
             | CheckpointClass::CheckpointAheadOfConvex
             | CheckpointClass::CheckpointRegressed
-            | CheckpointClass::RepairLeftPending => return None,
+            | CheckpointClass::RepairLeftPending
+            | CheckpointClass::DecisionWrong
+            | CheckpointClass::DecisionTelemetryWrong => return None,
         },
         _ => return None,
     })

@@ -1,0 +1,340 @@
+//! C1 in cases: every projection a step ran answered spec §3.3's decision
+//! for the checkpoint it read, with §3.4's result label and §3.5's lag and
+//! drift telemetry. The checkpoint each one read is the previous step's
+//! observed row, moved along by the step's own applied writes (they run one
+//! after another); the summary's seq, version and hash come from the
+//! summary the projection answered, hashed by the harness (§6.3). Pure.
+
+use crate::check::invariants::{Recorder, parity_hash};
+use crate::model::observation::{Observation, document_seq};
+use crate::model::reason::CheckpointClass;
+use crate::model::violation::Violation;
+use khala_runtime::projector::{ProjectionOutcome, WriteResult};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// What a checkpoint row holds that the decision reads.
+#[derive(Clone, Debug, PartialEq)]
+struct Held {
+    seq: i64,
+    version: String,
+    hash: String,
+}
+
+impl Held {
+    /// The metadata of `summary`, if it carries a seq and a version.
+    fn of(summary: &Value) -> Option<Held> {
+        Some(Held {
+            seq: document_seq(summary)?,
+            version: summary.get("projection_version")?.as_str()?.to_owned(),
+            hash: parity_hash(summary),
+        })
+    }
+}
+
+/// A decision as the projector answers it: `write`, the reason label of
+/// §3.4, `lag_events` and whether a drift event is emitted.
+#[derive(Clone, Debug, PartialEq)]
+struct Answer {
+    write: WriteResult,
+    reason: Option<&'static str>,
+    lag_events: i64,
+    drift: bool,
+}
+
+impl Answer {
+    fn of(outcome: &ProjectionOutcome) -> Answer {
+        Answer {
+            write: outcome.write,
+            reason: outcome.reason.map(|reason| reason.as_str()),
+            lag_events: outcome.lag_events,
+            drift: outcome.drift,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "write": self.write,
+            "reason": self.reason,
+            "lag_events": self.lag_events,
+            "drift": self.drift,
+        })
+    }
+}
+
+/// Spec §3.3's table, read row by row. `ahead_skips` is switch B7: fixed,
+/// a checkpoint ahead is written over, still labelled and drifting.
+fn expected(read: Option<&Held>, summary: &Held, ahead_skips: bool) -> Answer {
+    let write = |reason, lag_events, drift| Answer {
+        write: WriteResult::Applied,
+        reason,
+        lag_events,
+        drift,
+    };
+    let skip = |reason, drift| Answer {
+        write: WriteResult::Skipped,
+        reason: Some(reason),
+        lag_events: 0,
+        drift,
+    };
+    let Some(read) = read else {
+        return write(None, summary.seq, false);
+    };
+    if read.seq > summary.seq {
+        return if ahead_skips {
+            skip("checkpoint_ahead", true)
+        } else {
+            write(Some("checkpoint_ahead"), 0, true)
+        };
+    }
+    if read.seq < summary.seq {
+        return write(None, summary.seq - read.seq, false);
+    }
+    match (read.version == summary.version, read.hash == summary.hash) {
+        (true, true) => skip("idempotent", false),
+        (true, false) => write(Some("summary_hash_mismatch"), 0, true),
+        (false, _) => write(Some("projection_version_changed"), 0, true),
+    }
+}
+
+/// C1 over the successful projections of step `step_index`, in the order
+/// they ran, against the checkpoints `previous` held before it.
+pub fn check_decisions(
+    previous: &Observation,
+    projected: &[ProjectionOutcome],
+    ahead_skips: bool,
+    current: &Observation,
+    step_index: usize,
+) -> Vec<Violation> {
+    let mut recorder = Recorder::new(step_index, current);
+    let mut checkpoints: BTreeMap<&str, Held> = previous
+        .checkpoints
+        .iter()
+        .map(|(document_id, row)| {
+            let held = Held {
+                seq: row.last_runtime_seq,
+                version: row.projection_version.clone(),
+                hash: row.summary_hash.clone(),
+            };
+            (document_id.as_str(), held)
+        })
+        .collect();
+    for outcome in projected {
+        // A summary without its metadata is P2's and P3's to report.
+        let Some(summary) = Held::of(&outcome.summary) else {
+            continue;
+        };
+        let document_id = outcome.document_id.as_str();
+        let read = checkpoints.get(document_id);
+        let want = expected(read, &summary, ahead_skips);
+        let got = Answer::of(outcome);
+        if got != want {
+            let class = if got.write == want.write {
+                CheckpointClass::DecisionTelemetryWrong
+            } else {
+                CheckpointClass::DecisionWrong
+            };
+            let detail = format!(
+                "projecting seq {} over {} answered {} (spec §3.3: {})",
+                summary.seq,
+                read.map_or("no checkpoint".to_owned(), |read| format!(
+                    "a checkpoint at seq {}",
+                    read.seq
+                )),
+                got.to_json(),
+                want.to_json()
+            );
+            recorder.record(class, Some(document_id), detail, Some(want.to_json()));
+        }
+        if got.write == WriteResult::Applied {
+            checkpoints.insert(document_id, summary);
+        }
+    }
+    recorder.found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::observation::CheckpointView;
+    use khala_runtime::checkpoint::DecisionReason;
+
+    const DOC: &str = "runtime_run_summary:run_0";
+
+    fn summary(seq: i64, version: &str, status: &str) -> Value {
+        json!({
+            "document_id": DOC,
+            "projection_version": version,
+            "runtime_source": {"seq": seq},
+            "status": status,
+            "projected_at": "2026-01-01T00:00:00.000000Z",
+        })
+    }
+
+    fn observed(row: Option<&Value>) -> Observation {
+        let mut observation = Observation::default();
+        if let Some(row) = row {
+            let held = Held::of(row).unwrap();
+            observation.checkpoints.insert(
+                DOC.to_owned(),
+                CheckpointView {
+                    document_id: DOC.to_owned(),
+                    last_runtime_seq: held.seq,
+                    projection_version: held.version,
+                    summary_hash: held.hash,
+                },
+            );
+        }
+        observation
+    }
+
+    fn outcome(
+        summary: Value,
+        write: WriteResult,
+        reason: Option<DecisionReason>,
+        lag_events: i64,
+        drift: bool,
+    ) -> ProjectionOutcome {
+        ProjectionOutcome {
+            document_id: DOC.to_owned(),
+            summary,
+            write,
+            reason,
+            lag_events,
+            drift,
+        }
+    }
+
+    fn classes(row: Option<&Value>, projected: &[ProjectionOutcome]) -> Vec<String> {
+        check_decisions(&observed(row), projected, false, &Observation::default(), 3)
+            .iter()
+            .map(|violation| format!("{} {}", violation.invariant, violation.reason_class))
+            .collect()
+    }
+
+    use DecisionReason::*;
+    use WriteResult::{Applied, Skipped};
+
+    #[test]
+    fn c1_accepts_every_row_of_the_table() {
+        let at_2 = summary(2, "v1", "running");
+        let rows = [
+            (None, outcome(at_2.clone(), Applied, None, 2, false)),
+            (
+                Some(summary(3, "v1", "running")),
+                outcome(at_2.clone(), Applied, Some(CheckpointAhead), 0, true),
+            ),
+            (
+                Some(at_2.clone()),
+                outcome(at_2.clone(), Skipped, Some(Idempotent), 0, false),
+            ),
+            (
+                Some(summary(2, "v1", "finished")),
+                outcome(at_2.clone(), Applied, Some(SummaryHashMismatch), 0, true),
+            ),
+            (
+                Some(summary(2, "v0", "finished")),
+                outcome(
+                    at_2.clone(),
+                    Applied,
+                    Some(ProjectionVersionChanged),
+                    0,
+                    true,
+                ),
+            ),
+            (
+                Some(summary(1, "v0", "queued")),
+                outcome(at_2, Applied, None, 1, false),
+            ),
+        ];
+        for (row, projected) in rows {
+            assert_eq!(
+                classes(row.as_ref(), std::slice::from_ref(&projected)),
+                Vec::<String>::new(),
+                "{row:?} {projected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn c1_catches_a_wrong_action_reason_lag_or_drift() {
+        let at_1 = summary(1, "v1", "running");
+        let at_2 = summary(2, "v1", "running");
+        let wrong = [
+            // A write the table skips, and a skip of a new event.
+            (
+                Some(&at_2),
+                outcome(at_2.clone(), Applied, None, 0, false),
+                "C1 decision_wrong",
+            ),
+            (
+                Some(&at_1),
+                outcome(at_2.clone(), Skipped, Some(Idempotent), 0, false),
+                "C1 decision_wrong",
+            ),
+            // A new event labelled as drift, and lag miscounted.
+            (
+                Some(&at_1),
+                outcome(at_2.clone(), Applied, Some(SummaryHashMismatch), 0, true),
+                "C1 decision_telemetry_wrong",
+            ),
+            (
+                Some(&at_1),
+                outcome(at_2.clone(), Applied, None, 3, false),
+                "C1 decision_telemetry_wrong",
+            ),
+            (
+                None,
+                outcome(at_2.clone(), Applied, None, 0, false),
+                "C1 decision_telemetry_wrong",
+            ),
+            (
+                Some(&at_2),
+                outcome(at_2.clone(), Skipped, Some(Idempotent), 2, false),
+                "C1 decision_telemetry_wrong",
+            ),
+        ];
+        for (row, projected, class) in wrong {
+            assert_eq!(
+                classes(row, std::slice::from_ref(&projected)),
+                [class],
+                "{projected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn c1_follows_the_steps_own_writes_and_the_b7_switch() {
+        let at_1 = summary(1, "v1", "running");
+        let at_2 = summary(2, "v1", "running");
+        // Two events in one step: the second reads the first's checkpoint.
+        let both = [
+            outcome(at_1.clone(), Applied, None, 1, false),
+            outcome(at_2.clone(), Applied, None, 1, false),
+        ];
+        assert_eq!(classes(None, &both), Vec::<String>::new());
+        // A checkpoint ahead: legacy (B7) skips it, hardened writes over it.
+        let ahead = outcome(at_1, Skipped, Some(CheckpointAhead), 0, true);
+        let found = check_decisions(
+            &observed(Some(&at_2)),
+            &[ahead],
+            true,
+            &Observation::default(),
+            3,
+        );
+        assert!(found.is_empty(), "{found:?}");
+        assert_eq!(
+            classes(
+                Some(&at_2),
+                &[outcome(
+                    summary(1, "v1", "running"),
+                    Skipped,
+                    Some(CheckpointAhead),
+                    0,
+                    true
+                )]
+            ),
+            ["C1 decision_wrong"]
+        );
+    }
+}
