@@ -1283,7 +1283,13 @@ impl Running {
                 })
                 .filter(|due| *due > now)
                 .min();
-            let next = [self.next_tick_at, reconnect_due, Some(end)]
+            // A socket's idle timer runs out between ticks too (Bandit's
+            // timer is exact): the sweep then closes it on time.
+            let idle_due = self
+                .server(index)?
+                .next_idle_deadline()
+                .filter(|due| *due > now);
+            let next = [self.next_tick_at, reconnect_due, idle_due, Some(end)]
                 .into_iter()
                 .flatten()
                 .min()

@@ -6,7 +6,7 @@
 //! on the manual clock; nothing sleeps.
 
 use crate::sync_client::{RUN_TOPIC, ShippedClientModel, SyncClient, SyncEnv, event_payload};
-use chrono::TimeDelta;
+use chrono::{DurationRound, TimeDelta};
 use futures::{SinkExt, StreamExt};
 use khala_runtime::Profile;
 use khala_runtime::sync::jwt::{self, DEFAULT_AUDIENCE, DEFAULT_CLAIMS_VERSION, DEFAULT_ISSUER};
@@ -99,23 +99,46 @@ async fn the_idle_timer_counts_from_the_last_frame_from_the_client_or_to_it() {
         config.socket_idle_timeout_ms = 30_000;
     })
     .await;
+    // The timer runs out 30 s after a frame, to the millisecond it was
+    // stamped: that is when a caller driving time sweeps next.
+    let opened = sync.clock.peek();
+    let runs_out = |after: TimeDelta| {
+        opened
+            .duration_trunc(TimeDelta::milliseconds(1))
+            .ok()
+            .map(|stamped| stamped + after + TimeDelta::seconds(30))
+    };
+    assert_eq!(sync.server.next_idle_deadline(), None, "no socket yet");
     // Never joined: no frame at all since the upgrade.
     let mut silent = sync.connect().await;
     // A client frame re-arms the timer.
     let mut talking = sync.connect().await;
+    assert_eq!(
+        sync.server.next_idle_deadline(),
+        runs_out(TimeDelta::zero())
+    );
     sync.clock.advance(TimeDelta::seconds(20));
     let reference = talking
         .send_frame(None, "phoenix", "heartbeat", json!({}))
         .await;
     talking.until_reply(&reference).await.reply.ok();
+    assert_eq!(
+        sync.server.next_idle_deadline(),
+        runs_out(TimeDelta::zero())
+    );
     sync.clock.advance(TimeDelta::seconds(10));
     assert_eq!(sync.server.close_idle_sockets().await, 1);
     assert_eq!(silent.close_code().await, Some(IDLE_CLOSE_CODE));
+    assert_eq!(
+        sync.server.next_idle_deadline(),
+        runs_out(TimeDelta::seconds(20))
+    );
     sync.clock.advance(TimeDelta::seconds(19));
     assert_eq!(sync.server.close_idle_sockets().await, 0);
     sync.clock.advance(TimeDelta::seconds(1));
     assert_eq!(sync.server.close_idle_sockets().await, 1);
     assert_eq!(talking.close_code().await, Some(IDLE_CLOSE_CODE));
+    assert_eq!(sync.server.next_idle_deadline(), None);
     sync.finish().await;
 }
 

@@ -113,6 +113,12 @@ impl Activity {
         self.last_frame_ms.fetch_max(now, Ordering::SeqCst);
     }
 
+    /// When the last frame passed.
+    pub fn last_frame(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.last_frame_ms.load(Ordering::SeqCst))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
     /// How long since the last frame.
     pub fn idle_for(&self) -> TimeDelta {
         let now = self.clock.now().timestamp_millis();

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::{SinkExt, StreamExt};
 use sqlx::PgPool;
 use std::collections::{BTreeSet, HashMap};
@@ -111,13 +111,21 @@ enum Control {
     Shutdown,
 }
 
+/// An open connection as the server's loops reach it: its control queue,
+/// and when it last carried a frame (for its idle deadline).
+#[derive(Debug)]
+struct Registered {
+    control: mpsc::UnboundedSender<Control>,
+    activity: Arc<Activity>,
+}
+
 #[derive(Debug)]
 struct Shared {
     context: Arc<ChannelContext>,
     verifier: Verifier,
     notifier: Notifier,
     config: SyncConfig,
-    connections: Mutex<HashMap<u64, mpsc::UnboundedSender<Control>>>,
+    connections: Mutex<HashMap<u64, Registered>>,
     connection_ids: AtomicU64,
 }
 
@@ -138,8 +146,20 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .values()
-            .cloned()
+            .map(|registered| registered.control.clone())
             .collect()
+    }
+
+    /// When the first open socket's idle timer runs out, by the server
+    /// clock: its last frame plus the idle timeout.
+    fn next_idle_deadline(&self) -> Option<DateTime<Utc>> {
+        let timeout = TimeDelta::from_std(self.config.socket_idle_timeout()).ok()?;
+        self.connections
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .filter_map(|registered| registered.activity.last_frame().checked_add_signed(timeout))
+            .min()
     }
 
     async fn tick_heartbeats(&self) -> (HeartbeatTick, Vec<SocketAddr>) {
@@ -428,6 +448,12 @@ impl SyncServerHandle {
         self.shared.close_idle_sockets().await
     }
 
+    /// When the first open socket becomes idle by the server clock, so that
+    /// a caller driving time sweeps then, as Bandit's exact timer closes it.
+    pub fn next_idle_deadline(&self) -> Option<DateTime<Utc>> {
+        self.shared.next_idle_deadline()
+    }
+
     /// What the channels' telemetry counted so far (spec §7.8).
     pub fn telemetry(&self) -> &SyncTelemetry {
         &self.shared.context.telemetry
@@ -533,11 +559,18 @@ async fn serve_connection(
 ) {
     let id = shared.connection_ids.fetch_add(1, Ordering::SeqCst);
     let (control, mut controls) = mpsc::unbounded_channel();
+    let activity = Arc::new(Activity::new(shared.context.clock.clone()));
     shared
         .connections
         .lock()
         .unwrap_or_else(|poison| poison.into_inner())
-        .insert(id, control);
+        .insert(
+            id,
+            Registered {
+                control,
+                activity: activity.clone(),
+            },
+        );
     // Subscribed before anything is replayed, so no wake-up is lost.
     let mut wakes = shared.notifier.subscribe();
     let (mut sink, mut stream) = socket.split();
@@ -562,7 +595,6 @@ async fn serve_connection(
         }
         let _ = sink.send(Message::Close(close)).await;
     });
-    let activity = Arc::new(Activity::new(shared.context.clock.clone()));
     let idle_timeout =
         TimeDelta::from_std(shared.config.socket_idle_timeout()).unwrap_or(TimeDelta::MAX);
     let out = Outbox::new(frames, activity.clone());
