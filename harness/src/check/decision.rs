@@ -3,15 +3,89 @@
 //! drift telemetry. The checkpoint each one read is the previous step's
 //! observed row, moved along by the step's own applied writes (they run one
 //! after another); the summary's seq, version and hash come from the
-//! summary the projection answered, hashed by the harness (§6.3). Pure.
+//! summary the projection answered, hashed by the harness (§6.3). A
+//! projection the sink failed carries §3.5's reason class for the fault the
+//! step met. Pure.
 
 use crate::check::invariants::{Recorder, parity_hash};
 use crate::model::observation::{Observation, document_seq};
 use crate::model::reason::CheckpointClass;
 use crate::model::violation::Violation;
-use khala_runtime::projector::{ProjectionOutcome, WriteResult};
+use khala_runtime::SinkMode;
+use khala_runtime::projector::{ProjectionError, ProjectionOutcome, WriteResult};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+
+/// What the projections of a step's writes answered.
+#[derive(Debug, Default)]
+pub struct Projected {
+    /// The documents the hardened guard refused because Convex cannot hold
+    /// them (V1's).
+    pub refused: Vec<String>,
+    /// Every projection that succeeded, in the order they ran.
+    pub outcomes: Vec<ProjectionOutcome>,
+    /// Every projection the sink failed: its document and the reason class
+    /// its telemetry carries (`ProjectionError::reason_class`).
+    pub sink_failures: Vec<(String, String)>,
+}
+
+impl Projected {
+    pub fn note(&mut self, projection: Result<ProjectionOutcome, ProjectionError>) {
+        match projection {
+            Ok(outcome) => self.outcomes.push(outcome),
+            Err(ProjectionError::ConvexValueRefused {
+                kind, entity_id, ..
+            }) => self.refused.push(kind.document_id(&entity_id)),
+            Err(error) => {
+                if let ProjectionError::SinkWriteFailed {
+                    kind, entity_id, ..
+                } = &error
+                {
+                    let failure = (kind.document_id(entity_id), error.reason_class());
+                    self.sink_failures.push(failure);
+                }
+            }
+        }
+    }
+}
+
+/// What a Convex call meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvexFailing {
+    No,
+    /// Reset, hung, answered too late, or a backend down: the request fails.
+    Transport,
+    /// Convex answers that the function threw (HTTP 200 or 560).
+    Function,
+}
+
+/// The faults in force while a step's writes projected, on which the
+/// class a failed projection's telemetry carries depends (§3.5).
+#[derive(Clone, Copy, Debug)]
+pub struct Faults {
+    pub sink_mode: SinkMode,
+    pub convex: ConvexFailing,
+    pub khala_broken: bool,
+}
+
+impl Faults {
+    /// §3.5's `reason_class` of a failed projection: the sink's reason by
+    /// the tuple rule. `None` where these faults do not decide it.
+    fn failure_class(self) -> Option<&'static str> {
+        match self.sink_mode {
+            // `{:fanout_sink_failed, sink, reason}`, a 3-tuple.
+            SinkMode::Dual => Some("error"),
+            SinkMode::ConvexOnly => match self.convex {
+                ConvexFailing::Function => Some("convex_error"),
+                ConvexFailing::Transport => Some("http_request_failed"),
+                ConvexFailing::No => None,
+            },
+            // The read-model upsert is what the broken table refuses.
+            SinkMode::KhalaOnly => self.khala_broken.then_some("read_model_upsert_failed"),
+            SinkMode::Noop => None,
+        }
+    }
+}
 
 /// What a checkpoint row holds that the decision reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,16 +171,34 @@ fn expected(read: Option<&Held>, summary: &Held, ahead_skips: bool) -> Answer {
     }
 }
 
-/// C1 over the successful projections of step `step_index`, in the order
-/// they ran, against the checkpoints `previous` held before it.
+/// C1 over the projections of step `step_index`: the successful ones in
+/// the order they ran, against the checkpoints `previous` held before it,
+/// and the failed ones against `faults`.
 pub fn check_decisions(
     previous: &Observation,
-    projected: &[ProjectionOutcome],
+    projected: &Projected,
+    faults: Faults,
     ahead_skips: bool,
     current: &Observation,
     step_index: usize,
 ) -> Vec<Violation> {
     let mut recorder = Recorder::new(step_index, current);
+    if let Some(expected) = faults.failure_class() {
+        for (document_id, class) in &projected.sink_failures {
+            if class != expected {
+                let detail = format!(
+                    "a projection the sink failed under {faults:?} carries reason class {class:?} (spec §3.5: {expected:?})"
+                );
+                let want = json!({"result": "error", "reason_class": expected});
+                recorder.record(
+                    CheckpointClass::DecisionTelemetryWrong,
+                    Some(document_id),
+                    detail,
+                    Some(want),
+                );
+            }
+        }
+    }
     let mut checkpoints: BTreeMap<&str, Held> = previous
         .checkpoints
         .iter()
@@ -119,7 +211,7 @@ pub fn check_decisions(
             (document_id.as_str(), held)
         })
         .collect();
-    for outcome in projected {
+    for outcome in &projected.outcomes {
         // A summary without its metadata is P2's and P3's to report.
         let Some(summary) = Held::of(&outcome.summary) else {
             continue;
@@ -159,7 +251,7 @@ mod tests {
     use crate::model::observation::CheckpointView;
     use khala_runtime::checkpoint::DecisionReason;
 
-    const DOC: &str = "runtime_run_summary:run_0";
+    const DOC: &str = "runtime/run_summary:run_0";
 
     fn summary(seq: i64, version: &str, status: &str) -> Value {
         json!({
@@ -205,11 +297,33 @@ mod tests {
         }
     }
 
-    fn classes(row: Option<&Value>, projected: &[ProjectionOutcome]) -> Vec<String> {
-        check_decisions(&observed(row), projected, false, &Observation::default(), 3)
+    const HEALTHY: Faults = Faults {
+        sink_mode: SinkMode::Dual,
+        convex: ConvexFailing::No,
+        khala_broken: false,
+    };
+
+    fn succeeded(outcomes: &[ProjectionOutcome]) -> Projected {
+        Projected {
+            outcomes: outcomes.to_vec(),
+            ..Projected::default()
+        }
+    }
+
+    fn named(found: Vec<Violation>) -> Vec<String> {
+        found
             .iter()
             .map(|violation| format!("{} {}", violation.invariant, violation.reason_class))
             .collect()
+    }
+
+    fn classes(row: Option<&Value>, projected: &[ProjectionOutcome]) -> Vec<String> {
+        let observed = observed(row);
+        let projected = succeeded(projected);
+        let current = Observation::default();
+        named(check_decisions(
+            &observed, &projected, HEALTHY, false, &current, 3,
+        ))
     }
 
     use DecisionReason::*;
@@ -317,7 +431,8 @@ mod tests {
         let ahead = outcome(at_1, Skipped, Some(CheckpointAhead), 0, true);
         let found = check_decisions(
             &observed(Some(&at_2)),
-            &[ahead],
+            &succeeded(&[ahead]),
+            HEALTHY,
             true,
             &Observation::default(),
             3,
@@ -336,5 +451,115 @@ mod tests {
             ),
             ["C1 decision_wrong"]
         );
+    }
+
+    #[test]
+    fn c1_holds_a_failed_projection_to_the_class_its_fault_gives() {
+        let failed = |class: &str| Projected {
+            sink_failures: vec![(DOC.to_owned(), class.to_owned())],
+            ..Projected::default()
+        };
+        let under = |sink_mode, convex, khala_broken| Faults {
+            sink_mode,
+            convex,
+            khala_broken,
+        };
+        let judged = |faults, class| {
+            let none = Observation::default();
+            named(check_decisions(
+                &none,
+                &failed(class),
+                faults,
+                false,
+                &none,
+                3,
+            ))
+        };
+        let right = [
+            (
+                under(SinkMode::Dual, ConvexFailing::Function, false),
+                "error",
+            ),
+            (under(SinkMode::Dual, ConvexFailing::No, true), "error"),
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::Function, false),
+                "convex_error",
+            ),
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::Transport, true),
+                "http_request_failed",
+            ),
+            (
+                under(SinkMode::KhalaOnly, ConvexFailing::Function, true),
+                "read_model_upsert_failed",
+            ),
+            // Where no fault decides the class, none is demanded.
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::No, true),
+                "invalid_json",
+            ),
+        ];
+        for (faults, class) in right {
+            assert_eq!(judged(faults, class), Vec::<String>::new(), "{faults:?}");
+        }
+        let wrong = [
+            // A fanout's failure named by its failing sink's class.
+            (
+                under(SinkMode::Dual, ConvexFailing::Function, false),
+                "convex_error",
+            ),
+            // A function that threw, taken for an HTTP status or a bad answer.
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::Function, false),
+                "error",
+            ),
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::Function, false),
+                "invalid_response",
+            ),
+            (
+                under(SinkMode::ConvexOnly, ConvexFailing::Transport, false),
+                "convex_error",
+            ),
+            (under(SinkMode::KhalaOnly, ConvexFailing::No, true), "error"),
+        ];
+        for (faults, class) in wrong {
+            assert_eq!(
+                judged(faults, class),
+                ["C1 decision_telemetry_wrong"],
+                "{faults:?} {class}"
+            );
+        }
+    }
+
+    #[test]
+    fn projected_notes_successes_refusals_and_sink_failures_apart() {
+        use khala_runtime::ProjectionKind;
+        use khala_runtime::sink::SinkError;
+        let mut projected = Projected::default();
+        projected.note(Ok(outcome(
+            summary(1, "v1", "running"),
+            Applied,
+            None,
+            1,
+            false,
+        )));
+        projected.note(Err(ProjectionError::SinkWriteFailed {
+            kind: ProjectionKind::RunSummary,
+            entity_id: "run_0".to_owned(),
+            source: SinkError::ConvexError {
+                message: "threw".to_owned(),
+            },
+        }));
+        projected.note(Err(ProjectionError::NotFound {
+            kind: ProjectionKind::RunSummary,
+            entity_id: "run_1".to_owned(),
+        }));
+        assert_eq!(projected.outcomes.len(), 1);
+        assert_eq!(
+            projected.sink_failures,
+            [(DOC.to_owned(), "convex_error".to_owned())]
+        );
+        assert!(projected.refused.is_empty());
     }
 }

@@ -249,7 +249,7 @@ pub const CATALOGUE: &[Invariant] = &[
     },
     Invariant {
         id: "C1",
-        statement: "the checkpoint decision table of spec §3.3 holds for every (checkpoint, summary) combination, with its lag and drift outputs",
+        statement: "the checkpoint decision table of spec §3.3 holds for every (checkpoint, summary) combination, with its lag and drift outputs, and a projection the sink failed carries spec §3.5's reason class for its failure",
         severity: Severity::Critical,
         phase: Phase::EveryStep,
         checked_by: Some("models/runtime/src/checkpoint.rs"),

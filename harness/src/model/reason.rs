@@ -132,7 +132,7 @@ reason_family! {
         DecisionWrong => "C1", Critical, "decision_wrong",
             "a projection wrote where spec §3.3 skips, or skipped where it writes, for the checkpoint it read";
         DecisionTelemetryWrong => "C1", Warning, "decision_telemetry_wrong",
-            "a projection answered another reason, lag_events or drift signal than spec §3.3 gives for the checkpoint it read, so lag dashboards and drift alerts mislead";
+            "a projection answered another reason, lag_events or drift signal than spec §3.3 gives for the checkpoint it read, or a failed one another reason class than spec §3.5 gives its failure, so lag dashboards, drift and failure alerts mislead";
         CheckpointAheadOfKhala => "C2", Critical, "checkpoint_ahead_of_khala",
             "the checkpoint moved to a state Khala does not hold";
         CheckpointAheadOfConvex => "C2", Critical, "checkpoint_ahead_of_convex",

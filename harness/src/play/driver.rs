@@ -13,7 +13,7 @@
 //! harness runs, and playing one there is refused.
 
 use crate::check::cycle::check_cycle;
-use crate::check::decision::check_decisions;
+use crate::check::decision::{ConvexFailing, Faults, Projected, check_decisions};
 use crate::check::invariants;
 use crate::check::rebuild::{Rebuilt, check_rebuilds};
 use crate::check::windows::ParityWindows;
@@ -38,7 +38,6 @@ use khala_runtime::authority::AuthorityError;
 use khala_runtime::authority::{NewRun, NewWorker, RunTerminal};
 use khala_runtime::clock::{Clock, ManualClock};
 use khala_runtime::notifier::Notifier;
-use khala_runtime::projector::{ProjectionError, ProjectionOutcome};
 use khala_runtime::runtime::RuntimeError;
 use khala_runtime::sink::convex_value::as_sent;
 use khala_runtime::sink::{
@@ -190,6 +189,22 @@ impl Slot {
             observer,
             convex_outage: std::sync::Mutex::new(None),
         })
+    }
+
+    /// What a Convex call through this slot meets now.
+    fn convex_failing(&self) -> ConvexFailing {
+        if self.outage().is_some() {
+            return ConvexFailing::Transport;
+        }
+        match self.proxy.as_ref().map(TcpProxy::mode) {
+            None | Some(ProxyMode::Pass) => ConvexFailing::No,
+            Some(ProxyMode::Reset | ProxyMode::Blackhole | ProxyMode::Delay) => {
+                ConvexFailing::Transport
+            }
+            Some(ProxyMode::FunctionError200 | ProxyMode::FunctionError560) => {
+                ConvexFailing::Function
+            }
+        }
     }
 
     fn outage(&self) -> Option<Outage> {
@@ -352,33 +367,11 @@ struct CaseState {
     /// X8's divergence windows so far.
     windows: ParityWindows,
     /// What the current step's projections answered.
-    projections: Projections,
+    projections: Projected,
     /// What the current step's reprojections answered (P5).
     rebuilt: Rebuilt,
     /// Switch B7, which C1's decision table reads.
     checkpoint_ahead_skips: bool,
-}
-
-/// What the projections of the current step's writes answered.
-#[derive(Default)]
-struct Projections {
-    /// The documents the hardened guard refused because Convex cannot hold
-    /// them.
-    refused: Vec<String>,
-    /// Every projection that succeeded, in the order they ran (C1).
-    outcomes: Vec<ProjectionOutcome>,
-}
-
-impl Projections {
-    fn note(&mut self, projection: Result<ProjectionOutcome, ProjectionError>) {
-        match projection {
-            Ok(outcome) => self.outcomes.push(outcome),
-            Err(ProjectionError::ConvexValueRefused {
-                kind, entity_id, ..
-            }) => self.refused.push(kind.document_id(&entity_id)),
-            Err(_) => {}
-        }
-    }
 }
 
 /// Plays `case` under its profile on the first slot. Stops at the first
@@ -609,7 +602,14 @@ async fn play_steps(
     let final_step = [Step::Quiesce];
     for (index, step) in case.steps.iter().chain(final_step.iter()).enumerate() {
         state.audited = None;
-        state.projections = Projections::default();
+        state.projections = Projected::default();
+        // What the step's writes meet: faults change only by steps that
+        // write nothing.
+        let faults = Faults {
+            sink_mode: state.oracle.sink_mode(),
+            convex: slot.convex_failing(),
+            khala_broken: state.khala_broken,
+        };
         let applied = apply(slot, db, state, step, index).await;
         if let Some(fault) = system_fault(applied)? {
             record_fault(slot, db, &namespace, step, &previous, fault, result).await?;
@@ -665,7 +665,8 @@ async fn play_steps(
         ));
         found.extend(check_decisions(
             &previous,
-            &state.projections.outcomes,
+            &state.projections,
+            faults,
             state.checkpoint_ahead_skips,
             &current,
             index,
@@ -910,7 +911,7 @@ fn start_case(
             hold,
         ),
         windows: ParityWindows::new(case.start.sink_mode),
-        projections: Projections::default(),
+        projections: Projected::default(),
         checkpoint_ahead_skips: switches.runtime.b7_checkpoint_ahead_skips,
         rebuilt: Rebuilt::default(),
     })
@@ -996,7 +997,7 @@ async fn ensure_created(
 fn authority_write(
     result: Result<khala_runtime::runtime::AppendOutcome, RuntimeError>,
     step: usize,
-    projections: &mut Projections,
+    projections: &mut Projected,
 ) -> Result<(), StepError> {
     let outcome = result.map_err(runtime_failed(step))?;
     projections.note(outcome.projection);
