@@ -357,7 +357,7 @@ impl Oracle {
             Step::DuplicateDelivery { .. }
             | Step::Reproject { .. }
             | Step::BreakConvex { .. }
-            | Step::BreakKhala
+            | Step::BreakKhala { .. }
             | Step::ConvexOutage { .. }
             | Step::AuditorCycle
             | Step::DisconnectClient { .. }
@@ -740,6 +740,7 @@ pub fn semantic_part(document: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::case::KhalaFault;
     use crate::model::case::{RunEventType, TerminalStatus, WorkerEventType};
 
     #[test]
@@ -831,7 +832,9 @@ mod tests {
         });
         let before = oracle.clone();
         for step in [
-            Step::BreakKhala,
+            Step::BreakKhala {
+                fault: KhalaFault::ReadModel,
+            },
             Step::Heal,
             Step::Quiesce,
             Step::DuplicateDelivery {

@@ -65,24 +65,41 @@ pub enum ConvexFailing {
 pub struct Faults {
     pub sink_mode: SinkMode,
     pub convex: ConvexFailing,
-    pub khala_broken: bool,
+    /// Khala's read-model tables refuse writes.
+    pub read_models_broken: bool,
+    /// Khala's watermark allocator (`runtime.sync_topic_sequences`)
+    /// refuses writes.
+    pub allocator_broken: bool,
 }
 
+/// What the allocator answers when its table refuses the seed or the
+/// increment (`WatermarkError::reason_class`).
+const ALLOCATOR_FAILED: [&str; 2] = ["seed_insert_failed", "allocator_update_failed"];
+
 impl Faults {
-    /// §3.5's `reason_class` of a failed projection: the sink's reason by
-    /// the tuple rule. `None` where these faults do not decide it.
-    fn failure_class(self) -> Option<&'static str> {
+    /// The `reason_class`es §3.5 allows a failed projection: the sink's
+    /// reason by the tuple rule. Empty where these faults do not decide it.
+    fn failure_classes(self) -> Vec<&'static str> {
         match self.sink_mode {
             // `{:fanout_sink_failed, sink, reason}`, a 3-tuple.
-            SinkMode::Dual => Some("error"),
+            SinkMode::Dual => vec!["error"],
             SinkMode::ConvexOnly => match self.convex {
-                ConvexFailing::Function => Some("convex_error"),
-                ConvexFailing::Transport => Some("http_request_failed"),
-                ConvexFailing::No => None,
+                ConvexFailing::Function => vec!["convex_error"],
+                ConvexFailing::Transport => vec!["http_request_failed"],
+                ConvexFailing::No => Vec::new(),
             },
-            // The read-model upsert is what the broken table refuses.
-            SinkMode::KhalaOnly => self.khala_broken.then_some("read_model_upsert_failed"),
-            SinkMode::Noop => None,
+            // Which of two broken parts fails first is the order B16 sets.
+            SinkMode::KhalaOnly => {
+                let mut classes = Vec::new();
+                if self.read_models_broken {
+                    classes.push("read_model_upsert_failed");
+                }
+                if self.allocator_broken {
+                    classes.extend(ALLOCATOR_FAILED);
+                }
+                classes
+            }
+            SinkMode::Noop => Vec::new(),
         }
     }
 }
@@ -183,13 +200,15 @@ pub fn check_decisions(
     step_index: usize,
 ) -> Vec<Violation> {
     let mut recorder = Recorder::new(step_index, current);
-    if let Some(expected) = faults.failure_class() {
+    let allowed = faults.failure_classes();
+    if !allowed.is_empty() {
         for (document_id, class) in &projected.sink_failures {
-            if class != expected {
+            if !allowed.contains(&class.as_str()) {
+                let expected = allowed.join(" or ");
                 let detail = format!(
-                    "a projection the sink failed under {faults:?} carries reason class {class:?} (spec §3.5: {expected:?})"
+                    "a projection the sink failed under {faults:?} carries reason class {class:?} (spec §3.5: {expected})"
                 );
-                let want = json!({"result": "error", "reason_class": expected});
+                let want = json!({"result": "error", "reason_class": allowed});
                 recorder.record(
                     CheckpointClass::DecisionTelemetryWrong,
                     Some(document_id),
@@ -300,7 +319,8 @@ mod tests {
     const HEALTHY: Faults = Faults {
         sink_mode: SinkMode::Dual,
         convex: ConvexFailing::No,
-        khala_broken: false,
+        read_models_broken: false,
+        allocator_broken: false,
     };
 
     fn succeeded(outcomes: &[ProjectionOutcome]) -> Projected {
@@ -459,10 +479,17 @@ mod tests {
             sink_failures: vec![(DOC.to_owned(), class.to_owned())],
             ..Projected::default()
         };
-        let under = |sink_mode, convex, khala_broken| Faults {
+        let under = |sink_mode, convex, read_models_broken| Faults {
             sink_mode,
             convex,
-            khala_broken,
+            read_models_broken,
+            allocator_broken: false,
+        };
+        let allocator = |read_models_broken| Faults {
+            sink_mode: SinkMode::KhalaOnly,
+            convex: ConvexFailing::No,
+            read_models_broken,
+            allocator_broken: true,
         };
         let judged = |faults, class| {
             let none = Observation::default();
@@ -499,6 +526,12 @@ mod tests {
                 "invalid_json",
             ),
         ];
+        let right = right.into_iter().chain([
+            (allocator(false), "seed_insert_failed"),
+            (allocator(false), "allocator_update_failed"),
+            (allocator(true), "read_model_upsert_failed"),
+            (allocator(true), "allocator_update_failed"),
+        ]);
         for (faults, class) in right {
             assert_eq!(judged(faults, class), Vec::<String>::new(), "{faults:?}");
         }
@@ -522,6 +555,9 @@ mod tests {
                 "convex_error",
             ),
             (under(SinkMode::KhalaOnly, ConvexFailing::No, true), "error"),
+            // A failed allocation named by the read model, or by nothing.
+            (allocator(false), "read_model_upsert_failed"),
+            (allocator(false), ""),
         ];
         for (faults, class) in wrong {
             assert_eq!(

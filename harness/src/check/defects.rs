@@ -88,7 +88,7 @@ pub fn active_faults(steps: &[Step]) -> Vec<&Step> {
     let mut active = Vec::new();
     for step in steps {
         match step {
-            Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => {
+            Step::BreakConvex { .. } | Step::BreakKhala { .. } | Step::ConvexOutage { .. } => {
                 active.push(step);
             }
             Step::Heal | Step::Quiesce => active.clear(),

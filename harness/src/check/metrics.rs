@@ -223,7 +223,7 @@ impl RunMetrics {
                 .entry(step.kind().name().to_owned())
                 .or_default() += 1;
             match step {
-                Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => {
+                Step::BreakConvex { .. } | Step::BreakKhala { .. } | Step::ConvexOutage { .. } => {
                     fault_active = true;
                     quiescent = false;
                 }
@@ -429,6 +429,7 @@ impl RunMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::case::KhalaFault;
     use crate::model::observation::Observation;
 
     fn summary(
@@ -495,7 +496,12 @@ mod tests {
         use crate::model::case::RollbackSwitch;
         let mut metrics = RunMetrics::default();
         metrics.observe_case(&trace(vec![
-            (Step::BreakKhala, None),
+            (
+                Step::BreakKhala {
+                    fault: KhalaFault::ReadModel,
+                },
+                None,
+            ),
             // During a fault: counted in `all` only.
             (Step::AuditorCycle, Some(summary(4, 4, 4, 4, 2))),
             (Step::Quiesce, None),

@@ -210,6 +210,7 @@ fn divergences(current: &Observation) -> BTreeMap<String, Divergence> {
 mod tests {
     use super::*;
     use crate::model::case::ConvexFault;
+    use crate::model::case::KhalaFault;
     use serde_json::json;
 
     fn document(seq: i64) -> Value {
@@ -239,7 +240,13 @@ mod tests {
         let mut windows = ParityWindows::new(SinkMode::Dual);
         assert!(
             windows
-                .observe(0, &Step::BreakKhala, &stores(Some(1), Some(1)))
+                .observe(
+                    0,
+                    &Step::BreakKhala {
+                        fault: KhalaFault::ReadModel
+                    },
+                    &stores(Some(1), Some(1))
+                )
                 .is_empty()
         );
         let step = Step::AppendRunEvent {
@@ -342,7 +349,13 @@ mod tests {
         };
         assert!(
             windows
-                .observe(1, &Step::BreakKhala, &stores(Some(1), Some(2)))
+                .observe(
+                    1,
+                    &Step::BreakKhala {
+                        fault: KhalaFault::ReadModel
+                    },
+                    &stores(Some(1), Some(2))
+                )
                 .is_empty()
         );
         assert!(

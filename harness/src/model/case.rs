@@ -386,6 +386,44 @@ pub enum ConvexFault {
     FunctionError560,
 }
 
+/// The part of Khala's database a `BreakKhala` step makes refuse writes.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KhalaFault {
+    /// The read-model tables: the sink's upsert fails.
+    #[default]
+    ReadModel,
+    /// `runtime.sync_topic_sequences`: the watermark allocation fails
+    /// (spec §5.5).
+    Allocator,
+}
+
+impl KhalaFault {
+    pub const ALL: [KhalaFault; 2] = [KhalaFault::ReadModel, KhalaFault::Allocator];
+
+    /// The name scenario files (`[khala_faults]`) and case files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            KhalaFault::ReadModel => "read_model",
+            KhalaFault::Allocator => "allocator",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|fault| fault.name() == name)
+    }
+
+    pub fn names() -> String {
+        Self::ALL.map(KhalaFault::name).join(", ")
+    }
+
+    fn is_read_model(&self) -> bool {
+        *self == KhalaFault::ReadModel
+    }
+}
+
 /// One step of a case. Steps are verbs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
@@ -452,8 +490,13 @@ pub enum Step {
     BreakConvex {
         fault: ConvexFault,
     },
-    /// Khala's database refuses writes until `Heal`.
-    BreakKhala,
+    /// Khala's database refuses writes until `Heal`: its read models, or
+    /// (`fault: allocator`) its watermark allocator. Case files written
+    /// before the allocator fault leave `fault` out.
+    BreakKhala {
+        #[serde(default, skip_serializing_if = "KhalaFault::is_read_model")]
+        fault: KhalaFault,
+    },
     /// The Convex backend itself goes down until `Heal`.
     ConvexOutage {
         outage: Outage,
@@ -759,7 +802,7 @@ impl Step {
             Step::Reproject { .. } => ActionKind::Reproject,
             Step::BumpProjectionVersion => ActionKind::ProjectionVersionBump,
             Step::BreakConvex { .. } => ActionKind::FaultConvex,
-            Step::BreakKhala => ActionKind::FaultKhala,
+            Step::BreakKhala { .. } => ActionKind::FaultKhala,
             Step::ConvexOutage {
                 outage: Outage::Pause,
             } => ActionKind::FaultConvex,
@@ -916,6 +959,27 @@ mod tests {
                     .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c)),
                 "{worker}"
             );
+        }
+    }
+
+    #[test]
+    fn a_khala_fault_names_its_part_and_the_older_form_is_the_read_models() {
+        let read_model = Step::BreakKhala {
+            fault: KhalaFault::ReadModel,
+        };
+        let allocator = Step::BreakKhala {
+            fault: KhalaFault::Allocator,
+        };
+        let older = r#"{"action":"break_khala"}"#;
+        assert_eq!(serde_json::from_str::<Step>(older).unwrap(), read_model);
+        assert_eq!(serde_json::to_string(&read_model).unwrap(), older);
+        let text = r#"{"action":"break_khala","fault":"allocator"}"#;
+        assert_eq!(serde_json::to_string(&allocator).unwrap(), text);
+        assert_eq!(serde_json::from_str::<Step>(text).unwrap(), allocator);
+        let unknown = r#"{"action":"break_khala","fault":"sequences"}"#;
+        assert!(serde_json::from_str::<Step>(unknown).is_err());
+        for fault in KhalaFault::ALL {
+            assert_eq!(KhalaFault::from_name(fault.name()), Some(fault));
         }
     }
 }

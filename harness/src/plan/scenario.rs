@@ -5,7 +5,7 @@
 //! documented with examples in `scenarios/README.md`.
 
 use crate::check::gate::{GateErrorKind, GateThresholds};
-use crate::model::case::{ActionKind, Flags, RolloutStage, Start, Surface};
+use crate::model::case::{ActionKind, Flags, KhalaFault, RolloutStage, Start, Surface};
 use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{TextKind, TextWeights, ValueKind, ValueWeights};
 use crate::plan::reach::{self, FlagState, StageState, State};
@@ -66,6 +66,10 @@ pub struct Scenario {
     /// pause, as before.
     #[serde(default, deserialize_with = "weight_table")]
     pub convex_faults: BTreeMap<String, u32>,
+    /// A weight per Khala fault (`model::case::KhalaFault`) for the
+    /// `fault_khala` steps; absent: the read models, as before.
+    #[serde(default, deserialize_with = "weight_table")]
+    pub khala_faults: BTreeMap<String, u32>,
     #[serde(default)]
     pub swarm: SwarmSpec,
     #[serde(default)]
@@ -363,6 +367,8 @@ pub enum InvalidKind {
     UnknownFlagSpelling,
     #[error("unknown convex fault kind (allowed: {})", ConvexFaultKind::names())]
     UnknownConvexFault,
+    #[error("unknown khala fault (allowed: {})", KhalaFault::names())]
+    UnknownKhalaFault,
     #[error(
         "all weights of [{table}] are zero: `{kind}` steps would have nothing to draw; hint: give one a weight above 0, or leave [{table}] out"
     )]
@@ -571,6 +577,13 @@ impl Scenario {
             ActionKind::FaultConvex,
             |name| ConvexFaultKind::from_name(name).is_some(),
             InvalidKind::UnknownConvexFault,
+        )?;
+        self.validate_draws(
+            "khala_faults",
+            &self.khala_faults,
+            ActionKind::FaultKhala,
+            |name| KhalaFault::from_name(name).is_some(),
+            InvalidKind::UnknownKhalaFault,
         )?;
         if !self.start.payload_modes.is_empty()
             && self.start.payload_modes.values().all(|weight| *weight == 0)
@@ -788,7 +801,8 @@ impl Scenario {
     }
 
     /// What the kinds draw within themselves (`[values]`,
-    /// `[flag_values]`, `[convex_faults]`), each in its enum's order.
+    /// `[flag_values]`, `[convex_faults]`, `[khala_faults]`), each in its
+    /// enum's order.
     pub fn draws(&self) -> Draws {
         Draws {
             values: self.value_weights(),
@@ -801,10 +815,15 @@ impl Scenario {
                 .into_iter()
                 .filter_map(|fault| Some((fault, *self.convex_faults.get(fault.name())?)))
                 .collect(),
+            khala_faults: KhalaFault::ALL
+                .into_iter()
+                .filter_map(|fault| Some((fault, *self.khala_faults.get(fault.name())?)))
+                .collect(),
         }
     }
 
-    /// A draw table (`[flag_values]`, `[convex_faults]`): known names, one
+    /// A draw table (`[flag_values]`, `[convex_faults]`, `[khala_faults]`):
+    /// known names, one
     /// weight above zero, and its kind weighed.
     fn validate_draws(
         &self,

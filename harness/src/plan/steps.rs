@@ -2,8 +2,8 @@
 //! a few entities per case so that steps collide on them.
 
 use crate::model::case::{
-    ActionKind, ConvexFault, EntityRef, Outage, RollbackSwitch, RolloutStage, RunEventType, Step,
-    StopPath, Surface, TerminalStatus, WorkerEventType,
+    ActionKind, ConvexFault, EntityRef, KhalaFault, Outage, RollbackSwitch, RolloutStage,
+    RunEventType, Step, StopPath, Surface, TerminalStatus, WorkerEventType,
 };
 use crate::model::draws::{ConvexFaultKind, FlagSpelling};
 use crate::model::values::{Text, TextKind, TextWeights, ValueKind, ValueWeights};
@@ -33,16 +33,18 @@ fn surface() -> impl Strategy<Value = Surface> {
 }
 
 /// What the kinds draw within themselves, by the scenario's weights: the
-/// metadata values (`[values]`), the raw flag values (`[flag_values]`)
-/// and the Convex faults (`[convex_faults]`). An empty weight list keeps
-/// the kind's own draw (`"true"` or unset; the transport faults and the
-/// pause), so scenarios without the table draw the cases they always did.
+/// metadata values (`[values]`), the raw flag values (`[flag_values]`),
+/// the Convex faults (`[convex_faults]`) and the Khala faults
+/// (`[khala_faults]`). An empty weight list keeps the kind's own draw
+/// (`"true"` or unset; the transport faults and the pause; the read
+/// models), so scenarios without the table draw the cases they always did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Draws {
     pub values: ValueWeights,
     pub texts: TextWeights,
     pub flag_spellings: Vec<(FlagSpelling, u32)>,
     pub convex_faults: Vec<(ConvexFaultKind, u32)>,
+    pub khala_faults: Vec<(KhalaFault, u32)>,
 }
 
 /// One of `weighted` by weight, shrinking toward the first listed.
@@ -237,8 +239,12 @@ pub fn steps_of(kind: ActionKind, draws: &Draws, corners: &CornerBounds) -> Boxe
             ]
             .boxed(),
         },
+        ActionKind::FaultKhala => match weighted_choice(&draws.khala_faults) {
+            Some(fault) => fault.prop_map(|fault| Step::BreakKhala { fault }).boxed(),
+            None => Just(Step::BreakKhala { fault: KhalaFault::ReadModel }).boxed(),
+        },
         // A Khala failure is also what fails the second sink of the fanout.
-        ActionKind::FaultKhala | ActionKind::FaultPartialFanout => Just(Step::BreakKhala).boxed(),
+        ActionKind::FaultPartialFanout => Just(Step::BreakKhala { fault: KhalaFault::ReadModel }).boxed(),
         ActionKind::Quiesce => prop_oneof![Just(Step::Heal), Just(Step::Quiesce)].boxed(),
         // Below and above the heartbeat period (15 s), the channel timeout
         // (60 s + a tick) and the socket idle timeout (60 s after the last

@@ -17,7 +17,9 @@ use crate::check::decision::{ConvexFailing, Faults, Projected, check_decisions};
 use crate::check::invariants;
 use crate::check::rebuild::{Rebuilt, check_rebuilds};
 use crate::check::windows::ParityWindows;
-use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::model::case::{
+    Case, ConvexFault, EntityRef, KhalaFault, Outage, RollbackSwitch, Step, StopPath,
+};
 use crate::model::observation::{CheckpointView, JournalEntry, Observation};
 use crate::model::reason::ReasonClass;
 use crate::model::switches::DefectSwitches;
@@ -48,7 +50,7 @@ use khala_runtime::{Profile, ProjectionKind, Runtime, RuntimeConfig};
 use serde_json::Value;
 use serde_json::json;
 use sqlx::types::Json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -354,7 +356,8 @@ struct CaseState {
     oracle: Oracle,
     reader: ConvexReader,
     created: std::collections::BTreeSet<EntityRef>,
-    khala_broken: bool,
+    /// The Khala faults in force until the next heal.
+    khala_broken: BTreeSet<KhalaFault>,
     version_generation: u32,
     auditor: ParityAuditor,
     /// Whether the auditor reads Convex (B2 fixed).
@@ -608,7 +611,8 @@ async fn play_steps(
         let faults = Faults {
             sink_mode: state.oracle.sink_mode(),
             convex: slot.convex_failing(),
-            khala_broken: state.khala_broken,
+            read_models_broken: state.khala_broken.contains(&KhalaFault::ReadModel),
+            allocator_broken: state.khala_broken.contains(&KhalaFault::Allocator),
         };
         let applied = apply(slot, db, state, step, index).await;
         if let Some(fault) = system_fault(applied)? {
@@ -895,7 +899,7 @@ fn start_case(
         namespace: namespace.to_owned(),
         reader,
         created: Default::default(),
-        khala_broken: false,
+        khala_broken: BTreeSet::new(),
         version_generation: 1,
         auditor: ParityAuditor::new(auditor_config, switches.runtime),
         auditor_reads_convex: !switches.runtime.b2_auditor_blind_to_convex,
@@ -1248,21 +1252,20 @@ async fn apply(
             ConvexFault::FunctionError200 => ProxyMode::FunctionError200,
             ConvexFault::FunctionError560 => ProxyMode::FunctionError560,
         }),
-        Step::BreakKhala => {
-            if !state.khala_broken {
-                set_khala_broken(&db.pool, true)
+        Step::BreakKhala { fault } => {
+            if !state.khala_broken.contains(fault) {
+                set_khala_broken(&db.pool, *fault, true)
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
-                state.khala_broken = true;
+                state.khala_broken.insert(*fault);
             }
         }
         Step::Heal | Step::Quiesce => {
             slot.heal(index).await?;
-            if state.khala_broken {
-                set_khala_broken(&db.pool, false)
+            for fault in std::mem::take(&mut state.khala_broken) {
+                set_khala_broken(&db.pool, fault, false)
                     .await
                     .map_err(|error| DriverError::postgres(index, error))?;
-                state.khala_broken = false;
             }
             if matches!(step, Step::Quiesce) {
                 state
@@ -1314,26 +1317,42 @@ async fn audit(
     Ok(())
 }
 
-/// Removes the Khala fault whether or not the case left it in place, in one
-/// round trip (without the notice each absent constraint would send).
+/// Removes every Khala fault whether or not the case left it in place, in
+/// one round trip (without the notice each absent constraint would send).
 async fn clear_khala_fault(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql(
-        "SET LOCAL client_min_messages = warning; \
-         ALTER TABLE runtime.sync_run_summaries DROP CONSTRAINT IF EXISTS harness_khala_fault; \
-         ALTER TABLE runtime.sync_codex_worker_summaries DROP CONSTRAINT IF EXISTS harness_khala_fault",
-    )
-    .execute(pool)
-    .await
-    .map(drop)
+    let mut statements = "SET LOCAL client_min_messages = warning".to_owned();
+    for table in KhalaFault::ALL.into_iter().flat_map(fault_tables) {
+        statements.push_str(&format!(
+            "; ALTER TABLE {table} DROP CONSTRAINT IF EXISTS harness_khala_fault"
+        ));
+    }
+    // The table names are `fault_tables`' constants.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statements))
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
-/// A Khala database failure: a constraint no row satisfies on both read
-/// models, so every Khala write fails inside the projector transaction.
-pub async fn set_khala_broken(pool: &sqlx::PgPool, broken: bool) -> Result<(), sqlx::Error> {
-    for table in [
-        "runtime.sync_run_summaries",
-        "runtime.sync_codex_worker_summaries",
-    ] {
+/// The tables a Khala fault makes refuse writes.
+fn fault_tables(fault: KhalaFault) -> &'static [&'static str] {
+    match fault {
+        KhalaFault::ReadModel => &[
+            "runtime.sync_run_summaries",
+            "runtime.sync_codex_worker_summaries",
+        ],
+        KhalaFault::Allocator => &["runtime.sync_topic_sequences"],
+    }
+}
+
+/// A Khala database failure: a constraint no row satisfies on the fault's
+/// tables (both read models, or the watermark allocator's), so every Khala
+/// write fails inside the projector transaction.
+pub async fn set_khala_broken(
+    pool: &sqlx::PgPool,
+    fault: KhalaFault,
+    broken: bool,
+) -> Result<(), sqlx::Error> {
+    for table in fault_tables(fault) {
         let statement = if broken {
             format!(
                 "ALTER TABLE {table} ADD CONSTRAINT harness_khala_fault CHECK (false) NOT VALID"
@@ -1341,7 +1360,7 @@ pub async fn set_khala_broken(pool: &sqlx::PgPool, broken: bool) -> Result<(), s
         } else {
             format!("ALTER TABLE {table} DROP CONSTRAINT harness_khala_fault")
         };
-        // The table names are the two constants above.
+        // The table names are `fault_tables`' constants.
         sqlx::query(sqlx::AssertSqlSafe(statement))
             .execute(pool)
             .await?;

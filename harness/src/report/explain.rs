@@ -5,7 +5,9 @@
 
 use super::model::FieldDiff;
 use super::timeline::{CellState, Timeline};
-use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step, StopPath};
+use crate::model::case::{
+    Case, ConvexFault, EntityRef, KhalaFault, Outage, RollbackSwitch, Step, StopPath,
+};
 use crate::model::reason::{CheckpointClass, ReasonClass, StoreClass};
 use crate::model::violation::Violation;
 use crate::oracle::TIMESTAMP_KEYS;
@@ -94,7 +96,12 @@ pub fn describe_step(step: &Step) -> String {
                 "every Convex mutation throws (HTTP 560, `status: \"error\"`)".to_owned()
             }
         },
-        Step::BreakKhala => "Khala's database starts refusing writes".to_owned(),
+        Step::BreakKhala { fault } => match fault {
+            KhalaFault::ReadModel => "Khala's database starts refusing writes".to_owned(),
+            KhalaFault::Allocator => {
+                "Khala's watermark allocator starts refusing writes".to_owned()
+            }
+        },
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "the Convex backend is paused".to_owned(),
             Outage::Stop => "the Convex backend is stopped".to_owned(),
@@ -382,7 +389,12 @@ mod tests {
         );
         let short_label = crate::report::timeline::short_label;
         assert_eq!(short_label(&step), "r1 delta");
-        assert_eq!(short_label(&Step::BreakKhala), "khala down");
+        assert_eq!(
+            short_label(&Step::BreakKhala {
+                fault: KhalaFault::ReadModel
+            }),
+            "khala down"
+        );
     }
 
     #[test]

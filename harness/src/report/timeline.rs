@@ -6,7 +6,7 @@
 //! diverge.
 
 use crate::check::invariants::differing_keys;
-use crate::model::case::{Case, ConvexFault, EntityRef, Outage, RollbackSwitch, Step};
+use crate::model::case::{Case, ConvexFault, EntityRef, KhalaFault, Outage, RollbackSwitch, Step};
 use crate::model::observation::document_seq;
 use crate::model::trace::StepTrace;
 use crate::oracle::{Oracle, semantic_part};
@@ -108,7 +108,9 @@ pub enum CellState {
 
 fn marker_of(step: &Step) -> Option<Marker> {
     Some(match step {
-        Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => Marker::Fault,
+        Step::BreakConvex { .. } | Step::BreakKhala { .. } | Step::ConvexOutage { .. } => {
+            Marker::Fault
+        }
         Step::Heal => Marker::Heal,
         Step::Quiesce => Marker::Quiesce,
         Step::SetClientFlag { .. } | Step::SetRolloutStage { .. } => Marker::FlagFlip,
@@ -138,7 +140,7 @@ impl Timeline {
         for (position, entry) in trace.iter().enumerate() {
             oracle.apply(&entry.step);
             match entry.step {
-                Step::BreakConvex { .. } | Step::BreakKhala | Step::ConvexOutage { .. } => {
+                Step::BreakConvex { .. } | Step::BreakKhala { .. } | Step::ConvexOutage { .. } => {
                     fault_active = true
                 }
                 Step::Heal | Step::Quiesce => fault_active = false,
@@ -585,7 +587,10 @@ pub fn short_label(step: &Step) -> String {
             ConvexFault::FunctionError200 => "convex throws 200".to_owned(),
             ConvexFault::FunctionError560 => "convex throws 560".to_owned(),
         },
-        Step::BreakKhala => "khala down".to_owned(),
+        Step::BreakKhala { fault } => match fault {
+            KhalaFault::ReadModel => "khala down".to_owned(),
+            KhalaFault::Allocator => "khala allocator down".to_owned(),
+        },
         Step::ConvexOutage { outage } => match outage {
             Outage::Pause => "convex pause".to_owned(),
             Outage::Stop => "convex stop".to_owned(),
@@ -640,7 +645,9 @@ mod tests {
     /// A B1-like trace: Convex written, Khala never.
     fn partial_fanout() -> (Case, Vec<StepTrace>) {
         let steps = vec![
-            Step::BreakKhala,
+            Step::BreakKhala {
+                fault: KhalaFault::ReadModel,
+            },
             Step::AppendRunEvent {
                 run: 0,
                 event_type: RunEventType::Started,

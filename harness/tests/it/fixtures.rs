@@ -235,11 +235,25 @@ impl ProjectionSink for RendezvousSink {
 /// Makes every write to a Khala read-model table fail, as a broken Khala
 /// database would: the same fault the engine's `BreakKhala` step plants.
 pub async fn break_khala(pool: &PgPool) {
-    support::ok(khala_parity::play::driver::set_khala_broken(pool, true).await);
+    support::ok(
+        khala_parity::play::driver::set_khala_broken(
+            pool,
+            khala_parity::model::case::KhalaFault::ReadModel,
+            true,
+        )
+        .await,
+    );
 }
 
 pub async fn heal_khala(pool: &PgPool) {
-    support::ok(khala_parity::play::driver::set_khala_broken(pool, false).await);
+    support::ok(
+        khala_parity::play::driver::set_khala_broken(
+            pool,
+            khala_parity::model::case::KhalaFault::ReadModel,
+            false,
+        )
+        .await,
+    );
 }
 
 /// Row counts of every table a projection may write.

@@ -6,7 +6,9 @@
 use crate::convex_backend::convex_backend;
 use crate::support;
 use khala_parity::check::gate::{CheckOutcome, GateThresholds};
-use khala_parity::model::case::{CASE_SCHEMA, Case, IdStyle, RunEventType, Start, Step};
+use khala_parity::model::case::{
+    CASE_SCHEMA, Case, IdStyle, KhalaFault, RunEventType, Start, Step,
+};
 use khala_parity::model::catalogue::Severity;
 use khala_parity::model::observation::Observation;
 use khala_parity::model::reason::{ReasonClass, StoreClass};
@@ -211,7 +213,9 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
             invariant: "X1",
             reason_class: StoreClass::KhalaMissing.into(),
             case: case(vec![
-                Step::BreakKhala,
+                Step::BreakKhala {
+                    fault: KhalaFault::ReadModel,
+                },
                 Step::AppendRunEvent {
                     run: 0,
                     event_type: RunEventType::Started,
@@ -238,7 +242,9 @@ fn synthetic_report(unknown: Option<&str>) -> Report {
 /// A played case as the driver traces it: Khala never gets run 0.
 fn traced_partial_fanout() -> (Case, CaseResult) {
     let case = case(vec![
-        Step::BreakKhala,
+        Step::BreakKhala {
+            fault: KhalaFault::ReadModel,
+        },
         Step::AppendRunEvent {
             run: 0,
             event_type: RunEventType::Started,
