@@ -235,25 +235,17 @@ impl ProjectionSink for RendezvousSink {
 /// Makes every write to a Khala read-model table fail, as a broken Khala
 /// database would: the same fault the engine's `BreakKhala` step plants.
 pub async fn break_khala(pool: &PgPool) {
-    support::ok(
-        khala_parity::play::driver::set_khala_broken(
-            pool,
-            khala_parity::model::case::KhalaFault::ReadModel,
-            true,
-        )
-        .await,
-    );
+    set_read_models_broken(pool, true).await;
 }
 
 pub async fn heal_khala(pool: &PgPool) {
-    support::ok(
-        khala_parity::play::driver::set_khala_broken(
-            pool,
-            khala_parity::model::case::KhalaFault::ReadModel,
-            false,
-        )
-        .await,
-    );
+    set_read_models_broken(pool, false).await;
+}
+
+async fn set_read_models_broken(pool: &PgPool, broken: bool) {
+    use khala_parity::model::case::KhalaFault;
+    use khala_parity::play::driver::set_khala_broken;
+    support::ok(set_khala_broken(pool, KhalaFault::ReadModel, broken).await);
 }
 
 /// Row counts of every table a projection may write.
